@@ -1,0 +1,43 @@
+# The README's commands. Everything runs from a project-local virtualenv (.venv).
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VPY) -m pip
+STAMP   := $(VENV)/.deps-stamp
+
+.PHONY: demo test test-native test-pure hil build lint bench soak clean venv
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+build: $(STAMP)
+	$(VPY) setup.py -q build_ext --inplace
+
+demo: build
+	$(VPY) -m gateway.cli demo
+
+test: build
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q tests hil_tests
+	GATEWAY_PUREPYTHON=1 $(VPY) -m pytest -q tests
+
+hil: build
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q hil_tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gateway tests hil_tests bench
+	$(VENV)/bin/ruff format --check gateway tests hil_tests bench
+	$(VENV)/bin/mypy gateway
+
+bench: build
+	$(VPY) bench/run_all.py
+
+soak: build
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -m slow tests hil_tests
+
+clean:
+	rm -rf build dist *.egg-info gateway/_native/*.so gateway/_native/*.c native/*.c

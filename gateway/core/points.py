@@ -1,0 +1,82 @@
+"""The point table: every known point, its metadata, last value and ring buffer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.core.model import Quality, SampleBatch
+from gateway.impl import ringbuf
+
+
+@dataclass(frozen=True, slots=True)
+class PointInfo:
+    """Metadata of one point, as announced upstream in the point model."""
+
+    id: int
+    name: str  # full name, "device.point"
+    device: str
+    type: str  # register type or "bool"
+    unit: str = ""
+    writable: bool = False
+    deadband: float | None = None
+    description: str = ""
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "id": self.id, "name": self.name, "device": self.device, "type": self.type,
+            "unit": self.unit, "writable": self.writable, "description": self.description,
+        }
+
+
+class PointTable:
+    """Point ids are dense indices; per-point state is kept in typed columns."""
+
+    def __init__(self, ring_capacity: int = 4096) -> None:
+        self._ring_capacity = ring_capacity
+        self.infos: list[PointInfo] = []
+        self._ids: dict[str, int] = {}
+        self.rings: list[ringbuf.RingBuffer] = []
+        self.last_value = np.empty(0, np.float64)
+        self.last_ts = np.empty(0, np.float64)
+        self.last_quality = np.empty(0, np.uint8)
+
+    def add(self, name: str, device: str, type: str, **meta: object) -> int:
+        """Register a point; returns its id. Adding an existing name is an error."""
+        if name in self._ids:
+            raise ValueError(f"duplicate point {name!r}")
+        pid = len(self.infos)
+        self.infos.append(PointInfo(pid, name, device, type, **meta))  # type: ignore[arg-type]
+        self._ids[name] = pid
+        self.rings.append(ringbuf.RingBuffer(self._ring_capacity))
+        self.last_value = np.append(self.last_value, np.nan)
+        self.last_ts = np.append(self.last_ts, np.nan)
+        self.last_quality = np.append(self.last_quality, np.uint8(Quality.BAD))
+        return pid
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ids
+
+    def id_of(self, name: str) -> int:
+        try:
+            return self._ids[name]
+        except KeyError:
+            raise KeyError(f"unknown point {name!r}") from None
+
+    def ingest(self, batch: SampleBatch) -> None:
+        """Record a batch: good numeric samples go into the rings, last values are updated."""
+        if not len(batch):
+            return
+        ids = batch.point_ids
+        good = batch.quality == Quality.GOOD
+        for pid in np.unique(ids[good]):
+            sel = good & (ids == pid)
+            self.rings[pid].extend(batch.ts[sel], batch.values[sel])
+        # Fancy assignment keeps the last occurrence of repeated ids: batches are in time order.
+        self.last_value[ids] = batch.values
+        self.last_ts[ids] = batch.ts
+        self.last_quality[ids] = batch.quality
