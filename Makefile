@@ -37,7 +37,7 @@ bench: build
 	$(VPY) bench/run_all.py
 
 soak: build
-	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -m slow tests hil_tests
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -m slow -o addopts= tests hil_tests
 
 clean:
 	rm -rf build dist *.egg-info gateway/_native/*.so gateway/_native/*.c native/*.c

@@ -1,13 +1,30 @@
 """Gateway configuration: one YAML file -> validated, typed objects.
 
 The dataclasses below are the contract every stage codes against. Loading and validation
-(file:line and key path in every error) live in this module too.
+(file:line and key path in every error) live in this module too; the option tables they check
+against are in :mod:`gateway.config_schema`, the YAML node reading in :mod:`gateway.config_yaml`.
+The reference of every key is docs/config.md, generated from the tables.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
+
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gateway.config_schema import ACTIONS, REGISTER_WORDS, TABLES
+from gateway.config_yaml import BAD, ConfigError, ConfigIssue, Parsed, Reader, join, suggest
+
+__all__ = [
+    "AlarmAction", "Action", "ConfigError", "ConfigIssue", "DeviceConfig", "GatewayConfig",
+    "LogAction", "PointConfig", "RuleConfig", "UplinkConfig", "WriteAction", "check_main",
+    "format_issues", "load_config", "load_config_text",
+]  # fmt: skip
 
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
 RegisterType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64"]
@@ -47,7 +64,9 @@ class DeviceConfig:
     max_gap: int = 8  # registers of gap allowed inside one coalesced read
     reconnect_min: float = 0.5  # seconds, first reconnect backoff
     reconnect_max: float = 30.0  # seconds, backoff cap
-    poll_groups: dict[str, float] = field(default_factory=lambda: {"default": 1.0})  # name -> period s
+    poll_groups: dict[str, float] = field(
+        default_factory=lambda: {"default": 1.0}
+    )  # name -> period s
     points: tuple[PointConfig, ...] = ()
 
 
@@ -104,3 +123,376 @@ class GatewayConfig:
     rules: tuple[RuleConfig, ...] = ()
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     source: str = ""  # path of the file this came from
+
+
+# --- loading and validation ------------------------------------------------------------------
+# The tables in gateway.config_schema check each mapping on its own; the functions below add
+# what a table cannot express (uniqueness, cross references, defaults that depend on other keys)
+# and build the dataclasses once the whole file, rule files included, is free of issues.
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Load and validate a config file.
+
+    Relative paths inside it (``data_dir``, ``uplink.queue``, key files, ``rule_files``) are
+    resolved against the directory of the file, never the working directory, so a config means
+    the same thing wherever the gateway is started; the dataclasses hold absolute paths.
+
+    Raises
+    ------
+    ConfigError
+        With every issue found (file:line:column, key path, message); ``unreadable`` is set
+        when the file is missing or is not YAML.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        issue = ConfigIssue(str(path), 0, 0, "", "file not found")
+        raise ConfigError([issue], unreadable=True) from None
+    except UnicodeDecodeError as exc:
+        issue = ConfigIssue(str(path), 0, 0, "", f"not UTF-8 text ({exc.reason})")
+        raise ConfigError([issue], unreadable=True) from None
+    except OSError as exc:
+        issue = ConfigIssue(str(path), 0, 0, "", f"cannot read: {exc.strerror}")
+        raise ConfigError([issue], unreadable=True) from None
+    resolved = file.resolve()
+    return _Loader(str(path), resolved.parent).load(text, str(resolved))
+
+
+def load_config_text(
+    text: str, filename: str = "<string>", *, base_dir: str | Path | None = None
+) -> GatewayConfig:
+    """Validate config text; ``filename`` is used in messages and as ``GatewayConfig.source``.
+
+    Relative paths resolve against ``base_dir``, by default the directory of ``filename``.
+    """
+    base = Path(base_dir) if base_dir is not None else Path(filename).parent
+    return _Loader(filename, base.resolve()).load(text, filename)
+
+
+def format_issues(err: ConfigError | Iterable[ConfigIssue]) -> str:
+    """One issue per line: ``file:line:column: key.path: message``."""
+    issues = err.issues if isinstance(err, ConfigError) else err
+    return "\n".join(str(issue) for issue in issues)
+
+
+def check_main(path: str) -> int:
+    """``gateway check FILE``: print the issues or a one-line summary.
+
+    Returns 0 if the config is valid, 1 if it has issues, 2 if the file is missing or not YAML.
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        count = len(err.issues)
+        print(format_issues(err), file=sys.stderr)
+        print(f"{path}: {count} issue{'' if count == 1 else 's'}", file=sys.stderr)
+        return 2 if err.unreadable else 1
+    points = sum(len(device.points) for device in config.devices)
+    print(f"{path}: OK: {len(config.devices)} devices, {points} points, {len(config.rules)} rules")
+    return 0
+
+
+_READ_ONLY_TABLES = ("input", "discrete")
+_BIT_TABLES = ("coil", "discrete")
+_STRUCTURAL = ("section", "section_list", "actions")
+
+
+def _fields(parsed: Parsed, section: str) -> dict[str, Any]:
+    """Dataclass keyword arguments for the scalar options of a parsed section."""
+    options = TABLES[section].options
+    return {opt.field: parsed.values[opt.key] for opt in options if opt.kind not in _STRUCTURAL}
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Loader:
+    """One load: the main file, its rule files and the issues of all of them."""
+
+    def __init__(self, file: str, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.issues: list[ConfigIssue] = []
+        self.main = Reader(file, base_dir, self.issues)
+        self.files = [file]
+        # full point name -> writable (None when its `writable` value was itself wrong)
+        self.points: dict[str, bool | None] = {}
+        self.rule_names: dict[str, str] = {}  # name -> "file:line" of its first definition
+
+    def load(self, text: str, source: str) -> GatewayConfig:
+        root = self.main.compose(text)
+        if root is None:
+            syntax_error = bool(self.issues)
+            if not syntax_error:
+                self.main.error(None, "", "empty config; expected a mapping with a 'gateway' key")
+            raise ConfigError(self.issues, unreadable=syntax_error)
+        config = self._root(root, source)
+        if self.issues or config is None:
+            order = {file: i for i, file in enumerate(self.files)}
+            self.issues.sort(key=lambda issue: (order[issue.file], issue.line, issue.column))
+            raise ConfigError(self.issues)
+        return config
+
+    def _root(self, root: Node, source: str) -> GatewayConfig | None:
+        top = self.main.section(root, "", TABLES["root"])
+        if top is None:
+            return None
+        gateway = None
+        if "gateway" in top.nodes and top.ok("gateway"):
+            gateway = self.main.section(top.nodes["gateway"], "gateway", TABLES["gateway"])
+        devices = self._devices(top)
+        rules = [
+            *self._rules(self.main, top, "rules"),
+            *self._rule_files(top),
+        ]
+        uplink = self._uplink(top)
+        if self.issues or gateway is None or uplink is None:
+            return None
+        return GatewayConfig(
+            **_fields(gateway, "gateway"),
+            devices=tuple(d for d in devices if d is not None),
+            rules=tuple(r for r in rules if r is not None),
+            uplink=uplink,
+            source=source,
+        )
+
+    # --- devices and points ------------------------------------------------------------------
+
+    def _devices(self, top: Parsed) -> list[DeviceConfig | None]:
+        node = top.values.get("devices")
+        if not isinstance(node, Node):
+            return []
+        first: dict[str, int] = {}
+        devices: list[DeviceConfig | None] = []
+        for i, item in enumerate(node.value):
+            path = join("devices", i)
+            parsed = self.main.section(item, path, TABLES["device"])
+            if parsed is None:
+                devices.append(None)
+                continue
+            name = parsed.values["name"] if parsed.ok("name") else None
+            if name is not None and name in first:
+                msg = f"duplicate device name '{name}' (first at line {first[name]})"
+                self.main.error(parsed.at("name"), join(path, "name"), msg)
+                name = None
+            elif name is not None:
+                first[name] = _line(parsed.at("name"))
+            devices.append(self._device(parsed, path, name))
+        return devices
+
+    def _device(self, parsed: Parsed, path: str, name: str | None) -> DeviceConfig | None:
+        values = parsed.values
+        if parsed.ok("reconnect_min", "reconnect_max"):
+            if values["reconnect_max"] < values["reconnect_min"]:
+                msg = f"must be >= reconnect_min ({values['reconnect_min']:g} s)"
+                self.main.error(parsed.at("reconnect_max"), join(path, "reconnect_max"), msg)
+        groups = values["poll_groups"] if parsed.ok("poll_groups") else None
+        points: list[PointConfig | None] = []
+        node = values.get("points")
+        seen: dict[str, int] = {}
+        for i, item in enumerate(node.value if isinstance(node, Node) else ()):
+            point = self.main.section(item, join(path, "points", i), TABLES["point"])
+            points.append(None if point is None else self._point(point, name, groups, seen))
+        if None in points or parsed.bad:
+            return None
+        return DeviceConfig(
+            **_fields(parsed, "device"),
+            points=tuple(p for p in points if p is not None),
+        )
+
+    def _point(
+        self, parsed: Parsed, device: str | None, groups: dict[str, float] | None,
+        seen: dict[str, int],
+    ) -> PointConfig | None:  # fmt: skip
+        values, path, error = parsed.values, parsed.path, self.main.error
+        if "type" not in parsed.nodes and values["table"] in _BIT_TABLES:
+            values["type"] = "bool"
+        if parsed.ok("name"):
+            name = values["name"]
+            if name in seen:
+                msg = f"duplicate point name '{name}' (first at line {seen[name]})"
+                error(parsed.at("name"), join(path, "name"), msg)
+            else:
+                seen[name] = _line(parsed.at("name"))
+                if device is not None:
+                    writable = values["writable"] if parsed.ok("writable") else None
+                    self.points[f"{device}.{name}"] = writable
+        table, kind = values["table"], values["type"]
+        if parsed.ok("table", "type"):
+            if table in _BIT_TABLES and kind != "bool":
+                msg = f"points in the {table} table are bool; got type '{kind}'"
+                error(parsed.at("type"), join(path, "type"), msg)
+            elif table not in _BIT_TABLES and kind == "bool":
+                msg = f"bool points belong in the coil or discrete table; got table '{table}'"
+                error(parsed.at("type"), join(path, "type"), msg)
+            elif parsed.ok("address"):
+                words = REGISTER_WORDS[kind]
+                if values["address"] + words > 65536:
+                    msg = (f"{kind} needs {words} registers, so the address must be "
+                           f"<= {65536 - words}; got {values['address']}")  # fmt: skip
+                    error(parsed.at("address"), join(path, "address"), msg)
+        if parsed.ok("table", "writable") and values["writable"] and table in _READ_ONLY_TABLES:
+            msg = f"points in the {table} table are read-only; writable must be false"
+            error(parsed.at("writable"), join(path, "writable"), msg)
+        if groups is not None and parsed.ok("poll") and values["poll"] not in groups:
+            poll, known = values["poll"], ", ".join(groups)
+            if "poll" in parsed.nodes:
+                msg = f"unknown poll group '{poll}'{suggest(poll, groups)}; the device has: {known}"
+            else:
+                msg = f"no `poll` given and the device has no 'default' poll group; it has: {known}"
+            error(parsed.at("poll"), join(path, "poll"), msg)
+        return None if parsed.bad else PointConfig(**_fields(parsed, "point"))
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def _rules(self, reader: Reader, parsed: Parsed, key: str) -> list[RuleConfig | None]:
+        node = parsed.values.get(key)
+        if not isinstance(node, Node):
+            return []
+        return [self._rule(reader, item, join("rules", i)) for i, item in enumerate(node.value)]
+
+    def _rule(self, reader: Reader, node: Node, path: str) -> RuleConfig | None:
+        parsed = reader.section(node, path, TABLES["rule"])
+        if parsed is None:
+            return None
+        source = f"{reader.file}:{_line(node)}"
+        if parsed.ok("name"):
+            name = parsed.values["name"]
+            if name in self.rule_names:
+                msg = f"duplicate rule name '{name}' (first defined at {self.rule_names[name]})"
+                reader.error(parsed.at("name"), join(path, "name"), msg)
+            else:
+                self.rule_names[name] = source
+        actions_node = parsed.values.get("actions")
+        actions: list[Action | None] = []
+        if isinstance(actions_node, Node):
+            if not actions_node.value:
+                reader.error(actions_node, join(path, "actions"), "expected at least one action")
+            for i, item in enumerate(actions_node.value):
+                actions.append(self._action(reader, item, join(path, "actions", i)))
+        if parsed.bad or None in actions or not actions:
+            return None
+        return RuleConfig(
+            **_fields(parsed, "rule"),
+            actions=tuple(a for a in actions if a is not None),
+            source=source,
+        )
+
+    def _action(self, reader: Reader, node: Node, path: str) -> Action | None:
+        mapping = reader.mapping(node, path, "an action: alarm, write or log")
+        if mapping is None:
+            return None
+        pairs = reader.pairs(mapping, path)
+        if len(pairs) != 1:
+            got = ", ".join(key for key, _, _ in pairs) or "nothing"
+            reader.error(
+                node, path, f"an action has exactly one key, alarm, write or log; got {got}"
+            )
+            return None
+        kind, key_node, value = pairs[0]
+        apath = join(path, kind)
+        if kind not in ACTIONS:
+            msg = (
+                f"unknown action '{kind}'{suggest(kind, ACTIONS)}; valid actions: alarm, write, log"
+            )
+            reader.error(key_node, apath, msg)
+            return None
+        if kind == "write":
+            parsed = reader.section(value, apath, TABLES["write"])
+            if parsed is None:
+                return None
+            if parsed.ok("point"):
+                self._check_write_target(reader, parsed.values["point"], parsed.at("point"), apath)
+            return None if parsed.bad else WriteAction(**_fields(parsed, "write"))
+        if isinstance(value, ScalarNode):  # short form: `alarm: "text"`, `log: "text"`
+            if kind == "alarm" and reader.is_null(value):
+                return AlarmAction()
+            message = reader.value(TABLES[kind].options[0], value, apath)
+            if message is BAD:
+                return None
+            return AlarmAction(message) if kind == "alarm" else LogAction(message)
+        parsed = reader.section(value, apath, TABLES[kind])
+        if parsed is None or parsed.bad:
+            return None
+        return (
+            AlarmAction(**_fields(parsed, kind))
+            if kind == "alarm"
+            else LogAction(**_fields(parsed, kind))
+        )
+
+    def _check_write_target(self, reader: Reader, point: str, node: Node, path: str) -> None:
+        path = join(path, "point")
+        if point not in self.points:
+            reader.error(node, path, f"unknown point '{point}'{suggest(point, self.points)}")
+        elif self.points[point] is False:
+            reader.error(node, path, f"point '{point}' is not writable (set writable: true on it)")
+
+    def _rule_files(self, top: Parsed) -> list[RuleConfig | None]:
+        node = top.nodes.get("rule_files")
+        if not top.ok("rule_files") or not isinstance(node, SequenceNode):
+            return []
+        rules: list[RuleConfig | None] = []
+        listed: dict[Path, int] = {}
+        for i, (item, resolved) in enumerate(
+            zip(node.value, top.values["rule_files"], strict=True)
+        ):
+            path, file = join("rule_files", i), Path(resolved)
+            if file in listed:
+                self.main.error(
+                    item, path, f"rule file listed twice (first at line {listed[file]})"
+                )
+                continue
+            listed[file] = _line(item)
+            try:
+                text = file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                self.main.error(item, path, f"rule file not found: {file}")
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                self.main.error(item, path, f"cannot read rule file {file}: {exc}")
+                continue
+            written = str(item.value)
+            shown = (
+                written
+                if Path(written).is_absolute()
+                else os.path.normpath(os.path.join(os.path.dirname(self.main.file), written))
+            )
+            reader = Reader(shown, self.base_dir, self.issues)
+            self.files.append(shown)
+            rules.extend(self._rule_file(reader, text))
+        return rules
+
+    def _rule_file(self, reader: Reader, text: str) -> list[RuleConfig | None]:
+        before = len(self.issues)
+        root = reader.compose(text)
+        if root is None or reader.is_null(root):
+            return [None] if len(self.issues) > before else []
+        if isinstance(root, SequenceNode):
+            return [self._rule(reader, item, join("rules", i)) for i, item in enumerate(root.value)]
+        parsed = reader.section(root, "", TABLES["rule_file"])
+        if parsed is None:
+            return [None]
+        return self._rules(reader, parsed, "rules")
+
+    # --- uplink ------------------------------------------------------------------------------
+
+    def _uplink(self, top: Parsed) -> UplinkConfig | None:
+        if not top.ok("uplink"):
+            return None
+        node = top.values["uplink"]
+        if not isinstance(node, Node):  # absent or null: all defaults
+            mark = top.at("uplink").start_mark
+            node = MappingNode("tag:yaml.org,2002:map", [], mark, mark)
+        parsed = self.main.section(node, "uplink", TABLES["uplink"])
+        if parsed is None:
+            return None
+        values = parsed.values
+        if parsed.ok("insecure", "server_key") and not (values["insecure"] or values["server_key"]):
+            msg = (
+                "required unless insecure: true (plaintext TCP must be chosen explicitly; "
+                "create keys with `gateway keys`)"
+            )
+            self.main.error(parsed.at("server_key"), "uplink.server_key", msg)
+        return None if parsed.bad else UplinkConfig(**_fields(parsed, "uplink"))

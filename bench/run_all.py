@@ -1,0 +1,23 @@
+"""Run every benchmark in bench/ (each prints its own ratio against its reference)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHES = ["bench_modbus_decode.py", "bench_queue.py", "bench_e2e.py"]
+
+
+def main() -> int:
+    here = Path(__file__).parent
+    extra = sys.argv[1:]
+    code = 0
+    for name in BENCHES:
+        print(f"=== {name} {' '.join(extra)}", flush=True)
+        code |= subprocess.call([sys.executable, str(here / name), *extra])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
