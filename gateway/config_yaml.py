@@ -7,6 +7,8 @@ instead of stopping at the first problem.
 
 from __future__ import annotations
 
+import os
+
 import difflib
 import math
 from collections.abc import Iterable
@@ -265,7 +267,7 @@ class Reader:
 
     def _default(self, option: Option) -> Any:
         if option.kind == "path" and option.default is not None:
-            return str(self.base_dir / option.default)
+            return os.path.normpath(self.base_dir / option.default)
         return option.default
 
     def value(self, option: Option, node: Node, path: str) -> Any:
@@ -394,7 +396,7 @@ class Reader:
             self.error(node, path, f"expected {fmt.hint}; got {value!r}")
             return BAD
         if option.kind == "path":
-            return str(self.base_dir / Path(value).expanduser())
+            return os.path.normpath(self.base_dir / Path(value).expanduser())
         return value
 
 

@@ -65,7 +65,7 @@ def test_demo_loads_with_expected_values() -> None:
     cfg = load_config(DEMO)
     assert cfg.id == "demo-gw"
     assert cfg.source == str(DEMO)
-    assert cfg.data_dir == str(DEMO.parent / "var" / "demo")
+    assert cfg.data_dir == str(DEMO.parent.parent / "var" / "demo")
     assert cfg.metrics_listen == "127.0.0.1:9108"
     assert [d.name for d in cfg.devices] == ["press1", "pump1", "motor1"]
     assert sum(len(d.points) for d in cfg.devices) == 11
@@ -98,7 +98,7 @@ def test_demo_loads_with_expected_values() -> None:
 
     up = cfg.uplink
     assert up.endpoints == ("tcp://127.0.0.1:7000",) and up.insecure is True
-    assert up.queue == str(DEMO.parent / "var" / "demo" / "queue.db")
+    assert up.queue == str(DEMO.parent.parent / "var" / "demo" / "queue.db")
     assert up.batch_max_delay == 0.05 and up.batch_max_records == 1000
     assert up.ack_timeout == 5.0 and up.server_key is None
 

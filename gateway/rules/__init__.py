@@ -1,0 +1,26 @@
+"""Rule engine: a safe expression language compiled to closures, alarms, actions.
+
+Public entry points: :class:`RuleEngine` (run rules over sample batches), :func:`compile_expression`
+(parse and check one expression, also used by ``gateway check``), :class:`RuleError`.
+"""
+
+from gateway.rules.alarms import AlarmState
+from gateway.rules.compiler import CompiledExpr, compile_expression
+from gateway.rules.effects import AlarmCleared, AlarmRaised, Effect, LogMessage, WriteRequest
+from gateway.rules.engine import RuleEngine
+from gateway.rules.errors import RuleError
+from gateway.rules.template import MessageTemplate
+
+__all__ = [
+    "AlarmCleared",
+    "AlarmRaised",
+    "AlarmState",
+    "CompiledExpr",
+    "Effect",
+    "LogMessage",
+    "MessageTemplate",
+    "RuleEngine",
+    "RuleError",
+    "WriteRequest",
+    "compile_expression",
+]
