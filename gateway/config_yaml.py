@@ -7,10 +7,9 @@ instead of stopping at the first problem.
 
 from __future__ import annotations
 
-import os
-
 import difflib
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
