@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gateway.core.model import Quality, SampleBatch
 from gateway.impl import ringbuf
+
+if TYPE_CHECKING:
+    from gateway._pure.ringbuf import RingBuffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ class PointTable:
         self._ring_capacity = ring_capacity
         self.infos: list[PointInfo] = []
         self._ids: dict[str, int] = {}
-        self.rings: list[ringbuf.RingBuffer] = []
+        self.rings: list[RingBuffer] = []
         self.last_value = np.empty(0, np.float64)
         self.last_ts = np.empty(0, np.float64)
         self.last_quality = np.empty(0, np.uint8)

@@ -1,0 +1,173 @@
+"""Pure-Python twin of ``native/ringbuf.pyx``: per-point ring buffers and window statistics.
+
+The ring is *mirrored*: every sample is stored twice, at slot ``i`` and ``i + capacity`` of two
+``2 * capacity`` float64 arrays. Any window of at most ``capacity`` consecutive samples is then one
+contiguous slice, so :meth:`RingBuffer.last` and :meth:`RingBuffer.since` return read-only numpy
+views into the storage instead of copies, and window statistics run over contiguous memory.
+
+Timestamps are expected in non-decreasing order (a point's samples are appended in time order);
+:meth:`RingBuffer.since` relies on it for its binary search. A sample that goes back in time (a
+wall-clock step) is stored as given rather than dropped; windows around it are then approximate.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+__all__ = ["RingBuffer", "WindowStats", "window_stats"]
+
+
+class WindowStats(NamedTuple):
+    """Statistics of one window of values.
+
+    ``std`` is the population standard deviation, ``p2p`` is ``max - min`` and ``crest`` is
+    ``max(|x|) / rms``. An empty window has ``count == 0`` and NaN everywhere else; a window of
+    zeros has ``crest`` NaN. A NaN value anywhere in the window makes every field but ``count`` NaN.
+    """
+
+    count: int  # type: ignore[assignment]  # shadows tuple.count; the name is the contract
+    mean: float
+    min: float
+    max: float
+    rms: float
+    std: float
+    p2p: float
+    crest: float
+
+
+_NAN = float("nan")
+_EMPTY = WindowStats(0, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN)
+
+
+def _stats(x: FloatArray) -> WindowStats:
+    n = x.shape[0]
+    if n == 0:
+        return _EMPTY
+    lo = float(x.min())
+    hi = float(x.max())
+    if lo != lo or hi != hi:  # NaN anywhere propagates to every statistic (same as the C loop)
+        return WindowStats(n, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN)
+    with np.errstate(all="ignore"):  # overflow to inf is a valid result, as in the C loop
+        mean = float(x.sum()) / n
+        rms = float(np.sqrt(float(np.dot(x, x)) / n))
+        # Corrected two-pass variance: the second term cancels the rounding error of the mean.
+        d = x - mean
+        sd = float(d.sum())
+        var = (float(np.dot(d, d)) - sd * sd / n) / n
+    std = math.sqrt(var) if var > 0.0 else (0.0 if var == var else _NAN)
+    peak = max(abs(lo), abs(hi))
+    crest = peak / rms if rms > 0.0 else _NAN
+    return WindowStats(n, mean, lo, hi, rms, std, hi - lo, crest)
+
+
+def window_stats(values: npt.ArrayLike) -> WindowStats:
+    """Statistics of a 1-d float64 array (any array-like is converted first)."""
+    x = np.ascontiguousarray(values, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"window_stats expects a 1-d array, got {x.ndim} dimensions")
+    return _stats(x)
+
+
+class RingBuffer:
+    """Fixed-capacity ring of ``(ts, value)`` float64 samples with zero-copy windows.
+
+    Parameters
+    ----------
+    capacity : int
+        Number of newest samples kept; older samples are overwritten.
+    """
+
+    __slots__ = ("capacity", "_ts", "_val", "_head", "_count")
+
+    def __init__(self, capacity: int) -> None:
+        capacity = int(capacity)
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self._ts: FloatArray = np.zeros(2 * capacity, np.float64)
+        self._val: FloatArray = np.zeros(2 * capacity, np.float64)
+        self._head = 0  # slot (0 <= head < capacity) the next sample goes to
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"RingBuffer(capacity={self.capacity}, len={self._count})"
+
+    def push(self, ts: float, value: float) -> None:
+        """Append one sample, overwriting the oldest one when full."""
+        h = self._head
+        c = self.capacity
+        self._ts[h] = self._ts[h + c] = ts
+        self._val[h] = self._val[h + c] = value
+        self._head = h + 1 if h + 1 < c else 0
+        if self._count < c:
+            self._count += 1
+
+    def extend(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> None:
+        """Append samples in time order (bulk :meth:`push`)."""
+        t = np.ascontiguousarray(ts, dtype=np.float64).reshape(-1)
+        v = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        m = t.shape[0]
+        if v.shape[0] != m:
+            raise ValueError(f"extend: {m} timestamps but {v.shape[0]} values")
+        if m == 0:
+            return
+        c = self.capacity
+        k = min(m, c)  # only the newest `capacity` samples can survive
+        slots = (self._head + (m - k) + np.arange(k)) % c
+        self._ts[slots] = t[m - k :]
+        self._ts[slots + c] = t[m - k :]
+        self._val[slots] = v[m - k :]
+        self._val[slots + c] = v[m - k :]
+        self._head = (self._head + m) % c
+        self._count = min(self._count + m, c)
+
+    def _window(self, n: int) -> tuple[int, int]:
+        """Slice bounds of the newest ``n`` samples in the mirrored storage."""
+        if n < 0:
+            raise ValueError(f"window size must be >= 0, got {n}")
+        n = min(n, self._count)
+        end = self._head + self.capacity
+        return end - n, end
+
+    def _since_start(self, start: int, end: int, t0: float) -> int:
+        return start + int(np.searchsorted(self._ts[start:end], t0, side="right"))
+
+    def _views(self, start: int, end: int) -> tuple[FloatArray, FloatArray]:
+        ts = self._ts[start:end]
+        val = self._val[start:end]
+        ts.flags.writeable = False
+        val.flags.writeable = False
+        return ts, val
+
+    def last(self, n: int) -> tuple[FloatArray, FloatArray]:
+        """Read-only views ``(ts, values)`` of the newest ``n`` samples (fewer if not filled).
+
+        The views alias the ring: they are valid until ``capacity - n`` more samples arrive.
+        """
+        return self._views(*self._window(operator.index(n)))
+
+    def since(self, t0: float) -> tuple[FloatArray, FloatArray]:
+        """Read-only views ``(ts, values)`` of the samples with ``ts > t0``."""
+        start, end = self._window(self._count)
+        return self._views(self._since_start(start, end, float(t0)), end)
+
+    def stats(self, n: int | None = None, since: float | None = None) -> WindowStats:
+        """:class:`WindowStats` of the newest ``n`` samples and/or the samples with ``ts > since``.
+
+        With both given, the window is the newest ``n`` samples restricted to ``ts > since``; with
+        neither, the whole buffer.
+        """
+        start, end = self._window(self._count if n is None else operator.index(n))
+        if since is not None:
+            start = self._since_start(start, end, float(since))
+        return _stats(self._val[start:end])
