@@ -22,8 +22,10 @@ def test_deadband_sends_changes_beyond_the_band_and_quality_changes() -> None:
     assert run(10.0, 1.0) == [0, 1]          # first value always goes
     assert run(10.4, 1.0) == [1]             # within the band
     assert run(10.6, 1.0) == [0, 1]          # beyond the band relative to the last sent 10.0
-    assert run(10.6, 1.0, Quality.BAD) == [0, 1]  # quality change goes even without a value change
-    assert run(np.nan, 1.0, Quality.BAD) == [1]
+    assert run(10.6, 1.0, Quality.BAD) == [0, 1]  # a quality change goes without a value change
+    assert run(np.nan, 1.0, Quality.BAD) == [0, 1]  # the value went away
+    assert run(np.nan, 1.0, Quality.BAD) == [1]  # still bad: nothing new to say
+    assert run(10.6, 1.0) == [0, 1]  # back to good
 
 
 def test_metrics_render_prometheus_text() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -60,8 +61,10 @@ class DeadbandFilter:
         if not self.enabled:
             return batch
         ids = batch.point_ids
+        sent = self._sent[ids]
         with np.errstate(invalid="ignore"):
-            moved = ~(np.abs(batch.values - self._sent[ids]) <= self._band[ids])
+            moved = ~(np.abs(batch.values - sent) <= self._band[ids])
+        moved &= ~(np.isnan(batch.values) & np.isnan(sent))
         keep = ~self._has[ids] | moved | (batch.quality != self._sent_q[ids])
         self._sent[ids[keep]] = batch.values[keep]
         self._sent_q[ids[keep]] = batch.quality[keep]
@@ -256,7 +259,7 @@ class Runtime:
             "samples_total": self.metrics.get("samples_total"),
             "points": pts,
             "devices": {name: dev.stats() for name, dev in self.devices.items()},
-            "alarms": [vars(a) if hasattr(a, "__dict__") else a for a in self.rules.alarms()],
+            "alarms": [dataclasses.asdict(a) for a in self.rules.alarms()],
             "uplink": self.uplink.stats(),
             "recent": list(self.recent),
         }
