@@ -35,7 +35,7 @@ CLOUD_PUB = "tcp://127.0.0.1:7001"
 class SubscriberView:
     """What the demo's own SUB socket has seen of the cloud's fan-out."""
 
-    records: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
     last_seq: dict[str, int] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -43,7 +43,7 @@ class SubscriberView:
     samples: int = 0
 
     def on_record(self, stream: str, seq: int, payload: bytes) -> None:
-        self.records[stream] = self.records.get(stream, 0) + 1
+        self.counts[stream] = self.counts.get(stream, 0) + 1
         prev = self.last_seq.get(stream)
         if prev is not None and seq != prev + 1:
             self.gaps += 1
@@ -167,7 +167,7 @@ def render(status: dict[str, Any] | None, view: SubscriberView, coil: bool | Non
         f"{u.get('committed', 0):,}   acks {u.get('acks', 0):,}   last commit "
         f"{u.get('last_commit_ms', 0):.1f} ms"
     )
-    recs = "  ".join(f"{s} {n:,}" for s, n in sorted(view.records.items()))
+    recs = "  ".join(f"{s} {n:,}" for s, n in sorted(view.counts.items()))
     out.append(
         f"CLOUD -> SUBSCRIBER   records {recs or '0'}   samples {view.samples:,}   gaps {view.gaps}"
     )

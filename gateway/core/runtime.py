@@ -220,7 +220,7 @@ class Runtime:
         out: list[tuple[str, tuple[tuple[str, str], ...], float]] = [
             ("samples_per_second", (), self._rate.rate),
         ]
-        up = self.uplink.stats()
+        up: dict[str, Any] = self.uplink.stats()
         out.append(("uplink_connected", (), 1.0 if up.get("link") == "connected" else 0.0))
         for key in ("submitted", "committed", "sent", "acks", "retransmits", "oldest_age_s"):
             if isinstance(up.get(key), int | float):

@@ -1,0 +1,258 @@
+"""Uplink wire messages: versioned msgpack bodies in two-frame ZeroMQ messages.
+
+Every message is ``[type, body]``: ``type`` is a short ASCII tag (``b"DATA"``), ``body`` a msgpack
+map that always carries ``v`` (the protocol version). The ROUTER side sees a routing-id frame in
+front of these two. Decoding validates every field, so a malformed or foreign message becomes a
+:class:`WireError` (never an arbitrary exception deep in the receiver). See docs/wire-protocol.md.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+
+#: Largest epoch/sequence value: both sides store them as SQLite INTEGER (signed 64-bit).
+MAX_INT = (1 << 63) - 1
+
+#: Upper bound for one decoded body; a DATA message of 1000 records of 1 KiB is ~1 MiB.
+MAX_BODY_BYTES = 64 << 20
+
+
+class WireError(ValueError):
+    """A message that cannot be decoded or fails validation."""
+
+
+class VersionError(WireError):
+    """A well-formed message of a protocol version this side does not speak."""
+
+    def __init__(self, version: object) -> None:
+        super().__init__(
+            f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})"
+        )
+        self.version = version
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Gateway -> cloud, first message of every session: who I am and which epochs I hold."""
+
+    gateway: str
+    streams: dict[str, int]  # stream -> epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Cloud -> gateway: the committed high-water mark per stream of the HELLO, and the credit."""
+
+    hw: dict[str, tuple[int, int]]  # stream -> (epoch, hw)
+    credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Gateway -> cloud: ``count`` consecutive records of one stream starting at ``first_seq``."""
+
+    stream: str
+    epoch: int
+    first_seq: int
+    records: tuple[bytes, ...]
+    crc32: int
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.records) - 1
+
+    @classmethod
+    def build(cls, stream: str, epoch: int, first_seq: int, records: Sequence[bytes]) -> Data:
+        """Make a DATA message with its CRC computed over ``records``."""
+        recs = tuple(records)
+        return cls(stream, epoch, first_seq, recs, records_crc32(recs))
+
+    def crc_ok(self) -> bool:
+        return records_crc32(self.records) == self.crc32
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Cloud -> gateway: cumulative; every record of (stream, epoch) with seq <= hw is committed."""
+
+    stream: str
+    epoch: int
+    hw: int
+    credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """Cloud -> gateway: the DATA did not fit (bad CRC or a gap); resend from ``expected``."""
+
+    stream: str
+    epoch: int
+    expected: int
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Cloud -> gateway: the session cannot continue (``hello_required``, ``version``, ``bad``)."""
+
+    code: str
+    reason: str
+
+
+Message = Hello | Welcome | Data | Ack | Nack | Error
+
+
+def records_crc32(records: Sequence[bytes]) -> int:
+    """CRC-32 over each record's 4-byte big-endian length followed by its bytes.
+
+    The length prefixes make the CRC see record boundaries, so two records that swap a byte across
+    their boundary do not checksum the same as the originals.
+    """
+    parts: list[bytes] = []
+    for rec in records:
+        parts.append(len(rec).to_bytes(4, "big"))
+        parts.append(rec)
+    return zlib.crc32(b"".join(parts))
+
+
+def encode(msg: Message) -> list[bytes]:
+    """Encode a message into its ``[type, body]`` frames."""
+    body: dict[str, Any]
+    if isinstance(msg, Data):
+        tag = b"DATA"
+        body = {
+            "stream": msg.stream,
+            "epoch": msg.epoch,
+            "first_seq": msg.first_seq,
+            "count": len(msg.records),
+            "crc32": msg.crc32,
+            "records": list(msg.records),
+        }
+    elif isinstance(msg, Ack):
+        tag = b"ACK"
+        body = {"stream": msg.stream, "epoch": msg.epoch, "hw": msg.hw, "credit": msg.credit}
+    elif isinstance(msg, Hello):
+        tag = b"HELLO"
+        body = {"gateway": msg.gateway, "streams": dict(msg.streams)}
+    elif isinstance(msg, Welcome):
+        tag = b"WELCOME"
+        body = {"hw": {s: [e, h] for s, (e, h) in msg.hw.items()}, "credit": msg.credit}
+    elif isinstance(msg, Nack):
+        tag = b"NACK"
+        body = {"stream": msg.stream, "epoch": msg.epoch, "expected": msg.expected}
+    elif isinstance(msg, Error):
+        tag = b"ERROR"
+        body = {"code": msg.code, "reason": msg.reason}
+    else:
+        raise TypeError(f"not a wire message: {msg!r}")
+    body["v"] = PROTOCOL_VERSION
+    return [tag, msgpack.packb(body, use_bin_type=True)]
+
+
+def decode(frames: Sequence[bytes]) -> Message:
+    """Decode and validate ``[type, body]`` frames.
+
+    Raises
+    ------
+    VersionError
+        The body is well-formed but of another protocol version.
+    WireError
+        Anything else wrong: frame count, unknown type, bad msgpack, missing or mistyped field.
+    """
+    if len(frames) != 2:
+        raise WireError(f"expected 2 frames [type, body], got {len(frames)}")
+    tag, raw = bytes(frames[0]), bytes(frames[1])
+    if len(raw) > MAX_BODY_BYTES:
+        raise WireError(f"body of {len(raw)} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        body = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise WireError(f"{tag!r}: body is not valid msgpack: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError(f"{tag!r}: body is {type(body).__name__}, expected a map")
+    version = body.get("v")
+    if version != PROTOCOL_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool):
+            raise VersionError(version)
+        raise WireError(f"{tag!r}: missing or invalid protocol version field 'v': {version!r}")
+    f = _Fields(tag, body)
+    if tag == b"DATA":
+        records = f.get("records", list)
+        if not all(isinstance(r, bytes) for r in records):
+            raise WireError("b'DATA': records must all be bin")
+        count = f.uint("count")
+        if count != len(records) or count == 0:
+            raise WireError(f"b'DATA': count {count} but {len(records)} records")
+        first = f.uint("first_seq", minimum=1)
+        if first + count - 1 > MAX_INT:
+            raise WireError("b'DATA': sequence overflows 63 bits")
+        return Data(f.text("stream"), f.uint("epoch", 1), first, tuple(records), f.uint("crc32"))
+    if tag == b"ACK":
+        return Ack(f.text("stream"), f.uint("epoch", 1), f.uint("hw"), f.uint("credit"))
+    if tag == b"HELLO":
+        streams = f.get("streams", dict)
+        for s, e in streams.items():
+            _check_stream(tag, s)
+            _check_uint(tag, f"streams[{s!r}]", e, 1)
+        return Hello(f.text("gateway"), streams)
+    if tag == b"WELCOME":
+        hw: dict[str, tuple[int, int]] = {}
+        for s, pair in f.get("hw", dict).items():
+            _check_stream(tag, s)
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise WireError(f"{tag!r}: hw[{s!r}] must be [epoch, hw]")
+            hw[s] = (_check_uint(tag, "epoch", pair[0], 1), _check_uint(tag, "hw", pair[1], 0))
+        return Welcome(hw, f.uint("credit"))
+    if tag == b"NACK":
+        return Nack(f.text("stream"), f.uint("epoch", 1), f.uint("expected", 1))
+    if tag == b"ERROR":
+        return Error(f.text("code"), f.get("reason", str))
+    raise WireError(f"unknown message type {tag!r}")
+
+
+def _check_stream(tag: bytes, name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise WireError(f"{tag!r}: stream names must be non-empty strings, got {name!r}")
+
+
+def _check_uint(tag: bytes, name: str, value: object, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INT:
+        raise WireError(
+            f"{tag!r}: field {name!r} must be an integer in [{minimum}, 2**63), got {value!r}"
+        )
+    return value
+
+
+class _Fields:
+    """Typed access to a decoded body, turning every mismatch into a WireError naming the field."""
+
+    def __init__(self, tag: bytes, body: dict[str, Any]) -> None:
+        self.tag = tag
+        self.body = body
+
+    def get(self, name: str, kind: type) -> Any:
+        if name not in self.body:
+            raise WireError(f"{self.tag!r}: missing field {name!r}")
+        value = self.body[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise WireError(f"{self.tag!r}: field {name!r} must be {kind.__name__}, got {value!r}")
+        return value
+
+    def text(self, name: str) -> str:
+        value: str = self.get(name, str)
+        if not value:
+            raise WireError(f"{self.tag!r}: field {name!r} must not be empty")
+        return value
+
+    def uint(self, name: str, minimum: int = 0) -> int:
+        return _check_uint(self.tag, name, self.get(name, int), minimum)

@@ -1,0 +1,204 @@
+"""GroupCommitWriter: the one thread that fsyncs the durable queue.
+
+The event loop hands it records (``submit``), cloud acks (``ack``) and epoch rotations; it turns
+whatever is pending into one transaction, at the latest ``max_delay`` after the oldest pending
+item arrived or as soon as ``max_records`` are waiting. Results go back to the loop with
+``call_soon_threadsafe``, so the loop never blocks on the disk.
+
+Memory is bounded: at most ``pending_cap`` records wait in memory. Beyond that ``submit`` drops
+the NEW record and counts it (``dropped``): the records already accepted keep their place, and a
+producer that outruns the disk for that long loses its freshest data rather than blocking the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.uplink.queue import DurableQueue
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one group commit did, handed to the loop."""
+
+    records: int  # submitted records made durable by this commit (in submission order)
+    ranges: dict[str, tuple[int, int]]
+    rotated: dict[str, int]  # stream -> new epoch
+    elapsed_ms: float
+
+
+class GroupCommitWriter:
+    """Batches records/acks into fsync'd transactions on a dedicated thread."""
+
+    RETRY_DELAY = 1.0  # seconds before retrying a failed commit (disk full, I/O error)
+
+    def __init__(
+        self,
+        queue: DurableQueue,
+        loop: asyncio.AbstractEventLoop,
+        on_commit: Callable[[CommitResult], None],
+        max_records: int,
+        max_delay: float,
+        pending_cap: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._queue = queue
+        self._loop = loop
+        self._on_commit = on_commit
+        self._max_records = max_records
+        self._max_delay = max_delay
+        self._cap = pending_cap
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._records: list[tuple[str, bytes]] = []
+        self._stamps: list[float] = []
+        self._acks: dict[str, int] = {}
+        self._rotations: set[str] = set()
+        self._since: float | None = None  # monotonic time the oldest pending item arrived
+        self._urgent_upto = 0  # commit without delay until this many submissions are durable
+        self._taken = 0  # submissions handed to a transaction so far
+        self._stopping = False
+        self.submitted = 0
+        self.dropped = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._main, name="uplink-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, stream: str, payload: bytes) -> bool:
+        """Queue one record for the next commit; False if it was dropped (memory cap)."""
+        with self._cond:
+            if len(self._records) >= self._cap or self._stopping:
+                self.dropped += 1
+                return False
+            self._records.append((stream, payload))
+            self._stamps.append(self._clock())
+            self.submitted += 1
+            if self._since is None:
+                self._since = time.monotonic()
+                self._cond.notify()
+            elif len(self._records) >= self._max_records:
+                self._cond.notify()
+        return True
+
+    def ack(self, stream: str, hw: int) -> None:
+        with self._cond:
+            if hw > self._acks.get(stream, 0):
+                self._acks[stream] = hw
+                if self._since is None:
+                    self._since = time.monotonic()
+                    self._cond.notify()
+
+    def rotate(self, stream: str) -> None:
+        with self._cond:
+            self._rotations.add(stream)
+            self._acks.pop(stream, None)  # acks of the old epoch no longer apply
+            self._cond.notify()
+
+    def urge(self) -> int:
+        """Commit what is pending now, without waiting out the delay; returns the target count."""
+        with self._cond:
+            self._urgent_upto = self.submitted
+            self._cond.notify()
+            return self.submitted
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._records)
+
+    def stop(self, timeout: float) -> bool:
+        """Commit everything pending, end the thread; False if it did not finish in time."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _take(self) -> tuple[list[tuple[str, bytes]], list[float], dict[str, int], set[str]] | None:
+        """Wait for a batch to be due and take it; None when stopping and nothing is left."""
+        with self._cond:
+            while True:
+                has_work = bool(self._records or self._acks or self._rotations)
+                if not has_work:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                    continue
+                due = (
+                    self._stopping
+                    or bool(self._rotations)
+                    or len(self._records) >= self._max_records
+                    or self._taken < self._urgent_upto
+                )
+                if not due and self._since is not None:
+                    remaining = self._since + self._max_delay - time.monotonic()
+                    if remaining > 0:
+                        self._cond.wait(remaining)
+                        continue
+                n = self._max_records
+                records, stamps = self._records[:n], self._stamps[:n]
+                del self._records[:n], self._stamps[:n]
+                acks, self._acks = self._acks, {}
+                rotations, self._rotations = self._rotations, set()
+                self._since = time.monotonic() if (self._records or self._acks) else None
+                return records, stamps, acks, rotations
+
+    def _put_back(
+        self,
+        records: list[tuple[str, bytes]],
+        stamps: list[float],
+        acks: dict[str, int],
+        rotations: set[str],
+    ) -> None:
+        with self._cond:
+            self._records[:0] = records
+            self._stamps[:0] = stamps
+            for s, hw in acks.items():
+                self._acks[s] = max(hw, self._acks.get(s, 0))
+            self._rotations |= rotations
+            if self._since is None:
+                self._since = time.monotonic()
+
+    def _main(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            records, stamps, acks, rotations = batch
+            start = time.perf_counter()
+            rotated: dict[str, int] = {}
+            try:
+                for stream in sorted(rotations):
+                    rotated[stream] = self._queue.rotate_epoch(stream)
+                    acks.pop(stream, None)
+                ranges = self._queue.apply(records, acks, stamps)
+            except Exception:
+                self.errors += 1
+                _log.exception("uplink queue commit failed; retrying in %.1fs", self.RETRY_DELAY)
+                self._put_back(records, stamps, acks, rotations - set(rotated))
+                if rotated:
+                    self._deliver(CommitResult(0, {}, rotated, 0.0))
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(self.RETRY_DELAY)
+                continue
+            with self._cond:
+                self._taken += len(records)
+            elapsed = (time.perf_counter() - start) * 1000.0
+            self._deliver(CommitResult(len(records), ranges, rotated, elapsed))
+
+    def _deliver(self, result: CommitResult) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._on_commit, result)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass

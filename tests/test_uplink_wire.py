@@ -1,0 +1,143 @@
+"""Uplink wire messages: round trip, version check, malformed input rejected cleanly."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.uplink import wire
+
+MESSAGES: list[wire.Message] = [
+    wire.Hello("gw-1", {"events": 7, "samples": (1 << 63) - 1}),
+    wire.Hello("gw-1", {}),
+    wire.Welcome({"events": (7, 0), "samples": (9, 123)}, 10000),
+    wire.Data.build("samples", 9, 124, [b"a", b"", b"\x00" * 300]),
+    wire.Ack("samples", 9, 126, 5000),
+    wire.Nack("samples", 9, 124),
+    wire.Error("hello_required", "DATA before HELLO"),
+]
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: wire.Message) -> None:
+    frames = wire.encode(msg)
+    assert len(frames) == 2 and all(isinstance(f, bytes) for f in frames)
+    assert msgpack.unpackb(frames[1])["v"] == wire.PROTOCOL_VERSION
+    assert wire.decode(frames) == msg
+
+
+@given(
+    records=st.lists(st.binary(max_size=64), min_size=1, max_size=20),
+    first=st.integers(1, 1 << 40),
+    epoch=st.integers(1, (1 << 63) - 1),
+)
+def test_data_round_trip_property(records: list[bytes], first: int, epoch: int) -> None:
+    msg = wire.Data.build("s", epoch, first, records)
+    back = wire.decode(wire.encode(msg))
+    assert isinstance(back, wire.Data)
+    assert back == msg and back.crc_ok()
+    assert back.count == len(records) and back.last_seq == first + len(records) - 1
+
+
+def test_crc_sees_record_boundaries() -> None:
+    a = wire.Data.build("s", 1, 1, [b"ab", b"c"])
+    b = wire.Data.build("s", 1, 1, [b"a", b"bc"])
+    assert a.crc32 != b.crc32
+    forged = wire.Data("s", 1, 1, (b"a", b"bc"), a.crc32)
+    assert not wire.decode(wire.encode(forged)).crc_ok()  # type: ignore[union-attr]
+
+
+def _frames(tag: bytes, body: object) -> list[bytes]:
+    return [tag, msgpack.packb(body, use_bin_type=True)]
+
+
+def test_other_version_is_a_version_error() -> None:
+    with pytest.raises(wire.VersionError, match="version 2"):
+        wire.decode(_frames(b"ACK", {"v": 2, "stream": "s", "epoch": 1, "hw": 1, "credit": 1}))
+
+
+@pytest.mark.parametrize(
+    "frames, match",
+    [
+        ([b"ACK"], "expected 2 frames"),
+        ([b"ACK", b"x", b"y"], "expected 2 frames"),
+        ([b"ACK", b"\xc1\xc1"], "not valid msgpack"),
+        (_frames(b"ACK", [1, 2]), "expected a map"),
+        (_frames(b"ACK", {"stream": "s"}), "protocol version"),
+        (_frames(b"ACK", {"v": "1"}), "protocol version"),
+        (_frames(b"BOGUS", {"v": 1}), "unknown message type"),
+        (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 1, "hw": 1}), "missing field 'credit'"),
+        (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 0, "hw": 1, "credit": 1}), "epoch"),
+        (_frames(b"ACK", {"v": 1, "stream": "", "epoch": 1, "hw": 1, "credit": 1}), "empty"),
+        (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 1, "hw": -1, "credit": 1}), "hw"),
+        (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 1, "hw": True, "credit": 1}), "hw"),
+        (_frames(b"NACK", {"v": 1, "stream": "s", "epoch": 1, "expected": 1 << 63}), "expected"),
+        (_frames(b"HELLO", {"v": 1, "gateway": "g", "streams": {"s": "x"}}), "streams"),
+        (_frames(b"HELLO", {"v": 1, "gateway": "g", "streams": {b"s": 1}}), "stream names"),
+        (_frames(b"WELCOME", {"v": 1, "hw": {"s": [1]}, "credit": 1}), "epoch, hw"),
+        (
+            _frames(
+                b"DATA",
+                {
+                    "v": 1,
+                    "stream": "s",
+                    "epoch": 1,
+                    "first_seq": 1,
+                    "count": 2,
+                    "crc32": 0,
+                    "records": [b"x"],
+                },
+            ),
+            "count 2 but 1 records",
+        ),
+        (
+            _frames(
+                b"DATA",
+                {
+                    "v": 1,
+                    "stream": "s",
+                    "epoch": 1,
+                    "first_seq": 1,
+                    "count": 1,
+                    "crc32": 0,
+                    "records": ["text"],
+                },
+            ),
+            "must all be bin",
+        ),
+        (
+            _frames(
+                b"DATA",
+                {
+                    "v": 1,
+                    "stream": "s",
+                    "epoch": 1,
+                    "first_seq": 0,
+                    "count": 1,
+                    "crc32": 0,
+                    "records": [b"x"],
+                },
+            ),
+            "first_seq",
+        ),
+    ],
+)
+def test_bad_messages_rejected(frames: list[bytes], match: str) -> None:
+    with pytest.raises(wire.WireError, match=match):
+        wire.decode(frames)
+
+
+@given(st.binary(max_size=200))
+def test_garbage_never_raises_anything_but_wire_error(body: bytes) -> None:
+    for tag in (b"DATA", b"ACK", b"HELLO", b"WELCOME", b"NACK", b"ERROR"):
+        try:
+            wire.decode([tag, body])
+        except wire.WireError:
+            pass
+
+
+def test_encode_rejects_non_messages() -> None:
+    with pytest.raises(TypeError):
+        wire.encode("nope")  # type: ignore[arg-type]

@@ -1,0 +1,77 @@
+"""Shared helpers of the uplink tests: bounded waits, a running receiver, a raw DEALER peer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from gateway.uplink import wire
+from gateway.uplink.receiver import CloudReceiver
+from gateway.uplink.store import CloudStore
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
+    """Run a test coroutine with a hard deadline, so a hang fails instead of blocking CI."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def wait_until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Poll ``cond`` until true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def bounded(aw: Awaitable[Any], what: str, timeout: float = 5.0) -> Any:
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+@contextlib.asynccontextmanager
+async def running_receiver(
+    store: CloudStore,
+    bind: str = "tcp://127.0.0.1:0",
+    pub_bind: str | None = "tcp://127.0.0.1:0",
+    **kwargs: Any,
+) -> AsyncIterator[CloudReceiver]:
+    stop = asyncio.Event()
+    receiver = CloudReceiver(bind, pub_bind, store, **kwargs)
+    task = asyncio.create_task(receiver.run(stop))
+    ready = asyncio.ensure_future(receiver.ready.wait())
+    await bounded(asyncio.wait({task, ready}, return_when="FIRST_COMPLETED"), "receiver bind")
+    ready.cancel()
+    if task.done():
+        task.result()
+    try:
+        yield receiver
+    finally:
+        stop.set()
+        await bounded(task, "receiver shutdown")
+
+
+class RawPeer:
+    """A bare DEALER that speaks the wire protocol by hand (for protocol-level tests)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    async def call(self, msg: wire.Message | list[bytes]) -> wire.Message:
+        frames = msg if isinstance(msg, list) else wire.encode(msg)
+        await self.sock.send_multipart(frames)
+        reply = await bounded(self.sock.recv_multipart(), "reply from the receiver")
+        return wire.decode(reply)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
