@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 from hil_tests.rig import Rig, telemetry_samples, wait_for
@@ -86,11 +87,19 @@ def test_cloud_outage_loses_nothing_and_stores_nothing_twice(rig: Rig) -> None:
 
 
 def test_gateway_sigkill_delivers_every_committed_record_exactly_once(rig: Rig) -> None:
-    gw = rig.procs["gateway"]
+    gw, cloud = rig.procs["gateway"], rig.procs["cloud"]
     wait_for(lambda: len(rig.cloud_records("telemetry")) > 50, 20, "50 telemetry records")
-    gw.kill()
-    t_dead = time.time()
+    # Freeze the cloud so the gateway's queue holds a backlog (committed, not yet acked) when it dies.
+    cloud.signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: rig.status()["uplink"]["streams"]["telemetry"]["depth"] > 20, 10,
+                 "a backlog of 20 telemetry records in the gateway's queue")
+        gw.kill()
+        t_dead = time.time()
+    finally:
+        cloud.signal(signal.SIGCONT)
     committed = rig.queue_snapshot()  # what the queue had fsync'd and the cloud had not yet acked
+    assert len(committed.get("telemetry", {})) > 20, "the queue file held no backlog at the kill"
     time.sleep(3)
     gw.start()
     t_back = time.time()
@@ -104,6 +113,7 @@ def test_gateway_sigkill_delivers_every_committed_record_exactly_once(rig: Rig) 
         assert not changed, f"{stream}: records {changed[:5]} arrived with a different payload"
     _assert_gap_free(rig, "telemetry")
     _assert_gap_free(rig, "events")
+    assert len({r.epoch for r in rig.cloud_records("telemetry")}) == 1, "the restart began a new epoch"
     ts = [t for t, _ in _values(rig, "press1.temp")]
     holes = [(a, b) for a, b in zip(ts, ts[1:], strict=False) if b - a > 1.0]
     assert len(holes) == 1, f"expected one hole (the dead time), got {holes}"
