@@ -88,7 +88,7 @@ def test_demo_loads_with_expected_values() -> None:
     assert overheat.name == "press1_overheat" and overheat.for_ == 2.0
     assert overheat.clear == "press1.temp < 70" and overheat.severity == "major"
     assert overheat.actions == (
-        AlarmAction("press1 overheating: {press1.temp:.1f} degC"),
+        AlarmAction("press1 platen temperature {press1.temp:.1f} degC (limit 80, clears below 70)"),
         WriteAction("press1.run", "0"),
         LogAction("stopping press1 at {press1.temp:.1f} degC"),
     )

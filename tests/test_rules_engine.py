@@ -426,7 +426,7 @@ def test_demo_rules_close_the_loop() -> None:
         ("WriteRequest", 5.0),
         ("LogMessage", 5.0),
     ]
-    assert out[0].message == "press1 overheating: 110.0 degC"  # type: ignore[union-attr]
+    assert out[0].message == "press1 platen temperature 110.0 degC (limit 80, clears below 70)"  # type: ignore[union-attr]
     # the device obeys the write, the press cools down, the restart rule brings it back
     out = eng.process(
         batch(
