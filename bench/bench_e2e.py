@@ -100,10 +100,10 @@ def main() -> int:
     if args.quick:
         args.devices, args.duration, args.warmup = 5, 5.0, 2.0
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    base = free_port_block(args.devices)
-    cport = free_port_block(2)
+    base = free_port_block(args.devices + 3)  # devices, then cloud, PUB and the status endpoint
+    cport = base + args.devices
     cloud_ep, pub_ep = f"tcp://127.0.0.1:{cport}", f"tcp://127.0.0.1:{cport + 1}"
-    status = f"127.0.0.1:{free_port_block(1)}"
+    status = f"127.0.0.1:{cport + 2}"
     cfg = work / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(gateway_config(work, base, args.devices, args.registers,
                                                  args.period, cloud_ep, status)))

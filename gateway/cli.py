@@ -44,16 +44,17 @@ def load_or_exit(path: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.core.runtime import Runtime
+    from gateway.core.runtime import Runtime, RuntimeStartError
     from gateway.rules.errors import RuleError
+    from gateway.uplink.client import UplinkError
 
     config = load_or_exit(args.config)
     try:
         runtime = Runtime(config)
-    except RuleError as exc:
-        print(exc, file=sys.stderr)
+        run_until_signal(runtime.run)
+    except (RuleError, UplinkError, RuntimeStartError) as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
         return 1
-    run_until_signal(runtime.run)
     return 0
 
 

@@ -46,6 +46,10 @@ def build_point_table(config: GatewayConfig) -> PointTable:
     return table
 
 
+class RuntimeStartError(RuntimeError):
+    """The gateway cannot start as configured (the message says what to change)."""
+
+
 class DeadbandFilter:
     """Decides which samples go upstream: all of them, or only changes beyond a point's deadband."""
 
@@ -105,7 +109,14 @@ class Runtime:
         await self.uplink.start()
         self.uplink.submit(records.STREAM_META, self._model_payload)
         if self._status_server is not None:
-            await self._status_server.start()
+            try:
+                await self._status_server.start()
+            except OSError as exc:
+                await self.uplink.stop()
+                raise RuntimeStartError(
+                    f"gateway.metrics_listen {self.config.metrics_listen}: {exc.strerror}; "
+                    "choose a free host:port or set metrics_listen: null"
+                ) from exc
         for dev in self.devices.values():
             await dev.start()
         _log.info(
