@@ -36,7 +36,7 @@ RECENT_EVENTS = 50
 
 
 def build_point_table(config: GatewayConfig) -> PointTable:
-    table = PointTable()
+    table = PointTable(ring_capacity=config.ring_capacity)
     for dev in config.devices:
         for p in dev.points:
             table.add(
