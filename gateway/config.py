@@ -119,7 +119,7 @@ class GatewayConfig:
     id: str
     data_dir: str = "var"
     metrics_listen: str | None = "127.0.0.1:9108"  # host:port for /metrics and /status, None = off
-    ring_capacity: int = 256  # samples per point ring buffer (memory: 32 bytes per sample)
+    ring_capacity: int = 128  # samples per point ring buffer (memory: 32 bytes per sample)
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     uplink: UplinkConfig = field(default_factory=UplinkConfig)

@@ -188,7 +188,7 @@ _GATEWAY = Section(
                "127.0.0.1:9108", format="host_port", nullable=True),
         Option("ring_capacity", "integer",
                "Samples kept per point in its ring buffer for windows (16 bytes each, twice: "
-               "the ring is mirrored so every window is one contiguous view).", 256,
+               "the ring is mirrored so every window is one contiguous view).", 128,
                minimum=2, maximum=1_000_000),
     ),
 )  # fmt: skip
