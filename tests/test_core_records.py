@@ -60,3 +60,17 @@ def test_point_table_ingest_updates_last_values_and_rings() -> None:
     ts, vals = t.rings[0].last(10)
     assert list(ts) == [1.0, 2.0] and list(vals) == [50.0, 51.0]
     assert len(t.rings[1]) == 0  # bad samples never enter the ring
+
+
+def test_ingest_long_batches_group_by_point_in_time_order() -> None:
+    t = _table()
+    n = 1000
+    ids = np.array([i % 2 for i in range(n)], np.uint32)
+    ts = np.arange(n, dtype=np.float64)
+    q = np.full(n, Quality.GOOD, np.uint8)
+    q[10] = Quality.BAD
+    t.ingest(SampleBatch(ids, ts, ts * 2, q))
+    ring_ts, ring_v = t.rings[0].last(3)
+    assert list(ring_ts) == [994.0, 996.0, 998.0] and list(ring_v) == [1988.0, 1992.0, 1996.0]
+    assert len(t.rings[1]) == 16  # capacity of the test table: only the newest are kept
+    assert t.last_value[1] == 1998.0

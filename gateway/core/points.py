@@ -34,6 +34,9 @@ class PointInfo:
         }
 
 
+_PUSH_BATCH_MAX = 256
+
+
 class PointTable:
     """Point ids are dense indices; per-point state is kept in typed columns."""
 
@@ -77,9 +80,24 @@ class PointTable:
             return
         ids = batch.point_ids
         good = batch.quality == Quality.GOOD
-        for pid in np.unique(ids[good]):
-            sel = good & (ids == pid)
-            self.rings[pid].extend(batch.ts[sel], batch.values[sel])
+        rings = self.rings
+        if len(batch) <= _PUSH_BATCH_MAX:
+            # A poll response: a few samples, usually one per point; pushing one by one is cheaper
+            # than grouping by point.
+            for pid, t, v, ok in zip(
+                ids.tolist(), batch.ts.tolist(), batch.values.tolist(), good.tolist(), strict=True
+            ):
+                if ok:
+                    rings[pid].push(t, v)
+        else:
+            # A long batch (bursts, high-rate channels): one bulk extend per point, in time order.
+            gid = ids[good]
+            order = np.argsort(gid, kind="stable")
+            gid, ts, values = gid[order], batch.ts[good][order], batch.values[good][order]
+            starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+            ends = np.r_[starts[1:], len(gid)]
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                rings[int(gid[a])].extend(ts[a:b], values[a:b])
         # Fancy assignment keeps the last occurrence of repeated ids: batches are in time order.
         self.last_value[ids] = batch.values
         self.last_ts[ids] = batch.ts
