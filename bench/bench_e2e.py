@@ -43,21 +43,43 @@ def free_port_block(n: int) -> int:
     raise RuntimeError("no free port block")
 
 
-def gateway_config(work: Path, base: int, devices: int, registers: int, period: float,
-                   cloud: str, status: str) -> dict:
+def gateway_config(
+    work: Path, base: int, devices: int, registers: int, period: float, cloud: str, status: str
+) -> dict:
     devs = []
     for i in range(devices):
-        points = [{"name": f"r{j}", "address": j, "type": "uint16", "poll": "fast"}
-                  for j in range(registers)]
-        devs.append({"name": f"dev{i}", "host": "127.0.0.1", "port": base + i,
-                     "timeout": "1s", "poll_groups": {"fast": period}, "points": points})
-    rules = [{"name": f"dev{i}_high", "when": f"dev{i}.r0 > 65000 and dev{i}.r1 >= 0",
-              "for": "1s", "actions": [{"alarm": f"dev{i} high {{dev{i}.r0}}"}]}
-             for i in range(devices)]
+        points = [
+            {"name": f"r{j}", "address": j, "type": "uint16", "poll": "fast"}
+            for j in range(registers)
+        ]
+        devs.append(
+            {
+                "name": f"dev{i}",
+                "host": "127.0.0.1",
+                "port": base + i,
+                "timeout": "1s",
+                "poll_groups": {"fast": period},
+                "points": points,
+            }
+        )
+    rules = [
+        {
+            "name": f"dev{i}_high",
+            "when": f"dev{i}.r0 > 65000 and dev{i}.r1 >= 0",
+            "for": "1s",
+            "actions": [{"alarm": f"dev{i} high {{dev{i}.r0}}"}],
+        }
+        for i in range(devices)
+    ]
     return {
         "gateway": {"id": "bench-gw", "data_dir": str(work / "data"), "metrics_listen": status},
-        "devices": devs, "rules": rules,
-        "uplink": {"endpoints": [cloud], "queue": str(work / "data" / "queue.db"), "insecure": True},
+        "devices": devs,
+        "rules": rules,
+        "uplink": {
+            "endpoints": [cloud],
+            "queue": str(work / "data" / "queue.db"),
+            "insecure": True,
+        },
     }
 
 
@@ -89,7 +111,9 @@ def measure(proc: psutil.Process, duration: float) -> tuple[float, list[float]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--registers", type=int, default=20)
     ap.add_argument("--period", type=float, default=0.1)
@@ -105,18 +129,53 @@ def main() -> int:
     cloud_ep, pub_ep = f"tcp://127.0.0.1:{cport}", f"tcp://127.0.0.1:{cport + 1}"
     status = f"127.0.0.1:{cport + 2}"
     cfg = work / "gateway.yaml"
-    cfg.write_text(yaml.safe_dump(gateway_config(work, base, args.devices, args.registers,
-                                                 args.period, cloud_ep, status)))
+    cfg.write_text(
+        yaml.safe_dump(
+            gateway_config(work, base, args.devices, args.registers, args.period, cloud_ep, status)
+        )
+    )
     py = [sys.executable, "-m", "gateway.cli", "--log-level", "warning"]
     # Two simulator processes, so the devices are not the bottleneck on a 2-core machine.
     half = (args.devices + 1) // 2
-    sims = [ManagedProcess(f"sim{k}", [*py, "sim", "--factory", "bench", "--devices", str(n),
-                                       "--registers", str(args.registers), "--base-port", str(b)],
-                           work / f"sim{k}.log", cwd=str(ROOT))
-            for k, (b, n) in enumerate([(base, half), (base + half, args.devices - half)]) if n]
-    cloud = ManagedProcess("cloud", [*py, "cloud", "--insecure", "--bind", cloud_ep, "--pub", pub_ep,
-                                     "--db", str(work / "cloud.db"), "--status-interval", "0"],
-                           work / "cloud.log", cwd=str(ROOT))
+    sims = [
+        ManagedProcess(
+            f"sim{k}",
+            [
+                *py,
+                "sim",
+                "--factory",
+                "bench",
+                "--devices",
+                str(n),
+                "--registers",
+                str(args.registers),
+                "--base-port",
+                str(b),
+            ],
+            work / f"sim{k}.log",
+            cwd=str(ROOT),
+        )
+        for k, (b, n) in enumerate([(base, half), (base + half, args.devices - half)])
+        if n
+    ]
+    cloud = ManagedProcess(
+        "cloud",
+        [
+            *py,
+            "cloud",
+            "--insecure",
+            "--bind",
+            cloud_ep,
+            "--pub",
+            pub_ep,
+            "--db",
+            str(work / "cloud.db"),
+            "--status-interval",
+            "0",
+        ],
+        work / "cloud.log",
+        cwd=str(ROOT),
+    )
     gw = ManagedProcess("gateway", [*py, "run", str(cfg)], work / "gateway.log", cwd=str(ROOT))
     procs = [*sims, cloud, gw]
     try:
@@ -136,11 +195,25 @@ def main() -> int:
         cloud.stop()
     expected = args.devices * args.registers / args.period * (t1 - t0)
     try:
-        ref = ManagedProcess("ref", [sys.executable, str(ROOT / "bench" / "ref_pymodbus_poller.py"),
-                                     "--base-port", str(base), "--devices", str(args.devices),
-                                     "--registers", str(args.registers), "--period", str(args.period),
-                                     "--duration", str(args.duration + args.warmup)],
-                             work / "ref.log", cwd=str(ROOT)).start()
+        ref = ManagedProcess(
+            "ref",
+            [
+                sys.executable,
+                str(ROOT / "bench" / "ref_pymodbus_poller.py"),
+                "--base-port",
+                str(base),
+                "--devices",
+                str(args.devices),
+                "--registers",
+                str(args.registers),
+                "--period",
+                str(args.period),
+                "--duration",
+                str(args.duration + args.warmup),
+            ],
+            work / "ref.log",
+            cwd=str(ROOT),
+        ).start()
         time.sleep(args.warmup)
         ref_cpu, ref_rss = measure(psutil.Process(ref.pid), args.duration)
         ref.proc.wait(args.duration + 30) if ref.proc else None
@@ -149,17 +222,27 @@ def main() -> int:
         for p in sims:
             p.stop()
     rate = n / (t1 - t0)
-    print(f"load: {args.devices} devices x {args.registers} registers every {args.period * 1000:.0f} ms"
-          f" = {args.devices * args.registers / args.period:,.0f} datapoints/s offered")
-    print(f"gateway: delivered {n:,} of {expected:,.0f} datapoints to the cloud "
-          f"({rate:,.0f}/s, {n / expected * 100:.1f} %)")
-    print(f"gateway: CPU {cpu:.1f} % of one core; RSS median {statistics.median(rss):.1f} MB, "
-          f"first {rss[0]:.1f} MB, last {rss[-1]:.1f} MB, peak {max(rss):.1f} MB")
-    print(f"reference (pymodbus async client, polling + decode only): CPU {ref_cpu:.1f} % of one core,"
-          f" RSS peak {max(ref_rss):.1f} MB, {ref_values}")
+    print(
+        f"load: {args.devices} devices x {args.registers} registers every {args.period * 1000:.0f} ms"
+        f" = {args.devices * args.registers / args.period:,.0f} datapoints/s offered"
+    )
+    print(
+        f"gateway: delivered {n:,} of {expected:,.0f} datapoints to the cloud "
+        f"({rate:,.0f}/s, {n / expected * 100:.1f} %)"
+    )
+    print(
+        f"gateway: CPU {cpu:.1f} % of one core; RSS median {statistics.median(rss):.1f} MB, "
+        f"first {rss[0]:.1f} MB, last {rss[-1]:.1f} MB, peak {max(rss):.1f} MB"
+    )
+    print(
+        f"reference (pymodbus async client, polling + decode only): CPU {ref_cpu:.1f} % of one core,"
+        f" RSS peak {max(ref_rss):.1f} MB, {ref_values}"
+    )
     print(f"ratio: gateway full pipeline CPU / pymodbus polling-only CPU = {cpu / ref_cpu:.2f}")
-    print(f"targets: all delivered, CPU <= 10 %, RSS <= 60 MB and flat -> "
-          f"{'met' if n >= 0.99 * expected and cpu <= 10 and max(rss) <= 60 else 'NOT met'}")
+    print(
+        f"targets: all delivered, CPU <= 10 %, RSS <= 60 MB and flat -> "
+        f"{'met' if n >= 0.99 * expected and cpu <= 10 and max(rss) <= 60 else 'NOT met'}"
+    )
     return 0
 
 

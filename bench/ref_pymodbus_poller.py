@@ -11,7 +11,9 @@ import time
 from pymodbus.client import AsyncModbusTcpClient
 
 
-async def poll_device(port: int, registers: int, period: float, stop_at: float, counts: list[int]) -> None:
+async def poll_device(
+    port: int, registers: int, period: float, stop_at: float, counts: list[int]
+) -> None:
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
     await client.connect()
     next_t = time.monotonic()
@@ -39,8 +41,12 @@ async def main() -> None:
     args = ap.parse_args()
     counts = [0]
     stop_at = time.monotonic() + args.duration
-    await asyncio.gather(*(poll_device(args.base_port + i, args.registers, args.period, stop_at, counts)
-                           for i in range(args.devices)))
+    await asyncio.gather(
+        *(
+            poll_device(args.base_port + i, args.registers, args.period, stop_at, counts)
+            for i in range(args.devices)
+        )
+    )
     print(f"values={counts[0]}", flush=True)
 
 

@@ -92,7 +92,11 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
     run_until_signal(
         lambda stop: run_cloud(
-            args.bind, args.pub, args.db, status_interval=args.status_interval, stop=stop,
+            args.bind,
+            args.pub,
+            args.db,
+            status_interval=args.status_interval,
+            stop=stop,
             print_status=args.status_interval > 0,
         )
     )
@@ -117,7 +121,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     clock = scaled_clock(args.speed)
     logging.getLogger("gateway.sim").info(
         "simulating %d devices on ports %d..%d (speed x%g)",
-        len(specs), args.base_port, args.base_port + len(specs) - 1, args.speed,
+        len(specs),
+        args.base_port,
+        args.base_port + len(specs) - 1,
+        args.speed,
     )
     run_until_signal(lambda stop: run_factory(specs, stop, clock=clock))
     return 0
@@ -150,16 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="gateway YAML config (see docs/config.md)")
     s.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("check", help="validate a config file and its rules; non-zero exit if invalid")
+    s = sub.add_parser(
+        "check", help="validate a config file and its rules; non-zero exit if invalid"
+    )
     s.add_argument("config")
     s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("cloud", help="run the cloud receiver (ROUTER + SQLite store + PUB fan-out)")
-    s.add_argument("--bind", default="tcp://127.0.0.1:7000", help="ROUTER endpoint gateways connect to")
+    s.add_argument(
+        "--bind", default="tcp://127.0.0.1:7000", help="ROUTER endpoint gateways connect to"
+    )
     s.add_argument("--pub", default="tcp://127.0.0.1:7001", help="PUB endpoint for subscribers")
     s.add_argument("--db", default="var/cloud.db", help="SQLite store file")
-    s.add_argument("--status-interval", type=float, default=2.0, help="seconds between status lines; 0 = off")
-    s.add_argument("--insecure", action="store_true", help="accept plaintext gateways (required for now)")
+    s.add_argument(
+        "--status-interval", type=float, default=2.0, help="seconds between status lines; 0 = off"
+    )
+    s.add_argument(
+        "--insecure", action="store_true", help="accept plaintext gateways (required for now)"
+    )
     s.set_defaults(fn=cmd_cloud)
 
     s = sub.add_parser("subscribe", help="print records the cloud publishes")
@@ -172,13 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-port", type=int, default=5020)
     s.add_argument("--devices", type=int, default=50, help="bench factory: number of devices")
     s.add_argument("--registers", type=int, default=20, help="bench factory: registers per device")
-    s.add_argument("--speed", type=float, default=1.0, help="run the simulated physics N times faster")
+    s.add_argument(
+        "--speed", type=float, default=1.0, help="run the simulated physics N times faster"
+    )
     s.set_defaults(fn=cmd_sim)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     s.add_argument("--config", default="examples/demo.yaml")
-    s.add_argument("--duration", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)")
-    s.add_argument("--plain", action="store_true", help="print status lines instead of a live screen")
+    s.add_argument(
+        "--duration", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)"
+    )
+    s.add_argument(
+        "--plain", action="store_true", help="print status lines instead of a live screen"
+    )
     s.set_defaults(fn=cmd_demo)
     return p
 

@@ -114,16 +114,19 @@ def _fmt_ts(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
 
 
-def render(status: dict[str, Any] | None, view: SubscriberView, coil: bool | None,
-           started: float) -> str:
+def render(
+    status: dict[str, Any] | None, view: SubscriberView, coil: bool | None, started: float
+) -> str:
     out = []
     up = time.time() - started
     out.append(
         f"\x1b[1mEdge gateway demo\x1b[0m   running {int(up) // 60:02d}:{int(up) % 60:02d}"
         "   Ctrl-C stops everything"
     )
-    out.append("pymodbus devices -> gateway (native decode, rules) -> durable queue -> ZeroMQ "
-               "-> cloud (SQLite) -> subscriber")
+    out.append(
+        "pymodbus devices -> gateway (native decode, rules) -> durable queue -> ZeroMQ "
+        "-> cloud (SQLite) -> subscriber"
+    )
     out.append("")
     if status is None:
         out.append("waiting for the gateway's status endpoint ...")
@@ -144,9 +147,16 @@ def render(status: dict[str, Any] | None, view: SubscriberView, coil: bool | Non
         out.append(f"{p['name']:<22}{val:>12}  {p['unit']:<7}{p['quality']:<9}")
     out.append("")
     alarms = [a for a in status.get("alarms", []) if a.get("active")]
-    out.append("ACTIVE ALARMS  " + (", ".join(
-        f"\x1b[31m{a['rule']} [{a.get('severity')}] {a.get('message', '')}\x1b[0m" for a in alarms
-    ) or "none"))
+    out.append(
+        "ACTIVE ALARMS  "
+        + (
+            ", ".join(
+                f"\x1b[31m{a['rule']} [{a.get('severity')}] {a.get('message', '')}\x1b[0m"
+                for a in alarms
+            )
+            or "none"
+        )
+    )
     out.append("RULE ACTIVITY (newest last)")
     for ev in [e for e in status.get("recent", []) if e["kind"] in ("alarm", "write", "log")][-7:]:
         if ev["kind"] == "alarm":
@@ -192,10 +202,26 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-m", "gateway.cli"]
     procs = [
-        ManagedProcess("sim", [*py, "sim", "--factory", "demo", "--base-port", str(SIM_BASE_PORT)],
-                       logs / "sim.log"),
-        ManagedProcess("cloud", [*py, "cloud", "--insecure", "--bind", CLOUD_BIND, "--pub",
-                                 CLOUD_PUB, "--db", str(data_dir / "cloud.db")], logs / "cloud.log"),
+        ManagedProcess(
+            "sim",
+            [*py, "sim", "--factory", "demo", "--base-port", str(SIM_BASE_PORT)],
+            logs / "sim.log",
+        ),
+        ManagedProcess(
+            "cloud",
+            [
+                *py,
+                "cloud",
+                "--insecure",
+                "--bind",
+                CLOUD_BIND,
+                "--pub",
+                CLOUD_PUB,
+                "--db",
+                str(data_dir / "cloud.db"),
+            ],
+            logs / "cloud.log",
+        ),
         ManagedProcess("gateway", [*py, "run", args.config], logs / "gateway.log"),
     ]
     view = SubscriberView()
@@ -209,8 +235,10 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         while not stop.is_set():
             dead = [p for p in procs if p.poll() is not None]
             if dead:
-                print(f"\n{dead[0].name} exited with {dead[0].poll()}; see {dead[0].log_path}",
-                      file=sys.stderr)
+                print(
+                    f"\n{dead[0].name} exited with {dead[0].poll()}; see {dead[0].log_path}",
+                    file=sys.stderr,
+                )
                 code = 1
                 break
             status, coil = await asyncio.gather(http_status(port), read_run_coil(SIM_BASE_PORT))

@@ -38,8 +38,10 @@ def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0
         except Exception as exc:  # noqa: BLE001 - a probe may fail while things start
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}"
+        + (f" (last error: {last_exc!r})" if last_exc else "")
+    )
 
 
 @dataclass
@@ -68,16 +70,42 @@ class Rig:
         if "sim" in self.spec:
             sim = self.spec["sim"]
             self.procs["sim"] = ManagedProcess(
-                "sim", [*py, "sim", "--factory", sim["factory"], "--base-port",
-                        str(sim["base_port"]), "--speed", str(sim.get("speed", 1))],
-                logs / "sim.log", cwd=str(ROOT))
+                "sim",
+                [
+                    *py,
+                    "sim",
+                    "--factory",
+                    sim["factory"],
+                    "--base-port",
+                    str(sim["base_port"]),
+                    "--speed",
+                    str(sim.get("speed", 1)),
+                ],
+                logs / "sim.log",
+                cwd=str(ROOT),
+            )
         cloud = self.spec["cloud"]
         self.procs["cloud"] = ManagedProcess(
-            "cloud", [*py, "cloud", "--insecure", "--bind", cloud["bind"], "--pub", cloud["pub"],
-                      "--db", str(self.cloud_db), "--status-interval", "0"],
-            logs / "cloud.log", cwd=str(ROOT))
+            "cloud",
+            [
+                *py,
+                "cloud",
+                "--insecure",
+                "--bind",
+                cloud["bind"],
+                "--pub",
+                cloud["pub"],
+                "--db",
+                str(self.cloud_db),
+                "--status-interval",
+                "0",
+            ],
+            logs / "cloud.log",
+            cwd=str(ROOT),
+        )
         self.procs["gateway"] = ManagedProcess(
-            "gateway", [*py, "run", str(self.config_path)], logs / "gateway.log", cwd=str(ROOT))
+            "gateway", [*py, "run", str(self.config_path)], logs / "gateway.log", cwd=str(ROOT)
+        )
 
     def _gateway_config(self) -> dict[str, Any]:
         cfg = yaml.safe_load((ROOT / self.spec["gateway"]["config"]).read_text())
@@ -111,10 +139,16 @@ class Rig:
             return result
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.status()["uplink"].get("link") == "connected", timeout,
-                 "the gateway's uplink to connect")
-        wait_for(lambda: self.cloud_records("telemetry"), timeout,
-                 "the first telemetry record in the cloud store")
+        wait_for(
+            lambda: self.status()["uplink"].get("link") == "connected",
+            timeout,
+            "the gateway's uplink to connect",
+        )
+        wait_for(
+            lambda: self.cloud_records("telemetry"),
+            timeout,
+            "the first telemetry record in the cloud store",
+        )
 
     def cloud_records(self, stream: str) -> list[CloudRecord]:
         if not self.cloud_db.exists():
@@ -123,7 +157,9 @@ class Rig:
         try:
             rows = con.execute(
                 "SELECT stream, epoch, seq, payload FROM records WHERE gateway = ? AND stream = ?"
-                " ORDER BY epoch, seq", (self.gateway_id, stream)).fetchall()
+                " ORDER BY epoch, seq",
+                (self.gateway_id, stream),
+            ).fetchall()
         except sqlite3.OperationalError:
             return []
         finally:

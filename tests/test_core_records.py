@@ -31,8 +31,12 @@ def test_point_model_hash_is_stable_and_changes_with_the_model() -> None:
 def test_telemetry_round_trip_with_bad_quality_as_nil() -> None:
     t = _table()
     model, meta = records.point_model("gw", t.infos)
-    batch = SampleBatch(np.array([0, 1], np.uint32), np.array([10.0, 10.5]),
-                        np.array([81.25, np.nan]), np.array([Quality.GOOD, Quality.BAD], np.uint8))
+    batch = SampleBatch(
+        np.array([0, 1], np.uint32),
+        np.array([10.0, 10.5]),
+        np.array([81.25, np.nan]),
+        np.array([Quality.GOOD, Quality.BAD], np.uint8),
+    )
     rec = records.decode(records.encode_telemetry(model, batch))
     assert rec["x"] == [81.25, None]
     dec = records.ModelDecoder()
@@ -51,9 +55,12 @@ def test_decode_rejects_foreign_payloads() -> None:
 
 def test_point_table_ingest_updates_last_values_and_rings() -> None:
     t = _table()
-    batch = SampleBatch(np.array([0, 0, 1], np.uint32), np.array([1.0, 2.0, 2.0]),
-                        np.array([50.0, 51.0, np.nan]),
-                        np.array([Quality.GOOD, Quality.GOOD, Quality.BAD], np.uint8))
+    batch = SampleBatch(
+        np.array([0, 0, 1], np.uint32),
+        np.array([1.0, 2.0, 2.0]),
+        np.array([50.0, 51.0, np.nan]),
+        np.array([Quality.GOOD, Quality.GOOD, Quality.BAD], np.uint8),
+    )
     t.ingest(batch)
     assert t.last_value[0] == 51.0 and t.last_ts[0] == 2.0
     assert math.isnan(t.last_value[1]) and t.last_quality[1] == Quality.BAD

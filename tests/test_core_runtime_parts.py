@@ -15,13 +15,17 @@ def test_deadband_sends_changes_beyond_the_band_and_quality_changes() -> None:
     f = DeadbandFilter(t)
 
     def run(x: float, y: float, q: Quality = Quality.GOOD) -> list[int]:
-        b = SampleBatch(np.array([0, 1], np.uint32), np.array([0.0, 0.0]), np.array([x, y]),
-                        np.array([q, Quality.GOOD], np.uint8))
+        b = SampleBatch(
+            np.array([0, 1], np.uint32),
+            np.array([0.0, 0.0]),
+            np.array([x, y]),
+            np.array([q, Quality.GOOD], np.uint8),
+        )
         return f(b).point_ids.tolist()
 
-    assert run(10.0, 1.0) == [0, 1]          # first value always goes
-    assert run(10.4, 1.0) == [1]             # within the band
-    assert run(10.6, 1.0) == [0, 1]          # beyond the band relative to the last sent 10.0
+    assert run(10.0, 1.0) == [0, 1]  # first value always goes
+    assert run(10.4, 1.0) == [1]  # within the band
+    assert run(10.6, 1.0) == [0, 1]  # beyond the band relative to the last sent 10.0
     assert run(10.6, 1.0, Quality.BAD) == [0, 1]  # a quality change goes without a value change
     assert run(np.nan, 1.0, Quality.BAD) == [0, 1]  # the value went away
     assert run(np.nan, 1.0, Quality.BAD) == [1]  # still bad: nothing new to say

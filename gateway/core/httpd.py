@@ -53,7 +53,8 @@ class StatusServer:
                 code, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status\n"
             writer.write(
                 f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode() + body
+                "Connection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):

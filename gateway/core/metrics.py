@@ -55,7 +55,9 @@ class Metrics:
         lines = []
         for name in sorted(rows):
             full = self.prefix + name
-            kind, text = self._help.get(name, ("counter" if name.endswith("_total") else "gauge", ""))
+            kind, text = self._help.get(
+                name, ("counter" if name.endswith("_total") else "gauge", "")
+            )
             if text:
                 lines.append(f"# HELP {full} {text}")
             lines.append(f"# TYPE {full} {kind}")

@@ -65,7 +65,9 @@ class SampleBatch:
     @classmethod
     def empty(cls) -> SampleBatch:
         return cls(
-            np.empty(0, np.uint32), np.empty(0, np.float64), np.empty(0, np.float64),
+            np.empty(0, np.uint32),
+            np.empty(0, np.float64),
+            np.empty(0, np.float64),
             np.empty(0, np.uint8),
         )
 
@@ -100,7 +102,9 @@ class SampleBatch:
         )
 
     def select(self, mask: npt.NDArray[np.bool_]) -> SampleBatch:
-        return SampleBatch(self.point_ids[mask], self.ts[mask], self.values[mask], self.quality[mask])
+        return SampleBatch(
+            self.point_ids[mask], self.ts[mask], self.values[mask], self.quality[mask]
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,13 @@ class PointInfo:
 
     def to_wire(self) -> dict[str, object]:
         return {
-            "id": self.id, "name": self.name, "device": self.device, "type": self.type,
-            "unit": self.unit, "writable": self.writable, "description": self.description,
+            "id": self.id,
+            "name": self.name,
+            "device": self.device,
+            "type": self.type,
+            "unit": self.unit,
+            "writable": self.writable,
+            "description": self.description,
         }
 
 

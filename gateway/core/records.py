@@ -35,8 +35,13 @@ def point_model(gateway_id: str, infos: list[PointInfo]) -> tuple[str, bytes]:
     body = msgpack.packb(points, use_bin_type=True)
     model = hashlib.sha256(body).hexdigest()[:16]
     payload = msgpack.packb(
-        {"v": RECORD_VERSION, "kind": "point_model", "gateway": gateway_id, "model": model,
-         "points": points},
+        {
+            "v": RECORD_VERSION,
+            "kind": "point_model",
+            "gateway": gateway_id,
+            "model": model,
+            "points": points,
+        },
         use_bin_type=True,
     )
     return model, payload
@@ -49,8 +54,14 @@ def encode_telemetry(model: str, batch: SampleBatch) -> bytes:
     if np.isnan(values).any():
         x = [None if v != v else v for v in x]
     return msgpack.packb(
-        {"v": RECORD_VERSION, "model": model, "id": batch.point_ids.tolist(),
-         "ts": batch.ts.tolist(), "x": x, "q": batch.quality.tolist()},
+        {
+            "v": RECORD_VERSION,
+            "model": model,
+            "id": batch.point_ids.tolist(),
+            "ts": batch.ts.tolist(),
+            "x": x,
+            "q": batch.quality.tolist(),
+        },
         use_bin_type=True,
     )
 

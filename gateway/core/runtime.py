@@ -40,8 +40,13 @@ def build_point_table(config: GatewayConfig) -> PointTable:
     for dev in config.devices:
         for p in dev.points:
             table.add(
-                f"{dev.name}.{p.name}", dev.name, p.type, unit=p.unit, writable=p.writable,
-                deadband=p.deadband, description=p.description,
+                f"{dev.name}.{p.name}",
+                dev.name,
+                p.type,
+                unit=p.unit,
+                writable=p.writable,
+                deadband=p.deadband,
+                description=p.description,
             )
     return table
 
@@ -92,7 +97,10 @@ class Runtime:
         self._write_tasks: set[asyncio.Task[None]] = set()
         self.devices: dict[str, ModbusTcpDevice] = {}
         for dev in config.devices:
-            ids = {f"{dev.name}.{p.name}": self.points.id_of(f"{dev.name}.{p.name}") for p in dev.points}
+            ids = {
+                f"{dev.name}.{p.name}": self.points.id_of(f"{dev.name}.{p.name}")
+                for p in dev.points
+            }
             self.devices[dev.name] = ModbusTcpDevice(
                 dev, ids, self.on_batch, self.on_device_event, clock=clock
             )
@@ -101,7 +109,9 @@ class Runtime:
         }
         self._status_server: StatusServer | None = None
         if config.metrics_listen:
-            self._status_server = StatusServer(config.metrics_listen, self.render_metrics, self.status)
+            self._status_server = StatusServer(
+                config.metrics_listen, self.render_metrics, self.status
+            )
         self._describe_metrics()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -121,7 +131,10 @@ class Runtime:
             await dev.start()
         _log.info(
             "gateway %s started: %d devices, %d points, %d rules",
-            self.config.id, len(self.devices), len(self.points), len(self.config.rules),
+            self.config.id,
+            len(self.devices),
+            len(self.points),
+            len(self.config.rules),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -171,9 +184,7 @@ class Runtime:
     def on_device_event(self, event: DeviceEvent) -> None:
         level = logging.WARNING if event.kind == "offline" else logging.INFO
         _log.log(level, "device %s %s %s", event.device, event.kind, event.detail)
-        self._event(
-            "device", event.ts, device=event.device, state=event.kind, detail=event.detail
-        )
+        self._event("device", event.ts, device=event.device, state=event.kind, detail=event.detail)
 
     def _apply(self, effects: list[Any]) -> None:
         for eff in effects:
@@ -183,8 +194,13 @@ class Runtime:
                 log = _log.warning if state == "raised" else _log.info
                 log("alarm %s %s [%s]: %s", eff.rule, state, eff.severity, eff.message)
                 self._event(
-                    "alarm", eff.ts, rule=eff.rule, state=state, severity=eff.severity,
-                    message=eff.message, values=eff.values,
+                    "alarm",
+                    eff.ts,
+                    rule=eff.rule,
+                    state=state,
+                    severity=eff.severity,
+                    message=eff.message,
+                    values=eff.values,
                 )
             elif isinstance(eff, WriteRequest):
                 self.metrics.inc("rule_writes_total", labels=(("rule", eff.rule),))
@@ -192,8 +208,12 @@ class Runtime:
                 self._write_tasks.add(task)
                 task.add_done_callback(self._write_tasks.discard)
             elif isinstance(eff, LogMessage):
-                _log.log(logging.getLevelName(eff.level.upper()), "rule %s: %s", eff.rule, eff.message)
-                self._remember({"kind": "log", "ts": eff.ts, "rule": eff.rule, "message": eff.message})
+                _log.log(
+                    logging.getLevelName(eff.level.upper()), "rule %s: %s", eff.rule, eff.message
+                )
+                self._remember(
+                    {"kind": "log", "ts": eff.ts, "rule": eff.rule, "message": eff.message}
+                )
 
     async def _write(self, req: WriteRequest) -> None:
         device = self.devices[self._device_of_point[req.point]]
@@ -207,8 +227,14 @@ class Runtime:
             _log.info("write %s = %s by rule %s done", req.point, req.value, req.rule)
         self.metrics.inc("writes_total", labels=(("outcome", outcome),))
         self._event(
-            "write", self.clock(), rule=req.rule, point=req.point, value=req.value,
-            outcome=outcome, detail=detail, requested_ts=req.ts,
+            "write",
+            self.clock(),
+            rule=req.rule,
+            point=req.point,
+            value=req.value,
+            outcome=outcome,
+            detail=detail,
+            requested_ts=req.ts,
         )
 
     def _event(self, kind: str, ts: float, **fields: Any) -> None:
@@ -222,7 +248,9 @@ class Runtime:
     def _describe_metrics(self) -> None:
         m = self.metrics
         m.describe("samples_total", "counter", "Samples received from all drivers")
-        m.describe("samples_bad_total", "counter", "Samples with bad quality (timeouts, exceptions)")
+        m.describe(
+            "samples_bad_total", "counter", "Samples with bad quality (timeouts, exceptions)"
+        )
         m.describe("alarms_total", "counter", "Alarm transitions by rule and state")
         m.describe("writes_total", "counter", "Device writes executed for rules, by outcome")
         m.add_collector(self._collect)
@@ -257,12 +285,16 @@ class Runtime:
         pts = []
         for info in self.points.infos:
             v = float(self.points.last_value[info.id])
-            pts.append({
-                "name": info.name, "value": None if v != v else v, "unit": info.unit,
-                "ts": float(self.points.last_ts[info.id]),
-                "quality": Quality(int(self.points.last_quality[info.id])).name.lower(),
-                "writable": info.writable,
-            })
+            pts.append(
+                {
+                    "name": info.name,
+                    "value": None if v != v else v,
+                    "unit": info.unit,
+                    "ts": float(self.points.last_ts[info.id]),
+                    "quality": Quality(int(self.points.last_quality[info.id])).name.lower(),
+                    "writable": info.writable,
+                }
+            )
         return {
             "gateway": self.config.id,
             "ts": self.clock(),
