@@ -189,12 +189,11 @@ def main() -> int:
         cpu, rss = measure(psutil.Process(gw.pid), args.duration)
         t1 = time.time()
         time.sleep(2.0)  # let the last group commits and acks land
-        n = delivered(work / "cloud.db", t0, t1)
-    finally:
         gw.stop()
         cloud.stop()
-    expected = args.devices * args.registers / args.period * (t1 - t0)
-    try:
+        n = delivered(work / "cloud.db", t0, t1)
+        expected = args.devices * args.registers / args.period * (t1 - t0)
+        # The reference polls the same simulated devices, after the gateway has stopped.
         ref = ManagedProcess(
             "ref",
             [
@@ -214,12 +213,14 @@ def main() -> int:
             work / "ref.log",
             cwd=str(ROOT),
         ).start()
+        procs.append(ref)
         time.sleep(args.warmup)
         ref_cpu, ref_rss = measure(psutil.Process(ref.pid), args.duration)
-        ref.proc.wait(args.duration + 30) if ref.proc else None
+        assert ref.proc is not None
+        ref.proc.wait(args.duration + 30)
         ref_values = ref.log_tail(1)
     finally:
-        for p in sims:
+        for p in reversed(procs):
             p.stop()
     rate = n / (t1 - t0)
     print(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shutil
 import signal
 import sys
@@ -26,6 +27,7 @@ import zmq.asyncio
 from gateway.core import records
 from gateway.core.processes import ManagedProcess
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SIM_BASE_PORT = 5020
 CLOUD_BIND = "tcp://127.0.0.1:7000"
 CLOUD_PUB = "tcp://127.0.0.1:7001"
@@ -158,7 +160,7 @@ def render(
         )
     )
     out.append("RULE ACTIVITY (newest last)")
-    for ev in [e for e in status.get("recent", []) if e["kind"] in ("alarm", "write", "log")][-7:]:
+    for ev in [e for e in status.get("recent", []) if e["kind"] in ("alarm", "write", "log")][-10:]:
         if ev["kind"] == "alarm":
             line = f"alarm {ev['state']:<7} {ev['rule']}: {ev['message']}"
         elif ev["kind"] == "write":
@@ -243,6 +245,8 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                 break
             status, coil = await asyncio.gather(http_status(port), read_run_coil(SIM_BASE_PORT))
             screen = render(status, view, coil, started)
+            if args.plain or not sys.stdout.isatty():
+                screen = _ANSI.sub("", screen)
             if args.plain:
                 print(f"--- {time.strftime('%H:%M:%S')}\n{screen}", flush=True)
             else:
