@@ -20,12 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import zmq
-import zmq.asyncio
-
 from gateway.core import records
 from gateway.core.processes import ManagedProcess
+from gateway.uplink.subscriber import Subscriber
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SIM_BASE_PORT = 5020
@@ -35,25 +32,17 @@ CLOUD_PUB = "tcp://127.0.0.1:7001"
 
 @dataclass
 class SubscriberView:
-    """What the demo's own SUB socket has seen of the cloud's fan-out."""
+    """What the demo's own subscriber has seen of the cloud's fan-out."""
 
     counts: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
-    last_seq: dict[str, int] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
-    decoder: records.ModelDecoder = field(default_factory=records.ModelDecoder)
     samples: int = 0
 
-    def on_record(self, stream: str, seq: int, payload: bytes) -> None:
+    def on_record(self, stream: str, payload: bytes) -> None:
         self.counts[stream] = self.counts.get(stream, 0) + 1
-        prev = self.last_seq.get(stream)
-        if prev is not None and seq != prev + 1:
-            self.gaps += 1
-        self.last_seq[stream] = seq
         rec = records.decode(payload)
-        if stream == records.STREAM_META:
-            self.decoder.add_model(rec)
-        elif stream == records.STREAM_TELEMETRY:
+        if stream == records.STREAM_TELEMETRY:
             self.samples += len(rec["id"])
         elif stream == records.STREAM_EVENTS:
             self.events.append(rec)
@@ -61,22 +50,16 @@ class SubscriberView:
 
 
 async def subscribe(view: SubscriberView, stop: asyncio.Event) -> None:
-    ctx = zmq.asyncio.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(CLOUD_PUB)
-    try:
+    def on_gap(_gap: object) -> None:
+        view.gaps += 1
+
+    with Subscriber(CLOUD_PUB, on_gap=on_gap) as sub:
         while not stop.is_set():
-            if not await sub.poll(200):
+            try:
+                rec = await asyncio.wait_for(sub.recv(), 0.2)
+            except TimeoutError:
                 continue
-            frames = await sub.recv_multipart()
-            if len(frames) != 3:
-                continue
-            header = msgpack.unpackb(frames[1], raw=False)
-            view.on_record(header["stream"], header["seq"], frames[2])
-    finally:
-        sub.close(0)
+            view.on_record(rec.stream, rec.payload)
 
 
 async def http_status(port: int) -> dict[str, Any] | None:
