@@ -19,10 +19,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.config_schema import ACTIONS, REGISTER_WORDS, TABLES
 from gateway.config_yaml import BAD, ConfigError, ConfigIssue, Parsed, Reader, join, suggest
+from gateway.infer.config import ModelConfig, read_models
 
 __all__ = [
     "AlarmAction", "Action", "ConfigError", "ConfigIssue", "DeviceConfig", "GatewayConfig",
-    "LogAction", "PointConfig", "RuleConfig", "UplinkConfig", "WriteAction", "check_main",
+    "LogAction", "ModelConfig", "PointConfig", "RuleConfig", "UplinkConfig", "WriteAction", "check_main",
     "format_issues", "load_config", "load_config_text",
 ]  # fmt: skip
 
@@ -123,6 +124,7 @@ class GatewayConfig:
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    models: tuple[ModelConfig, ...] = ()  # TFLite models on windows (gateway.infer)
     source: str = ""  # path of the file this came from
 
 
@@ -249,6 +251,8 @@ class _Loader:
             *self._rule_files(top),
         ]
         uplink = self._uplink(top)
+        devices_named = {d.name for d in devices if d is not None}
+        models = read_models(self.main, top.values.get("models"), self.points, devices_named)
         if self.issues or gateway is None or uplink is None:
             return None
         return GatewayConfig(
@@ -256,6 +260,7 @@ class _Loader:
             devices=tuple(d for d in devices if d is not None),
             rules=tuple(r for r in rules if r is not None),
             uplink=uplink,
+            models=tuple(m for m in models if m is not None),
             source=source,
         )
 

@@ -24,6 +24,7 @@ _TOP_ONLY = ("root", "rule_file")  # sections that are documents, not $defs
 _SHORT_FORMAT = {
     "identifier": "identifier", "gateway_id": "id", "rule_name": "name", "host": "host",
     "host_port": "host:port", "tcp_endpoint": "tcp://host:port", "point_ref": "device.point",
+    "sha256": "sha256",
 }  # fmt: skip
 
 

@@ -87,6 +87,7 @@ FORMATS: Final[dict[str, Format]] = {
     "point_ref": Format(
         r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$", "a full point name 'device.point'"
     ),
+    "sha256": Format(r"^[0-9a-f]{64}$", "64 lowercase hex digits (`sha256sum FILE`)"),
 }
 
 
@@ -170,6 +171,9 @@ _ROOT = Section(
                nullable=True),
         Option("uplink", "section", "Store-and-forward uplink to the cloud receiver.", {},
                nullable=True, table="uplink", default_doc="all defaults"),
+        Option("models", "section_list", "TFLite models run on windows of points; their "
+               "outputs become points `<model>.<output>`. Needs the ML extra "
+               "(`pip install 'edge-gateway[ml]'`).", (), nullable=True, table="model"),
     ),
 )  # fmt: skip
 
@@ -346,9 +350,112 @@ _UPLINK = Section(
     ),
 )  # fmt: skip
 
+_MODEL = Section(
+    "model",
+    "models[]",
+    "models[]",
+    "A TFLite model run on windows of points in a worker thread. Each output becomes the point "
+    "`<name>.<output>` with the window's end timestamp, seen by rules, the uplink and other "
+    "models.",
+    (
+        Option("name", "string", "Model name; the first half of its output points. Unique, and "
+               "not the name of a device.", format="identifier"),
+        Option("file", "path", "The .tflite file (relative: to the config file)."),
+        Option("sha256", "string", "SHA-256 of the file, verified at every load; a mismatch "
+               "disables the model and raises an alarm.", format="sha256"),
+        Option("reference", "path", "JSON file with reference windows and the outputs expected "
+               "for them; the start-up and hot-swap self-test runs it. null: no self-test.",
+               None, nullable=True),
+        Option("inputs", "string_list", "Points whose windows feed the model, one channel each.",
+               min_items=1, format="point_ref"),
+        Option("window", "section", "How windows are cut from the inputs' ring buffers.",
+               table="model_window"),
+        Option("features", "section", "Feature extraction between window and model.", {},
+               nullable=True, table="model_features", default_doc="raw window"),
+        Option("outputs", "section_list", "Output points of the model.", min_items=1,
+               table="model_output"),
+        Option("threads", "integer", "Interpreter threads (1 is fastest for small models).", 1,
+               minimum=1, maximum=16),
+        Option("delegate", "choice", "`edgetpu` loads libedgetpu.so.1 and falls back to the CPU "
+               "with a warning when it cannot.", "none", choices=("none", "edgetpu")),
+        Option("queue", "integer", "Windows waiting for the worker; when full the oldest is "
+               "dropped and counted.", 64, minimum=1, maximum=100_000),
+        Option("batch", "integer", "Most windows run in one invoke when several are ready.", 8,
+               minimum=1, maximum=1024),
+        Option("enabled", "boolean", "Disabled models keep their output points but never run.",
+               True),
+    ),
+)  # fmt: skip
+
+_MODEL_WINDOW = Section(
+    "model_window",
+    "models[].window",
+    "models[].window",
+    "A window is `length` samples per input; a new one starts every `hop` samples.",
+    (
+        Option("length", "integer", "Samples per window and input.", minimum=1,
+               maximum=1_000_000),
+        Option("hop", "integer", "Samples between window starts (`length / 2` is 50 % overlap).",
+               minimum=1, maximum=1_000_000),
+        Option("rate", "number", "Resample the inputs to this rate (Hz) by linear interpolation, "
+               "for irregular samples (polling); null: use the newest `length` samples as they "
+               "are (a regularly sampled stream).", None, minimum=0, exclusive_minimum=True,
+               nullable=True),
+        Option("max_gap", "duration", "With `rate`: a gap between samples longer than this "
+               "skips the window (counted); null: 10 sample periods.", None, minimum=0,
+               exclusive_minimum=True, nullable=True),
+        Option("capacity", "integer", "Ring buffer size requested for the input points; null: "
+               "the larger of `gateway.ring_capacity` and twice the samples a window spans.",
+               None, minimum=2, maximum=10_000_000, nullable=True),
+    ),
+)  # fmt: skip
+
+_MODEL_FEATURES = Section(
+    "model_features",
+    "models[].features",
+    "models[].features",
+    "Computed per input channel in the worker; the feature vector must fill the model's input "
+    "tensor (its shape is checked at load).",
+    (
+        Option("kind", "choice", "`raw`: the window itself; `stats`: window statistics; `fft`: "
+               "energies of equal-width frequency bands from 0 to Nyquist (DC excluded).", "raw",
+               choices=("raw", "stats", "fft")),
+        Option("stats", "string_list", "Statistics for `kind: stats`, from mean, std, rms, min, "
+               "max, p2p, crest, kurtosis, skew.",
+               ("mean", "std", "rms", "p2p", "crest", "kurtosis"), min_items=1),
+        Option("bands", "integer", "Frequency bands for `kind: fft`.", 8, minimum=1,
+               maximum=4096),
+        Option("log", "boolean", "`fft`: log10 of the band energies (energy + 1e-12).", False),
+        Option("center", "boolean", "Subtract the window mean first (raw and fft).", False),
+        Option("offset", "number", "Subtracted from every feature ...", 0.0),
+        Option("scale", "number", "... then every feature is multiplied by this.", 1.0,
+               nonzero=True),
+    ),
+)  # fmt: skip
+
+_MODEL_OUTPUT = Section(
+    "model_output",
+    "models[].outputs[]",
+    "models[].outputs[]",
+    "One output point `<model>.<name>`: one element of an output tensor (dequantized for int8 "
+    "models), times `scale` plus `offset`.",
+    (
+        Option("name", "string", "Output name.", format="identifier"),
+        Option("tensor", "integer", "Index into the model's output tensors.", 0, minimum=0),
+        Option("element", "integer", "Element of the tensor's per-window values (row-major).",
+               0, minimum=0),
+        Option("reduce", "choice", "`value`: the element; `argmax` / `max`: index or value of "
+               "the largest element (classifiers).", "value", choices=("value", "argmax", "max")),
+        Option("scale", "number", "Multiplier.", 1.0),
+        Option("offset", "number", "Added after scaling.", 0.0),
+        Option("unit", "string", "Unit of the output point.", ""),
+    ),
+)  # fmt: skip
+
 #: Every section, in document order.
 SECTIONS: Final[tuple[Section, ...]] = (
     _ROOT, _GATEWAY, _DEVICE, _POINT, _RULE, _ALARM, _WRITE, _LOG, _RULE_FILE, _UPLINK,
+    _MODEL, _MODEL_WINDOW, _MODEL_FEATURES, _MODEL_OUTPUT,
 )  # fmt: skip
 TABLES: Final[dict[str, Section]] = {section.name: section for section in SECTIONS}
 #: Action kinds a rule may use; each is a one-key mapping `{kind: ...}`.

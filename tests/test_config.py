@@ -243,7 +243,7 @@ _DATACLASSES = {
 def test_option_tables_match_dataclasses(section: str) -> None:
     """Every scalar option fills a field with the same default; nothing is missing."""
     fields = {f.name: f for f in dataclasses.fields(_DATACLASSES[section])}
-    structural = {"devices", "rules", "uplink", "points", "actions", "source"}
+    structural = {"devices", "rules", "uplink", "points", "actions", "source", "models"}
     for opt in TABLES[section].options:
         assert opt.field in fields, f"{section}.{opt.key} has no dataclass field"
         f = fields[opt.field]

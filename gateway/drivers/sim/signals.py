@@ -125,7 +125,15 @@ class PumpModel(_Clocked):
 class MotorModel(_Clocked):
     """An induction motor whose vibration sits near 4 mm/s, with an excursion to ~8.2 mm/s for
     ``excursion_len`` seconds every ``excursion_every`` seconds (first at ``excursion_at``),
-    long enough to trip a "vibration > 7.1 for 3 s" rule. Current rises with vibration."""
+    long enough to trip a "vibration > 7.1 for 3 s" rule. Current rises with vibration.
+
+    An injectable bearing fault (``bearing_fault_at`` seconds, None: never; for
+    ``bearing_fault_len`` seconds every ``bearing_fault_every`` seconds, 0: once) makes the
+    vibration swell at 0.7 Hz by about 1.2 mm/s and get noisier while its level stays far below
+    the 7.1 mm/s zone limit: a threshold rule misses it, the bearing_ae model does not.
+    """
+
+    FAULT_HZ, FAULT_AMP, FAULT_NOISE = 3.1, 1.5, 0.5
 
     def __init__(
         self,
@@ -133,13 +141,29 @@ class MotorModel(_Clocked):
         excursion_at: float = 30.0,
         excursion_every: float = 40.0,
         excursion_len: float = 5.0,
+        bearing_fault_at: float | None = None,
+        bearing_fault_every: float = 0.0,
+        bearing_fault_len: float = math.inf,
     ) -> None:
         super().__init__(seed)
         self.excursion_at = excursion_at
         self.excursion_every = excursion_every
         self.excursion_len = excursion_len
+        self.bearing_fault_at = bearing_fault_at
+        self.bearing_fault_every = bearing_fault_every
+        self.bearing_fault_len = bearing_fault_len
         self.vib = 4.0
         self.temp = 52.0
+
+    def bearing_fault(self) -> bool:
+        if self.bearing_fault_at is None:
+            return False
+        since = self.t - self.bearing_fault_at
+        if since < 0.0:
+            return False
+        if self.bearing_fault_every > 0.0:
+            since %= self.bearing_fault_every
+        return since < self.bearing_fault_len
 
     def in_excursion(self) -> bool:
         since = self.t - self.excursion_at
@@ -153,11 +177,12 @@ class MotorModel(_Clocked):
         self.temp = first_order(self.temp, 55.0 + 0.5 * (self.vib - 4.0), dt, 60.0)
 
     def values(self) -> dict[str, float]:
-        return {
-            "current": 12.0 + 0.4 * (self.vib - 4.0) + self.noise(0.15),
-            "vibration": max(0.0, self.vib + self.noise(0.25)),
-            "temp": self.temp + self.noise(0.1),
-        }
+        current = 12.0 + 0.4 * (self.vib - 4.0) + self.noise(0.15)
+        vib = self.vib + self.noise(0.25)
+        if self.bearing_fault():
+            swell = math.sin(2.0 * math.pi * self.FAULT_HZ * self.t)
+            vib += self.FAULT_AMP * swell + self.noise(self.FAULT_NOISE)
+        return {"current": current, "vibration": max(0.0, vib), "temp": self.temp + self.noise(0.1)}
 
     def write(self, name: str, value: float) -> None:
         raise KeyError(f"motor: {name!r} is not writable")
