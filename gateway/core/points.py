@@ -67,6 +67,13 @@ class PointTable:
         self.last_quality = np.append(self.last_quality, np.uint8(Quality.BAD))
         return pid
 
+    def reserve(self, name: str, capacity: int) -> None:
+        """Give a point's ring at least ``capacity`` samples (model windows need more than the
+        default); call before data arrives, as a grown ring starts empty."""
+        pid = self.id_of(name)
+        if self.rings[pid].capacity < capacity:
+            self.rings[pid] = ringbuf.RingBuffer(capacity)
+
     def __len__(self) -> int:
         return len(self.infos)
 

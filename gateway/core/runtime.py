@@ -25,6 +25,7 @@ from gateway.core.metrics import Metrics, RateMeter
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
 from gateway.drivers.modbus_tcp import ModbusTcpDevice, WriteError
+from gateway.infer.wiring import add_model_points, collect_model_metrics, model_runner
 from gateway.rules.effects import AlarmCleared, AlarmRaised, LogMessage, WriteRequest
 from gateway.rules.engine import RuleEngine
 from gateway.uplink.client import Uplink
@@ -48,6 +49,7 @@ def build_point_table(config: GatewayConfig) -> PointTable:
                 deadband=p.deadband,
                 description=p.description,
             )
+    add_model_points(table, config)
     return table
 
 
@@ -107,6 +109,7 @@ class Runtime:
         self._device_of_point = {
             f"{dev.name}.{p.name}": dev.name for dev in config.devices for p in dev.points
         }
+        self.models = model_runner(config, self.points, self.on_batch, self._model_problem)
         self._status_server: StatusServer | None = None
         if config.metrics_listen:
             self._status_server = StatusServer(
@@ -127,6 +130,8 @@ class Runtime:
                     f"gateway.metrics_listen {self.config.metrics_listen}: {exc.strerror}; "
                     "choose a free host:port or set metrics_listen: null"
                 ) from exc
+        if self.models is not None:
+            self.models.start(asyncio.get_running_loop())
         for dev in self.devices.values():
             await dev.start()
         _log.info(
@@ -153,6 +158,8 @@ class Runtime:
     async def stop(self) -> None:
         for dev in self.devices.values():
             await dev.stop()
+        if self.models is not None:
+            self.models.stop()
         if self._write_tasks:
             await asyncio.wait(self._write_tasks, timeout=5.0)
         if self._status_server is not None:
@@ -180,6 +187,12 @@ class Runtime:
             self.uplink.submit(
                 records.STREAM_TELEMETRY, records.encode_telemetry(self.model_hash, upstream)
             )
+        if self.models is not None:
+            self.models.on_batch(batch)
+
+    def _model_problem(self, model: str, message: str) -> None:
+        """A model was disabled or a swap failed: an alarm upstream, the gateway runs on."""
+        self._apply([AlarmRaised(f"model:{model}", "major", message, self.clock())])
 
     def on_device_event(self, event: DeviceEvent) -> None:
         level = logging.WARNING if event.kind == "offline" else logging.INFO
@@ -275,6 +288,8 @@ class Runtime:
         for rule, st in self.rules.stats().items():
             for key, value in st.items():
                 out.append((f"rule_{key}", (("rule", rule),), float(value)))
+        if self.models is not None:
+            out.extend(collect_model_metrics(self.models))
         return out
 
     def render_metrics(self) -> str:
@@ -304,5 +319,6 @@ class Runtime:
             "devices": {name: dev.stats() for name, dev in self.devices.items()},
             "alarms": [dataclasses.asdict(a) for a in self.rules.alarms()],
             "uplink": self.uplink.stats(),
+            "models": self.models.stats() if self.models is not None else {},
             "recent": list(self.recent),
         }

@@ -7,6 +7,7 @@ implementation instead of against itself.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,8 +141,11 @@ def demo_factory(base_port: int = 5020) -> list[SimDeviceSpec]:
             SimPoint("vibration", 1, type="float32", word_order="little", unit="mm/s"),
             SimPoint("temp", 3, type="int16", scale=0.1, unit="degC"),
         ),
-        MotorModel,
-        description="Induction motor with a vibration excursion every ~40 s",
+        functools.partial(
+            MotorModel, bearing_fault_at=45.0, bearing_fault_every=120.0, bearing_fault_len=40.0
+        ),
+        description="Induction motor with a vibration excursion every ~40 s and a bearing fault "
+        "from 45 s to 85 s of every 120 s",
     )
     return [press, pump, motor]
 
