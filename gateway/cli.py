@@ -1,4 +1,4 @@
-"""The ``gateway`` command: run | demo | check | cloud | subscribe | sim."""
+"""The ``gateway`` command: run | demo | check | cloud | subscribe | sim | models."""
 
 from __future__ import annotations
 
@@ -73,7 +73,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     except RuleError as exc:
         print(exc, file=sys.stderr)
         return 1
-    return 0
+    from gateway.infer.cli import check_models
+
+    return check_models(args.config)
+
+
+def cmd_models_test(args: argparse.Namespace) -> int:
+    from gateway.infer.cli import test_main
+
+    return test_main(args.config, args.model, args.data, plot=args.plot)
 
 
 def cmd_cloud(args: argparse.Namespace) -> int:
@@ -191,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="run the simulated physics N times faster"
     )
     s.set_defaults(fn=cmd_sim)
+
+    s = sub.add_parser("models", help="TFLite models: `models test MODEL --data FILE`")
+    msub = s.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    m = msub.add_parser("test", help="run a configured model over a recording, print its outputs")
+    m.add_argument("model", help="model name from the config's models:")
+    m.add_argument("--data", required=True, help="CSV recording: ts,point,value")
+    m.add_argument("--config", default="examples/demo.yaml", help="gateway config declaring it")
+    m.add_argument("--plot", action="store_true", help="add a sparkline per output")
+    m.set_defaults(fn=cmd_models_test)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     s.add_argument("--config", default="examples/demo.yaml")

@@ -426,7 +426,8 @@ _MODEL_FEATURES = Section(
         Option("bands", "integer", "Frequency bands for `kind: fft`.", 8, minimum=1,
                maximum=4096),
         Option("log", "boolean", "`fft`: log10 of the band energies (energy + 1e-12).", False),
-        Option("center", "boolean", "Subtract the window mean first (raw and fft).", False),
+        Option("center", "boolean", "`raw`: subtract the window mean first (`fft` always "
+               "leaves out DC).", False),
         Option("offset", "number", "Subtracted from every feature ...", 0.0),
         Option("scale", "number", "... then every feature is multiplied by this.", 1.0,
                nonzero=True),

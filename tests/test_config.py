@@ -84,7 +84,7 @@ def test_demo_loads_with_expected_values() -> None:
     assert points["press1.temp"].deadband is None
     assert points["pump1.setpoint"].poll == "default"
 
-    overheat, restart, vibration = cfg.rules
+    overheat, restart, vibration, _bearing = cfg.rules
     assert overheat.name == "press1_overheat" and overheat.for_ == 2.0
     assert overheat.clear == "press1.temp < 70" and overheat.severity == "major"
     assert overheat.actions == (
@@ -105,7 +105,7 @@ def test_demo_loads_with_expected_values() -> None:
 
 def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_main(str(DEMO)) == 0
-    assert capsys.readouterr().out == f"{DEMO}: OK: 3 devices, 11 points, 3 rules\n"
+    assert capsys.readouterr().out == f"{DEMO}: OK: 3 devices, 11 points, 4 rules\n"
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(HEAD + "devices: [{name: a, port: 0}]\n")

@@ -388,6 +388,9 @@ def demo_engine() -> tuple[RuleEngine, PointTable]:
                 p.get("type", "uint16"),
                 writable=p.get("writable", False),
             )
+    for model in doc.get("models") or ():  # model outputs are points the rules may read
+        for out in model["outputs"]:
+            pt.add(f"{model['name']}.{out['name']}", model["name"], "float32")
     rules = []
     for r in doc["rules"]:
         acts: list[Action] = []

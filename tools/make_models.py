@@ -39,7 +39,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from tflite_writer import (  # noqa: E402
-    OP, Graph, Quant, conv_options, fc_options, mean_options, reshape_options, softmax_options,
+    OP,
+    Graph,
+    Quant,
+    conv_options,
+    fc_options,
+    mean_options,
+    reshape_options,
+    softmax_options,
 )  # fmt: skip
 
 from gateway.drivers.sim.signals import MotorModel  # noqa: E402

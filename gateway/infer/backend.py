@@ -12,6 +12,7 @@ optional extra ``pip install 'edge-gateway[ml]'``.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ def make_interpreter(content: bytes, threads: int = 1, delegate: str = "none") -
     used = "cpu"
     if delegate == "edgetpu":
         try:
+            ctypes.CDLL(EDGETPU_LIBRARY)  # fails cleanly; a failed load_delegate warns at exit
             delegates.append(backend.load_delegate(EDGETPU_LIBRARY))
             used = "edgetpu"
         except (OSError, ValueError, RuntimeError) as exc:

@@ -9,6 +9,7 @@ that exist, a model file that exists). Nothing here imports the interpreter.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,7 +90,7 @@ def _scalars(parsed: Parsed, table: str) -> dict[str, object]:
 
 
 def read_models(
-    reader: Reader, node: object, known_points: dict[str, object], devices: set[str]
+    reader: Reader, node: object, known_points: Mapping[str, object], devices: set[str]
 ) -> list[ModelConfig | None]:
     """Read the ``models:`` list; issues go to ``reader``. ``None`` marks an entry with issues.
 
@@ -155,7 +156,11 @@ def _model(
                       "or outputs of models listed earlier")  # fmt: skip
     window = _sub(reader, parsed, path, "window", "model_window")
     features = _sub(reader, parsed, path, "features", "model_features")
-    if window is not None and window.ok("length", "hop") and window.values["hop"] > window.values["length"]:
+    if (
+        window is not None
+        and window.ok("length", "hop")
+        and window.values["hop"] > window.values["length"]
+    ):
         error(window.at("hop"), join(path, "window", "hop"),
               f"must be <= length ({window.values['length']}); gaps between windows lose data")  # fmt: skip
     if features is not None and features.ok("stats"):
@@ -185,7 +190,8 @@ def _model(
         or window.bad
         or (features is not None and features.bad)
         or None in outputs
-        or len(reader.issues) and _has_issue_under(reader, path)
+        or len(reader.issues)
+        and _has_issue_under(reader, path)
     ):
         return None
     return ModelConfig(

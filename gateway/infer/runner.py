@@ -188,7 +188,9 @@ class ModelRunner:
                 self._cv.notify()
 
     def _cut(self, slot: ModelSlot) -> bool:
-        windows = self._cut_raw(slot) if slot.config.window.rate is None else self._cut_resampled(slot)
+        windows = (
+            self._cut_raw(slot) if slot.config.window.rate is None else self._cut_resampled(slot)
+        )
         if not windows:
             return False
         cap = slot.config.queue
@@ -208,7 +210,8 @@ class ModelRunner:
         while slot.new_samples >= w.hop:
             back = slot.new_samples - w.hop  # samples newer than this window's end
             slot.new_samples -= w.hop
-            cols, t_end = [], 0.0
+            cols: list[npt.NDArray[np.float64]] = []
+            t_end = 0.0
             for ring in rings:
                 ts, vals = ring.last(w.length + back)
                 if len(vals) < w.length + back:
@@ -227,11 +230,11 @@ class ModelRunner:
         if any(len(r) == 0 for r in rings):
             return []
         newest = min(float(r.last(1)[0][0]) for r in rings)
+        first = max(float(r.last(r.capacity)[0][0]) for r in rings) + slot.span
         if slot.next_end is None:
-            oldest = max(float(r.last(r.capacity)[0][0]) for r in rings)
-            slot.next_end = oldest + slot.span
-        if newest - slot.next_end > slot.span + slot.hop_s:  # a long gap: resume at the data
-            missed = int((newest - slot.next_end) // slot.hop_s)
+            slot.next_end = first
+        elif slot.next_end < first:  # the rings no longer hold that window: skip to what they hold
+            missed = int(np.ceil((first - slot.next_end) / slot.hop_s))
             slot.stats.skipped += missed
             slot.next_end += missed * slot.hop_s
         out = []
@@ -336,7 +339,11 @@ class ModelRunner:
         with slot.lock:
             slot.model, slot.state, slot.reason = new, "running", ""
             slot.stats.swaps += 1
-        if self._thread is None and self._loop is not None and any(s.running for s in self.slots.values()):
+        if (
+            self._thread is None
+            and self._loop is not None
+            and any(s.running for s in self.slots.values())
+        ):
             self._thread = threading.Thread(target=self._work, name="gateway-infer", daemon=True)
             self._thread.start()
         _log.info("model %s swapped to %s (sha256 %s): %s", name, file, sha256[:12], summary)
