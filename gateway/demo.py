@@ -128,7 +128,12 @@ def render(
     out.append(f"{'POINT':<22}{'VALUE':>12}  {'UNIT':<7}{'QUALITY':<9}")
     for p in status["points"]:
         v = p["value"]
-        val = "-" if v is None else (f"{v:.0f}" if p["unit"] in ("parts", "") else f"{v:.2f}")
+        if v is None:
+            val = "-"
+        elif p["unit"] in ("parts", "") and float(v).is_integer():
+            val = f"{v:.0f}"
+        else:  # model scores and probabilities have no unit and live below 1
+            val = f"{v:.3g}" if p["unit"] == "" else f"{v:.2f}"
         out.append(f"{p['name']:<22}{val:>12}  {p['unit']:<7}{p['quality']:<9}")
     out.append("")
     alarms = [a for a in status.get("alarms", []) if a.get("active")]

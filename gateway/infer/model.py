@@ -64,11 +64,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+_LIMITS = {t: (float(np.iinfo(t).min), float(np.iinfo(t).max)) for t in _QUANTIZED}
+
+
 def quantize(x: npt.NDArray[np.floating[Any]], t: TensorInfo) -> npt.NDArray[Any]:
     """Real values -> the tensor's integer type: ``round(x / scale) + zero_point``, clipped."""
-    info = np.iinfo(t.dtype)
-    q = np.rint(np.asarray(x, np.float64) / t.scale) + t.zero_point
-    return np.clip(q, info.min, info.max).astype(t.dtype)
+    lo, hi = _LIMITS[t.dtype]
+    q = np.rint(np.asarray(x, np.float64) * (1.0 / t.scale))
+    q += t.zero_point
+    return np.clip(q, lo, hi, out=q).astype(t.dtype)
 
 
 def dequantize(q: npt.NDArray[Any], t: TensorInfo) -> npt.NDArray[np.float64]:
@@ -128,6 +132,9 @@ class LoadedModel:
                                  "values per window")  # fmt: skip
         self._batch = self.input.shape[0] if self.input.shape else 1
         self.batchable = True
+        self._scale = np.array([o.scale for o in config.outputs])
+        self._offset = np.array([o.offset for o in config.outputs])
+        self._affine = bool((self._scale != 1.0).any() or (self._offset != 0.0).any())
 
     @classmethod
     def load(
@@ -176,11 +183,12 @@ class LoadedModel:
         x = quantize(x, self.input) if self.input.quantized else x.astype(np.float32, copy=False)
         interp.set_tensor(self.input.index, x)
         interp.invoke()
-        results = []
-        for t in self.output_infos:
-            y = interp.get_tensor(t.index).reshape(b, -1)
-            results.append(dequantize(y, t) if t.quantized else y.astype(np.float64))
-        return results
+        return [
+            dequantize(interp.get_tensor(t.index).reshape(b, -1), t)
+            if t.quantized
+            else interp.get_tensor(t.index).reshape(b, -1).astype(np.float64)
+            for t in self.output_infos
+        ]
 
     def outputs(self, results: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
         """``[B, n_outputs]`` values of the configured output points (reduce, scale, offset)."""
@@ -189,12 +197,14 @@ class LoadedModel:
         for j, o in enumerate(self.config.outputs):
             y = results[o.tensor]
             if o.reduce == "argmax":
-                v = np.argmax(y, axis=1).astype(np.float64)
+                out[:, j] = np.argmax(y, axis=1)
             elif o.reduce == "max":
-                v = np.max(y, axis=1)
+                out[:, j] = np.max(y, axis=1)
             else:
-                v = y[:, o.element]
-            out[:, j] = v * o.scale + o.offset
+                out[:, j] = y[:, o.element]
+        if self._affine:
+            out *= self._scale
+            out += self._offset
         return out
 
     def infer(self, windows: npt.ArrayLike) -> npt.NDArray[np.float64]:
