@@ -117,6 +117,11 @@ class Rig:
         cfg["uplink"]["endpoints"] = [self.spec["cloud"]["bind"]]
         cfg["uplink"]["queue"] = str(self.workdir / "data" / "queue.db")
         cfg["uplink"]["ack_timeout"] = "2s"
+        source_dir = (ROOT / self.spec["gateway"]["config"]).parent
+        for model in cfg.get("models") or ():  # the copy lives elsewhere: keep model paths valid
+            for key in ("file", "reference"):
+                if model.get(key):
+                    model[key] = str(source_dir / model[key])
         return cfg
 
     # -- processes ----------------------------------------------------------------------------
