@@ -11,9 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_shows_data_flowing_end_to_end(tmp_path: Path) -> None:
-    (tmp_path / "examples").mkdir()
-    config = tmp_path / "examples" / "demo.yaml"
-    shutil.copy(ROOT / "examples" / "demo.yaml", config)  # its data dir lands in tmp_path/var
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")  # config + models it refers to
+    config = tmp_path / "examples" / "demo.yaml"  # its data dir lands in tmp_path/var
     out = subprocess.run(
         [
             sys.executable,
