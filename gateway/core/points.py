@@ -79,6 +79,22 @@ class PointTable:
         except KeyError:
             raise KeyError(f"unknown point {name!r}") from None
 
+    def ensure_capacity(self, pid: int, samples: int) -> int:
+        """Grow the ring of point ``pid`` to at least ``samples`` (keeping its contents).
+
+        Rings start at ``ring_capacity``; the rule engine asks for more for the points its
+        windows read, so memory stays small for all other points. Returns the capacity.
+        """
+        ring = self.rings[pid]
+        if ring.capacity >= samples:
+            return int(ring.capacity)
+        bigger = ringbuf.RingBuffer(samples)
+        if len(ring):
+            ts, values = ring.last(len(ring))
+            bigger.extend(ts, values)
+        self.rings[pid] = bigger
+        return samples
+
     def ingest(self, batch: SampleBatch) -> None:
         """Record a batch: good numeric samples go into the rings, last values are updated."""
         if not len(batch):
