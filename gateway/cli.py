@@ -1,4 +1,4 @@
-"""The ``gateway`` command: run | demo | check | cloud | subscribe | sim."""
+"""The ``gateway`` command: run | demo | check | cloud | subscribe | sim | rules test."""
 
 from __future__ import annotations
 
@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="run the simulated physics N times faster"
     )
     s.set_defaults(fn=cmd_sim)
+
+    from gateway.rules.testcmd import add_parser as add_rules_parser
+
+    add_rules_parser(sub)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     s.add_argument("--config", default="examples/demo.yaml")

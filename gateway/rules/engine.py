@@ -98,7 +98,6 @@ class RuleEngine:
             self._ctx = _seed(points)
             self._shared = Shared(self._ctx, names)
         self._shared.names = names
-        self._shared.on_alarm = self._on_alarm
         self._store = alarm_store if alarm_store is not None else (previous and previous._store)
         old = {r.name: r for r in previous._rules} if carry and previous else {}
         seen: set[str] = set()
@@ -111,14 +110,17 @@ class RuleEngine:
             self._check_targets(cfg, names)
             prior = old.get(cfg.name)
             if prior is not None and prior.cfg.same_logic(cfg):
-                prior.cfg = cfg  # it may have moved in its file
                 self._rules.append(prior)
                 self.carried.append(cfg.name)
             else:
                 self._rules.append(Rule(cfg, self._shared, self._ids))
+        # Compiled: from here on nothing raises, so a failed reload leaves `previous` untouched.
+        self._shared.on_alarm = self._on_alarm
         self._alarm_states: dict[str, AlarmState] = {}
         self.initial_effects: list[Effect] = []
         self._restore_alarms(previous)
+        for rule, cfg in zip(self._rules, rules, strict=True):
+            rule.cfg = cfg  # a carried rule may have moved in its file
         self._by_point: list[tuple[Rule, ...]] = [() for _ in names]
         for rule in self._rules:
             if rule.enabled:

@@ -175,3 +175,26 @@ def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, Call):
         return node.args
     return ()
+
+
+def to_text(node: Node) -> str:
+    """Source-like text of a tree (labels in plots; not guaranteed to round-trip spacing)."""
+    if isinstance(node, Const):
+        if isinstance(node.value, bool):
+            return "true" if node.value else "false"
+        if node.unit == "s":
+            return f"{node.value:g}s"
+        if node.unit == "samples":
+            return f"{node.value:g} samples"
+        return f"{node.value:g}"
+    if isinstance(node, PointRef):
+        return node.name
+    if isinstance(node, Neg):
+        return f"-{to_text(node.operand)}"
+    if isinstance(node, Not):
+        return f"not {to_text(node.operand)}"
+    if isinstance(node, BinOp | Compare | BoolOp):
+        return f"({to_text(node.left)} {node.op} {to_text(node.right)})"
+    if isinstance(node, Call):
+        return f"{node.name}({', '.join(to_text(a) for a in node.args)})"
+    return "?"
