@@ -129,6 +129,8 @@ class RuleConfig:
     cooldown: float = 0.0  # seconds after a firing during which the rule does not fire again
     repeat_count: int = 1  # fire on the N-th episode ...
     repeat_within: float = 0.0  # ... within this many seconds (0: every episode fires)
+    # (key, line, column) of one-line `when`/`clear` values, so errors point into the file
+    positions: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
     def same_logic(self, other: RuleConfig) -> bool:
         """Equal but for where it was written: a reload keeps such a rule's state."""
@@ -244,6 +246,17 @@ def _fields(parsed: Parsed, section: str) -> dict[str, Any]:
 
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
+
+
+def _positions(parsed: Parsed) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for key in ("when", "clear"):
+        node = parsed.nodes.get(key)
+        if isinstance(node, ScalarNode) and node.start_mark.line == node.end_mark.line:
+            quoted = 1 if node.style in ("'", '"') else 0
+            if node.style in (None, "", "'", '"'):
+                out.append((key, _line(node), node.start_mark.column + 1 + quoted))
+    return tuple(out)
 
 
 class _Loader:
@@ -431,7 +444,7 @@ class _Loader:
                 reader.error(actions_node, join(path, "actions"), "expected at least one action")
             for i, item in enumerate(actions_node.value):
                 actions.append(self._action(reader, item, join(path, "actions", i)))
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"positions": _positions(parsed)}
         if parsed.ok("clear", "hysteresis") and parsed.values["hysteresis"] is not None:
             if parsed.values["clear"] is not None:
                 msg = "give either `clear` or `hysteresis`, not both"
@@ -441,7 +454,7 @@ class _Loader:
             rep = reader.section(repeat, join(path, "repeat"), TABLES["repeat"])
             if rep is None or rep.bad:
                 return None
-            extra = {"repeat_count": rep.values["count"], "repeat_within": rep.values["within"]}
+            extra.update(repeat_count=rep.values["count"], repeat_within=rep.values["within"])
         if parsed.bad or None in actions or not actions:
             return None
         return RuleConfig(

@@ -609,6 +609,12 @@ def _check(node: Node, text: str, source: str) -> None:
 
     if isinstance(node, Call):
         fn_.check_call(node, fail)
+        if fn_.is_window_call(node) or node.name == "percentile":
+            spec = node.args[-1]
+            if isinstance(spec, Call):  # between(): a window, checked here, not as a value
+                for child in (*node.args[:-1], *spec.args):
+                    _check(child, text, source)
+                return
     for child in children(node):
         _check(child, text, source)
 

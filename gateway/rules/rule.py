@@ -154,7 +154,12 @@ class Rule:
 
     # -- compile helpers ---------------------------------------------------------------------
     def _relabel(self, err: RuleError, what: str) -> RuleError:
-        return RuleError(f"rule {self.name!r}, {what}: {err.message}", self.src, err.column, err.text)
+        msg = f"rule {self.name!r}, {what}: {err.message}"
+        for key, line, col in self.cfg.positions:
+            if key == what and err.column is not None and ":" in self.src:
+                file = self.src.rsplit(":", 1)[0]
+                return RuleError(msg, f"{file}:{line}", err.column, err.text, col + err.column - 1)
+        return RuleError(msg, self.src, err.column, err.text)
 
     def _expr(self, what: str, text: object) -> CompiledExpr:
         if isinstance(text, bool):
