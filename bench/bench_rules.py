@@ -60,7 +60,9 @@ def part_filter(quick: bool) -> dict[str, Any]:
         pt.add(f"dev{d}.temperature", f"dev{d}", "float64")
         pt.add(f"dev{d}.humidity", f"dev{d}", "float64")
     rules = [
-        RuleConfig(f"filter{d}", f"dev{d}.temperature > 50", (LogAction("{dev%d.temperature}" % d),))
+        RuleConfig(
+            f"filter{d}", f"dev{d}.temperature > 50", (LogAction(f"{{dev{d}.temperature}}"),)
+        )
         for d in range(devices)
     ]
     eng = RuleEngine(rules, pt)
@@ -79,8 +81,10 @@ def part_filter(quick: bool) -> dict[str, Any]:
     rounds = 3 if quick else 15
     engine_only, with_ingest, fired = [], [], 0
     for r in range(rounds):
-        for i, batch in enumerate(batches):
-            shifted = SampleBatch(batch.point_ids, batch.ts + r * 100.0, batch.values, batch.quality)
+        for _i, batch in enumerate(batches):
+            shifted = SampleBatch(
+                batch.point_ids, batch.ts + r * 100.0, batch.values, batch.quality
+            )
             t0 = time.perf_counter()
             pt.ingest(shifted)
             t1 = time.perf_counter()
@@ -135,9 +139,13 @@ def load_rules(points: int = 100, per_point: int = 10) -> list[RuleConfig]:
         for k in range(per_point):
             text, extra = kinds[k % len(kinds)]
             when = text.format(hi=60 + k, lo=10 + k, **names)
-            extra = {key: (v.format(**names) if isinstance(v, str) else v) for key, v in extra.items()}
+            extra = {
+                key: (v.format(**names) if isinstance(v, str) else v) for key, v in extra.items()
+            }
             p = names["P"]
-            actions: tuple[Any, ...] = (AlarmAction(f"{p} {{{p}:.1f}}"),) if k % 3 else (LogAction("x"),)
+            actions: tuple[Any, ...] = (
+                (AlarmAction(f"{p} {{{p}:.1f}}"),) if k % 3 else (LogAction("x"),)
+            )
             if k == 0:
                 actions += (WriteAction(f"d{i}.sp", "1", 0.0),)
             rules.append(RuleConfig(f"r{i}_{k}", when, actions, **extra))
@@ -274,7 +282,11 @@ def part_interp(quick: bool) -> dict[str, Any]:
     eng = RuleEngine(load_rules(points), pt, periods={f"d{i}.v": 0.1 for i in range(points)})
     rng = np.random.default_rng(5)
     for step in range(300):
-        pt.ingest(SampleBatch.uniform(np.arange(points, dtype=np.uint32), step * 0.1, rng.uniform(0, 100, points)))
+        pt.ingest(
+            SampleBatch.uniform(
+                np.arange(points, dtype=np.uint32), step * 0.1, rng.uniform(0, 100, points)
+            )
+        )
     ctx = eng._ctx
     for i in range(points):
         ctx.values[i] = float(pt.last_value[i])
@@ -343,10 +355,14 @@ def main() -> int:
     f, ld, it = res["filter"], res["load"], res["interp"]
     print(f"ring buffers: {'native' if _NATIVE else 'pure Python'}")
     print("1. eKuiper filter `temperature > 50`, two-field messages, one core:")
-    print(f"   engine.process            {f['msgs_per_s_engine']:>12,.0f} msg/s (median of batches)")
+    print(
+        f"   engine.process            {f['msgs_per_s_engine']:>12,.0f} msg/s (median of batches)"
+    )
     print(f"   ingest + engine.process   {f['msgs_per_s_ingest_engine']:>12,.0f} msg/s")
-    print(f"   hand-written dict filter  {f['msgs_per_s_handwritten_dict_filter']:>12,.0f} msg/s (reference)")
-    print(f"   eKuiper published          12,000 msg/s Pi 3B+ (70 % CPU), 10,000 msg/s 1-core VM")
+    print(
+        f"   hand-written dict filter  {f['msgs_per_s_handwritten_dict_filter']:>12,.0f} msg/s (reference)"
+    )
+    print("   eKuiper published          12,000 msg/s Pi 3B+ (70 % CPU), 10,000 msg/s 1-core VM")
     print(f"   ratio ingest+engine / eKuiper VM: {f['msgs_per_s_ingest_engine'] / 10_000:.0f}x;"
           f" peak RSS {f['peak_rss_mb']:.0f} MB")  # fmt: skip
     print(f"2. {ld['rules']} rules, 100 points, 1 kHz: {ld['evals_per_s']:,.0f} evaluations/s sustained,"
@@ -356,7 +372,7 @@ def main() -> int:
     print(f"   same, CPU time of the batch: p99 {ld['p99_cpu_ms']:.3f} ms; reference in this run: a"
           f" fixed loop of {ld['jitter_p50_ms']:.3f} ms median has wall p99 {ld['jitter_p99_ms']:.3f} ms"
           " (scheduling noise of this machine)")  # fmt: skip
-    print(f"3. compiled vs tree-walking interpreter, same 1000 conditions:")
+    print("3. compiled vs tree-walking interpreter, same 1000 conditions:")
     print(f"   all:        compiled {it['compiled_us_per_eval']:.2f} us, interpreter"
           f" {it['interpreter_us_per_eval']:.2f} us, ratio {it['interpreter_us_per_eval'] / it['compiled_us_per_eval']:.1f}x")  # fmt: skip
     print(f"   no windows: compiled {it['compiled_us_plain']:.2f} us, interpreter"

@@ -9,7 +9,6 @@ The reference of every key is docs/config.md, generated from the tables.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -388,7 +387,7 @@ class _Loader:
                 error(parsed.at("name"), join(path, "name"), msg)
             else:
                 seen[name] = _line(parsed.at("name"))
-                if device is not None:
+                if device is not None and self.points is not None:
                     writable = values["writable"] if parsed.ok("writable") else None
                     self.points[f"{device}.{name}"] = writable
         table, kind = values["table"], values["type"]
@@ -478,9 +477,8 @@ class _Loader:
         kind, key_node, value = pairs[0]
         apath = join(path, kind)
         if kind not in ACTIONS:
-            msg = (
-                f"unknown action '{kind}'{suggest(kind, ACTIONS)}; valid actions: "
-                + ", ".join(ACTIONS)
+            msg = f"unknown action '{kind}'{suggest(kind, ACTIONS)}; valid actions: " + ", ".join(
+                ACTIONS
             )
             reader.error(key_node, apath, msg)
             return None

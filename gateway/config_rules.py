@@ -60,11 +60,11 @@ def read_rule_files(loader: Any, node: Node | None) -> list[RuleConfig | None]:
             main.error(item, path, "expected a path or a mapping {include: FILE, params: {...}}")
             continue
         file = Path(resolved)
-        key = (file, repr(sorted((k, v[0]) for k, v in params.items())))
-        if key in listed:
-            main.error(item, path, f"rule file listed twice (first at line {listed[key]})")
+        seen_key = (file, repr(sorted((k, v[0]) for k, v in params.items())))
+        if seen_key in listed:
+            main.error(item, path, f"rule file listed twice (first at line {listed[seen_key]})")
             continue
-        listed[key] = item.start_mark.line + 1
+        listed[seen_key] = item.start_mark.line + 1
         try:
             text = file.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -82,11 +82,11 @@ def read_rule_files(loader: Any, node: Node | None) -> list[RuleConfig | None]:
         reader = Reader(shown, loader.base_dir, loader.issues)
         loader.files.append(shown)
         loader.rule_file_paths.append(str(file))
-        text = apply_params(reader, text, params, main, item, path)
-        if text is None:
+        substituted = apply_params(reader, text, params, main, item, path)
+        if substituted is None:
             rules.append(None)
             continue
-        rules.extend(loader._rule_file(reader, text))
+        rules.extend(loader._rule_file(reader, substituted))
     return rules
 
 
@@ -126,7 +126,7 @@ def apply_params(
     if root is None and len(reader.issues) > before:
         return None
     if isinstance(root, MappingNode):
-        for key, key_node, value_node in reader.pairs(root, ""):
+        for key, _, value_node in reader.pairs(root, ""):
             if key != "params" or not isinstance(value_node, MappingNode):
                 continue
             for name, name_node, default_node in reader.pairs(value_node, "params"):
@@ -148,7 +148,9 @@ def apply_params(
     missing = [name for name, v in values.items() if v is None]
     if missing:
         main.error(
-            entry, join(entry_path, "params"), f"missing required parameter(s): {', '.join(missing)}"
+            entry,
+            join(entry_path, "params"),
+            f"missing required parameter(s): {', '.join(missing)}",
         )
     lines = text.splitlines(keepends=True)
     for lineno, line in enumerate(lines, 1):
@@ -170,7 +172,9 @@ def _issue(reader: Reader, line: int, column: int, message: str) -> Any:
     return ConfigIssue(reader.file, line, column, "", message)
 
 
-def load_rule_file(path: str | Path, params: dict[str, Any] | None = None) -> tuple[RuleConfig, ...]:
+def load_rule_file(
+    path: str | Path, params: dict[str, Any] | None = None
+) -> tuple[RuleConfig, ...]:
     """Load a standalone rule file or pack (``gateway rules test``): rules only.
 
     Write and set targets are not checked against devices here; the replay builds its point

@@ -332,8 +332,14 @@ _INCLUDE = Section(
     "required) next to its `rules:`.",
     (
         Option("include", "path", "The pack file (relative: to this file)."),
-        Option("params", "params", "Parameter values: name -> number, string or boolean.", {},
-               nullable=True, default_doc="the pack's defaults"),
+        Option(
+            "params",
+            "params",
+            "Parameter values: name -> number, string or boolean.",
+            {},
+            nullable=True,
+            default_doc="the pack's defaults",
+        ),
     ),
 )
 
@@ -367,7 +373,7 @@ _EVENT = Section(
     "event",
     "rules[].actions[].event",
     "Action `event`",
-    'Send an event upstream on the priority stream when the rule fires. Short form: '
+    "Send an event upstream on the priority stream when the rule fires. Short form: "
     '`event: "message"`.',
     (Option("message", "string", "Message template.", min_length=1),),
 )

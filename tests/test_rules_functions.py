@@ -19,7 +19,9 @@ WINDOW_RULES = [
     RuleConfig("avg", "avg(m.v, 1s) > 0.5", (LogAction("{avg(m.v, 1s)}"),), hysteresis=0.2),
     RuleConfig("cnt", "rms(m.v, 5 samples) > 1 and changed(round(m.v))", (LogAction("x"),)),
     RuleConfig("edge", "counter(m.v > 1) >= 2", (LogAction("{counter(m.v > 1)}"),)),
-    RuleConfig("cyc", "falling(m.v > 0)", (LogAction("{integral(m.v, between(m.v > 0, m.v <= 0))}"),)),
+    RuleConfig(
+        "cyc", "falling(m.v > 0)", (LogAction("{integral(m.v, between(m.v > 0, m.v <= 0))}"),)
+    ),
     RuleConfig("lag", "m.v - lag(m.v, 2) > 1.5", (LogAction("{delta(m.v, 2s)}"),), for_=0.3),
 ]
 
@@ -36,7 +38,7 @@ def run(values: list[float], splits: list[int]) -> list[dict[str, object]]:
     ts = np.arange(len(values)) * 0.1
     out = []
     bounds = sorted({0, len(values), *[s % (len(values) + 1) for s in splits]})
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         batch = SampleBatch(
             np.zeros(b - a, np.uint32), ts[a:b], np.array(values[a:b]), np.zeros(b - a, np.uint8)
         )
@@ -50,7 +52,9 @@ def run(values: list[float], splits: list[int]) -> list[dict[str, object]]:
     st.lists(st.floats(-3, 3, allow_nan=False), min_size=1, max_size=60),
     st.lists(st.integers(0, 60), max_size=6),
 )
-def test_windows_and_state_do_not_depend_on_batch_boundaries(values: list[float], splits: list[int]) -> None:
+def test_windows_and_state_do_not_depend_on_batch_boundaries(
+    values: list[float], splits: list[int]
+) -> None:
     assert run(values, splits) == run(values, [])
 
 
@@ -72,7 +76,12 @@ def test_set_loop_is_cut_off() -> None:
     pt.add("virtual.n", "virtual", "float64")
     rules = [
         RuleConfig("seed", "m.v > 0", (SetAction("virtual.n", "1"),)),
-        RuleConfig("loop", "changed(virtual.n) or virtual.n > 0", (SetAction("virtual.n", "virtual.n + 1"),), clear="false"),
+        RuleConfig(
+            "loop",
+            "changed(virtual.n) or virtual.n > 0",
+            (SetAction("virtual.n", "virtual.n + 1"),),
+            clear="false",
+        ),
     ]
     eng = RuleEngine(rules, pt)
     out = eng.process(SampleBatch.uniform(np.zeros(1, np.uint32), 1.0, np.array([1.0])))
@@ -84,7 +93,9 @@ def test_unreadable_alarm_store_starts_clean(tmp_path: Path) -> None:
     path = tmp_path / "alarms.json"
     path.write_text("{not json")
     pt = table()
-    eng = RuleEngine([RuleConfig("a", "m.v > 1", (AlarmAction("hi"),))], pt, alarm_store=AlarmStore(path))
+    eng = RuleEngine(
+        [RuleConfig("a", "m.v > 1", (AlarmAction("hi"),))], pt, alarm_store=AlarmStore(path)
+    )
     assert not eng.alarms()[0].active
     eng.process(SampleBatch.uniform(np.zeros(1, np.uint32), 1.0, np.array([2.0])))
     saved = json.loads(path.read_text())

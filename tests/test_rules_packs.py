@@ -66,7 +66,10 @@ def test_iso10816_zones_and_overheat_and_offline_and_energy() -> None:
         rows.append((t, "motor1.vibration", amp * math.sin(2 * math.pi * 7.3 * t), 0))
     for s in range(0, 40):  # press: heats to 90 and cools; runs one cycle at 10 kW for 10 s
         temp = 60 + s * 1.5 if s < 20 else 90 - (s - 20) * 2
-        rows += [(float(s), "press1.temp", temp, 0), (float(s), "press1.run", 1.0 if 5 <= s < 15 else 0.0, 0)]
+        rows += [
+            (float(s), "press1.temp", temp, 0),
+            (float(s), "press1.run", 1.0 if 5 <= s < 15 else 0.0, 0),
+        ]
         rows.append((float(s), "press1.power_kw", 10.0 if 5 <= s < 15 else 0.5, 0))
     rows.sort(key=lambda r: r[0])
     effects = replay(engine, points, rows).effects
@@ -97,7 +100,9 @@ def test_pack_parameter_errors(tmp_path: Path) -> None:
     assert "unknown parameter 'zone_xy'" in text and "the pack takes: id, point" in text
     assert "missing required parameter(s): id" in text
     pack = tmp_path / "pack.yaml"
-    pack.write_text("params: {a: 1}\nrules:\n  - name: r\n    when: p.x > ${b}\n    actions: [{log: x}]\n")
+    pack.write_text(
+        "params: {a: 1}\nrules:\n  - name: r\n    when: p.x > ${b}\n    actions: [{log: x}]\n"
+    )
     with pytest.raises(ConfigError, match=r"pack.yaml:4:17: unknown parameter '\$\{b\}'"):
         load_rule_file(pack)
 

@@ -95,22 +95,33 @@ def test_reload_is_atomic_and_keeps_state_of_unchanged_rules(tmp_path: Path) -> 
         assert alarms(rt)["hot"].active
         assert rt.poll_rule_files() is None  # nothing changed
         # a broken file: rejected with file:line:column, the old rules keep running
-        (tmp_path / "rules.yaml").write_text(RULES + "- name: bad\n  when: press1.temp >\n  actions: [{log: x}]\n")
+        (tmp_path / "rules.yaml").write_text(
+            RULES + "- name: bad\n  when: press1.temp >\n  actions: [{log: x}]\n"
+        )
         out = rt.reload_rules()
         assert not out["ok"] and "rules.yaml:18:22:" in out["error"], out["error"]
         assert rt.rules.rule_names == ["hot", "to_f", "low_flow"]
         # a good edit: `hot` unchanged (state kept, not raised again), low_flow's hold changed
-        (tmp_path / "rules.yaml").write_text(RULES.replace("for: 10s", "for: 5s") + "- name: new\n  when: press1.flow > 100\n  actions: [{log: x}]\n")
+        (tmp_path / "rules.yaml").write_text(
+            RULES.replace("for: 10s", "for: 5s")
+            + "- name: new\n  when: press1.flow > 100\n  actions: [{log: x}]\n"
+        )
         out = rt.reload_rules()
         assert out["ok"], out
-        assert set(out["carried"]) == {"hot", "to_f"} and set(out["replaced"]) == {"low_flow", "new"}
+        assert set(out["carried"]) == {"hot", "to_f"} and set(out["replaced"]) == {
+            "low_flow",
+            "new",
+        }
         assert alarms(rt)["hot"].active
         sample(rt, "press1.temp", 2.0, 78.0)  # inside the hysteresis band: still active
         assert alarms(rt)["hot"].active
         sample(rt, "press1.temp", 3.0, 70.0)
         assert not alarms(rt)["hot"].active
         kinds = [(e["kind"], e.get("rule"), e.get("state")) for e in rt.recent]
-        assert kinds.count(("alarm", "hot", "raised")) == 1 and kinds.count(("alarm", "hot", "cleared")) == 1
+        assert (
+            kinds.count(("alarm", "hot", "raised")) == 1
+            and kinds.count(("alarm", "hot", "cleared")) == 1
+        )
         assert ("rules", None, "reload_rejected") in kinds and ("rules", None, "reloaded") in kinds
         assert rt.metrics.get("rule_reloads_total", (("outcome", "applied"),)) == 1
 

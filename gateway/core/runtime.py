@@ -259,7 +259,10 @@ class Runtime:
         outcome: dict[str, Any] = {"ok": False, "error": "", "rules": len(self.rules.rule_names)}
         try:
             new = load_config(self.config.source)
-            if new.devices != self.config.devices or new.virtual_points != self.config.virtual_points:
+            if (
+                new.devices != self.config.devices
+                or new.virtual_points != self.config.virtual_points
+            ):
                 raise RuleError(
                     "devices or virtual_points changed: only rules reload at run time; "
                     "restart the gateway to apply the rest"
@@ -279,10 +282,18 @@ class Runtime:
         self._watched = self._rule_file_stamps()
         self._apply(engine.initial_effects)
         replaced = [n for n in engine.rule_names if n not in engine.carried]
-        outcome.update(ok=True, rules=len(engine.rule_names), carried=engine.carried, replaced=replaced)
+        outcome.update(
+            ok=True, rules=len(engine.rule_names), carried=engine.carried, replaced=replaced
+        )
         self.metrics.inc("rule_reloads_total", labels=(("outcome", "applied"),))
-        _log.info("rules reloaded: %d rules, %d kept their state", len(engine.rule_names), len(engine.carried))
-        self._event("rules", self.clock(), state="reloaded", rules=outcome["rules"], replaced=replaced)
+        _log.info(
+            "rules reloaded: %d rules, %d kept their state",
+            len(engine.rule_names),
+            len(engine.carried),
+        )
+        self._event(
+            "rules", self.clock(), state="reloaded", rules=outcome["rules"], replaced=replaced
+        )
         return outcome
 
     def ack_alarm(self, rule: str, by: str, ts: float | None = None) -> bool:

@@ -89,7 +89,9 @@ class AlarmStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            _log.error("alarm state %s unreadable (%s); starting with no active alarms", self.path, exc)
+            _log.error(
+                "alarm state %s unreadable (%s); starting with no active alarms", self.path, exc
+            )
             return {}
         out: dict[str, AlarmState] = {}
         if not isinstance(raw, dict) or raw.get("version") != STORE_VERSION:

@@ -89,6 +89,7 @@ class EvalContext:
             self.latest.extend([None] * missing)
             self.last_good_ts.extend([_NAN] * missing)
 
+
 _NAN = math.nan
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
@@ -372,7 +373,8 @@ class _Builder:
         now = self.ctx.now
         ts, v = ring.last(n)
         if ts.shape[0] and ts[-1] > now:
-            ts, v = fn_.cut(*ring.last(len(ring)), now)
+            all_ts, all_v = ring.last(len(ring))
+            ts, v = fn_.cut(all_ts, all_v, now)
             ts, v = ts[-n:], v[-n:]
         return ts, v
 

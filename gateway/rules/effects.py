@@ -84,7 +84,9 @@ class PointSet:
     ts: float
 
 
-Effect = AlarmRaised | AlarmCleared | AlarmAcked | EventRaised | WriteRequest | PointSet | LogMessage
+Effect = (
+    AlarmRaised | AlarmCleared | AlarmAcked | EventRaised | WriteRequest | PointSet | LogMessage
+)
 
 __all__ = [
     "AlarmAcked", "AlarmCleared", "AlarmRaised", "Effect", "EventRaised", "LogMessage", "PointSet",

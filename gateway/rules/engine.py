@@ -89,8 +89,9 @@ class RuleEngine:
         names = [info.name for info in points.infos]
         self._ids = {n: i for i, n in enumerate(names)}
         carry = previous is not None and previous._points is points
-        if carry:
-            assert previous is not None
+        self._ctx: EvalContext
+        self._shared: Shared
+        if previous is not None and carry:
             self._ctx = previous._ctx
             self._shared = previous._shared
             self._ctx.grow(len(names))
@@ -98,7 +99,9 @@ class RuleEngine:
             self._ctx = _seed(points)
             self._shared = Shared(self._ctx, names)
         self._shared.names = names
-        self._store = alarm_store if alarm_store is not None else (previous and previous._store)
+        self._store: AlarmStore | None = alarm_store
+        if alarm_store is None and previous is not None:
+            self._store = previous._store
         old = {r.name: r for r in previous._rules} if carry and previous else {}
         seen: set[str] = set()
         self._rules: list[Rule] = []

@@ -110,7 +110,9 @@ def tokenize(text: str, source: str = "<expr>") -> list[Token]:
             continue
         if kind == "num" and (u := _UNIT.match(text, pos)):
             pos = u.end()
-            seconds = float(word) / 1000.0 if u.group(1) == "ms" else float(word) * _SECONDS[u.group(1)]
+            seconds = (
+                float(word) / 1000.0 if u.group(1) == "ms" else float(word) * _SECONDS[u.group(1)]
+            )
             tokens.append(Token("dur", text[col - 1 : pos], col, seconds))
             continue
         if kind == "num" and (c := _SAMPLES.match(text, pos)):

@@ -26,7 +26,6 @@ from gateway.rules.effects import (  # noqa: E402
     WriteRequest,
 )
 from gateway.rules.nodes import Compare, Const, PointRef, children  # noqa: E402
-
 from gateway.rules.replay import Replay  # noqa: E402
 
 MAX_PANELS = 6
@@ -133,11 +132,13 @@ def plot_replay(result: Replay, path: str | Path) -> None:
             marker = {WriteRequest: "v", PointSet: "s", EventRaised: "*", LogMessage: "o"}
             m = marker.get(type(eff), "x")
             lane.plot([eff.ts], [row], marker=m, color="black", ms=6)
-    for rule, start in open_at.items():
-        lane.barh(y[rule], end - start, left=start, height=0.5, color="tab:red", alpha=0.5)
+    for name, start in open_at.items():
+        lane.barh(y[name], end - start, left=start, height=0.5, color="tab:red", alpha=0.5)
     lane.set_yticks(range(len(rules)), rules, fontsize=8)
     lane.set_ylim(-0.7, max(len(rules), 1) - 0.3)
-    lane.set_xlabel("time [s]  (red bar: active, hatched: for-hold; v write, s set, * event, o log)")
+    lane.set_xlabel(
+        "time [s]  (red bar: active, hatched: for-hold; v write, s set, * event, o log)"
+    )
     lane.grid(alpha=0.3)
     fig.suptitle(f"rule replay: {len(result.rows)} samples, {len(result.effects)} effects")
     fig.tight_layout()

@@ -80,13 +80,16 @@ class Rule:
         self.severity = cfg.severity
         self.enabled = cfg.enabled
         self.shared = shared
-        ctx, names = shared.ctx, shared.names
+        ctx, _names = shared.ctx, shared.names
         self.values = ctx.values
         src = self.src = cfg.source or f"<rule {cfg.name}>"
         for key in ("for_", "clear_for", "cooldown", "repeat_within"):
             v = getattr(cfg, key)
             if not isinstance(v, int | float) or not v >= 0:
-                raise RuleError(f"rule {cfg.name!r}: '{key.rstrip('_')}' must be a duration >= 0, got {v!r}", src)
+                raise RuleError(
+                    f"rule {cfg.name!r}: '{key.rstrip('_')}' must be a duration >= 0, got {v!r}",
+                    src,
+                )
         self.hold = float(cfg.for_)
         self.clear_for = float(cfg.clear_for)
         self.cooldown = float(cfg.cooldown)
@@ -167,7 +170,9 @@ class Rule:
         elif isinstance(text, int | float):
             text = repr(text)  # YAML `value: 0` may arrive as a number
         if not isinstance(text, str):
-            raise RuleError(f"rule {self.name!r}, {what}: expected an expression, got {text!r}", self.src)
+            raise RuleError(
+                f"rule {self.name!r}, {what}: expected an expression, got {text!r}", self.src
+            )
         try:
             return compile_expression(text, self.shared.names, self.src)
         except RuleError as err:
@@ -175,7 +180,9 @@ class Rule:
 
     def _template(self, what: str, text: str) -> MessageTemplate:
         if not isinstance(text, str):
-            raise RuleError(f"rule {self.name!r}, {what}: expected a string, got {text!r}", self.src)
+            raise RuleError(
+                f"rule {self.name!r}, {what}: expected a string, got {text!r}", self.src
+            )
         try:
             return MessageTemplate(text, self.shared.names, self.src)
         except RuleError as err:
@@ -257,7 +264,10 @@ class Rule:
 
     def snapshot(self) -> dict[str, float]:
         vals = self.values
-        return {self.shared.names[i]: _NAN if vals[i] is None else float(vals[i]) for i in self.value_ids}  # type: ignore[arg-type]
+        return {
+            self.shared.names[i]: _NAN if (v := vals[i]) is None else float(v)
+            for i in self.value_ids
+        }
 
     def _on_fire(self, ts: float, out: list[Effect]) -> None:
         self.alarmed = True

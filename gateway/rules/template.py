@@ -172,8 +172,6 @@ class MessageTemplate:
                 fields.append((part[0].bind(ctx, updaters), part[1]))
 
         def render() -> str:
-            return "".join(
-                f if isinstance(f, str) else format_value(f[0](), f[1]) for f in fields
-            )
+            return "".join(f if isinstance(f, str) else format_value(f[0](), f[1]) for f in fields)
 
         return render

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.rules.engine import RuleEngine
-from gateway.rules.replay import DataError, Replay, describe, estimate_periods, read_data, replay, table_for
+from gateway.rules.replay import (
+    DataError,
+    Replay,
+    describe,
+    estimate_periods,
+    read_data,
+    replay,
+    table_for,
+)
 
 
 class RulesTestError(Exception):
@@ -109,7 +117,9 @@ def run(
 
 def compare(got: list[dict[str, object]], expected_path: str | Path) -> list[str]:
     """Differences between replay records and an expected JSONL file ([] when equal)."""
-    want = [json.loads(line) for line in Path(expected_path).read_text().splitlines() if line.strip()]
+    want = [
+        json.loads(line) for line in Path(expected_path).read_text().splitlines() if line.strip()
+    ]
     problems: list[str] = []
     for i in range(max(len(got), len(want))):
         g = got[i] if i < len(got) else None
@@ -151,12 +161,16 @@ def main(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         code = 1 if problems else 0
-        print(f"expected: {'OK' if not problems else f'{len(problems)} differences'}", file=sys.stderr)
+        print(
+            f"expected: {'OK' if not problems else f'{len(problems)} differences'}", file=sys.stderr
+        )
     if args.plot:
         try:
             from gateway.rules.plot import plot_replay
         except ImportError as exc:
-            print(f"--plot needs matplotlib (pip install edge-gateway[plot]): {exc}", file=sys.stderr)
+            print(
+                f"--plot needs matplotlib (pip install edge-gateway[plot]): {exc}", file=sys.stderr
+            )
             return 2
         plot_replay(result, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
