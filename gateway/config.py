@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.config_rules import read_rule_files
+from gateway.config_rules import read_rule_files, read_virtual_points, rule_positions
 from gateway.config_schema import ACTIONS, REGISTER_WORDS, TABLES
 from gateway.config_yaml import BAD, ConfigError, ConfigIssue, Parsed, Reader, join, suggest
 
@@ -247,17 +247,6 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _positions(parsed: Parsed) -> tuple[tuple[str, int, int], ...]:
-    out = []
-    for key in ("when", "clear"):
-        node = parsed.nodes.get(key)
-        if isinstance(node, ScalarNode) and node.start_mark.line == node.end_mark.line:
-            quoted = 1 if node.style in ("'", '"') else 0
-            if node.style in (None, "", "'", '"'):
-                out.append((key, _line(node), node.start_mark.column + 1 + quoted))
-    return tuple(out)
-
-
 class _Loader:
     """One load: the main file, its rule files and the issues of all of them."""
 
@@ -295,7 +284,7 @@ class _Loader:
         if "gateway" in top.nodes and top.ok("gateway"):
             gateway = self.main.section(top.nodes["gateway"], "gateway", TABLES["gateway"])
         devices = self._devices(top)
-        virtual = self._virtual_points(top)
+        virtual = read_virtual_points(self, top)
         rules = [
             *self._rules(self.main, top, "rules"),
             *self._rule_files(top),
@@ -312,22 +301,6 @@ class _Loader:
             virtual_points=virtual,
             rule_files=tuple(self.rule_file_paths),
         )
-
-    def _virtual_points(self, top: Parsed) -> tuple[VirtualPointConfig, ...]:
-        node = top.values.get("virtual_points")
-        out: list[VirtualPointConfig] = []
-        for i, item in enumerate(node.value if isinstance(node, Node) else ()):
-            path = join("virtual_points", i)
-            parsed = self.main.section(item, path, TABLES["virtual_point"])
-            if parsed is None or parsed.bad:
-                continue
-            full = f"virtual.{parsed.values['name']}"
-            if full in self.virtual:
-                self.main.error(parsed.at("name"), join(path, "name"), f"duplicate '{full}'")
-                continue
-            self.virtual.add(full)
-            out.append(VirtualPointConfig(**_fields(parsed, "virtual_point")))
-        return tuple(out)
 
     # --- devices and points ------------------------------------------------------------------
 
@@ -443,7 +416,7 @@ class _Loader:
                 reader.error(actions_node, join(path, "actions"), "expected at least one action")
             for i, item in enumerate(actions_node.value):
                 actions.append(self._action(reader, item, join(path, "actions", i)))
-        extra: dict[str, Any] = {"positions": _positions(parsed)}
+        extra: dict[str, Any] = {"positions": rule_positions(parsed)}
         if parsed.ok("clear", "hysteresis") and parsed.values["hysteresis"] is not None:
             if parsed.values["clear"] is not None:
                 msg = "give either `clear` or `hysteresis`, not both"

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.config_schema import TABLES
-from gateway.config_yaml import BAD, Reader, join, suggest
+from gateway.config_yaml import BAD, Parsed, Reader, join, suggest
 
 if TYPE_CHECKING:
-    from gateway.config import RuleConfig
+    from gateway.config import RuleConfig, VirtualPointConfig
 
 _PARAM = re.compile(r"\$\{([^}]*)\}")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -201,3 +201,34 @@ def load_rule_file(
             loader.issues.append(ConfigIssue(str(path), 0, 0, "", "invalid rule file"))
         raise ConfigError(loader.issues)
     return tuple(r for r in rules if r is not None)
+
+
+def read_virtual_points(loader: Any, top: Parsed) -> tuple[VirtualPointConfig, ...]:
+    """The `virtual_points:` section; names go to ``loader.virtual`` for `set` target checks."""
+    from gateway.config import VirtualPointConfig, _fields
+
+    node = top.values.get("virtual_points")
+    out: list[VirtualPointConfig] = []
+    for i, item in enumerate(node.value if isinstance(node, Node) else ()):
+        path = join("virtual_points", i)
+        parsed = loader.main.section(item, path, TABLES["virtual_point"])
+        if parsed is None or parsed.bad:
+            continue
+        full = f"virtual.{parsed.values['name']}"
+        if full in loader.virtual:
+            loader.main.error(parsed.at("name"), join(path, "name"), f"duplicate '{full}'")
+            continue
+        loader.virtual.add(full)
+        out.append(VirtualPointConfig(**_fields(parsed, "virtual_point")))
+    return tuple(out)
+
+
+def rule_positions(parsed: Parsed) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for key in ("when", "clear"):
+        node = parsed.nodes.get(key)
+        if isinstance(node, ScalarNode) and node.start_mark.line == node.end_mark.line:
+            quoted = 1 if node.style in ("'", '"') else 0
+            if node.style in (None, "", "'", '"'):
+                out.append((key, node.start_mark.line + 1, node.start_mark.column + 1 + quoted))
+    return tuple(out)
