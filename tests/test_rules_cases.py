@@ -45,3 +45,26 @@ def test_cases_cover_every_function_setting_and_action() -> None:
     keys = set(re.findall(r"^\s*-?\s*([a-z_]+):", rules_text, re.M))
     assert {opt.key for opt in TABLES["rule"].options} - keys == set()
     assert set(ACTIONS) - keys == set()
+
+
+def test_cli_replays_a_case_with_expect_and_plot(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = CASES / "delta_rate"
+    png = tmp_path / "why.png"
+    cmd = [sys.executable, "-m", "gateway.cli", "rules", "test", str(folder / "rules.yaml"),
+           "--data", str(folder / "input.csv"), "--expect", str(folder / "expected.jsonl"),
+           "--plot", str(png)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=CASES.parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert "alarm_raised   climbing" in out.stdout and "expected: OK" in out.stderr
+    assert png.stat().st_size > 10_000
+    bad = [
+        *cmd[:5],
+        str(CASES / "error_syntax_column" / "rules.yaml"),
+        "--data",
+        str(CASES / "error_syntax_column" / "input.csv"),
+    ]
+    out = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "rules.yaml:2:29:" in out.stderr and "^" in out.stderr
