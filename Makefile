@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: demo test test-native test-pure hil build lint bench soak clean venv
+.PHONY: demo test test-native test-pure hil build lint bench soak fuzz clean venv
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: build
 
 soak: build
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -m slow -o addopts= tests hil_tests
+
+fuzz: build
+	GATEWAY_FUZZ_EXAMPLES=20000 $(VPY) -m pytest -q -m slow -o addopts= tests/test_rules_fuzz.py
 
 clean:
 	rm -rf build dist *.egg-info gateway/_native/*.so gateway/_native/*.c native/*.c

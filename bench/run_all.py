@@ -6,7 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_modbus_decode.py", "bench_queue.py", "bench_e2e.py", "bench_infer.py"]
+BENCHES = [
+    "bench_modbus_decode.py",
+    "bench_queue.py",
+    "bench_rules.py",
+    "bench_infer.py",
+    "bench_e2e.py",
+]
 
 
 def main() -> int:

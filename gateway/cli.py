@@ -1,4 +1,4 @@
-"""The ``gateway`` command: run | demo | check | cloud | subscribe | sim | models."""
+"""The ``gateway`` command: run | demo | check | cloud | subscribe | sim | rules test | models."""
 
 from __future__ import annotations
 
@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config", default="examples/demo.yaml", help="gateway config declaring it")
     m.add_argument("--plot", action="store_true", help="add a sparkline per output")
     m.set_defaults(fn=cmd_models_test)
+
+    from gateway.rules.testcmd import add_parser as add_rules_parser
+
+    add_rules_parser(sub)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     s.add_argument("--config", default="examples/demo.yaml")

@@ -8,7 +8,7 @@ The reference of every key is docs/config.md, generated from the tables.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,14 +17,16 @@ from typing import Any, Literal
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway.config_rules import read_rule_files, read_virtual_points, rule_positions
 from gateway.config_schema import ACTIONS, REGISTER_WORDS, TABLES
 from gateway.config_yaml import BAD, ConfigError, ConfigIssue, Parsed, Reader, join, suggest
 from gateway.infer.config import ModelConfig, read_models
 
 __all__ = [
-    "AlarmAction", "Action", "ConfigError", "ConfigIssue", "DeviceConfig", "GatewayConfig",
-    "LogAction", "ModelConfig", "PointConfig", "RuleConfig", "UplinkConfig", "WriteAction", "check_main",
-    "format_issues", "load_config", "load_config_text",
+    "AlarmAction", "Action", "ConfigError", "ConfigIssue", "DeviceConfig", "EventAction",
+    "GatewayConfig", "LogAction", "ModelConfig", "PointConfig", "RuleConfig", "SetAction",
+    "UplinkConfig", "VirtualPointConfig", "WriteAction", "check_main", "format_issues",
+    "load_config", "load_config_text",
 ]  # fmt: skip
 
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
@@ -80,14 +82,36 @@ class AlarmAction:
 class WriteAction:
     point: str  # full point name, must be writable
     value: str  # expression source, e.g. "0" or "press1.setpoint - 5"
+    min_interval: float = 1.0  # s; closer writes to the same point are refused (rate limit)
 
 
 @dataclass(frozen=True)
 class LogAction:
     message: str
+    level: str = "info"
 
 
-Action = AlarmAction | WriteAction | LogAction
+@dataclass(frozen=True)
+class EventAction:
+    message: str  # template; sent upstream on the events (priority) stream
+
+
+@dataclass(frozen=True)
+class SetAction:
+    point: str  # "virtual.<name>", declared under virtual_points
+    value: str  # expression source
+
+
+Action = AlarmAction | EventAction | WriteAction | SetAction | LogAction
+
+
+@dataclass(frozen=True)
+class VirtualPointConfig:
+    """A point set by rules; full name ``virtual.<name>``."""
+
+    name: str
+    unit: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,17 @@ class RuleConfig:
     severity: Literal["info", "warning", "minor", "major", "critical"] = "warning"
     enabled: bool = True
     source: str = ""  # "file:line" of the rule, for messages
+    hysteresis: float | None = None  # clear band for `x > limit`-shaped conditions
+    clear_for: float = 0.0  # seconds the clear condition must hold
+    cooldown: float = 0.0  # seconds after a firing during which the rule does not fire again
+    repeat_count: int = 1  # fire on the N-th episode ...
+    repeat_within: float = 0.0  # ... within this many seconds (0: every episode fires)
+    # (key, line, column) of one-line `when`/`clear` values, so errors point into the file
+    positions: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
+
+    def same_logic(self, other: RuleConfig) -> bool:
+        """Equal but for where it was written: a reload keeps such a rule's state."""
+        return dataclasses.replace(self, source="") == dataclasses.replace(other, source="")
 
 
 @dataclass(frozen=True)
@@ -126,6 +161,8 @@ class GatewayConfig:
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
     models: tuple[ModelConfig, ...] = ()  # TFLite models on windows (gateway.infer)
     source: str = ""  # path of the file this came from
+    virtual_points: tuple[VirtualPointConfig, ...] = ()
+    rule_files: tuple[str, ...] = ()  # resolved paths of the rule files (watched for reload)
 
 
 # --- loading and validation ------------------------------------------------------------------
@@ -199,7 +236,7 @@ def check_main(path: str) -> int:
 
 _READ_ONLY_TABLES = ("input", "discrete")
 _BIT_TABLES = ("coil", "discrete")
-_STRUCTURAL = ("section", "section_list", "actions")
+_STRUCTURAL = ("section", "section_list", "actions", "rule_file_list", "params")
 
 
 def _fields(parsed: Parsed, section: str) -> dict[str, Any]:
@@ -220,8 +257,11 @@ class _Loader:
         self.issues: list[ConfigIssue] = []
         self.main = Reader(file, base_dir, self.issues)
         self.files = [file]
-        # full point name -> writable (None when its `writable` value was itself wrong)
-        self.points: dict[str, bool | None] = {}
+        # full point name -> writable (None when its `writable` value was itself wrong);
+        # None for a standalone rule file (no devices to check targets against)
+        self.points: dict[str, bool | None] | None = {}
+        self.virtual: set[str] = set()  # declared "virtual.<name>" points
+        self.rule_file_paths: list[str] = []
         self.rule_names: dict[str, str] = {}  # name -> "file:line" of its first definition
 
     def load(self, text: str, source: str) -> GatewayConfig:
@@ -246,13 +286,14 @@ class _Loader:
         if "gateway" in top.nodes and top.ok("gateway"):
             gateway = self.main.section(top.nodes["gateway"], "gateway", TABLES["gateway"])
         devices = self._devices(top)
+        virtual = read_virtual_points(self, top)
         rules = [
             *self._rules(self.main, top, "rules"),
             *self._rule_files(top),
         ]
         uplink = self._uplink(top)
         devices_named = {d.name for d in devices if d is not None}
-        models = read_models(self.main, top.values.get("models"), self.points, devices_named)
+        models = read_models(self.main, top.values.get("models"), self.points or {}, devices_named)
         if self.issues or gateway is None or uplink is None:
             return None
         return GatewayConfig(
@@ -262,6 +303,8 @@ class _Loader:
             uplink=uplink,
             models=tuple(m for m in models if m is not None),
             source=source,
+            virtual_points=virtual,
+            rule_files=tuple(self.rule_file_paths),
         )
 
     # --- devices and points ------------------------------------------------------------------
@@ -322,7 +365,7 @@ class _Loader:
                 error(parsed.at("name"), join(path, "name"), msg)
             else:
                 seen[name] = _line(parsed.at("name"))
-                if device is not None:
+                if device is not None and self.points is not None:
                     writable = values["writable"] if parsed.ok("writable") else None
                     self.points[f"{device}.{name}"] = writable
         table, kind = values["table"], values["type"]
@@ -378,30 +421,42 @@ class _Loader:
                 reader.error(actions_node, join(path, "actions"), "expected at least one action")
             for i, item in enumerate(actions_node.value):
                 actions.append(self._action(reader, item, join(path, "actions", i)))
+        extra: dict[str, Any] = {"positions": rule_positions(parsed)}
+        if parsed.ok("clear", "hysteresis") and parsed.values["hysteresis"] is not None:
+            if parsed.values["clear"] is not None:
+                msg = "give either `clear` or `hysteresis`, not both"
+                reader.error(parsed.at("hysteresis"), join(path, "hysteresis"), msg)
+        repeat = parsed.values.get("repeat")
+        if isinstance(repeat, Node):
+            rep = reader.section(repeat, join(path, "repeat"), TABLES["repeat"])
+            if rep is None or rep.bad:
+                return None
+            extra.update(repeat_count=rep.values["count"], repeat_within=rep.values["within"])
         if parsed.bad or None in actions or not actions:
             return None
         return RuleConfig(
             **_fields(parsed, "rule"),
             actions=tuple(a for a in actions if a is not None),
             source=source,
+            **extra,
         )
 
     def _action(self, reader: Reader, node: Node, path: str) -> Action | None:
-        mapping = reader.mapping(node, path, "an action: alarm, write or log")
+        mapping = reader.mapping(node, path, "an action: alarm, event, write, set or log")
         if mapping is None:
             return None
         pairs = reader.pairs(mapping, path)
         if len(pairs) != 1:
             got = ", ".join(key for key, _, _ in pairs) or "nothing"
             reader.error(
-                node, path, f"an action has exactly one key, alarm, write or log; got {got}"
+                node, path, f"an action has exactly one key ({', '.join(ACTIONS)}); got {got}"
             )
             return None
         kind, key_node, value = pairs[0]
         apath = join(path, kind)
         if kind not in ACTIONS:
-            msg = (
-                f"unknown action '{kind}'{suggest(kind, ACTIONS)}; valid actions: alarm, write, log"
+            msg = f"unknown action '{kind}'{suggest(kind, ACTIONS)}; valid actions: " + ", ".join(
+                ACTIONS
             )
             reader.error(key_node, apath, msg)
             return None
@@ -412,63 +467,45 @@ class _Loader:
             if parsed.ok("point"):
                 self._check_write_target(reader, parsed.values["point"], parsed.at("point"), apath)
             return None if parsed.bad else WriteAction(**_fields(parsed, "write"))
+        if kind == "set":
+            parsed = reader.section(value, apath, TABLES["set"])
+            if parsed is None:
+                return None
+            target = parsed.values.get("point")
+            if parsed.ok("point") and self.points is not None and target not in self.virtual:
+                msg = (f"'{target}' is not a declared virtual point; declare it under "
+                       f"virtual_points: (name: ...) and set 'virtual.<name>'"
+                       f"{suggest(str(target), self.virtual)}")  # fmt: skip
+                reader.error(parsed.at("point"), join(apath, "point"), msg)
+            return None if parsed.bad else SetAction(**_fields(parsed, "set"))
+        cls = {"alarm": AlarmAction, "event": EventAction, "log": LogAction}[kind]
         if isinstance(value, ScalarNode):  # short form: `alarm: "text"`, `log: "text"`
             if kind == "alarm" and reader.is_null(value):
                 return AlarmAction()
             message = reader.value(TABLES[kind].options[0], value, apath)
             if message is BAD:
                 return None
-            return AlarmAction(message) if kind == "alarm" else LogAction(message)
+            return cls(message)  # type: ignore[no-any-return]
         parsed = reader.section(value, apath, TABLES[kind])
         if parsed is None or parsed.bad:
             return None
-        return (
-            AlarmAction(**_fields(parsed, kind))
-            if kind == "alarm"
-            else LogAction(**_fields(parsed, kind))
-        )
+        return cls(**_fields(parsed, kind))  # type: ignore[no-any-return]
 
     def _check_write_target(self, reader: Reader, point: str, node: Node, path: str) -> None:
         path = join(path, "point")
-        if point not in self.points:
+        if self.points is None:
+            return
+        if point in self.virtual:
+            reader.error(node, path, f"'{point}' is a virtual point; use a `set` action for it")
+        elif point not in self.points:
             reader.error(node, path, f"unknown point '{point}'{suggest(point, self.points)}")
         elif self.points[point] is False:
             reader.error(node, path, f"point '{point}' is not writable (set writable: true on it)")
 
     def _rule_files(self, top: Parsed) -> list[RuleConfig | None]:
-        node = top.nodes.get("rule_files")
-        if not top.ok("rule_files") or not isinstance(node, SequenceNode):
+        if not top.ok("rule_files"):
             return []
-        rules: list[RuleConfig | None] = []
-        listed: dict[Path, int] = {}
-        for i, (item, resolved) in enumerate(
-            zip(node.value, top.values["rule_files"], strict=True)
-        ):
-            path, file = join("rule_files", i), Path(resolved)
-            if file in listed:
-                self.main.error(
-                    item, path, f"rule file listed twice (first at line {listed[file]})"
-                )
-                continue
-            listed[file] = _line(item)
-            try:
-                text = file.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                self.main.error(item, path, f"rule file not found: {file}")
-                continue
-            except (OSError, UnicodeDecodeError) as exc:
-                self.main.error(item, path, f"cannot read rule file {file}: {exc}")
-                continue
-            written = str(item.value)
-            shown = (
-                written
-                if Path(written).is_absolute()
-                else os.path.normpath(os.path.join(os.path.dirname(self.main.file), written))
-            )
-            reader = Reader(shown, self.base_dir, self.issues)
-            self.files.append(shown)
-            rules.extend(self._rule_file(reader, text))
-        return rules
+        return read_rule_files(self, top.nodes.get("rule_files"))
 
     def _rule_file(self, reader: Reader, text: str) -> list[RuleConfig | None]:
         before = len(self.issues)

@@ -35,13 +35,15 @@ def json_schema() -> dict[str, Any]:
     """The config's JSON Schema (draft 2020-12), for editors and external validators."""
     defs: dict[str, Any] = {s.name: _object(s) for s in SECTIONS if s.name not in _TOP_ONLY}
     defs["action"] = {
-        "description": "One action: a mapping with exactly one key, alarm, write or log.",
+        "description": "One action: a mapping with exactly one key, alarm, event, write, set or log.",
         "type": "object",
         "minProperties": 1,
         "maxProperties": 1,
         "properties": {
             "alarm": {"anyOf": [{"type": "string"}, {"type": "null"}, _ref("alarm")]},
+            "event": {"anyOf": [{"type": "string", "minLength": 1}, _ref("event")]},
             "write": _ref("write"),
+            "set": _ref("set"),
             "log": {"anyOf": [{"type": "string", "minLength": 1}, _ref("log")]},
         },
         "additionalProperties": False,
@@ -114,6 +116,15 @@ def _base(opt: Option) -> dict[str, Any]:
         return {"type": "array", "items": _ref(str(opt.table))}
     if kind == "actions":
         return {"type": "array", "items": _ref("action"), **_min_items(opt, "minItems")}
+    if kind == "rule_file_list":
+        path = {"type": "string", "minLength": 1}
+        return {"type": "array", "items": {"anyOf": [path, _ref("include")]}}
+    if kind == "params":
+        return {
+            "type": "object",
+            "propertyNames": {"pattern": FORMATS["identifier"].pattern},
+            "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+        }
     return {"type": ["number", "string", "boolean"]}  # value
 
 
@@ -253,7 +264,11 @@ def _type_doc(opt: Option) -> str:
     elif kind == "section_list":
         text = f"list of mappings (`{TABLES[str(opt.table)].where}`)"
     elif kind == "actions":
-        text = "list of actions (`alarm`, `write`, `log`)"
+        text = "list of actions (`alarm`, `event`, `write`, `set`, `log`)"
+    elif kind == "rule_file_list":
+        text = "list of paths or `{include, params}` mappings"
+    elif kind == "params":
+        text = "mapping identifier: number, string, boolean or null"
     elif kind == "value":
         text = "number, string or boolean"
     else:

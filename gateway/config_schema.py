@@ -27,7 +27,9 @@ Kind = Literal[
     "duration_map",  # mapping identifier -> duration (poll groups)
     "section",  # a nested mapping described by another table
     "section_list",  # a list of such mappings
-    "actions",  # a rule's action list (alarm | write | log)
+    "actions",  # a rule's action list (alarm | event | write | set | log)
+    "rule_file_list",  # rule_files: paths, or {include: path, params: {...}} mappings
+    "params",  # a mapping identifier -> number | string | boolean | null (rule pack params)
     "value",  # a write value: number, string or boolean, kept as expression text
 ]
 
@@ -165,10 +167,16 @@ _ROOT = Section(
                nullable=True, table="device"),
         Option("rules", "section_list", "IF-THEN rules evaluated on every sample.", (),
                nullable=True, table="rule"),
-        Option("rule_files", "path_list",
+        Option("rule_files", "rule_file_list",
                "More rule files, relative to this file. Each holds a list of rules or a "
-               "mapping `{rules: [...]}`; their rules are checked like inline ones.", (),
+               "mapping `{rules: [...]}`; their rules are checked like inline ones. An entry "
+               "may also be `{include: FILE, params: {name: value}}` to use a rule pack "
+               "(see rules/README.md): `${name}` in the pack is replaced by the value.", (),
                nullable=True),
+        Option("virtual_points", "section_list",
+               "Points computed by rules (`set` action), named `virtual.<name>`; rules read "
+               "them like device points and they go upstream with the telemetry.", (),
+               nullable=True, table="virtual_point"),
         Option("uplink", "section", "Store-and-forward uplink to the cloud receiver.", {},
                nullable=True, table="uplink", default_doc="all defaults"),
         Option("models", "section_list", "TFLite models run on windows of points; their "
@@ -277,6 +285,18 @@ _RULE = Section(
                   period=False, attr="for_"),
         Option("clear", "string", "Clear condition (hysteresis); null: `not (when)`.", None,
                min_length=1, nullable=True),
+        Option("hysteresis", "number", "Clear band for a `when` of the form `x > limit` "
+               "(or `>=`, `<`, `<=`): the rule clears at `x < limit - hysteresis` (resp. "
+               "`x > limit + hysteresis`). Not together with `clear`.", None, minimum=0,
+               nullable=True),
+        _duration("clear_for", "How long the clear condition must hold before the rule "
+                  "clears.", 0.0, period=False),
+        _duration("cooldown", "After firing, the rule does not fire again for this long "
+                  "(it fires when the condition still holds once the cooldown is over).", 0.0,
+                  period=False),
+        Option("repeat", "section", "Fire only when the condition came true `count` times "
+               "within `within` (each episode after `for`); null: every episode fires.", None,
+               nullable=True, table="repeat"),
         Option("severity", "choice", "Alarm severity.", "warning",
                choices=("info", "warning", "minor", "major", "critical")),
         Option("enabled", "boolean", "Disabled rules are checked but never evaluated.", True),
@@ -284,6 +304,48 @@ _RULE = Section(
                min_items=1),
     ),
 )  # fmt: skip
+
+_REPEAT = Section(
+    "repeat",
+    "rules[].repeat",
+    "rules[].repeat",
+    "Repeat-within: fire on the `count`-th episode inside a sliding `within` window.",
+    (
+        Option("count", "integer", "Episodes needed.", minimum=1, maximum=10000),
+        _duration("within", "Sliding window the episodes must fall in.", REQUIRED),
+    ),
+)
+
+_VIRTUAL_POINT = Section(
+    "virtual_point",
+    "virtual_points[]",
+    "virtual_points[]",
+    "A point whose value a rule sets; its full name is `virtual.<name>`.",
+    (
+        Option("name", "string", "Name; unique.", format="identifier"),
+        Option("unit", "string", "Engineering unit, announced upstream.", ""),
+        Option("description", "string", "Free text, announced upstream.", ""),
+    ),
+)
+
+_INCLUDE = Section(
+    "include",
+    "rule_files[]",
+    "rule_files[] (rule packs)",
+    "A rule pack and its parameters. The pack declares `params:` (name: default, null = "
+    "required) next to its `rules:`.",
+    (
+        Option("include", "path", "The pack file (relative: to this file)."),
+        Option(
+            "params",
+            "params",
+            "Parameter values: name -> number, string or boolean.",
+            {},
+            nullable=True,
+            default_doc="the pack's defaults",
+        ),
+    ),
+)
 
 _ALARM = Section(
     "alarm",
@@ -306,24 +368,55 @@ _WRITE = Section(
                format="point_ref"),
         Option("value", "value", "Expression or number to write; numbers are kept as their "
                "text (`0` -> \"0\"), booleans as \"1\"/\"0\"."),
+        _duration("min_interval", "Rate limit: writes to the same point (by any rule) closer "
+                  "together than this are refused and logged.", 1.0, period=False),
     ),
 )  # fmt: skip
+
+_EVENT = Section(
+    "event",
+    "rules[].actions[].event",
+    "Action `event`",
+    "Send an event upstream on the priority stream when the rule fires. Short form: "
+    '`event: "message"`.',
+    (Option("message", "string", "Message template.", min_length=1),),
+)
+
+_SET = Section(
+    "set",
+    "rules[].actions[].set",
+    "Action `set`",
+    "Set a virtual point (declared under `virtual_points`) to an expression's value.",
+    (
+        Option("point", "string", "Target `virtual.<name>`.", format="point_ref"),
+        Option("value", "value", "Expression or number."),
+    ),
+)
 
 _LOG = Section(
     "log",
     "rules[].actions[].log",
     "Action `log`",
     'Write a log line. Short form: `log: "message"`.',
-    (Option("message", "string", "Message template.", min_length=1),),
-)
+    (
+        Option("message", "string", "Message template.", min_length=1),
+        Option("level", "choice", "Log level.", "info",
+               choices=("debug", "info", "warning", "error")),
+    ),
+)  # fmt: skip
 
 _RULE_FILE = Section(
     "rule_file",
     "(a rule file)",
     "Rule files",
     "A file named in `rule_files` holds a list of rules, or a mapping with this one key.",
-    (Option("rules", "section_list", "The rules, as in the main file.", (), nullable=True,
-            table="rule"),),
+    (
+        Option("params", "params", "Rule packs: the parameters they take, name -> default "
+               "(null: required). `${name}` anywhere in the file is replaced by the value.", {},
+               nullable=True),
+        Option("rules", "section_list", "The rules, as in the main file.", (), nullable=True,
+               table="rule"),
+    ),
 )  # fmt: skip
 
 _UPLINK = Section(
@@ -455,12 +548,13 @@ _MODEL_OUTPUT = Section(
 
 #: Every section, in document order.
 SECTIONS: Final[tuple[Section, ...]] = (
-    _ROOT, _GATEWAY, _DEVICE, _POINT, _RULE, _ALARM, _WRITE, _LOG, _RULE_FILE, _UPLINK,
+    _ROOT, _GATEWAY, _DEVICE, _POINT, _RULE, _REPEAT, _ALARM, _EVENT, _WRITE, _SET, _LOG,
+    _RULE_FILE, _INCLUDE, _VIRTUAL_POINT, _UPLINK,
     _MODEL, _MODEL_WINDOW, _MODEL_FEATURES, _MODEL_OUTPUT,
 )  # fmt: skip
 TABLES: Final[dict[str, Section]] = {section.name: section for section in SECTIONS}
 #: Action kinds a rule may use; each is a one-key mapping `{kind: ...}`.
-ACTIONS: Final[tuple[str, ...]] = ("alarm", "write", "log")
+ACTIONS: Final[tuple[str, ...]] = ("alarm", "event", "write", "set", "log")
 #: Number of 16-bit registers each type occupies (bool: one coil / discrete input).
 REGISTER_WORDS: Final[dict[str, int]] = {
     "bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "float64": 4,

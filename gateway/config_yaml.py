@@ -271,10 +271,10 @@ class Reader:
 
     def value(self, option: Option, node: Node, path: str) -> Any:
         """Convert one option's value node, or report it and return BAD."""
-        if option.kind in ("section", "section_list", "actions"):
+        if option.kind in ("section", "section_list", "actions", "rule_file_list", "params"):
             if self.is_null(node) and option.nullable:
                 return self._default(option)
-            if option.kind == "section":
+            if option.kind in ("section", "params"):
                 return node if self.mapping(node, path) is not None else BAD
             return node if self.sequence(node, path) is not None else BAD
         if option.kind in ("string_list", "path_list", "duration_map"):

@@ -32,7 +32,7 @@ def test_every_subcommand_has_help(sub: str) -> None:
 def test_check_accepts_the_demo_config() -> None:
     out = gateway("check", "examples/demo.yaml")
     assert out.returncode == 0, out.stderr
-    assert "OK: 3 devices, 11 points, 4 rules" in out.stdout
+    assert "OK: 3 devices, 11 points, 8 rules" in out.stdout
 
 
 def test_check_names_file_line_and_key(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_check_reports_rule_expression_errors_with_column(tmp_path: Path) -> Non
     )
     out = gateway("check", str(bad))
     assert out.returncode == 1
-    assert f"{bad}:6:" in out.stderr and "expected" in out.stderr
+    assert f"{bad}:7:19:" in out.stderr and "expected" in out.stderr
 
 
 def test_missing_config_exits_2() -> None:

@@ -14,11 +14,14 @@ from gateway.config import (
     AlarmAction,
     ConfigError,
     DeviceConfig,
+    EventAction,
     GatewayConfig,
     LogAction,
     PointConfig,
     RuleConfig,
+    SetAction,
     UplinkConfig,
+    VirtualPointConfig,
     WriteAction,
     check_main,
     format_issues,
@@ -84,7 +87,7 @@ def test_demo_loads_with_expected_values() -> None:
     assert points["press1.temp"].deadband is None
     assert points["pump1.setpoint"].poll == "default"
 
-    overheat, restart, vibration, _bearing = cfg.rules
+    overheat, restart, unsteady, _bearing, *packs = cfg.rules
     assert overheat.name == "press1_overheat" and overheat.for_ == 2.0
     assert overheat.clear == "press1.temp < 70" and overheat.severity == "major"
     assert overheat.actions == (
@@ -94,7 +97,10 @@ def test_demo_loads_with_expected_values() -> None:
     )
     assert overheat.source == f"{DEMO}:45"
     assert restart.actions[0] == WriteAction("press1.run", "1") and restart.clear is None
-    assert vibration.for_ == 3.0 and vibration.severity == "warning"
+    assert unsteady.for_ == 5.0 and unsteady.severity == "minor"
+    zone_d = next(r for r in packs if r.name == "motor1_iso10816_zone_d")
+    assert zone_d.when == "rms(motor1.vibration, 2s) > 7.1" and zone_d.for_ == 2.0
+    assert zone_d.source.endswith("rules/iso10816.yaml:44")
 
     up = cfg.uplink
     assert up.endpoints == ("tcp://127.0.0.1:7000",) and up.insecure is True
@@ -105,7 +111,7 @@ def test_demo_loads_with_expected_values() -> None:
 
 def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_main(str(DEMO)) == 0
-    assert capsys.readouterr().out == f"{DEMO}: OK: 3 devices, 11 points, 4 rules\n"
+    assert capsys.readouterr().out == f"{DEMO}: OK: 3 devices, 11 points, 8 rules\n"
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(HEAD + "devices: [{name: a, port: 0}]\n")
@@ -236,6 +242,7 @@ def test_unsafe_tags_are_rejected() -> None:
 _DATACLASSES = {
     "gateway": GatewayConfig, "device": DeviceConfig, "point": PointConfig, "rule": RuleConfig,
     "alarm": AlarmAction, "write": WriteAction, "log": LogAction, "uplink": UplinkConfig,
+    "event": EventAction, "set": SetAction, "virtual_point": VirtualPointConfig,
 }  # fmt: skip
 
 
@@ -243,8 +250,11 @@ _DATACLASSES = {
 def test_option_tables_match_dataclasses(section: str) -> None:
     """Every scalar option fills a field with the same default; nothing is missing."""
     fields = {f.name: f for f in dataclasses.fields(_DATACLASSES[section])}
-    structural = {"devices", "rules", "uplink", "points", "actions", "source", "models"}
+    structural = {"devices", "rules", "uplink", "points", "actions", "source", "virtual_points",
+                  "rule_files", "repeat_count", "repeat_within", "positions", "models"}  # fmt: skip
     for opt in TABLES[section].options:
+        if opt.key == "repeat":  # a nested section read into repeat_count / repeat_within
+            continue
         assert opt.field in fields, f"{section}.{opt.key} has no dataclass field"
         f = fields[opt.field]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -252,7 +262,7 @@ def test_option_tables_match_dataclasses(section: str) -> None:
             assert default is dataclasses.MISSING or section == "alarm", opt.key
         elif opt.kind not in ("path", "section_list", "section"):
             assert opt.default == default, f"{section}.{opt.key}: {opt.default!r} != {default!r}"
-    covered = {opt.field for opt in TABLES[section].options}
+    covered = {opt.field for opt in TABLES[section].options if opt.key != "repeat"}
     assert set(fields) - covered <= structural | {"source"}
     assert all(opt.default is not REQUIRED or opt.required for opt in TABLES[section].options)
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -378,42 +377,12 @@ def test_template_errors(text: str, fragment: str) -> None:
 
 
 def demo_engine() -> tuple[RuleEngine, PointTable]:
-    doc = yaml.safe_load(DEMO.read_text())
-    pt = PointTable(64)
-    for dev in doc["devices"]:
-        for p in dev["points"]:
-            pt.add(
-                f"{dev['name']}.{p['name']}",
-                dev["name"],
-                p.get("type", "uint16"),
-                writable=p.get("writable", False),
-            )
-    for model in doc.get("models") or ():  # model outputs are points the rules may read
-        for out in model["outputs"]:
-            pt.add(f"{model['name']}.{out['name']}", model["name"], "float32")
-    rules = []
-    for r in doc["rules"]:
-        acts: list[Action] = []
-        for a in r["actions"]:
-            if "alarm" in a:
-                acts.append(AlarmAction(a["alarm"]))
-            elif "write" in a:
-                acts.append(WriteAction(a["write"]["point"], str(a["write"]["value"])))
-            else:
-                acts.append(LogAction(a["log"]))
-        hold = float(str(r.get("for", "0")).rstrip("s"))
-        rules.append(
-            RuleConfig(
-                r["name"],
-                r["when"],
-                tuple(acts),
-                for_=hold,
-                clear=r.get("clear"),
-                severity=r.get("severity", "warning"),
-                source=f"demo.yaml:{r['name']}",
-            )
-        )
-    return RuleEngine(rules, pt), pt
+    from gateway.config import load_config
+    from gateway.core.runtime import build_point_table
+
+    config = load_config(DEMO)
+    pt = build_point_table(config)
+    return RuleEngine(config.rules, pt), pt
 
 
 def test_demo_rules_close_the_loop() -> None:

@@ -148,7 +148,7 @@ def test_accepts_point_table() -> None:
 ERROR_CASES = [
     # (source, column, fragment of the message)
     ("(a.b > 1", 9, "expected ')' at column 9"),
-    ("a.b >", 6, "expected a number, point, function call or '('"),
+    ("a.b >", 6, "expected a number, duration, point, function call or '('"),
     ("a.b > 1 +", 10, "found end of expression"),
     ("press1.tmp > 1", 1, "unknown point 'press1.tmp' at column 1 (did you mean 'press1.temp'?)"),
     ("a.b > 1 and q.q", 13, "unknown point 'q.q'"),
@@ -165,7 +165,7 @@ ERROR_CASES = [
     ("a.b @ 1", 5, "unexpected character '@'"),
     ("1 < 2 < 3", 7, "comparisons cannot be chained"),
     ("1.2.3", 1, "invalid number '1.2.3'"),
-    ("10s", 1, "invalid number '10s'"),
+    ("10sx", 1, "invalid number '10sx'"),
     ("x > 1", 1, "unknown name 'x'"),
     ("a.", 3, "expected a point name after '.'"),
     ("a.b.c", 1, "invalid point name 'a.b.c'"),

@@ -38,6 +38,7 @@ def test_demo_episode_flows_from_devices_through_rules_to_the_cloud(tmp_path: Pa
             config = dataclasses.replace(
                 base,
                 metrics_listen="127.0.0.1:0",
+                data_dir=str(tmp_path),
                 devices=tuple(
                     dataclasses.replace(d, port=factory.ports[d.name]) for d in base.devices
                 ),

@@ -67,13 +67,6 @@ class PointTable:
         self.last_quality = np.append(self.last_quality, np.uint8(Quality.BAD))
         return pid
 
-    def reserve(self, name: str, capacity: int) -> None:
-        """Give a point's ring at least ``capacity`` samples (model windows need more than the
-        default); call before data arrives, as a grown ring starts empty."""
-        pid = self.id_of(name)
-        if self.rings[pid].capacity < capacity:
-            self.rings[pid] = ringbuf.RingBuffer(capacity)
-
     def __len__(self) -> int:
         return len(self.infos)
 
@@ -85,6 +78,22 @@ class PointTable:
             return self._ids[name]
         except KeyError:
             raise KeyError(f"unknown point {name!r}") from None
+
+    def ensure_capacity(self, pid: int, samples: int) -> int:
+        """Grow the ring of point ``pid`` to at least ``samples`` (keeping its contents).
+
+        Rings start at ``ring_capacity``; the rule engine asks for more for the points its
+        windows read, so memory stays small for all other points. Returns the capacity.
+        """
+        ring = self.rings[pid]
+        if ring.capacity >= samples:
+            return int(ring.capacity)
+        bigger = ringbuf.RingBuffer(samples)
+        if len(ring):
+            ts, values = ring.last(len(ring))
+            bigger.extend(ts, values)
+        self.rings[pid] = bigger
+        return samples
 
     def ingest(self, batch: SampleBatch) -> None:
         """Record a batch: good numeric samples go into the rings, last values are updated."""

@@ -12,13 +12,15 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core import records
 from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
@@ -26,13 +28,24 @@ from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
 from gateway.drivers.modbus_tcp import ModbusTcpDevice, WriteError
 from gateway.infer.wiring import add_model_points, collect_model_metrics, model_runner
-from gateway.rules.effects import AlarmCleared, AlarmRaised, LogMessage, WriteRequest
+from gateway.rules.alarms import AlarmStore
+from gateway.rules.effects import (
+    AlarmAcked,
+    AlarmCleared,
+    AlarmRaised,
+    EventRaised,
+    LogMessage,
+    PointSet,
+    WriteRequest,
+)
 from gateway.rules.engine import RuleEngine
+from gateway.rules.errors import RuleError
 from gateway.uplink.client import Uplink
 
 _log = logging.getLogger("gateway.runtime")
 
 TICK_S = 0.1  # rule timers (for:) progress at least this often without new samples
+RELOAD_POLL_S = 1.0  # rule files are checked for changes (mtime, size) this often
 RECENT_EVENTS = 50
 
 
@@ -49,8 +62,32 @@ def build_point_table(config: GatewayConfig) -> PointTable:
                 deadband=p.deadband,
                 description=p.description,
             )
+    for vp in config.virtual_points:
+        table.add(
+            f"virtual.{vp.name}", "virtual", "float64", unit=vp.unit, description=vp.description
+        )
     add_model_points(table, config)
     return table
+
+
+def point_periods(config: GatewayConfig) -> dict[str, float]:
+    """Poll period of every device point: sizes the rings that rule windows read."""
+    return {
+        f"{dev.name}.{p.name}": dev.poll_groups[p.poll]
+        for dev in config.devices
+        for p in dev.points
+        if p.poll in dev.poll_groups
+    }
+
+
+def build_rule_engine(
+    config: GatewayConfig, points: PointTable, previous: RuleEngine | None = None
+) -> RuleEngine:
+    """The config's rules over ``points``, alarm state in ``<data_dir>/alarms.json``."""
+    store = AlarmStore(Path(config.data_dir) / "alarms.json")
+    return RuleEngine(
+        config.rules, points, alarm_store=store, previous=previous, periods=point_periods(config)
+    )
 
 
 class RuntimeStartError(RuntimeError):
@@ -89,7 +126,8 @@ class Runtime:
         self.config = config
         self.clock = clock
         self.points = build_point_table(config)
-        self.rules = RuleEngine(config.rules, self.points)
+        self.rules = build_rule_engine(config, self.points)
+        self._watched = self._rule_file_stamps()
         self.uplink = Uplink(config.uplink, config.id, clock=clock)
         self.metrics = Metrics()
         self._rate = RateMeter(time.monotonic)
@@ -145,6 +183,8 @@ class Runtime:
     async def run(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, then stop cleanly."""
         await self.start()
+        self._apply(self.rules.initial_effects)
+        next_poll = time.monotonic() + RELOAD_POLL_S
         try:
             while not stop.is_set():
                 try:
@@ -152,6 +192,9 @@ class Runtime:
                 except TimeoutError:
                     pass
                 self._apply(self.rules.tick(self.clock()))
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + RELOAD_POLL_S
+                    self.poll_rule_files()
         finally:
             await self.stop()
 
@@ -199,6 +242,82 @@ class Runtime:
         _log.log(level, "device %s %s %s", event.device, event.kind, event.detail)
         self._event("device", event.ts, device=event.device, state=event.kind, detail=event.detail)
 
+    # -- rules: reload and acknowledgement ----------------------------------------------------
+    def _rule_file_stamps(self) -> dict[str, tuple[int, int] | None]:
+        files = [self.config.source, *self.config.rule_files] if self.config.source else []
+        out: dict[str, tuple[int, int] | None] = {}
+        for f in files:
+            try:
+                st = os.stat(f)
+                out[f] = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                out[f] = None
+        return out
+
+    def poll_rule_files(self) -> dict[str, Any] | None:
+        """Reload the rules if the config or a rule file changed on disk (mtime/size)."""
+        stamps = self._rule_file_stamps()
+        if stamps == self._watched:
+            return None
+        self._watched = stamps
+        return self.reload_rules()
+
+    def reload_rules(self) -> dict[str, Any]:
+        """Re-read the config file and swap in its rules, all or nothing.
+
+        Also the entry point for a cloud "reload rules" command. Device and virtual-point
+        changes need a restart and are refused. Unchanged rules keep their state (holds,
+        windows, alarms). Returns ``{"ok", "error", "rules", "carried", "replaced"}``.
+        """
+        outcome: dict[str, Any] = {"ok": False, "error": "", "rules": len(self.rules.rule_names)}
+        try:
+            new = load_config(self.config.source)
+            if (
+                new.devices != self.config.devices
+                or new.virtual_points != self.config.virtual_points
+            ):
+                raise RuleError(
+                    "devices or virtual_points changed: only rules reload at run time; "
+                    "restart the gateway to apply the rest"
+                )
+            engine = build_rule_engine(new, self.points, previous=self.rules)
+        except ConfigError as exc:
+            outcome["error"] = str(exc)
+        except RuleError as exc:
+            outcome["error"] = str(exc)
+        if outcome["error"]:
+            self.metrics.inc("rule_reloads_total", labels=(("outcome", "rejected"),))
+            _log.error("rule reload rejected, the old rules keep running:\n%s", outcome["error"])
+            self._event("rules", self.clock(), state="reload_rejected", detail=outcome["error"])
+            return outcome
+        self.rules = engine
+        self.config = dataclasses.replace(self.config, rules=new.rules, rule_files=new.rule_files)
+        self._watched = self._rule_file_stamps()
+        self._apply(engine.initial_effects)
+        replaced = [n for n in engine.rule_names if n not in engine.carried]
+        outcome.update(
+            ok=True, rules=len(engine.rule_names), carried=engine.carried, replaced=replaced
+        )
+        self.metrics.inc("rule_reloads_total", labels=(("outcome", "applied"),))
+        _log.info(
+            "rules reloaded: %d rules, %d kept their state",
+            len(engine.rule_names),
+            len(engine.carried),
+        )
+        self._event(
+            "rules", self.clock(), state="reloaded", rules=outcome["rules"], replaced=replaced
+        )
+        return outcome
+
+    def ack_alarm(self, rule: str, by: str, ts: float | None = None) -> bool:
+        """Acknowledge an alarm (for the cloud downlink and local operators); False if unknown."""
+        try:
+            effects = self.rules.ack(rule, by, self.clock() if ts is None else ts)
+        except KeyError:
+            return False
+        self._apply(effects)
+        return True
+
     def _apply(self, effects: list[Any]) -> None:
         for eff in effects:
             if isinstance(eff, AlarmRaised | AlarmCleared):
@@ -214,6 +333,25 @@ class Runtime:
                     severity=eff.severity,
                     message=eff.message,
                     values=eff.values,
+                )
+            elif isinstance(eff, AlarmAcked):
+                self.metrics.inc("alarms_total", labels=(("rule", eff.rule), ("state", "acked")))
+                _log.info("alarm %s acknowledged by %s", eff.rule, eff.by)
+                self._event(
+                    "alarm", eff.ts, rule=eff.rule, state="acked", severity=eff.severity,
+                    by=eff.by, active=eff.active,
+                )  # fmt: skip
+            elif isinstance(eff, EventRaised):
+                self._event(
+                    "rule_event", eff.ts, rule=eff.rule, severity=eff.severity,
+                    message=eff.message, values=eff.values,
+                )  # fmt: skip
+            elif isinstance(eff, PointSet):
+                batch = SampleBatch.uniform(
+                    np.array([eff.point_id], np.uint32), eff.ts, np.array([eff.value])
+                )
+                self.uplink.submit(
+                    records.STREAM_TELEMETRY, records.encode_telemetry(self.model_hash, batch)
                 )
             elif isinstance(eff, WriteRequest):
                 self.metrics.inc("rule_writes_total", labels=(("rule", eff.rule),))

@@ -25,7 +25,7 @@ def add_model_points(table: PointTable, config: GatewayConfig) -> None:
         need = w.capacity or max(config.ring_capacity, 2 * w.length + w.hop)
         for name in model.inputs:
             if name in table:
-                table.reserve(name, need)
+                table.ensure_capacity(table.id_of(name), need)
         for out in model.outputs:
             table.add(
                 f"{model.name}.{out.name}",
@@ -35,7 +35,7 @@ def add_model_points(table: PointTable, config: GatewayConfig) -> None:
                 description=f"output {out.name} of model {model.name}",
             )
             if any(f"{model.name}.{out.name}" in m.inputs for m in config.models):
-                table.reserve(f"{model.name}.{out.name}", need)
+                table.ensure_capacity(table.id_of(f"{model.name}.{out.name}"), need)
 
 
 def model_runner(

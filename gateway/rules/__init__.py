@@ -4,17 +4,30 @@ Public entry points: :class:`RuleEngine` (run rules over sample batches), :func:
 (parse and check one expression, also used by ``gateway check``), :class:`RuleError`.
 """
 
-from gateway.rules.alarms import AlarmState
+from gateway.rules.alarms import AlarmState, AlarmStore
 from gateway.rules.compiler import CompiledExpr, compile_expression
-from gateway.rules.effects import AlarmCleared, AlarmRaised, Effect, LogMessage, WriteRequest
+from gateway.rules.effects import (
+    AlarmAcked,
+    AlarmCleared,
+    AlarmRaised,
+    Effect,
+    EventRaised,
+    LogMessage,
+    PointSet,
+    WriteRequest,
+)
 from gateway.rules.engine import RuleEngine
 from gateway.rules.errors import RuleError
 from gateway.rules.template import MessageTemplate
 
 __all__ = [
+    "AlarmAcked",
     "AlarmCleared",
     "AlarmRaised",
     "AlarmState",
+    "AlarmStore",
+    "EventRaised",
+    "PointSet",
     "CompiledExpr",
     "Effect",
     "LogMessage",

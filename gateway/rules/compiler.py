@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from gateway.rules import functions as fn_
+from gateway.rules.calls import CallBuilder, EvalContext, Thunk, Updater, Value, _truth
 from gateway.rules.errors import RuleError
 from gateway.rules.expr import parse
 from gateway.rules.nodes import (
+    STATEFUL_FUNCTIONS,
     BinOp,
     BoolOp,
     Call,
@@ -33,14 +36,17 @@ from gateway.rules.nodes import (
     Node,
     Not,
     PointRef,
+    children,
     point_ids,
 )
 
 if TYPE_CHECKING:
     from gateway.core.points import PointTable
 
-Value = float | bool | None
-Thunk = Callable[[], Value]
+
+#: Calls whose result depends on more than their arguments' current values (never folded).
+_DYNAMIC = STATEFUL_FUNCTIONS | {"stale", "latest", "lag", "percentile"} | fn_.WINDOW_FUNCTIONS
+
 
 _NAN = math.nan
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -70,44 +76,34 @@ _ARITH: dict[str, Callable[[float, float], float]] = {
 }
 
 
-def _min(xs: Sequence[float]) -> float:
-    r = xs[0]
-    for x in xs:
-        if x != x:
-            return _NAN
-        if x < r:
-            r = x
-    return r
+def _dynamic(node: Node) -> bool:
+    if isinstance(node, PointRef) or (isinstance(node, Call) and node.name in _DYNAMIC):
+        return True
+    return any(_dynamic(c) for c in children(node))
 
 
-def _max(xs: Sequence[float]) -> float:
-    r = xs[0]
-    for x in xs:
-        if x != x:
-            return _NAN
-        if x > r:
-            r = x
-    return r
+class _Builder(CallBuilder):
+    """Turns a tree into closures over an :class:`EvalContext`.
 
+    Subtrees that read nothing are folded to constants. Stateful calls (``changed``, ``rising``,
+    ``between`` ...) keep their state in a cell updated by an *updater* appended to
+    ``updaters`` (children before parents); the engine runs every updater of a rule once per
+    evaluation before evaluating, so state never depends on and/or short-circuits.
+    """
 
-def _truth(x: Value) -> bool | None:
-    return None if x is None else (x == x and x != 0)
-
-
-class _Builder:
-    """Turns a tree into closures reading ``vals``; subtrees without points are folded."""
-
-    def __init__(self, vals: list[Value], fold: bool = True) -> None:
-        self.vals = vals
+    def __init__(self, ctx: EvalContext, updaters: list[Updater], fold: bool = True) -> None:
+        self.ctx = ctx
+        self.vals = ctx.values
+        self.updaters = updaters
         self.fold = fold
 
     def const(self, node: Node) -> tuple[bool, Value]:
         """``(True, value)`` when the subtree reads no point (evaluated once, at compile time)."""
         if isinstance(node, Const):
             return True, node.value
-        if not self.fold or point_ids(node):
+        if not self.fold or _dynamic(node):
             return False, None
-        return True, _Builder([], fold=False).thunk(node)()
+        return True, _Builder(EvalContext([]), [], fold=False).thunk(node)()
 
     def thunk(self, node: Node) -> Thunk:
         if self.fold and not isinstance(node, Const | PointRef):
@@ -218,23 +214,7 @@ class _Builder:
 
         return or_
 
-    def call(self, node: Call) -> Thunk:
-        fs = [self.thunk(a) for a in node.args]
-        if node.name == "abs":
-            f = fs[0]
-
-            def abs_() -> Value:
-                x = f()
-                return None if x is None else abs(x)
-
-            return abs_
-        agg = _min if node.name == "min" else _max
-
-        def aggregate() -> Value:
-            xs = [f() for f in fs]
-            return None if None in xs else agg(xs)  # type: ignore[arg-type]
-
-        return aggregate
+    # -- calls -----------------------------------------------------------------------------
 
 
 class CompiledExpr:
@@ -252,7 +232,7 @@ class CompiledExpr:
         Their full names, in the same order.
     """
 
-    __slots__ = ("text", "source", "points", "point_names", "_tree")
+    __slots__ = ("text", "source", "points", "point_names", "triggers", "_tree")
 
     def __init__(self, text: str, source: str, tree: Node, names: Sequence[str]) -> None:
         self.text = text
@@ -260,6 +240,24 @@ class CompiledExpr:
         self._tree = tree
         self.points = tuple(sorted(point_ids(tree)))
         self.point_names = tuple(names[i] for i in self.points)
+        self.triggers = tuple(sorted(_triggers(tree)))
+
+    @property
+    def tree(self) -> Node:
+        return self._tree
+
+    def windows(self) -> list[tuple[int, str, float]]:
+        """``(point id, "s" | "samples", amount)`` of every window it reads (ring sizing)."""
+        return list(_windows(self._tree))
+
+    @property
+    def time_dependent(self) -> bool:
+        """Uses ``stale()``: its value changes with time alone, so ticks must re-evaluate it."""
+        return _uses(self._tree, "stale")
+
+    @property
+    def stateful(self) -> bool:
+        return any(_uses(self._tree, name) for name in STATEFUL_FUNCTIONS)
 
     def __repr__(self) -> str:
         return f"CompiledExpr({self.text!r})"
@@ -269,20 +267,93 @@ class CompiledExpr:
         """True when the expression is a condition (comparison, and/or/not, true/false)."""
         return self._tree.is_bool
 
-    def bind(self, values: list[Value]) -> Thunk:
-        """A zero-argument closure evaluating the expression over ``values`` (index = point id).
+    def bind(self, ctx: EvalContext | list[Value], updaters: list[Updater] | None = None) -> Thunk:
+        """A zero-argument closure evaluating the expression over ``ctx`` (or a value list).
 
-        ``values`` is read at every call, never copied: update it in place.
+        Values are read at every call, never copied: update them in place. Stateful calls append
+        their updaters to ``updaters``; the caller runs them before each evaluation. Without a
+        list, the closure runs its own updaters itself.
         """
-        return _Builder(values).thunk(self._tree)
+        return self._bind(ctx, updaters, False)  # type: ignore[return-value]
 
-    def bind_condition(self, values: list[Value]) -> Callable[[], bool | None]:
+    def bind_condition(
+        self, ctx: EvalContext | list[Value], updaters: list[Updater] | None = None
+    ) -> Callable[[], bool | None]:
         """Like :meth:`bind`, but the result is ``True``, ``False`` or ``None`` (unknown)."""
-        return _Builder(values).boolean(self._tree)
+        return self._bind(ctx, updaters, True)  # type: ignore[return-value]
+
+    def _bind(
+        self, ctx: EvalContext | list[Value], updaters: list[Updater] | None, cond: bool
+    ) -> Callable[[], Value]:
+        if not isinstance(ctx, EvalContext):
+            ctx = EvalContext(ctx)
+        own: list[Updater] = [] if updaters is None else updaters
+        b = _Builder(ctx, own)
+        f = b.boolean(self._tree) if cond else b.thunk(self._tree)
+        if updaters is not None or not own:
+            return f
+
+        def with_state() -> Value:
+            for u in own:
+                u()
+            return f()
+
+        return with_state
 
     def evaluate(self, values: Sequence[Value]) -> Value:
         """One-off evaluation (tools, tests); the engine binds once and calls the closure."""
         return self.bind(list(values))()
+
+
+def _triggers(node: Node) -> set[int]:
+    """Points whose samples re-evaluate the expression: all but those read only via latest()."""
+    if isinstance(node, PointRef):
+        return {node.pid}
+    if isinstance(node, Call) and node.name == "latest":
+        return set()
+    out: set[int] = set()
+    for child in children(node):
+        out |= _triggers(child)
+    return out
+
+
+def _windows(node: Node) -> Iterator[tuple[int, str, float]]:
+    if isinstance(node, Call) and node.args and isinstance(node.args[0], PointRef):
+        pid = node.args[0].pid
+        spec = node.args[-1]
+        if fn_.is_window_call(node) or node.name == "percentile":
+            if isinstance(spec, Const):
+                yield pid, spec.unit, float(spec.value)
+            else:
+                yield pid, "samples", float(fn_.STATE_WINDOW_SAMPLES)
+        elif node.name == "lag":
+            yield pid, "samples", float(spec.value) + 1.0  # type: ignore[attr-defined]
+        elif node.name == "changed":
+            yield pid, "samples", 2.0
+    for child in children(node):
+        yield from _windows(child)
+
+
+def _uses(node: Node, name: str) -> bool:
+    if isinstance(node, Call) and node.name == name:
+        return True
+    return any(_uses(c, name) for c in children(node))
+
+
+def _check(node: Node, text: str, source: str) -> None:
+    def fail(msg: str, col: int) -> RuleError:
+        return RuleError(msg, source, col, text)
+
+    if isinstance(node, Call):
+        fn_.check_call(node, fail)
+        if fn_.is_window_call(node) or node.name == "percentile":
+            spec = node.args[-1]
+            if isinstance(spec, Call):  # between(): a window, checked here, not as a value
+                for child in (*node.args[:-1], *spec.args):
+                    _check(child, text, source)
+                return
+    for child in children(node):
+        _check(child, text, source)
 
 
 def compile_expression(
@@ -311,4 +382,6 @@ def compile_expression(
         names = points
     else:
         names = [p.name for p in points.infos]
-    return CompiledExpr(src, source, parse(src, names, source), names)
+    tree = parse(src, names, source)
+    _check(tree, src, source)
+    return CompiledExpr(src, source, tree, names)

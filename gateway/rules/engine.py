@@ -3,254 +3,53 @@
 Semantics
 ---------
 * **Every sample counts.** :meth:`RuleEngine.process` walks a batch in order; after updating the
-  value of point *i* it re-evaluates only the rules that read *i* (in ``when`` or ``clear``), with
-  that sample's own timestamp. A condition true for one sample in the middle of a batch fires at
-  that sample's time even if the batch's last value does not satisfy it.
+  value of point *i* it re-evaluates only the rules that trigger on *i* (points in ``when`` or
+  ``clear``, except those read through ``latest()``), with that sample's own timestamp. A
+  condition true for one sample in the middle of a batch fires at that sample's time even if
+  the batch's last value does not satisfy it; windows evaluated then end at that sample.
 * **Unknown changes nothing.** A sample whose quality is not GOOD (or whose value is NaN) makes its
   point unknown until the next good sample; points never seen are unknown too. A condition that
   evaluates to unknown (three-valued logic, see :mod:`gateway.rules.compiler`) neither fires nor
   clears, and a running ``for:`` hold keeps its start time: a short dropout inside a hold does not
-  restart it, and the rule fires at the first *known* true evaluation after the hold elapsed. The
-  alternative (reset on unknown) would let a flaky link suppress an alarm forever.
-* **for: N.** The condition must hold for N s of sample time; a false evaluation resets the hold.
-  The rule fires at the first sample time at/after the hold elapsed, or at ``now`` in
-  :meth:`RuleEngine.tick` when no sample arrived (tick re-evaluates, so it never fires on unknown).
-* **Fire once per episode.** A fired rule is active until its clear condition (``clear:``, for
-  hysteresis; else ``not when``) is true; only then can it fire again. Alarm actions raise once
-  and clear once; write and log actions run on fire only.
+  restart it. The alternative (reset on unknown) would let a flaky link suppress an alarm forever.
+* **for / clear_for / cooldown.** Holds run on sample time; :meth:`RuleEngine.tick` lets them
+  elapse without samples, and re-evaluates rules that use ``stale()``.
+* **Fire once per episode.** A fired rule is active until its clear condition (``clear:``,
+  ``hysteresis:``, else ``not when``) is true; alarms raise once and clear once; write, set, event
+  and log actions run on fire only. Writes to one point closer than ``min_interval`` are refused.
+* **Virtual points.** A ``set`` action updates a ``virtual.<name>`` point at once: it goes into the
+  point table (ring, last value), and rules that read it run before the next input sample
+  (at most :data:`MAX_CASCADE` sets per input sample, against set loops).
+* **Alarm state** (active/cleared x acked/unacked) is kept in an :class:`AlarmStore` when one is
+  given, so a restart neither raises an active alarm again nor forgets an unacknowledged one.
+* **Hot reload.** ``RuleEngine(new_rules, points, previous=old)`` carries the state of every rule
+  whose logic did not change (holds, stateful functions, alarms), and the alarm state of all.
 * **Deterministic.** All time comes from sample timestamps and ``tick(now)``; the only clock read
   is ``perf_counter`` for the ``eval_time_s`` statistic (estimated from every 16th evaluation).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Sequence
-from time import perf_counter
+from collections.abc import Mapping, Sequence
 
-from gateway.config import AlarmAction, LogAction, RuleConfig, WriteAction
+import numpy as np
+
+from gateway.config import RuleConfig, SetAction, WriteAction
 from gateway.core.model import Quality, SampleBatch
 from gateway.core.points import PointTable
-from gateway.rules.alarms import AlarmState
-from gateway.rules.compiler import CompiledExpr, Value, compile_expression
-from gateway.rules.effects import AlarmCleared, AlarmRaised, Effect, LogMessage, WriteRequest
+from gateway.rules.alarms import AlarmState, AlarmStore
+from gateway.rules.compiler import EvalContext, Value
+from gateway.rules.effects import AlarmAcked, AlarmCleared, Effect, LogMessage
 from gateway.rules.errors import RuleError
-from gateway.rules.template import MessageTemplate
+from gateway.rules.functions import MAX_WINDOW_SAMPLES
+from gateway.rules.rule import Rule, Shared
 
 _GOOD = int(Quality.GOOD)
-_NAN = math.nan
-
-Condition = Callable[[], bool | None]
-
-
-class _WriteStep:
-    __slots__ = ("point", "expr", "value")
-
-    def __init__(self, point: str, expr: CompiledExpr, value: Callable[[], Value]) -> None:
-        self.point = point
-        self.expr = expr
-        self.value = value
-
-
-class _Rule:
-    """One compiled rule and its state machine (idle -> holding -> active -> idle)."""
-
-    __slots__ = (
-        "name",
-        "severity",
-        "hold",
-        "enabled",
-        "when",
-        "clear",
-        "actions",
-        "alarm_templates",
-        "value_ids",
-        "trigger_ids",
-        "names",
-        "values",
-        "active",
-        "hold_start",
-        "since",
-        "message",
-        "evaluations",
-        "firings",
-        "clears",
-        "timed",
-        "timed_time",
-    )
-
-    def __init__(self, cfg: RuleConfig, values: list[Value], names: Sequence[str]) -> None:
-        self.name = cfg.name
-        self.severity = cfg.severity
-        self.enabled = cfg.enabled
-        self.values = values
-        self.names = names
-        src = cfg.source or f"<rule {cfg.name}>"
-        if not isinstance(cfg.for_, int | float) or not cfg.for_ >= 0:
-            raise RuleError(
-                f"rule {cfg.name!r}: 'for' must be a duration >= 0, got {cfg.for_!r}", src
-            )
-        self.hold = float(cfg.for_)
-        when = _expr(cfg, "when", cfg.when, names, src)
-        self.when = when.bind_condition(values)
-        if cfg.clear is not None:
-            clear = _expr(cfg, "clear", cfg.clear, names, src)
-            self.clear: Condition = clear.bind_condition(values)
-            trigger = set(when.points) | set(clear.points)
-        else:
-            self.clear = _negate(self.when)
-            trigger = set(when.points)
-        reads = set(trigger)
-        self.actions: list[MessageTemplate | _WriteStep | tuple[str, MessageTemplate]] = []
-        self.alarm_templates: list[MessageTemplate] = []
-        for action in cfg.actions:
-            if isinstance(action, AlarmAction):
-                tmpl = _template(cfg, "alarm message", action.message, names, src)
-                self.alarm_templates.append(tmpl)
-                self.actions.append(tmpl)
-                reads |= set(tmpl.points)
-            elif isinstance(action, LogAction):
-                tmpl = _template(cfg, "log message", action.message, names, src)
-                self.actions.append(("log", tmpl))
-                reads |= set(tmpl.points)
-            elif isinstance(action, WriteAction):
-                step = _write(cfg, action, names, values, src)
-                self.actions.append(step)
-                reads |= set(step.expr.points)
-            else:
-                raise RuleError(f"rule {cfg.name!r}: unsupported action {action!r}", src)
-        self.value_ids: tuple[int, ...] = tuple(sorted(reads))
-        self.trigger_ids: tuple[int, ...] = tuple(sorted(trigger))
-        self.active = False
-        self.hold_start: float | None = None
-        self.since: float | None = None
-        self.message = ""
-        self.evaluations = 0
-        self.firings = 0
-        self.clears = 0
-        self.timed = 0
-        self.timed_time = 0.0
-
-    def step(self, ts: float, out: list[Effect]) -> None:
-        """Evaluate after a sample at ``ts`` changed one of the rule's points."""
-        n = self.evaluations = self.evaluations + 1
-        # Time one evaluation in 16: two clock reads per evaluation would cost a third of it.
-        t0 = perf_counter() if n & 15 == 1 else 0.0
-        if self.active:
-            if self.clear():  # None (unknown) is falsy: nothing happens
-                self._on_clear(ts, out)
-        else:
-            c = self.when()
-            if c:
-                if self.hold > 0.0:
-                    start = self.hold_start
-                    if start is None:
-                        self.hold_start = start = ts
-                    if ts - start >= self.hold:
-                        self._on_fire(ts, out)
-                else:
-                    self._on_fire(ts, out)
-            elif c is False:
-                self.hold_start = None
-        if t0:
-            self.timed_time += perf_counter() - t0
-            self.timed += 1
-
-    @property
-    def eval_time(self) -> float:
-        """Estimated total evaluation time: mean of the timed evaluations x evaluations."""
-        return self.timed_time / self.timed * self.evaluations if self.timed else 0.0
-
-    def tick(self, now: float, out: list[Effect]) -> None:
-        """Let a running hold elapse without a new sample."""
-        if self.active or self.hold_start is None or now - self.hold_start < self.hold:
-            return
-        self.step(now, out)
-
-    def _snapshot(self) -> dict[str, float]:
-        vals = self.values
-        return {self.names[i]: _NAN if vals[i] is None else float(vals[i]) for i in self.value_ids}  # type: ignore[arg-type]
-
-    def _on_fire(self, ts: float, out: list[Effect]) -> None:
-        self.active = True
-        self.hold_start = None
-        self.since = ts
-        self.firings += 1
-        vals = self.values
-        snapshot = self._snapshot() if self.alarm_templates else {}
-        for action in self.actions:
-            if isinstance(action, MessageTemplate):
-                self.message = msg = action.render(vals)
-                out.append(AlarmRaised(self.name, self.severity, msg, ts, snapshot))
-            elif isinstance(action, _WriteStep):
-                v = action.value()
-                if v is None or v != v:
-                    why = "unknown" if v is None else "NaN"
-                    out.append(
-                        LogMessage(
-                            self.name,
-                            "warning",
-                            f"write to {action.point} skipped: value '{action.expr.text}' is {why}",
-                            ts,
-                        )
-                    )
-                else:
-                    out.append(WriteRequest(self.name, action.point, float(v), ts))
-            else:
-                out.append(LogMessage(self.name, "info", action[1].render(vals), ts))
-
-    def _on_clear(self, ts: float, out: list[Effect]) -> None:
-        self.active = False
-        self.hold_start = None
-        self.since = ts
-        self.clears += 1
-        if self.alarm_templates:
-            snapshot = self._snapshot()
-            for tmpl in self.alarm_templates:
-                self.message = msg = tmpl.render(self.values)
-                out.append(AlarmCleared(self.name, self.severity, msg, ts, snapshot))
-
-
-def _negate(f: Condition) -> Condition:
-    def not_when() -> bool | None:
-        c = f()
-        return None if c is None else not c
-
-    return not_when
-
-
-def _relabel(err: RuleError, cfg: RuleConfig, what: str, src: str) -> RuleError:
-    return RuleError(f"rule {cfg.name!r}, {what}: {err.message}", src, err.column, err.text)
-
-
-def _expr(cfg: RuleConfig, what: str, text: str, names: Sequence[str], src: str) -> CompiledExpr:
-    try:
-        return compile_expression(text, names, src)
-    except RuleError as err:
-        raise _relabel(err, cfg, what, src) from None
-
-
-def _template(
-    cfg: RuleConfig, what: str, text: str, names: Sequence[str], src: str
-) -> MessageTemplate:
-    if not isinstance(text, str):
-        raise RuleError(f"rule {cfg.name!r}, {what}: expected a string, got {text!r}", src)
-    try:
-        return MessageTemplate(text, names, src)
-    except RuleError as err:
-        raise _relabel(err, cfg, what, src) from None
-
-
-def _write(
-    cfg: RuleConfig, action: WriteAction, names: Sequence[str], values: list[Value], src: str
-) -> _WriteStep:
-    """Compile a write's value expression (the target was checked by :class:`RuleEngine`)."""
-    text = action.value
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        text = repr(text)  # YAML `value: 0` may arrive as a number
-    expr = _expr(cfg, f"write {action.point} value", text, names, src)
-    return _WriteStep(action.point, expr, expr.bind(values))
+#: Most virtual-point sets processed after one input sample (a set loop is cut off there).
+MAX_CASCADE = 64
 
 
 class RuleEngine:
@@ -261,8 +60,15 @@ class RuleEngine:
     rules : sequence of RuleConfig
         All rules, enabled or not (disabled ones are checked but never run).
     points : PointTable
-        Resolves point names; its last good values seed the engine's view, so an engine built
-        during a hot reload starts from what is known now.
+        Resolves point names; its last good values seed the engine's view. Rings of points read
+        through windows are grown to fit (see ``periods``).
+    alarm_store : AlarmStore, optional
+        Where alarm states persist across restarts.
+    previous : RuleEngine, optional
+        The engine being replaced (hot reload): unchanged rules keep their state.
+    periods : mapping of point name -> seconds, optional
+        Expected sample period per point, to size rings for time windows (``avg(p, 10s)`` at a
+        100 ms poll needs ~100 samples). Points without a period keep their ring size.
 
     Raises
     ------
@@ -270,45 +76,133 @@ class RuleEngine:
         On the first rule that does not compile, with ``file:line:column``.
     """
 
-    def __init__(self, rules: Sequence[RuleConfig], points: PointTable) -> None:
+    def __init__(
+        self,
+        rules: Sequence[RuleConfig],
+        points: PointTable,
+        *,
+        alarm_store: AlarmStore | None = None,
+        previous: RuleEngine | None = None,
+        periods: Mapping[str, float] | None = None,
+    ) -> None:
         self._points = points
         names = [info.name for info in points.infos]
-        self._values: list[Value] = [
-            float(v) if q == _GOOD and v == v else None
-            for v, q in zip(points.last_value.tolist(), points.last_quality.tolist(), strict=True)
-        ]
+        self._ids = {n: i for i, n in enumerate(names)}
+        carry = previous is not None and previous._points is points
+        self._ctx: EvalContext
+        self._shared: Shared
+        if previous is not None and carry:
+            self._ctx = previous._ctx
+            self._shared = previous._shared
+            self._ctx.grow(len(names))
+        else:
+            self._ctx = _seed(points)
+            self._shared = Shared(self._ctx, names)
+        self._shared.names = names
+        self._store: AlarmStore | None = alarm_store
+        if alarm_store is None and previous is not None:
+            self._store = previous._store
+        old = {r.name: r for r in previous._rules} if carry and previous else {}
         seen: set[str] = set()
-        self._rules: list[_Rule] = []
+        self._rules: list[Rule] = []
+        self.carried: list[str] = []
         for cfg in rules:
             if cfg.name in seen:
                 raise RuleError(f"duplicate rule name {cfg.name!r}", cfg.source)
             seen.add(cfg.name)
-            self._rules.append(self._compile(cfg, names))
-        self._by_point: list[tuple[_Rule, ...]] = [() for _ in names]
+            self._check_targets(cfg, names)
+            prior = old.get(cfg.name)
+            if prior is not None and prior.cfg.same_logic(cfg):
+                self._rules.append(prior)
+                self.carried.append(cfg.name)
+            else:
+                self._rules.append(Rule(cfg, self._shared, self._ids))
+        # Compiled: from here on nothing raises, so a failed reload leaves `previous` untouched.
+        self._shared.on_alarm = self._on_alarm
+        self._alarm_states: dict[str, AlarmState] = {}
+        self.initial_effects: list[Effect] = []
+        self._restore_alarms(previous)
+        for rule, cfg in zip(self._rules, rules, strict=True):
+            rule.cfg = cfg  # a carried rule may have moved in its file
+        self._by_point: list[tuple[Rule, ...]] = [() for _ in names]
         for rule in self._rules:
             if rule.enabled:
                 for pid in rule.trigger_ids:
                     self._by_point[pid] += (rule,)
-        self._timed = [r for r in self._rules if r.enabled and r.hold > 0.0]
+        self._timed = [r for r in self._rules if r.enabled and r.timed]
+        self.ring_sizes = self._size_rings(periods or {})
 
-    def _compile(self, cfg: RuleConfig, names: list[str]) -> _Rule:
+    # -- building ------------------------------------------------------------------------------
+    def _check_targets(self, cfg: RuleConfig, names: list[str]) -> None:
         infos = self._points.infos
         src = cfg.source or f"<rule {cfg.name}>"
         for action in cfg.actions:
-            if isinstance(action, WriteAction):
-                if action.point not in self._points:
-                    close = difflib.get_close_matches(action.point, names, n=1, cutoff=0.6)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise RuleError(
-                        f"rule {cfg.name!r}: unknown write target {action.point!r}{hint}", src
-                    )
-                if not infos[self._points.id_of(action.point)].writable:
-                    raise RuleError(
-                        f"rule {cfg.name!r}: write target {action.point!r} is not writable "
-                        "(set writable: true on the point)",
-                        src,
-                    )
-        return _Rule(cfg, self._values, names)
+            if not isinstance(action, WriteAction | SetAction):
+                continue
+            kind = "write" if isinstance(action, WriteAction) else "set"
+            if action.point not in self._ids:
+                close = difflib.get_close_matches(action.point, names, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise RuleError(
+                    f"rule {cfg.name!r}: unknown {kind} target {action.point!r}{hint}", src
+                )
+            info = infos[self._ids[action.point]]
+            if kind == "write" and info.device == "virtual":
+                raise RuleError(
+                    f"rule {cfg.name!r}: {action.point!r} is a virtual point; use a set action",
+                    src,
+                )
+            if kind == "write" and not info.writable:
+                raise RuleError(
+                    f"rule {cfg.name!r}: write target {action.point!r} is not writable "
+                    "(set writable: true on the point)",
+                    src,
+                )
+            if kind == "set" and info.device != "virtual":
+                raise RuleError(
+                    f"rule {cfg.name!r}: set target {action.point!r} is not a virtual point "
+                    "(declare it under virtual_points:; use write for device points)",
+                    src,
+                )
+
+    def _restore_alarms(self, previous: RuleEngine | None) -> None:
+        known = dict(previous._alarm_states) if previous is not None else {}
+        if previous is None and self._store is not None:
+            known = self._store.load()
+        for rule in self._rules:
+            if not rule.alarms:
+                continue
+            state = known.pop(rule.name, None)
+            if state is None:
+                state = AlarmState(rule.name, rule.active, rule.since, rule.severity, rule.message)
+            elif rule.name not in self.carried:
+                rule.restore(state)
+            self._alarm_states[rule.name] = dataclasses.replace(state, severity=rule.severity)
+        ts = self._ctx.now if self._ctx.now == self._ctx.now else 0.0
+        for name, state in known.items():  # alarm rules that are gone
+            if state.active:
+                msg = "rule removed; alarm cleared"
+                self.initial_effects.append(AlarmCleared(name, state.severity, msg, ts, {}))
+        if known and self._store is not None:
+            self._save()
+
+    def _size_rings(self, periods: Mapping[str, float]) -> dict[str, int]:
+        need: dict[int, int] = {}
+        for rule in self._rules:
+            for expr in rule.exprs:
+                for pid, unit, amount in expr.windows():
+                    if unit == "samples":
+                        n = int(amount)
+                    else:
+                        period = periods.get(self._shared.names[pid])
+                        if not period or period <= 0:
+                            continue
+                        n = int(math.ceil(amount / period * 1.25)) + 2
+                    need[pid] = max(need.get(pid, 0), min(n, MAX_WINDOW_SAMPLES))
+        sizes: dict[str, int] = {}
+        for pid, n in need.items():
+            sizes[self._shared.names[pid]] = self._points.ensure_capacity(pid, n)
+        return sizes
 
     # -- running -------------------------------------------------------------------------------
     def process(self, batch: SampleBatch) -> list[Effect]:
@@ -319,56 +213,133 @@ class RuleEngine:
             return out
         ids = batch.point_ids.tolist()
         self._grow(int(batch.point_ids.max()))
-        vals = self._values
+        ctx = self._ctx
+        vals, latest, last_good = ctx.values, ctx.latest, ctx.last_good_ts
         by_point = self._by_point
+        pending = self._shared.pending_sets
         ts = batch.ts.tolist()
         xs = batch.values.tolist()
         qs = batch.quality.tolist()
+        if ctx.start != ctx.start:
+            ctx.start = ts[0]
         for k in range(n):
             pid = ids[k]
             x = xs[k]
-            vals[pid] = x if qs[k] == _GOOD and x == x else None
+            t = ts[k]
+            if qs[k] == _GOOD and x == x:
+                vals[pid] = latest[pid] = x
+                last_good[pid] = t
+            else:
+                vals[pid] = None
             rules = by_point[pid]
             if rules:
-                t = ts[k]
+                ctx.now = t
                 for rule in rules:
                     rule.step(t, out)
+                if pending:
+                    self._drain(out)
         return out
 
     def tick(self, now: float) -> list[Effect]:
-        """Fire the rules whose ``for:`` hold elapsed by ``now`` without a new sample."""
+        """Let ``for``/``clear_for``/``cooldown`` elapse and re-check ``stale()`` at ``now``."""
         out: list[Effect] = []
+        ctx = self._ctx
+        if ctx.start != ctx.start:
+            ctx.start = now
+        ctx.now = now
         for rule in self._timed:
             rule.tick(now, out)
+        if self._shared.pending_sets:
+            self._drain(out)
         return out
+
+    def _drain(self, out: list[Effect]) -> None:
+        """Apply virtual-point sets and run the rules that read them."""
+        pending = self._shared.pending_sets
+        ctx = self._ctx
+        now = ctx.now
+        for _ in range(MAX_CASCADE):
+            if not pending:
+                break
+            pid, t, v = pending.pop(0)
+            self._points.ingest(
+                SampleBatch(
+                    np.array([pid], np.uint32), np.array([t]), np.array([v]),
+                    np.array([_GOOD], np.uint8),
+                )
+            )  # fmt: skip
+            ctx.values[pid] = ctx.latest[pid] = v
+            ctx.last_good_ts[pid] = t
+            ctx.now = t
+            for rule in self._by_point[pid]:
+                rule.step(t, out)
+        else:
+            if pending:
+                point = self._shared.names[pending[0][0]]
+                pending.clear()
+                msg = f"more than {MAX_CASCADE} virtual point sets in a row (a set loop via {point}?); dropped the rest"
+                out.append(LogMessage("", "error", msg, now))
+        ctx.now = now
 
     def _grow(self, max_id: int) -> None:
         # Points registered after the engine was built: no rule reads them, but keep indexes valid.
-        missing = max_id + 1 - len(self._values)
+        missing = max_id + 1 - len(self._by_point)
         if missing > 0:
-            self._values.extend([None] * missing)
+            self._ctx.grow(max_id + 1)
             self._by_point.extend([()] * missing)
 
-    # -- inspection ----------------------------------------------------------------------------
+    # -- alarms --------------------------------------------------------------------------------
+    def _on_alarm(self, rule: Rule, what: str, ts: float) -> None:
+        old = self._alarm_states.get(rule.name)
+        if what == "raised":
+            state = AlarmState(rule.name, True, ts, rule.severity, rule.message, acked=False)
+        else:
+            base = old or AlarmState(rule.name, False, ts, rule.severity, rule.message)
+            state = dataclasses.replace(base, active=False, since=ts, message=rule.message)
+        self._alarm_states[rule.name] = state
+        self._save()
+
+    def _save(self) -> None:
+        if self._store is not None:
+            self._store.save(list(self._alarm_states.values()))
+
+    def ack(self, rule: str, by: str, ts: float) -> list[Effect]:
+        """Acknowledge the alarm of ``rule`` (API for operators and the cloud downlink).
+
+        Returns ``[AlarmAcked]``, or ``[]`` when it was already acknowledged (acks are
+        idempotent, so a re-delivered downlink command is harmless).
+
+        Raises
+        ------
+        KeyError
+            When ``rule`` has no alarm action.
+        """
+        state = self._alarm_states.get(rule)
+        if state is None:
+            raise KeyError(f"no alarm rule named {rule!r}")
+        if state.acked:
+            return []
+        self._alarm_states[rule] = dataclasses.replace(state, acked=True, acked_by=by, acked_ts=ts)
+        self._save()
+        return [AlarmAcked(rule, state.severity, by, ts, state.active)]
+
     def alarms(self) -> list[AlarmState]:
         """Current state of every enabled rule that has an alarm action."""
-        return [
-            AlarmState(r.name, r.active, r.since, r.severity, r.message)
-            for r in self._rules
-            if r.enabled and r.alarm_templates
-        ]
+        enabled = {r.name for r in self._rules if r.enabled}
+        return [s for name, s in self._alarm_states.items() if name in enabled]
 
+    # -- inspection ----------------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, float | int]]:
-        """Per rule: ``evaluations``, ``firings``, ``clears``, ``active`` (0/1), ``eval_time_s``.
-
-        ``eval_time_s`` is estimated: every 16th evaluation is timed and the mean is scaled up.
-        """
+        """Per rule: evaluations, firings, clears, active (0/1), suppressed (cooldown),
+        writes_refused (rate limit), eval_time_s (every 16th evaluation timed, scaled up)."""
         return {
             r.name: {
                 "evaluations": r.evaluations,
                 "firings": r.firings,
                 "clears": r.clears,
-                "active": int(r.active),
+                "active": int(r.active and r.alarmed),
+                "suppressed": r.suppressed,
+                "writes_refused": r.writes_refused,
                 "eval_time_s": r.eval_time,
             }
             for r in self._rules
@@ -377,3 +348,20 @@ class RuleEngine:
     @property
     def rule_names(self) -> list[str]:
         return [r.name for r in self._rules]
+
+    @property
+    def values(self) -> list[Value]:
+        """The engine's view of every point (None: unknown)."""
+        return self._ctx.values
+
+
+def _seed(points: PointTable) -> EvalContext:
+    vals: list[Value] = [
+        float(v) if q == _GOOD and v == v else None
+        for v, q in zip(points.last_value.tolist(), points.last_quality.tolist(), strict=True)
+    ]
+    ctx = EvalContext(vals, points.rings)
+    for i, (t, v) in enumerate(zip(points.last_ts.tolist(), vals, strict=True)):
+        if v is not None:
+            ctx.last_good_ts[i] = t
+    return ctx

@@ -31,11 +31,13 @@ class RuleError(Exception):
         source: str = "",
         column: int | None = None,
         text: str | None = None,
+        file_column: int | None = None,
     ) -> None:
         self.message = message
         self.source = source
         self.column = column
         self.text = text
+        self.file_column = file_column  # column in the file when the expression's position is known
         super().__init__(self.location + ": " + message if self.location else message)
 
     @property
@@ -44,7 +46,7 @@ class RuleError(Exception):
         if self.column is None:
             return self.source
         line = self.source if _HAS_LINE.search(self.source) else f"{self.source or '<expr>'}:1"
-        return f"{line}:{self.column}"
+        return f"{line}:{self.file_column or self.column}"
 
     def pointer(self) -> str:
         """The offending text with a caret under the column, for CLI output ("" if unknown)."""

@@ -10,7 +10,11 @@ Grammar, loosest binding first::
     sum     := product (("+" | "-") product)*
     product := unary (("*" | "/" | "%") unary)*
     unary   := "-" unary | primary
-    primary := NUMBER | "true" | "false" | POINT | FUNC "(" expr ("," expr)* ")" | "(" expr ")"
+    primary := NUMBER | DURATION | COUNT | "true" | "false" | POINT
+             | FUNC "(" expr ("," expr)* ")" | "(" expr ")"
+
+``DURATION`` is a number with a unit attached, ``500ms``, ``10s``, ``5m``, ``1h`` (seconds in the
+tree); ``COUNT`` is an integer followed by ``samples`` (``100 samples``), used as a count window.
 
 ``POINT`` is ``device.point`` (two names joined by one dot), resolved against the point table at
 parse time. The parser builds a small tree of :mod:`gateway.rules.nodes`; :mod:`gateway.rules.compiler`
@@ -54,6 +58,9 @@ _TOKEN = re.compile(
     re.VERBOSE | re.ASCII,
 )
 _KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
+_UNIT = re.compile(r"(ms|s|m|h)(?![A-Za-z0-9_.])", re.ASCII)
+_SAMPLES = re.compile(r"[ \t]*samples?(?![A-Za-z0-9_.])", re.ASCII)
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _HINTS = {
     "=": "use '==' to compare",
     "!": "use 'not' or '!='",
@@ -67,9 +74,10 @@ _HINTS = {
 
 
 class Token(NamedTuple):
-    kind: str  # "num" | "name" | "point" | "kw" | "op" | "end"
+    kind: str  # "num" | "dur" | "count" | "name" | "point" | "kw" | "op" | "end"
     text: str
     col: int  # 1-based column of the first character
+    value: float = 0.0  # seconds of a "dur", samples of a "count"
 
 
 def _describe(tok: Token) -> str:
@@ -99,6 +107,19 @@ def tokenize(text: str, source: str = "<expr>") -> list[Token]:
         word = m.group()
         pos = m.end()
         if kind == "ws":
+            continue
+        if kind == "num" and (u := _UNIT.match(text, pos)):
+            pos = u.end()
+            seconds = (
+                float(word) / 1000.0 if u.group(1) == "ms" else float(word) * _SECONDS[u.group(1)]
+            )
+            tokens.append(Token("dur", text[col - 1 : pos], col, seconds))
+            continue
+        if kind == "num" and (c := _SAMPLES.match(text, pos)):
+            if not word.isdigit() or int(word) < 1:
+                raise fail(f"a sample count must be a whole number >= 1 at column {col}", col)
+            pos = c.end()
+            tokens.append(Token("count", text[col - 1 : pos], col, float(int(word))))
             continue
         if pos < len(text) and kind == "num" and (text[pos].isalnum() or text[pos] in "_."):
             end = pos
@@ -239,6 +260,9 @@ class _Parser:
         if tok.kind == "num":
             self.i += 1
             return Const(tok.col, float(tok.text))
+        if tok.kind in ("dur", "count"):
+            self.i += 1
+            return Const(tok.col, tok.value, "s" if tok.kind == "dur" else "samples")
         if tok.kind == "kw" and tok.text in ("true", "false"):
             self.i += 1
             return Const(tok.col, tok.text == "true")
@@ -260,7 +284,7 @@ class _Parser:
                 raise self.expected("')'")
             self.nest -= 1
             return node
-        raise self.expected("a number, point, function call or '('")
+        raise self.expected("a number, duration, point, function call or '('")
 
     def call(self) -> Node:
         name = self.take()

@@ -1,6 +1,7 @@
 """Message templates: ``"overheating: {press1.temp:.1f} degC"``.
 
-A field is ``{device.point}`` or ``{device.point:spec}`` with a numeric format spec (the float part
+A field is ``{device.point}`` or ``{device.point:spec}``, or a function call of the rule language
+such as ``{avg(press1.temp, 10s):.1f}`` or ``{round(rms(m.v, 1s), 2)}``, with a numeric format spec (the float part
 of Python's format mini-language: fill/align, sign, width, grouping, precision, one of
 ``eEfFgGn%``). ``{{`` and ``}}`` are literal braces. Everything is checked at compile time; there is
 no attribute access, indexing or conversion (``!r``), so a template cannot run Python.
@@ -11,9 +12,13 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gateway.rules.errors import RuleError
+
+if TYPE_CHECKING:
+    from gateway.rules.compiler import CompiledExpr, EvalContext, Updater
 
 Value = float | bool | None
 
@@ -71,7 +76,7 @@ class MessageTemplate:
     def __init__(self, text: str, names: Sequence[str], source: str = "<template>") -> None:
         self.text = text
         ids = {n: i for i, n in enumerate(names)}
-        parts: list[str | tuple[int, str]] = []
+        parts: list[str | tuple[int | CompiledExpr, str]] = []
         literal: list[str] = []
         i = 0
         n = len(text)
@@ -103,11 +108,21 @@ class MessageTemplate:
             col = i + 2
             if "{" in field:
                 raise fail("nested '{' in a field", col)
-            if not _POINT.match(name.strip()):
-                raise fail(f"expected a point name 'device.point' in {{{field}}}", col)
+            expr: CompiledExpr | None = None
+            if "(" in name:
+                from gateway.rules.compiler import compile_expression
+
+                try:
+                    expr = compile_expression(name, names, source)
+                except RuleError as err:
+                    raise fail(f"in {{{name}}}: {err.message}", col) from None
+            elif not _POINT.match(name.strip()):
+                raise fail(
+                    f"expected a point name 'device.point' or a function call in {{{field}}}", col
+                )
             name = name.strip()
             pid = ids.get(name)
-            if pid is None:
+            if pid is None and expr is None:
                 close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise fail(f"unknown point {name!r}{hint}", col)
@@ -120,12 +135,16 @@ class MessageTemplate:
             if literal:
                 parts.append("".join(literal))
                 literal = []
-            parts.append((pid, spec))
+            parts.append((expr if expr is not None else pid, spec))  # type: ignore[arg-type]
             i = end + 1
         if literal:
             parts.append("".join(literal))
         self._parts = tuple(parts)
-        self.points = tuple(sorted({p[0] for p in parts if isinstance(p, tuple)}))
+        ids_read: set[int] = set()
+        for p in parts:
+            if isinstance(p, tuple):
+                ids_read |= {p[0]} if isinstance(p[0], int) else set(p[0].points)
+        self.points = tuple(sorted(ids_read))
 
     def render(self, values: Sequence[Value]) -> str:
         """The message with every field replaced by the current value of its point."""
@@ -133,6 +152,26 @@ class MessageTemplate:
         for part in self._parts:
             if isinstance(part, str):
                 out.append(part)
-            else:
+            elif isinstance(part[0], int):
                 out.append(format_value(values[part[0]], part[1]))
+            else:
+                out.append(format_value(part[0].evaluate(values), part[1]))
         return "".join(out)
+
+    def bind(self, ctx: EvalContext, updaters: list[Updater]) -> Callable[[], str]:
+        """A closure rendering the message from ``ctx`` (function fields share the rule's state)."""
+        values = ctx.values
+        fields: list[str | tuple[Callable[[], Value], str]] = []
+        for part in self._parts:
+            if isinstance(part, str):
+                fields.append(part)
+            elif isinstance(part[0], int):
+                pid = part[0]
+                fields.append((lambda pid=pid: values[pid], part[1]))  # type: ignore[misc]
+            else:
+                fields.append((part[0].bind(ctx, updaters), part[1]))
+
+        def render() -> str:
+            return "".join(f if isinstance(f, str) else format_value(f[0](), f[1]) for f in fields)
+
+        return render
