@@ -182,9 +182,13 @@ def render(
 
 
 async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from gateway.config import load_config
+    from gateway.config import ConfigError, load_config
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     data_dir = Path(config.data_dir)
     # A fresh demo each time: the queue and the cloud store start empty together.
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -122,6 +122,12 @@ class Rig:
             for key in ("file", "reference"):
                 if model.get(key):
                     model[key] = str(source_dir / model[key])
+        files = cfg.get("rule_files") or []
+        for i, entry in enumerate(files):  # plain paths or {include: path, params: ...}
+            if isinstance(entry, str):
+                files[i] = str(source_dir / entry)
+            else:
+                entry["include"] = str(source_dir / entry["include"])
         return cfg
 
     # -- processes ----------------------------------------------------------------------------

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_shows_data_flowing_end_to_end(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")  # config + models it refers to
+    for folder in ("examples", "rules"):  # the config, its models and the rule packs it includes
+        shutil.copytree(ROOT / folder, tmp_path / folder)
     config = tmp_path / "examples" / "demo.yaml"  # its data dir lands in tmp_path/var
     out = subprocess.run(
         [
