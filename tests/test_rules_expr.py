@@ -298,3 +298,14 @@ def test_fuzz_only_rule_errors(src: str, values: list[Any]) -> None:
         return
     result = e.evaluate(values)  # evaluation never raises either
     assert result is None or isinstance(result, bool | float | int)
+
+
+def test_model_output_reference_is_the_model_point() -> None:
+    names = ["bearing_ae.score", "motor1.vibration"]
+    a = compile_expression('model("bearing_ae").score > 0.8', names)
+    b = compile_expression("bearing_ae.score > 0.8", names)
+    assert a.point_names == b.point_names == ("bearing_ae.score",)
+    with pytest.raises(RuleError, match="unknown point 'nomodel.score'"):
+        compile_expression("model('nomodel').score > 1", names)
+    with pytest.raises(RuleError, match="strings are not part"):
+        compile_expression('model("bearing_ae" ).score > "x"', names)

@@ -58,6 +58,10 @@ _TOKEN = re.compile(
     re.VERBOSE | re.ASCII,
 )
 _KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
+# `model("bearing_ae").score` is the DESIGN's spelling of the model output point bearing_ae.score.
+_MODEL_REF = re.compile(
+    r"""model\(\s*(["'])([A-Za-z_][A-Za-z0-9_]*)\1\s*\)\.([A-Za-z_][A-Za-z0-9_]*)""", re.ASCII
+)
 _UNIT = re.compile(r"(ms|s|m|h)(?![A-Za-z0-9_.])", re.ASCII)
 _SAMPLES = re.compile(r"[ \t]*samples?(?![A-Za-z0-9_.])", re.ASCII)
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -95,8 +99,12 @@ def tokenize(text: str, source: str = "<expr>") -> list[Token]:
     tokens: list[Token] = []
     pos = 0
     while pos < len(text):
-        m = _TOKEN.match(text, pos)
         col = pos + 1
+        if text.startswith("model(", pos) and (ref := _MODEL_REF.match(text, pos)):
+            tokens.append(Token("point", f"{ref.group(2)}.{ref.group(3)}", col))
+            pos = ref.end()
+            continue
+        m = _TOKEN.match(text, pos)
         if m is None:
             ch = text[pos]
             hint = _HINTS.get(ch)
