@@ -280,6 +280,7 @@ class Runtime:
                     "devices or virtual_points changed: only rules reload at run time; "
                     "restart the gateway to apply the rest"
                 )
+            swaps = self._model_swaps(new)
             engine = build_rule_engine(new, self.points, previous=self.rules)
         except ConfigError as exc:
             outcome["error"] = str(exc)
@@ -291,7 +292,11 @@ class Runtime:
             self._event("rules", self.clock(), state="reload_rejected", detail=outcome["error"])
             return outcome
         self.rules = engine
-        self.config = dataclasses.replace(self.config, rules=new.rules, rule_files=new.rule_files)
+        self.config = dataclasses.replace(
+            self.config, rules=new.rules, rule_files=new.rule_files, models=new.models
+        )
+        for model in swaps:
+            self._spawn(self.swap_model(model.name, model.file, model.sha256, model.reference))
         self._watched = self._rule_file_stamps()
         self._apply(engine.initial_effects)
         replaced = [n for n in engine.rule_names if n not in engine.carried]
@@ -308,6 +313,52 @@ class Runtime:
             "rules", self.clock(), state="reloaded", rules=outcome["rules"], replaced=replaced
         )
         return outcome
+
+    def _model_swaps(self, new: GatewayConfig) -> list[Any]:
+        """Models whose file, hash or reference changed; any other model change needs a restart."""
+        old = {m.name: m for m in self.config.models}
+        swaps = []
+        for m in new.models:
+            before = old.get(m.name)
+            same_shape = (
+                before is not None
+                and dataclasses.replace(before, file=m.file, sha256=m.sha256, reference=m.reference)
+                == m
+            )
+            if not same_shape:
+                raise RuleError(
+                    f"model {m.name}: only file, sha256 and reference can change at run time; "
+                    "restart the gateway to apply the rest"
+                )
+            if before != m:
+                swaps.append(m)
+        if len(new.models) != len(old):
+            raise RuleError("models added or removed: restart the gateway to apply")
+        return swaps
+
+    async def swap_model(
+        self, name: str, file: str, sha256: str, reference: str | None = None
+    ) -> dict[str, Any]:
+        """Load, self-test and atomically swap in a new model file; the old one keeps running
+        on failure. For config reloads and the cloud's model-update command."""
+        if self.models is None:
+            return {"ok": False, "error": "no models are configured or the ML extra is missing"}
+        loop = asyncio.get_running_loop()
+        try:
+            summary = await loop.run_in_executor(
+                None, self.models.swap, name, file, sha256, reference
+            )
+        except Exception as exc:  # ModelError and anything the loader raises: keep running
+            self._event("model", self.clock(), model=name, state="swap_rejected", detail=str(exc))
+            return {"ok": False, "error": str(exc)}
+        _log.info("model %s swapped to %s: %s", name, file, summary)
+        self._event("model", self.clock(), model=name, state="swapped", file=file)
+        return {"ok": True, "summary": summary}
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._write_tasks.add(task)
+        task.add_done_callback(self._write_tasks.discard)
 
     def ack_alarm(self, rule: str, by: str, ts: float | None = None) -> bool:
         """Acknowledge an alarm (for the cloud downlink and local operators); False if unknown."""
