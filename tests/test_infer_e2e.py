@@ -54,6 +54,7 @@ def test_bearing_fault_raises_the_model_alarm_in_the_cloud(tmp_path: Path) -> No
                 devices.append(d)
             config = dataclasses.replace(
                 base,
+                data_dir=str(tmp_path),  # alarm state of other runs must not leak in
                 metrics_listen=None,
                 devices=tuple(devices),
                 uplink=dataclasses.replace(
@@ -71,7 +72,10 @@ def test_bearing_fault_raises_the_model_alarm_in_the_cloud(tmp_path: Path) -> No
             def bearing_alarm() -> bool:
                 factory.tick()
                 return any(
-                    e["kind"] == "alarm" and e["rule"] == "motor1_bearing_anomaly" for e in events()
+                    e["kind"] == "alarm"
+                    and e["rule"] == "motor1_bearing_anomaly"
+                    and e["state"] == "raised"
+                    for e in events()
                 )
 
             try:
@@ -80,7 +84,11 @@ def test_bearing_fault_raises_the_model_alarm_in_the_cloud(tmp_path: Path) -> No
                 stop.set()
                 await asyncio.wait_for(run, 15)
             stats = runtime.models.stats()
-            alarm = next(e for e in events() if e.get("rule") == "motor1_bearing_anomaly")
+            alarm = next(
+                e
+                for e in events()
+                if e.get("rule") == "motor1_bearing_anomaly" and e.get("state") == "raised"
+            )
             models = ModelDecoder()
             for r in store.records("demo-gw", "meta"):
                 models.add_model(decode(r.payload))
