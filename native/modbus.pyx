@@ -318,23 +318,28 @@ cdef class RtuFramer:
     cannot be a frame (unit id, function code, byte count) is dropped one byte at a time; a garbage
     header that announces a long frame stalls until that many bytes arrived, so drivers call
     :meth:`reset` after a response timeout.
+
+    Role ``"sniff"`` decodes both directions of a line it only listens to: a candidate is taken
+    as a request if its request-shaped length passes the CRC, else as a response; frames come
+    back as ``(direction, unit, function, body)`` with direction 0 (request) or 1 (response).
     """
 
     cdef _ByteBuffer _buf
-    cdef bint _request
+    cdef bint _request, _sniff
     cdef readonly Py_ssize_t frames, crc_errors, discarded_bytes
 
     def __init__(self, str role="response"):
-        if role not in ("response", "request"):
-            raise ValueError(f"role must be 'response' or 'request', not {role!r}")
+        if role not in ("response", "request", "sniff"):
+            raise ValueError(f"role must be 'response', 'request' or 'sniff', not {role!r}")
         self._request = role == "request"
+        self._sniff = role == "sniff"
         self._buf = _ByteBuffer()
         self.frames = self.crc_errors = self.discarded_bytes = 0
 
     @property
     def role(self) -> str:
-        """``"response"`` (client side) or ``"request"`` (slave side)."""
-        return "request" if self._request else "response"
+        """``"response"`` (client side), ``"request"`` (slave side) or ``"sniff"`` (both)."""
+        return "sniff" if self._sniff else "request" if self._request else "response"
 
     def reset(self) -> None:
         """Drop buffered partial data, e.g. after a response timeout; counters are kept."""
@@ -346,6 +351,8 @@ cdef class RtuFramer:
         cdef const unsigned char *b = self._buf.data
         cdef Py_ssize_t pos = 0, n = self._buf.size, length, end
         out = []
+        if self._sniff:
+            return self._feed_sniff()
         while n - pos >= 2:
             if self._request:
                 length = gw_rtu_request_length(b + pos, n - pos)
@@ -364,6 +371,41 @@ cdef class RtuFramer:
                     self.frames += 1
                     pos = end
                     continue
+                self.crc_errors += 1
+            pos += 1
+            self.discarded_bytes += 1
+        self._buf.consume(pos)
+        return out
+
+    cdef list _feed_sniff(self):
+        cdef const unsigned char *b = self._buf.data
+        cdef Py_ssize_t pos = 0, n = self._buf.size, lq, lr, avail
+        cdef bint checked
+        out = []
+        while n - pos >= 2:
+            avail = n - pos
+            lq = gw_rtu_request_length(b + pos, avail)
+            lr = gw_rtu_response_length(b + pos, avail)
+            checked = False
+            if lq > 0 and avail >= lq:
+                checked = True
+                if gw_crc16(b + pos, lq - 2) == (b[pos + lq - 2] | (b[pos + lq - 1] << 8)):
+                    out.append((0, b[pos], b[pos + 1],
+                                PyBytes_FromStringAndSize(<const char *>b + pos + 2, lq - 4)))
+                    self.frames += 1
+                    pos += lq
+                    continue
+            if lr > 0 and avail >= lr:
+                checked = True
+                if gw_crc16(b + pos, lr - 2) == (b[pos + lr - 2] | (b[pos + lr - 1] << 8)):
+                    out.append((1, b[pos], b[pos + 1],
+                                PyBytes_FromStringAndSize(<const char *>b + pos + 2, lr - 4)))
+                    self.frames += 1
+                    pos += lr
+                    continue
+            if lq == 0 or lr == 0 or (lq > 0 and avail < lq) or (lr > 0 and avail < lr):
+                break
+            if checked:
                 self.crc_errors += 1
             pos += 1
             self.discarded_bytes += 1

@@ -308,15 +308,19 @@ class RtuFramer:
     cannot be a frame (unit id, function code, byte count) is dropped one byte at a time; a garbage
     header that announces a long frame stalls until that many bytes arrived, so drivers call
     :meth:`reset` after a response timeout.
+
+    Role ``"sniff"`` decodes both directions of a line it only listens to: a candidate is taken
+    as a request if its request-shaped length passes the CRC, else as a response; frames come
+    back as ``(direction, unit, function, body)`` with direction 0 (request) or 1 (response).
     """
 
     def __init__(self, role: str = "response") -> None:
-        if role == "response":
+        if role in ("response", "sniff"):
             self._length = _rtu_response_length
         elif role == "request":
             self._length = _rtu_request_length
         else:
-            raise ValueError(f"role must be 'response' or 'request', not {role!r}")
+            raise ValueError(f"role must be 'response', 'request' or 'sniff', not {role!r}")
         self._role = role
         self._buf = bytearray()
         self._frames = 0
@@ -325,7 +329,7 @@ class RtuFramer:
 
     @property
     def role(self) -> str:
-        """``"response"`` (client side) or ``"request"`` (slave side)."""
+        """``"response"`` (client side), ``"request"`` (slave side) or ``"sniff"`` (both)."""
         return self._role
 
     @property
@@ -347,11 +351,13 @@ class RtuFramer:
         """Drop buffered partial data, e.g. after a response timeout; counters are kept."""
         self._buf.clear()
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, int, bytes]]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Append ``data``; return CRC-valid frames as ``(unit, function, body)`` without CRC."""
         buf = self._buf
         buf += data
-        out: list[tuple[int, int, bytes]] = []
+        if self._role == "sniff":
+            return self._feed_sniff()
+        out: list[Any] = []
         pos, n, frame_length = 0, len(buf), self._length
         while n - pos >= 2:
             length = frame_length(buf, pos, n - pos)
@@ -364,6 +370,37 @@ class RtuFramer:
                     self._frames += 1
                     pos = end
                     continue
+                self._crc_errors += 1
+            pos += 1
+            self._discarded += 1
+        del buf[:pos]
+        return out
+
+    def _feed_sniff(self) -> list[Any]:
+        buf = self._buf
+        out: list[Any] = []
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            avail = n - pos
+            lq = _rtu_request_length(buf, pos, avail)
+            lr = _rtu_response_length(buf, pos, avail)
+            checked = False
+            found = False
+            for direction, length in ((0, lq), (1, lr)):
+                if length > 0 and avail >= length:
+                    checked = True
+                    end = pos + length
+                    if crc16(buf[pos : end - 2]) == buf[end - 2] | (buf[end - 1] << 8):
+                        out.append((direction, buf[pos], buf[pos + 1], bytes(buf[pos + 2 : end - 2])))
+                        self._frames += 1
+                        pos = end
+                        found = True
+                        break
+            if found:
+                continue
+            if lq == 0 or lr == 0 or (lq > 0 and avail < lq) or (lr > 0 and avail < lr):
+                break
+            if checked:
                 self._crc_errors += 1
             pos += 1
             self._discarded += 1
