@@ -34,6 +34,7 @@ FACTORIES: dict[str, dict[str, Callable[[ModuleType], Any]]] = {
     },
     "ringbuf": {"RingBuffer": lambda m: m.RingBuffer(8)},
     "node_frame": {"NodeFrameParser": lambda m: m.NodeFrameParser()},
+    "can": {"SignalDecoder": lambda m: m.SignalDecoder([(100, 0, 8, False, False, 1.0, 0.0, 0)])},
 }
 
 
