@@ -1,8 +1,8 @@
 """Every southbound driver through the real Runtime, configured from YAML like `gateway run`.
 
-A Modbus RTU slave (pymodbus serial server behind a pty at line rate) and a MicroPython node
-(the SDK file under CPython, over UDP) feed one gateway; a rule closes the loop across drivers
-by writing the RTU slave's value to the node.
+A Modbus RTU slave (pymodbus serial server behind a pty at line rate), a MicroPython node
+(the SDK file under CPython, over UDP) and a J1939 engine on python-can's virtual bus feed one
+gateway; a rule closes the loop across drivers by writing the RTU slave's value to the node.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import asyncio
 import threading
 from pathlib import Path
 
+import can
 from rtu_support import PtyLine, SerialSlaves, sim_slave, wait_for
+from test_can_driver import DBC
 from test_node_driver import gwnode
 from uplink_support import running_receiver
 
@@ -40,6 +42,11 @@ devices:
     points:
       - {{name: level, channel: 0, type: float32}}
       - {{name: valve, channel: 4, type: float32, writable: true}}
+  - name: truck
+    driver: can
+    can: {{interface: virtual, channel: {channel}, dbc: bus.dbc, j1939: true, batch_delay: 5ms}}
+    points:
+      - {{name: rpm, signal: EEC1.EngineSpeed, unit: rpm}}
 rules:
   - name: follow_volts
     when: "meter.volts > 20 and tank.level > 1"
@@ -57,8 +64,10 @@ def test_rtu_and_node_devices_through_the_runtime(tmp_path: Path) -> None:
         store = SQLiteCloudStore(str(tmp_path / "cloud.db"))
         async with running_receiver(store) as receiver:
             cfg_file = tmp_path / "gw.yaml"
+            (tmp_path / "bus.dbc").write_text(DBC)
+            channel = f"south-{id(tmp_path)}"
             cfg_file.write_text(CONFIG.format(tmp=tmp_path, endpoint=receiver.endpoint,
-                                              tty=line.a))  # fmt: skip
+                                              tty=line.a, channel=channel))  # fmt: skip
             runtime = Runtime(load_config(cfg_file))
             stop = asyncio.Event()
             run = asyncio.create_task(runtime.run(stop))
@@ -77,9 +86,16 @@ def test_rtu_and_node_devices_through_the_runtime(tmp_path: Path) -> None:
 
             serving = asyncio.get_running_loop().run_in_executor(None, node_main)
             pts = runtime.points
+            tx = can.Bus(interface="virtual", channel=channel)
             try:
+                await wait_for(lambda: runtime.devices["truck"].stats()["connected"], 5.0, "bus")
+                tx.send(can.Message(arbitration_id=0x0CF00417, data=bytes(3) + (1500 * 8)
+                                    .to_bytes(2, "little") + bytes(3)))  # fmt: skip
                 await wait_for(lambda: bool(valve), 10.0, "the rule's write at the node")
+                await wait_for(lambda: pts.last_value[pts.id_of("truck.rpm")] == 1500.0, 5.0,
+                               "the CAN signal")  # fmt: skip
             finally:
+                tx.shutdown()
                 done.set()
                 await serving
                 stop.set()
