@@ -591,3 +591,58 @@ def decode_stream(stream, RegisterDecoder decoder not None, double[:, :] out,
     decoder.last_skipped = skipped
     decoder.last_consumed = pos
     return decoded
+
+
+def decode_rtu_stream(stream, RegisterDecoder decoder not None, double[:, :] out,
+                      uint8_t[:] units) -> int:
+    """Decode back-to-back fc 3/4 RTU responses (CRC checked) into ``out`` rows; return how many.
+
+    The RTU twin of :func:`decode_stream`, for a sniffed or buffered serial stream. A position
+    that does not start a CRC-valid fc 3/4 response with an even byte count of at least
+    ``2 * min_registers`` is skipped byte by byte (a run of such bytes counts one in
+    ``decoder.last_skipped``); a frame shorter than the decoder needs counts one too.
+    ``decoder.last_consumed`` is where a follow-up call should resume.
+    """
+    cdef const unsigned char[::1] data = _byteview(stream)
+    cdef Py_ssize_t rows = out.shape[0], n = data.shape[0]
+    cdef Py_ssize_t need = 2 * decoder.min_registers, pos = 0, decoded = 0, skipped = 0
+    cdef Py_ssize_t length
+    cdef bint resync = False, has_points = decoder.n_points > 0
+    cdef const unsigned char *b
+    cdef unsigned char unit, fc, count
+    if out.shape[1] < decoder.n_points:
+        raise ValueError(f"out must be 2-D with at least {decoder.n_points} columns")
+    if units.shape[0] < rows:
+        raise ValueError(f"units must be 1-D with at least {rows} elements")
+    if n:
+        b = &data[0]
+        with nogil:
+            while decoded < rows and n - pos >= 5:
+                unit = b[pos]
+                fc = b[pos + 1]
+                count = b[pos + 2]
+                if (unit >= 1 and unit <= 247 and (fc == 3 or fc == 4) and count
+                        and not (count & 1) and count <= 250):
+                    length = 5 + count
+                    if pos + length > n:
+                        break
+                    if gw_crc16(b + pos, length - 2) == (b[pos + length - 2]
+                                                        | (b[pos + length - 1] << 8)):
+                        resync = False
+                        if count >= need:
+                            units[decoded] = unit
+                            if has_points:
+                                decoder._row(b + pos + 3, <char *>&out[decoded, 0],
+                                             out.strides[1])
+                            decoded += 1
+                        else:
+                            skipped += 1
+                        pos += length
+                        continue
+                if not resync:
+                    skipped += 1
+                    resync = True
+                pos += 1
+    decoder.last_skipped = skipped
+    decoder.last_consumed = pos
+    return decoded

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -162,3 +165,41 @@ def test_bad_signal_references_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(DbcError, match="not found"):
         CanDevice(DeviceConfig("t", driver="can", points=cfg.points, can=missing), {"t.x": 0},
                   lambda b: None, lambda e: None)  # fmt: skip
+
+
+def raw(msg: can.Message) -> bytes:
+    can_id = msg.arbitration_id | (0x80000000 if msg.is_extended_id else 0)
+    return struct.pack("<IB3x8s", can_id, len(msg.data), bytes(msg.data).ljust(8, b"\0"))
+
+
+@in_loop
+async def test_socketcan_raw_path_on_a_datagram_socket(tmp_path: Path) -> None:
+    """interface socketcan reads 16-byte can_frames; a SOCK_SEQPACKET pair stands in for
+    the AF_CAN socket this kernel lacks (same datagram semantics, same frame layout)."""
+    dev, sink, _ = device(tmp_path, j1939=True, address=0xF9)
+    dev.can = dataclasses.replace(dev.can, interface="socketcan")
+    ours, bus = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    dev.open_raw_socket = lambda: ours  # type: ignore[method-assign]
+    await dev.start()
+    try:
+        await wait_for(lambda: dev.stats()["connected"], 5.0, "socket open")
+        eec1 = [raw(can.Message(arbitration_id=0x0CF00401, data=bytes((0, 0, 130))
+                                + ((1000 + i) * 8).to_bytes(2, "little") + bytes(3)))
+                for i in range(300)]  # fmt: skip
+        await asyncio.to_thread(lambda: [bus.send(f) for f in eec1])  # a full buffer blocks
+        bus.send(struct.pack("<IB3x8s", 0x40000000 | 100, 0, bytes(8)))  # RTR: ignored
+        frames = tp_frames(0x03, 0xF9, 0xFECA, dm1((110, 16, 2), (91, 3, 1)), bam=False)
+        bus.send(raw(frames[0]))
+        cts = await asyncio.to_thread(bus.recv, 16)
+        assert cts[4] == 8 and cts[8] == 17  # CTS from our address
+        for msg in frames[1:]:
+            bus.send(raw(msg))
+        await wait_for(lambda: len([e for e in sink.events if e.kind == "dtc"]) == 2, 5.0,
+                       "DM1 over RTS/CTS on the raw path")  # fmt: skip
+    finally:
+        await dev.stop()
+        bus.close()
+    assert sink.values(0) == [1000.0 + i for i in range(300)]
+    assert sink.values(1) == [5.0] * 300
+    assert dev.stats()["frames"] == 300 + len(frames)

@@ -86,3 +86,9 @@ def decode_stream(
     out: npt.NDArray[np.float64],
     tids: npt.NDArray[np.uint16],
 ) -> int: ...
+def decode_rtu_stream(
+    stream: _Bytes,
+    decoder: RegisterDecoder,
+    out: npt.NDArray[np.float64],
+    units: npt.NDArray[np.uint8],
+) -> int: ...

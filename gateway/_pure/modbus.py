@@ -547,3 +547,55 @@ def decode_stream(
         blocks = b"".join(data[s : s + need] for s in starts)
         decoder.decode_many(blocks, decoded, out[:decoded])
     return decoded
+
+
+def decode_rtu_stream(
+    stream: bytes | bytearray | memoryview,
+    decoder: RegisterDecoder,
+    out: np.ndarray,
+    units: np.ndarray,
+) -> int:
+    """Decode back-to-back fc 3/4 RTU responses (CRC checked) into ``out`` rows; return how many.
+
+    The RTU twin of :func:`decode_stream`, for a sniffed or buffered serial stream. A position
+    that does not start a CRC-valid fc 3/4 response with an even byte count of at least
+    ``2 * min_registers`` is skipped byte by byte (a run of such bytes counts one in
+    ``decoder.last_skipped``); a frame shorter than the decoder needs counts one too.
+    ``decoder.last_consumed`` is where a follow-up call should resume.
+    """
+    data = _as_bytes(stream)
+    rows = out.shape[0] if out.ndim == 2 else -1
+    if rows < 0 or out.shape[1] < decoder.n_points:
+        raise ValueError(f"out must be 2-D with at least {decoder.n_points} columns")
+    if units.ndim != 1 or len(units) < rows:
+        raise ValueError(f"units must be 1-D with at least {rows} elements")
+    need = 2 * decoder.min_registers
+    pos, n, decoded, skipped, resync = 0, len(data), 0, 0, False
+    starts: list[int] = []
+    while decoded < rows and n - pos >= 5:
+        unit, fc, count = data[pos], data[pos + 1], data[pos + 2]
+        if 1 <= unit <= 247 and fc in (3, 4) and count and not count & 1 and count <= 250:
+            length = 5 + count
+            if pos + length > n:
+                break
+            end = pos + length
+            if crc16(data[pos : end - 2]) == data[end - 2] | (data[end - 1] << 8):
+                resync = False
+                if count >= need:
+                    units[decoded] = unit
+                    starts.append(pos + 3)
+                    decoded += 1
+                else:
+                    skipped += 1
+                pos = end
+                continue
+        if not resync:
+            skipped += 1
+            resync = True
+        pos += 1
+    decoder.last_skipped = skipped
+    decoder.last_consumed = pos
+    if decoded and decoder.n_points:
+        blocks = b"".join(data[s : s + need] for s in starts)
+        decoder.decode_many(blocks, decoded, out[:decoded])
+    return decoded
