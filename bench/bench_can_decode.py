@@ -101,7 +101,7 @@ def main() -> None:
             cols = FrameColumns(n)
 
             def from_messages(dec: Any = dec, rows: Any = rows, pts: Any = pts,
-                              vals: Any = vals) -> int:  # fmt: skip
+                              vals: Any = vals, cols: Any = cols) -> int:  # fmt: skip
                 k = cols.fill(msgs)
                 dec.decode(cols.ids[:k], cols.data[:k], cols.dlc[:k], rows, pts, vals)
                 return n

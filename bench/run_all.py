@@ -6,7 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_modbus_decode.py", "bench_queue.py", "bench_e2e.py"]
+BENCHES = [
+    "bench_modbus_decode.py",
+    "bench_rtu_decode.py",
+    "bench_can_decode.py",
+    "bench_rtu_serial.py",
+    "bench_queue.py",
+    "bench_e2e.py",
+]
 
 
 def main() -> int:
