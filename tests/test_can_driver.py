@@ -203,3 +203,15 @@ async def test_socketcan_raw_path_on_a_datagram_socket(tmp_path: Path) -> None:
     assert sink.values(0) == [1000.0 + i for i in range(300)]
     assert sink.values(1) == [5.0] * 300
     assert dev.stats()["frames"] == 300 + len(frames)
+
+
+def test_example_config_resolves_its_signals() -> None:
+    from gateway.config import load_config
+    from gateway.drivers.can import compile_layout, load_dbc
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "examples" / "southbound.yaml")
+    truck = next(d for d in config.devices if d.driver == "can")
+    assert truck.can is not None and truck.can.dbc is not None
+    layout = compile_layout(truck, {"truck.rpm": 0}, load_dbc(truck.can.dbc))
+    assert layout[0][1:3] == (24, 16)

@@ -97,6 +97,7 @@ class RtuLine:
         self.opened = asyncio.Event()
         self._lock = asyncio.Lock()
         self._pending: tuple[int, int, asyncio.Future[tuple[int, bytes, float]]] | None = None
+        self._absorbing: asyncio.Task[None] | None = None
         self._quiet_at = 0.0  # loop time from which the line has been silent for t3.5
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[str] | None = None
@@ -215,6 +216,8 @@ class RtuLine:
         LineClosed : the line is not open or closed meanwhile.
         """
         async with self._lock:
+            if self._absorbing is not None:
+                await asyncio.wait({self._absorbing})
             if not self.opened.is_set():
                 raise LineClosed(f"line {self.name} is not open")
             loop = asyncio.get_running_loop()
@@ -224,19 +227,38 @@ class RtuLine:
             fut: asyncio.Future[tuple[int, bytes, float]] = loop.create_future()
             self._pending = (frame[0], frame[1], fut)
             self.requests += 1
+            limit = timeout + len(frame) * self.char_s
             try:
                 await self._send(frame)
                 # The response cannot start before the request left the wire.
                 self._quiet_at = loop.time() + len(frame) * self.char_s + self.gap
-                return await asyncio.wait_for(fut, timeout + len(frame) * self.char_s)
+                return await asyncio.wait_for(asyncio.shield(fut), limit)
             except TimeoutError:
                 self.timeouts += 1
                 self.framer.reset()  # a partial or garbage frame must not stall the next one
                 raise TransactionTimeout(
                     f"no answer from unit {frame[0]} within {timeout}s"
                 ) from None
+            except asyncio.CancelledError:
+                # The request is on the wire and its answer will come: keep the line busy
+                # until it does (or times out), so it is not taken for the next answer.
+                if not fut.done():
+                    self._absorbing = loop.create_task(self._absorb(fut, limit))
+                raise
             finally:
-                self._pending = None
+                if self._absorbing is None:
+                    self._pending = None
+
+    async def _absorb(self, fut: asyncio.Future[Any], limit: float) -> None:
+        try:
+            await asyncio.wait({fut}, timeout=limit)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: a line closing meanwhile is not an error here
+            else:
+                self.framer.reset()
+        finally:
+            self._pending = None
+            self._absorbing = None
 
     def stats(self) -> dict[str, int]:
         return {
