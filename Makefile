@@ -46,7 +46,7 @@ micropython-check:
 # Parsers under hypothesis with 20k examples each (compiled == pure, bounded buffers); ~5 min.
 fuzz: build
 	GATEWAY_FUZZ_EXAMPLES=20000 GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -o addopts= -p no:cacheprovider \
-		tests/test_node_frame.py tests/test_can_codec.py tests/test_modbus_parity.py
+		tests/test_node_frame.py tests/test_can_codec.py tests/test_modbus_parity.py tests/test_rtu_stream.py
 
 clean:
 	rm -rf build dist *.egg-info .venv-mpy gateway/_native/*.so gateway/_native/*.c native/*.c

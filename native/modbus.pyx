@@ -378,32 +378,43 @@ cdef class RtuFramer:
         return out
 
     cdef list _feed_sniff(self):
+        # Candidates are tried shortest first (request first on a tie), and a longer one is
+        # only waited for when the shorter failed: the result never depends on how the
+        # stream was split into reads, even for the rare bytes that pass both CRCs.
         cdef const unsigned char *b = self._buf.data
-        cdef Py_ssize_t pos = 0, n = self._buf.size, lq, lr, avail
-        cdef bint checked
+        cdef Py_ssize_t pos = 0, n = self._buf.size, avail, l0, l1, length
+        cdef int d0, d1, k, direction
+        cdef bint checked, wait, found
         out = []
         while n - pos >= 2:
             avail = n - pos
-            lq = gw_rtu_request_length(b + pos, avail)
-            lr = gw_rtu_response_length(b + pos, avail)
-            checked = False
-            if lq > 0 and avail >= lq:
-                checked = True
-                if gw_crc16(b + pos, lq - 2) == (b[pos + lq - 2] | (b[pos + lq - 1] << 8)):
-                    out.append((0, b[pos], b[pos + 1],
-                                PyBytes_FromStringAndSize(<const char *>b + pos + 2, lq - 4)))
-                    self.frames += 1
-                    pos += lq
+            l0 = gw_rtu_request_length(b + pos, avail)
+            l1 = gw_rtu_response_length(b + pos, avail)
+            d0, d1 = 0, 1
+            if l1 >= 0 and (l0 < 0 or (l1 > 0 and l0 > 0 and l1 < l0) or l1 == 0 < l0):
+                l0, l1 = l1, l0
+                d0, d1 = 1, 0
+            checked = wait = found = False
+            for k in range(2):
+                length = l0 if k == 0 else l1
+                direction = d0 if k == 0 else d1
+                if length < 0:
                     continue
-            if lr > 0 and avail >= lr:
+                if length == 0 or avail < length:
+                    wait = True
+                    break
                 checked = True
-                if gw_crc16(b + pos, lr - 2) == (b[pos + lr - 2] | (b[pos + lr - 1] << 8)):
-                    out.append((1, b[pos], b[pos + 1],
-                                PyBytes_FromStringAndSize(<const char *>b + pos + 2, lr - 4)))
+                if gw_crc16(b + pos, length - 2) == (b[pos + length - 2]
+                                                    | (b[pos + length - 1] << 8)):
+                    out.append((direction, b[pos], b[pos + 1],
+                                PyBytes_FromStringAndSize(<const char *>b + pos + 2, length - 4)))
                     self.frames += 1
-                    pos += lr
-                    continue
-            if lq == 0 or lr == 0 or (lq > 0 and avail < lq) or (lr > 0 and avail < lr):
+                    pos += length
+                    found = True
+                    break
+            if found:
+                continue
+            if wait:
                 break
             if checked:
                 self.crc_errors += 1

@@ -75,3 +75,12 @@ def test_parity(stream: bytes, rows: int) -> None:
     (ka, va, *rest_a), (kb, vb, *rest_b) = outs
     assert (ka, rest_a) == (kb, rest_b)
     np.testing.assert_array_equal(va, vb)  # NaN == NaN here, bit patterns aside
+
+
+def test_sniffer_framing_does_not_depend_on_read_boundaries() -> None:
+    # Found by `make fuzz`: bytes that pass both a response's and a request's CRC.
+    data = bytes.fromhex("000101010051880101040000000000fbd10101010051880000")
+    whole = impl.RtuFramer("sniff").feed(data)
+    f = impl.RtuFramer("sniff")
+    assert f.feed(data[:1]) + f.feed(data[1:5]) + f.feed(data[5:]) == whole
+    assert [d for d, *_ in whole] == [1, 1, 1]

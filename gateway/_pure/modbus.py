@@ -377,6 +377,9 @@ class RtuFramer:
         return out
 
     def _feed_sniff(self) -> list[Any]:
+        # Candidates are tried shortest first (request first on a tie), and a longer one is
+        # only waited for when the shorter failed: the result never depends on how the
+        # stream was split into reads, even for the rare bytes that pass both CRCs.
         buf = self._buf
         out: list[Any] = []
         pos, n = 0, len(buf)
@@ -384,21 +387,27 @@ class RtuFramer:
             avail = n - pos
             lq = _rtu_request_length(buf, pos, avail)
             lr = _rtu_response_length(buf, pos, avail)
-            checked = False
-            found = False
-            for direction, length in ((0, lq), (1, lr)):
-                if length > 0 and avail >= length:
-                    checked = True
-                    end = pos + length
-                    if crc16(buf[pos : end - 2]) == buf[end - 2] | (buf[end - 1] << 8):
-                        out.append((direction, buf[pos], buf[pos + 1], bytes(buf[pos + 2 : end - 2])))
-                        self._frames += 1
-                        pos = end
-                        found = True
-                        break
+            cands = [(0, lq), (1, lr)]
+            if lr >= 0 and (lq < 0 or (lr > 0 and lq > 0 and lr < lq) or lr == 0 < lq):
+                cands.reverse()
+            checked = wait = found = False
+            for direction, length in cands:
+                if length < 0:
+                    continue
+                if length == 0 or avail < length:
+                    wait = True
+                    break
+                checked = True
+                end = pos + length
+                if crc16(buf[pos : end - 2]) == buf[end - 2] | (buf[end - 1] << 8):
+                    out.append((direction, buf[pos], buf[pos + 1], bytes(buf[pos + 2 : end - 2])))
+                    self._frames += 1
+                    pos = end
+                    found = True
+                    break
             if found:
                 continue
-            if lq == 0 or lr == 0 or (lq > 0 and avail < lq) or (lr > 0 and avail < lr):
+            if wait:
                 break
             if checked:
                 self._crc_errors += 1
