@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: demo test test-native test-pure hil build lint bench soak fuzz clean venv
+.PHONY: demo test test-native test-pure hil build lint bench soak fuzz clean venv micropython-check
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -39,8 +39,16 @@ bench: build
 soak: build
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -m slow -o addopts= tests hil_tests
 
+# The node SDK against MicroPython's stubs, in its own venv (.venv-mpy); ~1 min the first time.
+micropython-check:
+	PY=$(PY) sh micropython/check.sh
+
+# Parsers and the rule-expression parser under hypothesis with 20k examples each
+# (compiled == pure, bounded buffers, clean errors); ~9 min.
 fuzz: build
+	GATEWAY_FUZZ_EXAMPLES=20000 GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -o addopts= -p no:cacheprovider \
+		tests/test_node_frame.py tests/test_can_codec.py tests/test_modbus_parity.py tests/test_rtu_stream.py
 	GATEWAY_FUZZ_EXAMPLES=20000 $(VPY) -m pytest -q -m slow -o addopts= tests/test_rules_fuzz.py
 
 clean:
-	rm -rf build dist *.egg-info gateway/_native/*.so gateway/_native/*.c native/*.c
+	rm -rf build dist *.egg-info .venv-mpy gateway/_native/*.so gateway/_native/*.c native/*.c

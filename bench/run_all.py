@@ -8,6 +8,9 @@ from pathlib import Path
 
 BENCHES = [
     "bench_modbus_decode.py",
+    "bench_rtu_decode.py",
+    "bench_can_decode.py",
+    "bench_rtu_serial.py",
     "bench_queue.py",
     "bench_rules.py",
     "bench_infer.py",

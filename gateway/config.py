@@ -23,10 +23,10 @@ from gateway.config_yaml import BAD, ConfigError, ConfigIssue, Parsed, Reader, j
 from gateway.infer.config import ModelConfig, read_models
 
 __all__ = [
-    "AlarmAction", "Action", "ConfigError", "ConfigIssue", "DeviceConfig", "EventAction",
-    "GatewayConfig", "LogAction", "ModelConfig", "PointConfig", "RuleConfig", "SetAction",
-    "UplinkConfig", "VirtualPointConfig", "WriteAction", "check_main", "format_issues",
-    "load_config", "load_config_text",
+    "AlarmAction", "Action", "CanConfig", "ConfigError", "ConfigIssue", "DeviceConfig",
+    "EventAction", "GatewayConfig", "LogAction", "ModelConfig", "NodeConfig", "PointConfig",
+    "RtuConfig", "RuleConfig", "SetAction", "UplinkConfig", "VirtualPointConfig", "WriteAction",
+    "check_main", "format_issues", "load_config", "load_config_text",
 ]  # fmt: skip
 
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
@@ -39,7 +39,7 @@ class PointConfig:
     """One Modbus point of a device. Full name is ``<device>.<name>``."""
 
     name: str
-    address: int  # 0-based register/coil address as on the wire
+    address: int | None = None  # register/coil address (Modbus drivers; required there)
     table: RegisterTable = "holding"
     type: RegisterType = "uint16"  # coil/discrete tables are always "bool"
     word_order: Order = "big"  # order of 16-bit words in 32/64-bit values
@@ -51,14 +51,64 @@ class PointConfig:
     poll: str = "default"  # name of a poll group of the device
     writable: bool = False
     description: str = ""
+    signal: str | None = None  # can driver: "MESSAGE.SIGNAL" of the DBC
+    channel: int | None = None  # node driver: reading channel
+
+
+@dataclass(frozen=True)
+class RtuConfig:
+    """Serial line and quirks of a Modbus RTU device (see gateway/drivers/modbus_rtu)."""
+
+    port: str = "/dev/ttyUSB0"
+    transport: Literal["serial", "tcp"] = "serial"
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: Literal["none", "even", "odd"] = "none"
+    stopbits: float = 1
+    rs485: bool = False
+    rts_level_for_tx: bool = True
+    rts_delay_before_tx: float = 0.0
+    rts_delay_after_tx: float = 0.0
+    inter_frame: float | None = None  # None: 3.5 characters, 1.75 ms above 19200 baud
+    retries: int = 1
+    address_base: int = 0
+    connect_delay: float = 0.0
+    sniff: bool = False
+
+
+@dataclass(frozen=True)
+class CanConfig:
+    """CAN bus settings of a CAN device (see gateway/drivers/can)."""
+
+    interface: Literal["socketcan", "virtual"] = "socketcan"
+    channel: str = "can0"
+    bitrate: int = 500000
+    dbc: str | None = None
+    j1939: bool = False
+    address: int | None = None  # our J1939 source address (answers RTS with CTS); None: listen
+    batch_delay: float = 0.02
+    batch_frames: int = 512
+    stale_after: float = 5.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Transport of a node-frame sensor node (see gateway/drivers/node)."""
+
+    node_id: int
+    transport: Literal["udp", "uart"] = "udp"
+    listen: str = "0.0.0.0:47800"
+    port: str = "/dev/ttyAMA0"
+    baudrate: int = 115200
+    stale_after: float = 30.0
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """A Modbus TCP device."""
+    """A southbound device; ``driver`` says which of rtu/can/node settings apply."""
 
     name: str
-    driver: Literal["modbus_tcp"] = "modbus_tcp"
+    driver: Literal["modbus_tcp", "modbus_rtu", "can", "node"] = "modbus_tcp"
     host: str = "127.0.0.1"
     port: int = 502
     unit_id: int = 1
@@ -71,6 +121,9 @@ class DeviceConfig:
         default_factory=lambda: {"default": 1.0}
     )  # name -> period s
     points: tuple[PointConfig, ...] = ()
+    rtu: RtuConfig | None = None
+    can: CanConfig | None = None
+    node: NodeConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -329,7 +382,45 @@ class _Loader:
             elif name is not None:
                 first[name] = _line(parsed.at("name"))
             devices.append(self._device(parsed, path, name))
+        self._shared_lines(devices, node.value)
         return devices
+
+    def _shared_lines(self, devices: list[DeviceConfig | None], items: list[Node]) -> None:
+        """Devices on one serial line or node socket must agree on it and differ in address."""
+        lines: dict[tuple[str, str], tuple[int, DeviceConfig]] = {}
+        used: dict[tuple[str, str, int], str] = {}
+        for i, dev in enumerate(devices):
+            if dev is None:
+                continue
+            if dev.rtu is not None:
+                rtu = dev.rtu
+                where = rtu.port if rtu.transport == "serial" else f"{dev.host}:{dev.port}"
+                line, unit = ("rtu", where), dev.unit_id
+                if not rtu.sniff and not 1 <= unit <= 247:
+                    msg = f"Modbus RTU slave ids are 1..247; got {unit}"
+                    self.main.error(items[i], join("devices", i, "unit_id"), msg)
+                first = lines.setdefault(line, (i, dev))
+                other = first[1].rtu
+                assert other is not None
+                settings = ("baudrate", "bytesize", "parity", "stopbits", "rs485", "inter_frame",
+                            "sniff")  # fmt: skip
+                diff = [k for k in settings if getattr(other, k) != getattr(rtu, k)]
+                if diff:
+                    msg = (f"shares line {where} with device '{first[1].name}' but differs in "
+                           f"{', '.join(diff)}; one line has one set of settings")  # fmt: skip
+                    self.main.error(items[i], join("devices", i, "rtu"), msg)
+            elif dev.node is not None:
+                nd = dev.node
+                line = ("node", nd.listen if nd.transport == "udp" else nd.port)
+                unit = nd.node_id
+            else:
+                continue
+            key = (*line, unit)
+            if key in used:
+                what = "unit_id" if line[0] == "rtu" else "node.node_id"
+                msg = f"{what} {unit} is already used by device '{used[key]}' on {line[1]}"
+                self.main.error(items[i], join("devices", i, what), msg)
+            used[key] = dev.name
 
     def _device(self, parsed: Parsed, path: str, name: str | None) -> DeviceConfig | None:
         values = parsed.values
@@ -343,13 +434,72 @@ class _Loader:
         seen: dict[str, int] = {}
         for i, item in enumerate(node.value if isinstance(node, Node) else ()):
             point = self.main.section(item, join(path, "points", i), TABLES["point"])
+            if point is not None and parsed.ok("driver"):
+                self._point_target(point, values["driver"])
             points.append(None if point is None else self._point(point, name, groups, seen))
-        if None in points or parsed.bad:
+        driver = values["driver"] if parsed.ok("driver") else None
+        settings = self._driver_settings(parsed, path, driver)
+        if None in points or parsed.bad or settings is None:
             return None
         return DeviceConfig(
             **_fields(parsed, "device"),
             points=tuple(p for p in points if p is not None),
+            **settings,
         )
+
+    def _driver_settings(
+        self, parsed: Parsed, path: str, driver: str | None
+    ) -> dict[str, Any] | None:
+        """The rtu/can/node section the driver needs; the others must be absent."""
+        out: dict[str, Any] = {}
+        ok = True
+        for key, cls in (("rtu", RtuConfig), ("can", CanConfig), ("node", NodeConfig)):
+            node = parsed.values.get(key)
+            if key in parsed.bad:
+                ok = False
+                continue
+            if driver is None:
+                continue
+            if node is None:
+                if driver == f"modbus_{key}" or driver == key:
+                    if key == "rtu":  # every rtu key has a default; still say which line
+                        mark = parsed.node.start_mark
+                        node = MappingNode("tag:yaml.org,2002:map", [], mark, mark)
+                    else:
+                        msg = f"driver {driver} needs a `{key}:` section (see docs/config.md)"
+                        self.main.error(parsed.node, join(path, key), msg)
+                        ok = False
+                        continue
+                else:
+                    continue
+            elif not (driver == key or driver == f"modbus_{key}"):
+                msg = f"`{key}` settings do not apply to driver {driver}; remove them"
+                self.main.error(parsed.at(key), join(path, key), msg)
+                ok = False
+                continue
+            sub = self.main.section(node, join(path, key), TABLES[key])
+            if sub is None or sub.bad:
+                ok = False
+                continue
+            if key == "rtu" and sub.values["stopbits"] not in (1, 1.5, 2):
+                msg = f"stop bits are 1, 1.5 or 2; got {sub.values['stopbits']}"
+                self.main.error(sub.at("stopbits"), join(path, key, "stopbits"), msg)
+                ok = False
+                continue
+            out[key] = cls(**_fields(sub, key))
+        return out if ok else None
+
+    def _point_target(self, parsed: Parsed, driver: str) -> None:
+        """Each driver finds a point by its own key: address, signal or channel."""
+        need = {"can": "signal", "node": "channel"}.get(driver, "address")
+        if need in parsed.bad:
+            return
+        if parsed.values.get(need) is None:
+            msg = f"missing required key '{need}'"
+            if need != "address":
+                msg += f" (points of driver {driver} need it)"
+            self.main.error(parsed.node, join(parsed.path, need), msg)
+            parsed.bad.add(need)
 
     def _point(
         self, parsed: Parsed, device: str | None, groups: dict[str, float] | None,
@@ -376,7 +526,7 @@ class _Loader:
             elif table not in _BIT_TABLES and kind == "bool":
                 msg = f"bool points belong in the coil or discrete table; got table '{table}'"
                 error(parsed.at("type"), join(path, "type"), msg)
-            elif parsed.ok("address"):
+            elif parsed.ok("address") and values["address"] is not None:
                 words = REGISTER_WORDS[kind]
                 if values["address"] + words > 65536:
                     msg = (f"{kind} needs {words} registers, so the address must be "

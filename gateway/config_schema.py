@@ -213,8 +213,9 @@ _DEVICE = Section(
     (
         Option("name", "string", "Device name; the first half of every point name "
                "`device.point`. Unique.", format="identifier"),
-        Option("driver", "choice", "Protocol driver.", "modbus_tcp", choices=("modbus_tcp",),
-               planned=("modbus_rtu", "can", "node")),
+        Option("driver", "choice", "Protocol driver; `modbus_rtu`, `can` and `node` take their "
+               "settings from the section of the same name.", "modbus_tcp",
+               choices=("modbus_tcp", "modbus_rtu", "can", "node")),
         Option("host", "string", "Host name or IP address of the Modbus TCP server.",
                "127.0.0.1", format="host"),
         Option("port", "integer", "TCP port.", 502, minimum=1, maximum=65535),
@@ -234,6 +235,100 @@ _DEVICE = Section(
                min_items=1, minimum=0, exclusive_minimum=True),
         Option("points", "section_list", "The device's points.", (), nullable=True,
                table="point"),
+        Option("rtu", "section", "Serial line and quirks of a `modbus_rtu` device (required "
+               "for that driver).", None, nullable=True, table="rtu", default_doc="none"),
+        Option("can", "section", "Bus settings of a `can` device (required for that driver).",
+               None, nullable=True, table="can", default_doc="none"),
+        Option("node", "section", "Transport of a `node` device (required for that driver).",
+               None, nullable=True, table="node", default_doc="none"),
+    ),
+)  # fmt: skip
+
+_RTU = Section(
+    "rtu",
+    "devices[].rtu",
+    "devices[].rtu",
+    "Modbus RTU: the serial line (shared by every device on the same `port`, one request in "
+    "flight), per-device retries and quirks. `transport: tcp` sends RTU frames over TCP to the "
+    "device's `host`/`port` instead (serial servers).",
+    (
+        Option("port", "string", "Serial device, e.g. /dev/ttyUSB0 (ignored for transport tcp).",
+               "/dev/ttyUSB0", min_length=1),
+        Option("transport", "choice", "`serial` or `tcp` (RTU framing over a TCP socket).",
+               "serial", choices=("serial", "tcp")),
+        Option("baudrate", "integer", "Line speed in bit/s.", 9600, minimum=50,
+               maximum=4_000_000),
+        Option("bytesize", "integer", "Data bits per character.", 8, minimum=5, maximum=8),
+        Option("parity", "choice", "Parity bit.", "none", choices=("none", "even", "odd")),
+        Option("stopbits", "number", "Stop bits: 1, 1.5 or 2.", 1, minimum=1, maximum=2),
+        Option("rs485", "boolean", "Let the kernel toggle RTS around each transmission "
+               "(TIOCSRS485; adapters with automatic direction control need false).", False),
+        Option("rts_level_for_tx", "boolean", "RTS level while transmitting (rs485 only).",
+               True),
+        _duration("rts_delay_before_tx", "RTS settle time before sending (rs485 only).", 0.0,
+                  period=False),
+        _duration("rts_delay_after_tx", "RTS hold time after sending (rs485 only).", 0.0,
+                  period=False),
+        Option("inter_frame", "duration", "Silence kept between frames; null: 3.5 characters "
+               "at the baud rate, 1.75 ms above 19200 baud.", None, minimum=0, nullable=True),
+        Option("retries", "integer", "Repeats of a request that timed out or failed its CRC, "
+               "before the poll counts as failed.", 1, minimum=0, maximum=10),
+        Option("address_base", "integer", "1: point addresses are 1-based as in the device's "
+               "manual (register 1 is wire address 0).", 0, minimum=0, maximum=1),
+        _duration("connect_delay", "Wait after opening the line before the first request "
+                  "(devices that reset on DTR or need warm-up).", 0.0, period=False),
+        Option("sniff", "boolean", "Passive mode: send nothing, decode the requests and "
+               "responses of another master on the line into this device's points.", False),
+    ),
+)  # fmt: skip
+
+_CAN = Section(
+    "can",
+    "devices[].can",
+    "devices[].can",
+    "CAN bus through python-can. Points name DBC signals (`signal: MESSAGE.SIGNAL`); with "
+    "`j1939: true` messages match by PGN whatever the source address, multi-packet "
+    "transfers (BAM, RTS/CTS) are reassembled and DM1 trouble codes become events.",
+    (
+        Option("interface", "choice", "python-can interface: `socketcan` on Linux targets, "
+               "`virtual` for tests and simulation.", "socketcan",
+               choices=("socketcan", "virtual")),
+        Option("channel", "string", "CAN interface name, e.g. can0.", "can0", min_length=1),
+        Option("bitrate", "integer", "Bus bit rate (informational for socketcan, which is "
+               "configured with `ip link`).", 500000, minimum=10000, maximum=8_000_000),
+        Option("dbc", "path", "DBC file with the messages and signals (relative: to the config "
+               "file).", None, nullable=True),
+        Option("j1939", "boolean", "Decode 29-bit ids as J1939 (PGN, source, priority).",
+               False),
+        Option("address", "integer", "This gateway's J1939 source address; RTS/CTS transfers "
+               "to it are answered with CTS. null: listen only.", None, minimum=0,
+               maximum=253, nullable=True),
+        _duration("batch_delay", "Longest wait before received frames are decoded as one "
+                  "batch.", 0.02),
+        Option("batch_frames", "integer", "Frames that trigger a batch before batch_delay.",
+               512, minimum=1, maximum=65536),
+        _duration("stale_after", "No frame for this long: the device goes offline.", 5.0),
+    ),
+)  # fmt: skip
+
+_NODE = Section(
+    "node",
+    "devices[].node",
+    "devices[].node",
+    "A MicroPython sensor node speaking the node frame protocol (docs/node-frame.md). Points "
+    "name the node's reading channels (`channel:`). Nodes sharing a `listen` address or "
+    "`port` share one socket or serial line.",
+    (
+        Option("transport", "choice", "`udp` or `uart`.", "udp", choices=("udp", "uart")),
+        Option("listen", "string", "UDP host:port to receive on.", "0.0.0.0:47800",
+               format="host_port"),
+        Option("port", "string", "Serial device for transport uart.", "/dev/ttyAMA0",
+               min_length=1),
+        Option("baudrate", "integer", "UART speed in bit/s.", 115200, minimum=1200,
+               maximum=4_000_000),
+        Option("node_id", "integer", "The node's id (frames carry it).", minimum=0,
+               maximum=65535),
+        _duration("stale_after", "No frame for this long: the node goes offline.", 30.0),
     ),
 )  # fmt: skip
 
@@ -244,8 +339,10 @@ _POINT = Section(
     "One Modbus point. Engineering value = raw * scale + offset.",
     (
         Option("name", "string", "Point name, unique within the device.", format="identifier"),
-        Option("address", "integer", "0-based register or coil address as on the wire; the "
-               "value's last register must be <= 65535.", minimum=0, maximum=65535),
+        Option("address", "integer", "Register or coil address (0-based as on the wire unless "
+               "the device sets `rtu.address_base: 1`); the value's last register must be "
+               "<= 65535. Required for Modbus drivers.", None, minimum=0, maximum=65535,
+               nullable=True, default_doc="required (Modbus)"),
         Option("table", "choice", "Modbus table. `input` and `discrete` are read-only.",
                "holding", choices=("holding", "input", "coil", "discrete")),
         Option("type", "choice", "Register type. coil/discrete points are `bool`, and `bool` "
@@ -267,6 +364,10 @@ _POINT = Section(
         Option("writable", "boolean", "Rules and the cloud may write it (holding/coil only).",
                False),
         Option("description", "string", "Free text, announced upstream.", ""),
+        Option("signal", "string", "`can` driver: the DBC signal, `MESSAGE.SIGNAL`.", None,
+               min_length=1, nullable=True),
+        Option("channel", "integer", "`node` driver: the node's reading channel.", None,
+               minimum=0, maximum=255, nullable=True),
     ),
 )  # fmt: skip
 
@@ -548,8 +649,8 @@ _MODEL_OUTPUT = Section(
 
 #: Every section, in document order.
 SECTIONS: Final[tuple[Section, ...]] = (
-    _ROOT, _GATEWAY, _DEVICE, _POINT, _RULE, _REPEAT, _ALARM, _EVENT, _WRITE, _SET, _LOG,
-    _RULE_FILE, _INCLUDE, _VIRTUAL_POINT, _UPLINK,
+    _ROOT, _GATEWAY, _DEVICE, _RTU, _CAN, _NODE, _POINT, _RULE, _REPEAT, _ALARM, _EVENT, _WRITE,
+    _SET, _LOG, _RULE_FILE, _INCLUDE, _VIRTUAL_POINT, _UPLINK,
     _MODEL, _MODEL_WINDOW, _MODEL_FEATURES, _MODEL_OUTPUT,
 )  # fmt: skip
 TABLES: Final[dict[str, Section]] = {section.name: section for section in SECTIONS}

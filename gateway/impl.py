@@ -12,7 +12,7 @@ import logging
 import os
 from types import ModuleType
 
-NATIVE_MODULES = ("modbus", "ringbuf")
+NATIVE_MODULES = ("modbus", "ringbuf", "node_frame", "can")
 
 _log = logging.getLogger(__name__)
 
@@ -31,11 +31,15 @@ def _pick(name: str) -> tuple[ModuleType, bool]:
 
 modbus, _modbus_native = _pick("modbus")
 ringbuf, _ringbuf_native = _pick("ringbuf")
+node_frame, _node_frame_native = _pick("node_frame")
+can, _can_native = _pick("can")
 
 #: Which implementation each native module resolved to: "native" or "pure".
 IMPLEMENTATION = {
     "modbus": "native" if _modbus_native else "pure",
     "ringbuf": "native" if _ringbuf_native else "pure",
+    "node_frame": "native" if _node_frame_native else "pure",
+    "can": "native" if _can_native else "pure",
 }
 
-__all__ = ["IMPLEMENTATION", "NATIVE_MODULES", "modbus", "ringbuf"]
+__all__ = ["IMPLEMENTATION", "NATIVE_MODULES", "can", "modbus", "node_frame", "ringbuf"]

@@ -318,23 +318,28 @@ cdef class RtuFramer:
     cannot be a frame (unit id, function code, byte count) is dropped one byte at a time; a garbage
     header that announces a long frame stalls until that many bytes arrived, so drivers call
     :meth:`reset` after a response timeout.
+
+    Role ``"sniff"`` decodes both directions of a line it only listens to: a candidate is taken
+    as a request if its request-shaped length passes the CRC, else as a response; frames come
+    back as ``(direction, unit, function, body)`` with direction 0 (request) or 1 (response).
     """
 
     cdef _ByteBuffer _buf
-    cdef bint _request
+    cdef bint _request, _sniff
     cdef readonly Py_ssize_t frames, crc_errors, discarded_bytes
 
     def __init__(self, str role="response"):
-        if role not in ("response", "request"):
-            raise ValueError(f"role must be 'response' or 'request', not {role!r}")
+        if role not in ("response", "request", "sniff"):
+            raise ValueError(f"role must be 'response', 'request' or 'sniff', not {role!r}")
         self._request = role == "request"
+        self._sniff = role == "sniff"
         self._buf = _ByteBuffer()
         self.frames = self.crc_errors = self.discarded_bytes = 0
 
     @property
     def role(self) -> str:
-        """``"response"`` (client side) or ``"request"`` (slave side)."""
-        return "request" if self._request else "response"
+        """``"response"`` (client side), ``"request"`` (slave side) or ``"sniff"`` (both)."""
+        return "sniff" if self._sniff else "request" if self._request else "response"
 
     def reset(self) -> None:
         """Drop buffered partial data, e.g. after a response timeout; counters are kept."""
@@ -346,6 +351,8 @@ cdef class RtuFramer:
         cdef const unsigned char *b = self._buf.data
         cdef Py_ssize_t pos = 0, n = self._buf.size, length, end
         out = []
+        if self._sniff:
+            return self._feed_sniff()
         while n - pos >= 2:
             if self._request:
                 length = gw_rtu_request_length(b + pos, n - pos)
@@ -364,6 +371,52 @@ cdef class RtuFramer:
                     self.frames += 1
                     pos = end
                     continue
+                self.crc_errors += 1
+            pos += 1
+            self.discarded_bytes += 1
+        self._buf.consume(pos)
+        return out
+
+    cdef list _feed_sniff(self):
+        # Candidates are tried shortest first (request first on a tie), and a longer one is
+        # only waited for when the shorter failed: the result never depends on how the
+        # stream was split into reads, even for the rare bytes that pass both CRCs.
+        cdef const unsigned char *b = self._buf.data
+        cdef Py_ssize_t pos = 0, n = self._buf.size, avail, l0, l1, length
+        cdef int d0, d1, k, direction
+        cdef bint checked, wait, found
+        out = []
+        while n - pos >= 2:
+            avail = n - pos
+            l0 = gw_rtu_request_length(b + pos, avail)
+            l1 = gw_rtu_response_length(b + pos, avail)
+            d0, d1 = 0, 1
+            if l1 >= 0 and (l0 < 0 or (l1 > 0 and l0 > 0 and l1 < l0) or l1 == 0 < l0):
+                l0, l1 = l1, l0
+                d0, d1 = 1, 0
+            checked = wait = found = False
+            for k in range(2):
+                length = l0 if k == 0 else l1
+                direction = d0 if k == 0 else d1
+                if length < 0:
+                    continue
+                if length == 0 or avail < length:
+                    wait = True
+                    break
+                checked = True
+                if gw_crc16(b + pos, length - 2) == (b[pos + length - 2]
+                                                    | (b[pos + length - 1] << 8)):
+                    out.append((direction, b[pos], b[pos + 1],
+                                PyBytes_FromStringAndSize(<const char *>b + pos + 2, length - 4)))
+                    self.frames += 1
+                    pos += length
+                    found = True
+                    break
+            if found:
+                continue
+            if wait:
+                break
+            if checked:
                 self.crc_errors += 1
             pos += 1
             self.discarded_bytes += 1
@@ -546,6 +599,61 @@ def decode_stream(stream, RegisterDecoder decoder not None, double[:, :] out,
                 else:
                     skipped += 1
                 pos = end
+    decoder.last_skipped = skipped
+    decoder.last_consumed = pos
+    return decoded
+
+
+def decode_rtu_stream(stream, RegisterDecoder decoder not None, double[:, :] out,
+                      uint8_t[:] units) -> int:
+    """Decode back-to-back fc 3/4 RTU responses (CRC checked) into ``out`` rows; return how many.
+
+    The RTU twin of :func:`decode_stream`, for a sniffed or buffered serial stream. A position
+    that does not start a CRC-valid fc 3/4 response with an even byte count of at least
+    ``2 * min_registers`` is skipped byte by byte (a run of such bytes counts one in
+    ``decoder.last_skipped``); a frame shorter than the decoder needs counts one too.
+    ``decoder.last_consumed`` is where a follow-up call should resume.
+    """
+    cdef const unsigned char[::1] data = _byteview(stream)
+    cdef Py_ssize_t rows = out.shape[0], n = data.shape[0]
+    cdef Py_ssize_t need = 2 * decoder.min_registers, pos = 0, decoded = 0, skipped = 0
+    cdef Py_ssize_t length
+    cdef bint resync = False, has_points = decoder.n_points > 0
+    cdef const unsigned char *b
+    cdef unsigned char unit, fc, count
+    if out.shape[1] < decoder.n_points:
+        raise ValueError(f"out must be 2-D with at least {decoder.n_points} columns")
+    if units.shape[0] < rows:
+        raise ValueError(f"units must be 1-D with at least {rows} elements")
+    if n:
+        b = &data[0]
+        with nogil:
+            while decoded < rows and n - pos >= 5:
+                unit = b[pos]
+                fc = b[pos + 1]
+                count = b[pos + 2]
+                if (unit >= 1 and unit <= 247 and (fc == 3 or fc == 4) and count
+                        and not (count & 1) and count <= 250):
+                    length = 5 + count
+                    if pos + length > n:
+                        break
+                    if gw_crc16(b + pos, length - 2) == (b[pos + length - 2]
+                                                        | (b[pos + length - 1] << 8)):
+                        resync = False
+                        if count >= need:
+                            units[decoded] = unit
+                            if has_points:
+                                decoder._row(b + pos + 3, <char *>&out[decoded, 0],
+                                             out.strides[1])
+                            decoded += 1
+                        else:
+                            skipped += 1
+                        pos += length
+                        continue
+                if not resync:
+                    skipped += 1
+                    resync = True
+                pos += 1
     decoder.last_skipped = skipped
     decoder.last_consumed = pos
     return decoded

@@ -30,7 +30,11 @@ def _native() -> ModuleType | None:
 
 native: Any = _native()
 pytestmark = pytest.mark.skipif(native is None, reason="compiled gateway._native.modbus not built")
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 garbage = st.binary(min_size=1, max_size=12)
 
@@ -108,7 +112,7 @@ def test_mbap_framer_parity(data: bytes, cuts: list[int], max_adu: int) -> None:
 @given(
     stream_of(rtu_frame()),
     st.lists(st.integers(0, 10_000), max_size=8),
-    st.sampled_from(["response", "request"]),
+    st.sampled_from(["response", "request", "sniff"]),
 )
 def test_rtu_framer_parity(data: bytes, cuts: list[int], role: str) -> None:
     assert native is not None

@@ -33,6 +33,8 @@ FACTORIES: dict[str, dict[str, Callable[[ModuleType], Any]]] = {
         "RegisterDecoder": lambda m: m.RegisterDecoder([0], [m.T_FLOAT32], [0], [1.0], [0.0]),
     },
     "ringbuf": {"RingBuffer": lambda m: m.RingBuffer(8)},
+    "node_frame": {"NodeFrameParser": lambda m: m.NodeFrameParser()},
+    "can": {"SignalDecoder": lambda m: m.SignalDecoder([(100, 0, 8, False, False, 1.0, 0.0, 0)])},
 }
 
 

@@ -1,6 +1,7 @@
 """Type stub of the compiled Modbus core (native/modbus.pyx); see gateway._pure.modbus."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -55,7 +56,7 @@ class RtuFramer:
     @property
     def discarded_bytes(self) -> int: ...
     def __init__(self, role: str = "response") -> None: ...
-    def feed(self, data: _Bytes) -> list[tuple[int, int, bytes]]: ...
+    def feed(self, data: _Bytes) -> list[Any]: ...
     def reset(self) -> None: ...
 
 class RegisterDecoder:
@@ -84,4 +85,10 @@ def decode_stream(
     decoder: RegisterDecoder,
     out: npt.NDArray[np.float64],
     tids: npt.NDArray[np.uint16],
+) -> int: ...
+def decode_rtu_stream(
+    stream: _Bytes,
+    decoder: RegisterDecoder,
+    out: npt.NDArray[np.float64],
+    units: npt.NDArray[np.uint8],
 ) -> int: ...

@@ -308,15 +308,19 @@ class RtuFramer:
     cannot be a frame (unit id, function code, byte count) is dropped one byte at a time; a garbage
     header that announces a long frame stalls until that many bytes arrived, so drivers call
     :meth:`reset` after a response timeout.
+
+    Role ``"sniff"`` decodes both directions of a line it only listens to: a candidate is taken
+    as a request if its request-shaped length passes the CRC, else as a response; frames come
+    back as ``(direction, unit, function, body)`` with direction 0 (request) or 1 (response).
     """
 
     def __init__(self, role: str = "response") -> None:
-        if role == "response":
+        if role in ("response", "sniff"):
             self._length = _rtu_response_length
         elif role == "request":
             self._length = _rtu_request_length
         else:
-            raise ValueError(f"role must be 'response' or 'request', not {role!r}")
+            raise ValueError(f"role must be 'response', 'request' or 'sniff', not {role!r}")
         self._role = role
         self._buf = bytearray()
         self._frames = 0
@@ -325,7 +329,7 @@ class RtuFramer:
 
     @property
     def role(self) -> str:
-        """``"response"`` (client side) or ``"request"`` (slave side)."""
+        """``"response"`` (client side), ``"request"`` (slave side) or ``"sniff"`` (both)."""
         return self._role
 
     @property
@@ -347,11 +351,13 @@ class RtuFramer:
         """Drop buffered partial data, e.g. after a response timeout; counters are kept."""
         self._buf.clear()
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, int, bytes]]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Append ``data``; return CRC-valid frames as ``(unit, function, body)`` without CRC."""
         buf = self._buf
         buf += data
-        out: list[tuple[int, int, bytes]] = []
+        if self._role == "sniff":
+            return self._feed_sniff()
+        out: list[Any] = []
         pos, n, frame_length = 0, len(buf), self._length
         while n - pos >= 2:
             length = frame_length(buf, pos, n - pos)
@@ -364,6 +370,46 @@ class RtuFramer:
                     self._frames += 1
                     pos = end
                     continue
+                self._crc_errors += 1
+            pos += 1
+            self._discarded += 1
+        del buf[:pos]
+        return out
+
+    def _feed_sniff(self) -> list[Any]:
+        # Candidates are tried shortest first (request first on a tie), and a longer one is
+        # only waited for when the shorter failed: the result never depends on how the
+        # stream was split into reads, even for the rare bytes that pass both CRCs.
+        buf = self._buf
+        out: list[Any] = []
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            avail = n - pos
+            lq = _rtu_request_length(buf, pos, avail)
+            lr = _rtu_response_length(buf, pos, avail)
+            cands = [(0, lq), (1, lr)]
+            if lr >= 0 and (lq < 0 or (lr > 0 and lq > 0 and lr < lq) or lr == 0 < lq):
+                cands.reverse()
+            checked = wait = found = False
+            for direction, length in cands:
+                if length < 0:
+                    continue
+                if length == 0 or avail < length:
+                    wait = True
+                    break
+                checked = True
+                end = pos + length
+                if crc16(buf[pos : end - 2]) == buf[end - 2] | (buf[end - 1] << 8):
+                    out.append((direction, buf[pos], buf[pos + 1], bytes(buf[pos + 2 : end - 2])))
+                    self._frames += 1
+                    pos = end
+                    found = True
+                    break
+            if found:
+                continue
+            if wait:
+                break
+            if checked:
                 self._crc_errors += 1
             pos += 1
             self._discarded += 1
@@ -504,6 +550,58 @@ def decode_stream(
         else:
             skipped += 1
         pos = end
+    decoder.last_skipped = skipped
+    decoder.last_consumed = pos
+    if decoded and decoder.n_points:
+        blocks = b"".join(data[s : s + need] for s in starts)
+        decoder.decode_many(blocks, decoded, out[:decoded])
+    return decoded
+
+
+def decode_rtu_stream(
+    stream: bytes | bytearray | memoryview,
+    decoder: RegisterDecoder,
+    out: np.ndarray,
+    units: np.ndarray,
+) -> int:
+    """Decode back-to-back fc 3/4 RTU responses (CRC checked) into ``out`` rows; return how many.
+
+    The RTU twin of :func:`decode_stream`, for a sniffed or buffered serial stream. A position
+    that does not start a CRC-valid fc 3/4 response with an even byte count of at least
+    ``2 * min_registers`` is skipped byte by byte (a run of such bytes counts one in
+    ``decoder.last_skipped``); a frame shorter than the decoder needs counts one too.
+    ``decoder.last_consumed`` is where a follow-up call should resume.
+    """
+    data = _as_bytes(stream)
+    rows = out.shape[0] if out.ndim == 2 else -1
+    if rows < 0 or out.shape[1] < decoder.n_points:
+        raise ValueError(f"out must be 2-D with at least {decoder.n_points} columns")
+    if units.ndim != 1 or len(units) < rows:
+        raise ValueError(f"units must be 1-D with at least {rows} elements")
+    need = 2 * decoder.min_registers
+    pos, n, decoded, skipped, resync = 0, len(data), 0, 0, False
+    starts: list[int] = []
+    while decoded < rows and n - pos >= 5:
+        unit, fc, count = data[pos], data[pos + 1], data[pos + 2]
+        if 1 <= unit <= 247 and fc in (3, 4) and count and not count & 1 and count <= 250:
+            length = 5 + count
+            if pos + length > n:
+                break
+            end = pos + length
+            if crc16(data[pos : end - 2]) == data[end - 2] | (data[end - 1] << 8):
+                resync = False
+                if count >= need:
+                    units[decoded] = unit
+                    starts.append(pos + 3)
+                    decoded += 1
+                else:
+                    skipped += 1
+                pos = end
+                continue
+        if not resync:
+            skipped += 1
+            resync = True
+        pos += 1
     decoder.last_skipped = skipped
     decoder.last_consumed = pos
     if decoded and decoder.n_points:

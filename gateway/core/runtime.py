@@ -26,7 +26,8 @@ from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
-from gateway.drivers.modbus_tcp import ModbusTcpDevice, WriteError
+from gateway.drivers.modbus_tcp import WriteError
+from gateway.drivers.registry import Device, DeviceFactory
 from gateway.infer.wiring import add_model_points, collect_model_metrics, model_runner
 from gateway.rules.alarms import AlarmStore
 from gateway.rules.effects import (
@@ -135,15 +136,14 @@ class Runtime:
         self.model_hash, self._model_payload = records.point_model(config.id, self.points.infos)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
         self._write_tasks: set[asyncio.Task[None]] = set()
-        self.devices: dict[str, ModbusTcpDevice] = {}
+        self.devices: dict[str, Device] = {}
+        factory = DeviceFactory(clock)
         for dev in config.devices:
             ids = {
                 f"{dev.name}.{p.name}": self.points.id_of(f"{dev.name}.{p.name}")
                 for p in dev.points
             }
-            self.devices[dev.name] = ModbusTcpDevice(
-                dev, ids, self.on_batch, self.on_device_event, clock=clock
-            )
+            self.devices[dev.name] = factory.create(dev, ids, self.on_batch, self.on_device_event)
         self._device_of_point = {
             f"{dev.name}.{p.name}": dev.name for dev in config.devices for p in dev.points
         }

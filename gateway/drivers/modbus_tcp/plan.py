@@ -97,6 +97,8 @@ def _point_spec(device: DeviceConfig, p: PointConfig, point_ids: Mapping[str, in
         raise ValueError(f"{full}: unknown table {p.table!r}")
     if p.poll not in device.poll_groups:
         raise ValueError(f"{full}: unknown poll group {p.poll!r}")
+    if p.address is None:
+        raise ValueError(f"{full}: no address")
     if not 0 <= p.address <= 0xFFFF:
         raise ValueError(f"{full}: address {p.address} outside 0..65535")
     if p.table in BIT_TABLES:

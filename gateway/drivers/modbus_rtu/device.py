@@ -1,0 +1,309 @@
+"""ModbusRtuDevice: one slave on a shared RTU line, polled on the same plan as Modbus TCP.
+
+The poll plan (coalesced reads, decoders, point ids) is the Modbus TCP driver's
+:func:`~gateway.drivers.modbus_tcp.plan.build_plan`; only the transport differs: each block's
+request becomes ``unit + PDU + CRC`` once, at start, and goes through the line's single
+in-flight slot. Link state (events on transitions only)::
+
+    unknown --first answer--> online --3 polls failed after retries--> offline
+    any --line cannot open / lost--> offline --first answer--> online
+
+Offline emits one BAD/NaN batch for every point. Unlike TCP there is no connection to reset, so
+an offline slave keeps being polled at its period; the line's t3.5 pacing and timeouts bound
+what a dead slave costs the others on the line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from gateway.config import DeviceConfig
+from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.drivers.modbus_rtu.line import (
+    LineClosed,
+    RtuLine,
+    TransactionTimeout,
+    make_line,
+    rtu_frame,
+)
+from gateway.drivers.modbus_tcp.device import OFFLINE_AFTER_FAILURES, WriteError
+from gateway.drivers.modbus_tcp.plan import PollGroup, ReadBlock, build_plan
+from gateway.impl import modbus
+
+_log = logging.getLogger(__name__)
+
+
+def wire_config(config: DeviceConfig) -> DeviceConfig:
+    """The config with 1-based point addresses (``rtu.address_base: 1``) made 0-based."""
+    if config.rtu is None or config.rtu.address_base == 0:
+        return config
+    points = []
+    for p in config.points:
+        if p.address is None or p.address < 1:
+            raise ValueError(
+                f"{config.name}.{p.name}: address {p.address} is not 1-based "
+                "(rtu.address_base is 1, so addresses start at 1)"
+            )
+        points.append(dataclasses.replace(p, address=p.address - 1))
+    return dataclasses.replace(config, points=tuple(points))
+
+
+class ModbusRtuDevice:
+    """One Modbus RTU slave.
+
+    Parameters
+    ----------
+    config : the device's configuration (``driver: modbus_rtu`` with an ``rtu`` section).
+    point_ids : full point name -> PointTable id, for every point of the device.
+    on_batch, on_event, clock : as for :class:`~gateway.drivers.modbus_tcp.ModbusTcpDevice`.
+    line : the shared line; the driver factory passes one per port, else the device opens its own.
+    """
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        point_ids: Mapping[str, int],
+        on_batch: Callable[[SampleBatch], None],
+        on_event: Callable[[DeviceEvent], None],
+        clock: Callable[[], float] = time.time,
+        line: RtuLine | None = None,
+    ) -> None:
+        if config.rtu is None:
+            raise ValueError(f"{config.name}: driver modbus_rtu needs an rtu section")
+        self.config = config
+        self.rtu = config.rtu
+        self.plan = build_plan(wire_config(config), point_ids)
+        self.line = line if line is not None else make_line(config, clock)
+        self.line.users.append(self)
+        self._on_batch = on_batch
+        self._on_event = on_event
+        self._clock = clock
+        self._frames = {id(b): rtu_frame(config.unit_id, b.adu_tail[5:]) for g in self.plan.groups
+                        for b in g.blocks}  # fmt: skip
+        self._tasks: list[asyncio.Task[None]] = []
+        self._online: bool | None = None
+        self._failures = 0
+        self._last_rtt = float("nan")
+        self.requests = self.responses = self.timeouts = self.retries = 0
+        self.exceptions = self.bad_responses = self.skipped_polls = 0
+        self.writes = self.write_errors = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Open the line (shared) and start one poll task per poll group."""
+        if self._tasks:
+            return
+        await self.line.start()
+        self._tasks = [
+            asyncio.create_task(self._poll_group(g), name=f"poll:{self.name}:{g.name}")
+            for g in self.plan.groups
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.line.stop()
+
+    # ---------------------------------------------------------------- link state
+    def line_down(self, reason: str) -> None:
+        self._set_offline(reason)
+
+    def _set_online(self) -> None:
+        self._failures = 0
+        if self._online is not True:
+            self._online = True
+            _log.info("device %s online", self.name)
+            self._on_event(DeviceEvent(self.name, "online", self._clock()))
+
+    def _set_offline(self, reason: str) -> None:
+        if self._online is False:
+            return
+        self._online = False
+        ts = self._clock()
+        _log.warning("device %s offline: %s", self.name, reason)
+        ids = self.plan.point_ids
+        if len(ids):
+            self._on_batch(SampleBatch.uniform(ids, ts, np.full(len(ids), np.nan), Quality.BAD))
+        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+
+    # ---------------------------------------------------------------- requests
+    async def _request(self, frame: bytes) -> tuple[int, bytes, float]:
+        """One request with the device's retries; raises the last TransactionTimeout."""
+        attempts = self.rtu.retries + 1
+        for attempt in range(attempts):
+            self.requests += 1
+            if attempt:
+                self.retries += 1
+            start = time.perf_counter()
+            try:
+                got = await self.line.transact(frame, self.config.timeout)
+            except TransactionTimeout:
+                self.timeouts += 1
+                if attempt == attempts - 1:
+                    raise
+                continue
+            self._last_rtt = time.perf_counter() - start
+            self.responses += 1
+            return got
+        raise AssertionError("unreachable")
+
+    async def _poll_group(self, group: PollGroup) -> None:
+        loop = asyncio.get_running_loop()
+        if self.rtu.connect_delay:
+            await asyncio.sleep(self.rtu.connect_delay)
+        period = group.period
+        due = loop.time()
+        while True:
+            if not self.line.opened.is_set():
+                await self.line.opened.wait()
+                if self.rtu.connect_delay:
+                    await asyncio.sleep(self.rtu.connect_delay)
+                due = loop.time()
+            for block in group.blocks:
+                await self._poll_block(block)
+            due += period
+            now = loop.time()
+            if now - due >= period:
+                missed = int((now - due) // period)
+                self.skipped_polls += missed
+                due += missed * period
+            await asyncio.sleep(due - now)
+
+    async def _poll_block(self, block: ReadBlock) -> None:
+        try:
+            function, body, ts = await self._request(self._frames[id(block)])
+        except TransactionTimeout as exc:
+            self._bad(block)
+            self._failed(str(exc))
+            return
+        except LineClosed:
+            return  # the line told us (line_down) and polls resume when it reopens
+        if function == block.function and len(body) == block.byte_count + 1:
+            values = np.empty(len(block.point_ids), np.float64)
+            if block.decoder is not None:
+                block.decoder.decode(body[1:], values)  # type: ignore[attr-defined]
+            else:
+                bits = np.empty(block.count, np.float64)
+                modbus.unpack_bits(body[1:], block.count, bits)
+                values = bits[block.bit_index]
+            self._set_online()
+            self._on_batch(SampleBatch.uniform(block.point_ids, ts, values))
+            return
+        self._set_online()
+        if function == block.function | 0x80:
+            self.exceptions += 1
+        else:
+            self.bad_responses += 1
+        self._bad(block, ts)
+
+    def _failed(self, reason: str) -> None:
+        self._failures += 1
+        if self._failures >= OFFLINE_AFTER_FAILURES:
+            self._set_offline(f"{self._failures} consecutive failed polls, last: {reason}")
+
+    def _bad(self, block: ReadBlock, ts: float | None = None) -> None:
+        n = len(block.point_ids)
+        self._on_batch(SampleBatch.uniform(
+            block.point_ids, self._clock() if ts is None else ts, np.full(n, np.nan), Quality.BAD
+        ))  # fmt: skip
+
+    # ---------------------------------------------------------------- writes
+    async def write(self, point: str, value: float) -> None:
+        """Write an engineering value to a writable point (full name).
+
+        Raises
+        ------
+        WriteError : ``refused`` for an unknown or read-only point or a value out of range;
+            not refused when the slave answers with an exception, times out or the line is down.
+        """
+        try:
+            frame, function, echo = self._write_request(point, value)
+        except WriteError:
+            self.write_errors += 1
+            raise
+        if self.rtu.sniff:
+            self.write_errors += 1
+            raise WriteError(f"{point}: device {self.name} is sniffed, not polled", refused=True)
+        try:
+            got, body, _ts = await self._request(frame)
+        except TransactionTimeout:
+            self.write_errors += 1
+            self._failed("write timeout")
+            raise WriteError(f"{point}: no answer within {self.config.timeout}s") from None
+        except LineClosed as exc:
+            self.write_errors += 1
+            raise WriteError(f"{point}: {exc}") from None
+        self._set_online()
+        if got == function | 0x80:
+            self.exceptions += 1
+            self.write_errors += 1
+            raise WriteError(f"{point}: device answered exception code {body[0] if body else -1}")
+        if got != function or body[:4] != echo:
+            self.bad_responses += 1
+            self.write_errors += 1
+            raise WriteError(f"{point}: unexpected answer to write (function {got})")
+        self.writes += 1
+
+    def _write_request(self, point: str, value: float) -> tuple[bytes, int, bytes]:
+        spec = self.plan.points.get(point)
+        if spec is None:
+            raise WriteError(f"{point}: not a point of device {self.name}", refused=True)
+        if not spec.writable:
+            raise WriteError(f"{point}: not writable", refused=True)
+        value = float(value)
+        if not math.isfinite(value):
+            raise WriteError(f"{point}: value {value} is not finite", refused=True)
+        unit = self.plan.unit_id
+        if spec.table == "coil":
+            adu = modbus.build_write_single_coil(0, unit, spec.address, value != 0.0)
+        else:
+            try:
+                words = modbus.encode_value(
+                    spec.type_code, spec.flags, spec.scale, spec.bias, value
+                )
+            except (ValueError, OverflowError) as exc:
+                raise WriteError(f"{point}: {value} out of range ({exc})", refused=True) from None
+            if len(words) == 1:
+                adu = modbus.build_write_single_register(0, unit, spec.address, words[0])
+            else:
+                adu = modbus.build_write_multiple_registers(0, unit, spec.address, list(words))
+        adu = bytes(adu)
+        return rtu_frame(unit, adu[7:]), adu[7], adu[8:12]
+
+    # ---------------------------------------------------------------- stats
+    def stats(self) -> dict[str, float | int | bool | str]:
+        rtt = self._last_rtt
+        return {
+            "connected": self.line.opened.is_set(),
+            "online": self._online is True,
+            "state": {None: "unknown", True: "online", False: "offline"}[self._online],
+            "requests": self.requests,
+            "responses": self.responses,
+            "timeouts": self.timeouts,
+            "retries": self.retries,
+            "exceptions": self.exceptions,
+            "bad_responses": self.bad_responses,
+            "skipped_polls": self.skipped_polls,
+            "last_rtt_ms": rtt * 1000.0 if rtt == rtt else float("nan"),
+            "writes": self.writes,
+            "write_errors": self.write_errors,
+            **self.line.stats(),
+        }

@@ -1,0 +1,213 @@
+"""NodeDevice: one MicroPython sensor node, its readings in and its writes out.
+
+Readings frames are decoded in bulk (compiled ``decode_readings`` into uint8/float64 columns),
+mapped channel -> point id through a 256-entry lookup array and handed over as one
+:class:`SampleBatch`. Every readings frame is acknowledged with its sequence number; a frame
+whose sequence repeats the last one (the node retried because our ACK was lost) is
+acknowledged again but not ingested twice. Writes go out as WRITE frames with the gateway's own
+sequence and wait for the node's WRITE_ACK, retried like the node retries its readings.
+
+Link state: online at the first frame, offline after ``stale_after`` without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from gateway.config import DeviceConfig
+from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.drivers.modbus_tcp.device import WriteError
+from gateway.drivers.node.link import NodeLink, node_link
+from gateway.impl import node_frame as nf
+
+_log = logging.getLogger(__name__)
+WRITE_ATTEMPTS = 3
+_STATUS = {1: "unknown channel", 2: "value rejected by the node"}
+
+
+class NodeDevice:
+    """One node; see the module docstring. Interface as ModbusTcpDevice."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        point_ids: Mapping[str, int],
+        on_batch: Callable[[SampleBatch], None],
+        on_event: Callable[[DeviceEvent], None],
+        clock: Callable[[], float] = time.time,
+        link: NodeLink | None = None,
+    ) -> None:
+        if config.node is None:
+            raise ValueError(f"{config.name}: driver node needs a node section")
+        self.config = config
+        self.node_id = config.node.node_id
+        self.link = link if link is not None else node_link(config, {}, clock)
+        if self.node_id in self.link.nodes:
+            raise ValueError(
+                f"{config.name}: node id {self.node_id} is used twice on {self.link.name}"
+            )
+        self.link.nodes[self.node_id] = self
+        self._on_batch = on_batch
+        self._on_event = on_event
+        self._clock = clock
+        self._lookup = np.full(256, -1, np.int64)  # channel -> point id
+        self._writable: dict[str, tuple[int, int]] = {}  # point -> (channel, value type)
+        for p in config.points:
+            full = f"{config.name}.{p.name}"
+            assert p.channel is not None
+            self._lookup[p.channel] = point_ids[full]
+            if p.writable:
+                vtype = nf.VALUE_TYPES.get(p.type, nf.V_FLOAT32)
+                self._writable[full] = (p.channel, vtype)
+        self._all_ids = np.fromiter(point_ids.values(), np.uint32, len(point_ids))
+        self._channels = np.empty(255, np.uint8)
+        self._values = np.empty(255, np.float64)
+        self._last_seq: int | None = None
+        self._write_seq = 0
+        self._acks: dict[int, asyncio.Future[int]] = {}
+        self._online: bool | None = None
+        self._last_rx = 0.0
+        self._watch: asyncio.Task[None] | None = None
+        self.readings_frames = self.duplicates = self.bad_payloads = 0
+        self.unmapped_readings = self.writes = self.write_errors = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    async def start(self) -> None:
+        if self._watch is not None:
+            return
+        self._watch = asyncio.create_task(self._watchdog(), name=f"node:{self.name}")
+        with contextlib.suppress(OSError):  # reported through link_down; retried by the watchdog
+            await self.link.start()
+
+    async def stop(self) -> None:
+        task, self._watch = self._watch, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if self.link.opened.is_set():
+            await self.link.stop()
+
+    async def _watchdog(self) -> None:
+        assert self.config.node is not None
+        stale = self.config.node.stale_after
+        while True:
+            await asyncio.sleep(min(stale / 4, 1.0))
+            if not self.link.opened.is_set():
+                with contextlib.suppress(OSError):
+                    await self.link.start()
+            if self._online and time.monotonic() - self._last_rx > stale:
+                self._set_offline(f"no frame for {stale:g}s")
+
+    def link_down(self, reason: str) -> None:
+        self._set_offline(reason)
+
+    def _set_offline(self, reason: str) -> None:
+        if self._online is False:
+            return
+        self._online = False
+        ts = self._clock()
+        _log.warning("node %s offline: %s", self.name, reason)
+        if len(self._all_ids):
+            n = len(self._all_ids)
+            self._on_batch(SampleBatch.uniform(self._all_ids, ts, np.full(n, np.nan), Quality.BAD))
+        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+
+    # -- frames from the node ---------------------------------------------------------------
+    def frame(self, ftype: int, seq: int, payload: bytes, ts: float, link: NodeLink) -> None:
+        self._last_rx = time.monotonic()
+        if self._online is not True:
+            self._online = True
+            self._on_event(DeviceEvent(self.name, "online", ts))
+        if ftype == nf.T_READINGS:
+            self._readings(seq, payload, ts, link)
+        elif ftype == nf.T_WRITE_ACK:
+            fut = self._acks.get(seq)
+            if fut is not None and not fut.done():
+                fut.set_result(payload[0] if payload else 255)
+
+    def _readings(self, seq: int, payload: bytes, ts: float, link: NodeLink) -> None:
+        n = nf.decode_readings(payload, self._channels, self._values)
+        if n < 0:
+            self.bad_payloads += 1
+            return  # not acknowledged: the node retries, and the count shows the fault
+        link.send(self.node_id, nf.encode_frame(nf.T_ACK, self.node_id, seq))
+        if seq == self._last_seq:
+            self.duplicates += 1
+            return
+        self._last_seq = seq
+        self.readings_frames += 1
+        ids = self._lookup[self._channels[:n]]
+        known = ids >= 0
+        if not known.all():
+            self.unmapped_readings += int(n - np.count_nonzero(known))
+        if known.any():
+            values = self._values[:n][known].copy()
+            self._on_batch(SampleBatch.uniform(ids[known].astype(np.uint32), ts, values))
+
+    # -- writes --------------------------------------------------------------------------------
+    async def write(self, point: str, value: float) -> None:
+        """Send a WRITE frame and wait for the node's WRITE_ACK (3 attempts of ``timeout``)."""
+        target = self._writable.get(point)
+        if target is None:
+            self.write_errors += 1
+            raise WriteError(f"{point}: not a writable point of node {self.name}", refused=True)
+        value = float(value)
+        if not math.isfinite(value):
+            self.write_errors += 1
+            raise WriteError(f"{point}: value {value} is not finite", refused=True)
+        channel, vtype = target
+        try:
+            payload = nf.encode_readings([(channel, vtype, value)])[1:]  # one entry, no count
+        except Exception as exc:  # struct.error for out-of-range integers
+            self.write_errors += 1
+            raise WriteError(f"{point}: {value} out of range ({exc})", refused=True) from None
+        self._write_seq = (self._write_seq + 1) & 0xFFFF
+        seq = self._write_seq
+        frame = nf.encode_frame(nf.T_WRITE, self.node_id, seq, payload)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks[seq] = fut
+        try:
+            for _ in range(WRITE_ATTEMPTS):
+                if not self.link.send(self.node_id, frame):
+                    self.write_errors += 1
+                    raise WriteError(f"{point}: node {self.name} has not been heard from")
+                try:
+                    status = await asyncio.wait_for(asyncio.shield(fut), self.config.timeout)
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                self.write_errors += 1
+                raise WriteError(f"{point}: no WRITE_ACK after {WRITE_ATTEMPTS} attempts")
+        finally:
+            self._acks.pop(seq, None)
+        if status != 0:
+            self.write_errors += 1
+            raise WriteError(f"{point}: {_STATUS.get(status, f'node status {status}')}")
+        self.writes += 1
+
+    def stats(self) -> dict[str, float | int | bool | str]:
+        return {
+            "connected": self.link.opened.is_set(),
+            "online": self._online is True,
+            "state": {None: "unknown", True: "online", False: "offline"}[self._online],
+            "readings_frames": self.readings_frames,
+            "duplicate_frames": self.duplicates,
+            "bad_payloads": self.bad_payloads,
+            "unmapped_readings": self.unmapped_readings,
+            "writes": self.writes,
+            "write_errors": self.write_errors,
+            **self.link.stats(),
+        }
