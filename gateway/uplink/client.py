@@ -6,7 +6,7 @@ event loop owns one ZeroMQ DEALER at a time: HELLO -> WELCOME (the cloud's hw pe
 DATA from hw + 1 within a credit window, cumulative ACKs delete acked records from the queue.
 Any failure (no WELCOME, no ACK progress within ``ack_timeout``, ERROR) closes the socket
 (LINGER 0), moves to the next endpoint and replays from the cloud's hw. Protocol:
-docs/wire-protocol.md.
+docs/store-and-forward.md.
 """
 
 from __future__ import annotations

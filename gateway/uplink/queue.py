@@ -10,7 +10,7 @@ replaced queue never reuses (epoch, seq) pairs the cloud has already deduplicate
 
 The object is shared by two threads: a writer (``append``/``ack``/``rotate_epoch``, which fsync)
 and a reader (``read``, stats). Each has its own connection; in WAL mode a reader never waits for
-the writer's fsync. The on-disk schema is drawn in docs/wire-protocol.md.
+the writer's fsync. The on-disk schema is drawn in docs/store-and-forward.md.
 """
 
 from __future__ import annotations

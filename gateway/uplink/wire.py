@@ -3,7 +3,7 @@
 Every message is ``[type, body]``: ``type`` is a short ASCII tag (``b"DATA"``), ``body`` a msgpack
 map that always carries ``v`` (the protocol version). The ROUTER side sees a routing-id frame in
 front of these two. Decoding validates every field, so a malformed or foreign message becomes a
-:class:`WireError` (never an arbitrary exception deep in the receiver). See docs/wire-protocol.md.
+:class:`WireError` (never an arbitrary exception deep in the receiver). See docs/store-and-forward.md.
 """
 
 from __future__ import annotations
