@@ -97,7 +97,8 @@ def test_demo_loads_with_expected_values() -> None:
     assert vibration.for_ == 3.0 and vibration.severity == "warning"
 
     up = cfg.uplink
-    assert up.endpoints == ("tcp://127.0.0.1:7000",) and up.insecure is True
+    assert up.endpoints == ("tcp://127.0.0.1:7000",) and up.insecure is False
+    assert up.server_key and up.server_key.endswith("var/demo/keys/cloud.key")
     assert up.queue == str(DEMO.parent.parent / "var" / "demo" / "queue.db")
     assert up.batch_max_delay == 0.05 and up.batch_max_records == 1000
     assert up.ack_timeout == 5.0 and up.server_key is None
