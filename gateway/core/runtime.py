@@ -88,7 +88,7 @@ class Runtime:
         self.clock = clock
         self.points = build_point_table(config)
         self.rules = RuleEngine(config.rules, self.points)
-        self.uplink = Uplink(config.uplink, config.id, clock=clock)
+        self.uplink = Uplink(config.uplink, config.id, clock=clock, command_handler=self._on_command)
         self.metrics = Metrics()
         self._rate = RateMeter(time.monotonic)
         self._deadband = DeadbandFilter(self.points)
@@ -118,6 +118,13 @@ class Runtime:
     async def start(self) -> None:
         await self.uplink.start()
         self.uplink.submit(records.STREAM_META, self._model_payload)
+        if self.uplink.quarantined:
+            msg = f"queue file was corrupt; moved to {self.uplink.quarantined}, new epoch started"
+            _log.critical("alarm uplink_queue_quarantined: %s", msg)
+            self._event(
+                "alarm", self.clock(), rule="uplink_queue_quarantined", state="raised",
+                severity="critical", message=msg, values={},
+            )  # fmt: skip
         if self._status_server is not None:
             try:
                 await self._status_server.start()
@@ -237,6 +244,30 @@ class Runtime:
             requested_ts=req.ts,
         )
 
+    async def _on_command(self, kind: str, args: dict[str, Any]) -> tuple[str, str]:
+        """Downlink commands from the cloud (the uplink already deduplicated and answers ping)."""
+        if kind == "write":
+            point, value = args.get("point"), args.get("value")
+            if not isinstance(point, str) or point not in self._device_of_point:
+                return "failed", f"unknown point {point!r}"
+            if not self.points.infos[self.points.id_of(point)].writable:
+                return "failed", f"point {point} is not writable"
+            if not isinstance(value, int | float | bool):
+                return "failed", f"value must be a number or boolean, got {value!r}"
+            try:
+                await self.devices[self._device_of_point[point]].write(point, float(value))
+            except WriteError as exc:
+                outcome, detail = "failed", str(exc)
+            else:
+                outcome, detail = "ok", f"{point} = {value}"
+            self.metrics.inc("writes_total", labels=(("outcome", outcome),))
+            self._event("write", self.clock(), rule="cloud", point=point, value=value,
+                        outcome=outcome, detail=detail, requested_ts=self.clock())  # fmt: skip
+            return outcome, detail
+        if kind == "reload_rules":
+            return "unsupported", "rule hot reload is not available in this version"
+        return "unsupported", f"unknown command {kind!r}"
+
     def _event(self, kind: str, ts: float, **fields: Any) -> None:
         self._remember({"kind": kind, "ts": ts, **fields})
         self.uplink.submit(records.STREAM_EVENTS, records.encode_event(kind, ts, **fields))
@@ -261,11 +292,14 @@ class Runtime:
         ]
         up: dict[str, Any] = self.uplink.stats()
         out.append(("uplink_connected", (), 1.0 if up.get("link") == "connected" else 0.0))
-        for key in ("submitted", "committed", "sent", "acks", "retransmits", "oldest_age_s"):
+        for key in ("submitted", "committed", "sent", "acks", "retransmits", "oldest_age_s",
+                    "nacks", "reconnects", "drops_sent", "commands", "in_flight"):  # fmt: skip
             if isinstance(up.get(key), int | float):
                 out.append((f"uplink_{key}", (), float(up[key])))
+        for reason, n in (up.get("dropped_by") or {}).items():
+            out.append(("uplink_dropped_total", (("reason", reason),), float(n)))
         for stream, st in (up.get("streams") or {}).items():
-            for key in ("depth", "acked_hw", "next_seq"):
+            for key in ("depth", "acked_hw", "next_seq", "bytes"):
                 if isinstance(st.get(key), int | float):
                     out.append((f"queue_{key}", (("stream", stream),), float(st[key])))
         for name, dev in self.devices.items():

@@ -182,8 +182,6 @@ class GroupCommitWriter:
                 n = self._max_records
                 records, stamps = self._records[:n], self._stamps[:n]
                 del self._records[:n], self._stamps[:n]
-                for stream, payload in records:
-                    self._pending_bytes[stream] -= len(payload)
                 acks, self._acks = self._acks, {}
                 rotations, self._rotations = self._rotations, set()
                 refused, self._refused = self._refused, {}
@@ -194,8 +192,6 @@ class GroupCommitWriter:
         with self._cond:
             self._records[:0] = b.records
             self._stamps[:0] = b.stamps
-            for stream, payload in b.records:
-                self._pending_bytes[stream] += len(payload)
             for s, hw in b.acks.items():
                 self._acks[s] = max(hw, self._acks.get(s, 0))
             for key, n in b.refused.items():
@@ -236,6 +232,9 @@ class GroupCommitWriter:
                 continue
             with self._cond:
                 self._taken += len(records)
+                # Counted until committed, so a quota check never misses bytes in transit.
+                for stream, payload in records:
+                    self._pending_bytes[stream] -= len(payload)
             elapsed = (time.perf_counter() - start) * 1000.0
             self._deliver(CommitResult(len(records), ranges, rotated, elapsed))
 
