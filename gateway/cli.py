@@ -201,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=cmd_cloud)
 
+    from gateway.uplink.inspect import add_parser as add_queue_parser
     from gateway.uplink.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)
+    add_queue_parser(sub)
 
     s = sub.add_parser("subscribe", help="print records the cloud publishes")
     s.add_argument("--connect", default="tcp://127.0.0.1:7001")
