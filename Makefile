@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: demo test test-native test-pure hil build lint bench soak clean venv
+.PHONY: demo test test-native test-pure hil build lint bench soak chaos clean venv
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: build
 
 soak: build
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -m slow -o addopts= tests hil_tests
+
+# Uplink fault runs: 60 s chaos (>= 24 SIGKILL/SIGSTOP faults at 1500 rec/s) and a 10-minute
+# outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together.
+chaos: build
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -s -m slow -o addopts= tests/test_uplink_chaos.py
 
 clean:
 	rm -rf build dist *.egg-info gateway/_native/*.so gateway/_native/*.c native/*.c
