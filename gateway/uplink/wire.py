@@ -8,6 +8,7 @@ front of these two. Decoding validates every field, so a malformed or foreign me
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,16 +146,14 @@ Message = Hello | Welcome | Data | Ack | Nack | Error | Drop | Command | Result
 
 
 def records_crc32(records: Sequence[bytes]) -> int:
-    """CRC-32 over each record's 4-byte big-endian length followed by its bytes.
+    """CRC-32 over the records' lengths (4-byte big-endian each, in order), then their bytes.
 
-    The length prefixes make the CRC see record boundaries, so two records that swap a byte across
-    their boundary do not checksum the same as the originals.
+    The lengths make the CRC see record boundaries, so two records that swap a byte across
+    their boundary do not checksum the same as the originals. One contiguous length block keeps
+    this to two C calls per message.
     """
-    parts: list[bytes] = []
-    for rec in records:
-        parts.append(len(rec).to_bytes(4, "big"))
-        parts.append(rec)
-    return zlib.crc32(b"".join(parts))
+    lengths = struct.pack(f">{len(records)}I", *map(len, records))
+    return zlib.crc32(b"".join(records), zlib.crc32(lengths))
 
 
 def encode(msg: Message) -> list[bytes]:

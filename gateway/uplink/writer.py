@@ -100,9 +100,30 @@ class GroupCommitWriter:
             if self._since is None:
                 self._since = time.monotonic()
                 self._cond.notify()
-            elif len(self._records) >= self._max_records:
+            elif len(self._records) == self._max_records:  # once per full batch
                 self._cond.notify()
         return True
+
+    def submit_many(self, stream: str, payloads: list[bytes]) -> int:
+        """Queue several records of one stream under one lock; returns how many were taken."""
+        with self._cond:
+            room = 0 if self._stopping else max(0, self._cap - len(self._records))
+            take = payloads[:room]
+            for _ in range(len(payloads) - len(take)):
+                self._refuse(stream, "overflow")
+            if not take:
+                return 0
+            before = len(self._records)
+            self._records.extend((stream, p) for p in take)
+            self._stamps.extend([self._clock()] * len(take))
+            self._pending_bytes[stream] = self._pending_bytes.get(stream, 0) + sum(map(len, take))
+            self.submitted += len(take)
+            if self._since is None:
+                self._since = time.monotonic()
+                self._cond.notify()
+            elif before < self._max_records <= len(self._records):
+                self._cond.notify()
+            return len(take)
 
     def refuse(self, stream: str, reason: str) -> None:
         """Count a record the producer side turned away (quota ``block``); it becomes a gap."""
