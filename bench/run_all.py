@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_modbus_decode.py", "bench_queue.py", "bench_e2e.py"]
+BENCHES = ["bench_modbus_decode.py", "bench_queue.py", "bench_uplink.py", "bench_e2e.py"]
 
 
 def main() -> int:
