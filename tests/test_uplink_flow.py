@@ -165,8 +165,9 @@ def test_disk_full_keeps_running_counts_overflow_and_resumes(tmp_path: Path) -> 
                 await up.flush()
                 queue = up._queue  # fault injection: the file may not grow any more
                 assert queue is not None
-                pages = queue._w.execute("PRAGMA page_count").fetchone()[0]
-                queue._w.execute(f"PRAGMA max_page_count = {pages + 2}")
+                with queue._wlock:  # the writer thread's connection: take its lock
+                    pages = queue._w.execute("PRAGMA page_count").fetchone()[0]
+                    queue._w.execute(f"PRAGMA max_page_count = {pages + 2}")
                 payload = b"x" * 200
                 for _ in range(400_000):  # until the pending cap (100k) refuses
                     if not up.submit("s", payload):
@@ -174,7 +175,8 @@ def test_disk_full_keeps_running_counts_overflow_and_resumes(tmp_path: Path) -> 
                 await wait_until(lambda: up.stats()["write_errors"] >= 1, "a failed commit")
                 st = up.stats()
                 assert st["dropped_by"].get("overflow", 0) > 0  # type: ignore[union-attr]
-                queue._w.execute("PRAGMA max_page_count = 1073741823")  # space is back
+                with queue._wlock:
+                    queue._w.execute("PRAGMA max_page_count = 1073741823")  # space is back
                 await bounded(up.flush(), "commits resume", timeout=30)
                 total = up.stats()["streams"]["s"]["next_seq"] - 1  # type: ignore[index]
                 await wait_until(

@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+_TERM: list[bool] = []  # SIGTERM seen: caught from here on, before the heavy imports
+signal.signal(signal.SIGTERM, lambda *_: _TERM.append(True))
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.config import UplinkConfig  # noqa: E402
@@ -41,6 +44,8 @@ async def main(a: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if _TERM:
+        stop.set()
     counters = {"telemetry": 0, "events": 0}
     log = open(a.log, "a", encoding="utf-8")  # noqa: SIM115
     t0 = time.monotonic()
@@ -66,7 +71,9 @@ async def main(a: argparse.Namespace) -> int:
             os.fsync(log.fileno())
         if a.status and now - status_at >= 0.2:
             status_at = now
-            Path(a.status).write_text(json.dumps({"produced": produced, **up.stats()}))
+            Path(a.status).write_text(
+                json.dumps({"run": a.run, "produced": produced, **up.stats()})
+            )
         await asyncio.sleep(0.005 if a.rate else 0)
     await up.flush()
     log.write("".join(f"{a.run} {s} {n - 1}\n" for s, n in counters.items() if n))
