@@ -226,6 +226,9 @@ def test_oversized_and_malformed_frames_are_counted_not_fatal(pki: Pki) -> None:
                 finally:
                     peer.close()
                 assert rx.counters()["bad_messages"] == 3
+                await wait_until(
+                    lambda: rx.counters()["disconnects"] >= 1, "the oversized peer dropped"
+                )
             finally:
                 big.close()
 

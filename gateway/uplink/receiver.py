@@ -120,6 +120,7 @@ class CloudReceiver:
         self.identity_rejected = 0
         self.unauthorised = 0
         self.handshake_failed = 0
+        self.disconnects = 0
 
     @property
     def secure(self) -> bool:
@@ -178,13 +179,15 @@ class CloudReceiver:
                 recv.cancel()
         finally:
             self._router = None
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Stop the monitor while its reader socket is still open: libzmq sends monitor
+            # events blocking, so a monitor whose PAIR peer is gone would hang this call.
             try:
                 router.disable_monitor()
             except zmq.ZMQError:
                 pass
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             router.close(linger=0)
             if pub is not None:
                 pub.close(linger=0)
@@ -201,9 +204,14 @@ class CloudReceiver:
             self._executor = None
 
     async def _count_handshake_failures(self, monitor: zmq.asyncio.Socket) -> None:
+        """Socket monitor: failed handshakes (wrong server key, plaintext client, unknown key)
+        and disconnects (dead peers, frames above ``max_message``) are counted, never fatal."""
         try:
             while True:
                 event = parse_monitor_message(await monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    self.disconnects += 1
+                    continue
                 self.handshake_failed += 1
                 _log.warning(
                     "cloud: handshake failed from %s (wrong server key? not CURVE?)",
@@ -413,6 +421,7 @@ class CloudReceiver:
             "auth_rejected": zap.rejected if zap else 0,
             "auth_accepted": zap.accepted if zap else 0,
             "handshake_failed": self.handshake_failed,
+            "disconnects": self.disconnects,
             "identity_rejected": self.identity_rejected,
             "unauthorised": self.unauthorised,
         }
@@ -451,6 +460,7 @@ _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_DISCONNECTED
 )
 
 
