@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--keys-dir", default="var/cloud/keys", help="directory of the receiver's cloud.key_secret"
     )
-    s.add_argument("--secret-key", default=None, help="the receiver's key file (overrides --keys-dir)")
+    s.add_argument(
+        "--secret-key", default=None, help="the receiver's key file (overrides --keys-dir)"
+    )
     s.add_argument(
         "--allow-dir",
         default="var/cloud/allowed",

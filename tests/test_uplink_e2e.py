@@ -366,7 +366,13 @@ def test_flush_and_stats_without_a_cloud(tmp_path: Path) -> None:
             assert st["link"] in ("down", "connecting") and st["committed"] == 10
             assert st["commit_batches"] == 1 and st["sent"] == 0
             assert st["streams"] == {  # type: ignore[comparison-overlap]
-                s: {"depth": 5, "next_seq": 6, "acked_hw": 0, "bytes": 5, "epoch": st["streams"]["s"]["epoch"]}  # type: ignore[index]
+                s: {
+                    "depth": 5,
+                    "next_seq": 6,
+                    "acked_hw": 0,
+                    "bytes": 5,
+                    "epoch": st["streams"]["s"]["epoch"],
+                }  # type: ignore[index]
                 for s in ("events", "s")
             }
             assert st["oldest_age_s"] == 7.5

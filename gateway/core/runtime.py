@@ -88,7 +88,9 @@ class Runtime:
         self.clock = clock
         self.points = build_point_table(config)
         self.rules = RuleEngine(config.rules, self.points)
-        self.uplink = Uplink(config.uplink, config.id, clock=clock, command_handler=self._on_command)
+        self.uplink = Uplink(
+            config.uplink, config.id, clock=clock, command_handler=self._on_command
+        )
         self.metrics = Metrics()
         self._rate = RateMeter(time.monotonic)
         self._deadband = DeadbandFilter(self.points)

@@ -466,7 +466,9 @@ class Uplink:
             # IMMEDIATE: a send waits while the peer is disconnected; bound it.
             await asyncio.wait_for(sock.send_multipart(wire.encode(msg)), timeout)
         except TimeoutError:
-            raise _SessionEnd(f"{type(msg).__name__} not sendable within {timeout}s", True) from None
+            raise _SessionEnd(
+                f"{type(msg).__name__} not sendable within {timeout}s", True
+            ) from None
 
     async def _read_loop(self, sock: zmq.asyncio.Socket) -> None:
         loop = asyncio.get_running_loop()

@@ -113,7 +113,9 @@ class CloudStore(Protocol):
         """
         ...
 
-    def drop(self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str) -> int:
+    def drop(
+        self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str
+    ) -> int:
         """Record a deliberate gap and move hw to ``last`` atomically; return the new hw.
 
         Raises :class:`SequenceGap` when ``first > hw + 1``; a gap already below hw is a no-op.
@@ -248,7 +250,9 @@ class SQLiteCloudStore:
                 raise
         return new_hw
 
-    def drop(self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str) -> int:
+    def drop(
+        self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str
+    ) -> int:
         now = self._clock()
         with self._lock:
             db = self._db()
@@ -293,7 +297,9 @@ class SQLiteCloudStore:
                 )
                 .fetchall()
             )
-        return [StoredGap(g, s, int(e), int(a), int(b), r, float(t)) for g, s, e, a, b, r, t in rows]
+        return [
+            StoredGap(g, s, int(e), int(a), int(b), r, float(t)) for g, s, e, a, b, r, t in rows
+        ]
 
     def records(
         self,
