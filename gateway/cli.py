@@ -78,7 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_cloud(args: argparse.Namespace) -> int:
     from gateway.uplink import keys
-    from gateway.uplink.receiver import run_cloud
+    from gateway.uplink.cloud import run_cloud
 
     server_key = None
     allow_dir = None
