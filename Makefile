@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: demo test test-native test-pure hil build lint bench soak fuzz clean venv micropython-check
+.PHONY: demo test test-native test-pure hil build lint bench soak fuzz chaos clean venv micropython-check
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,11 @@ fuzz: build
 	GATEWAY_FUZZ_EXAMPLES=20000 GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -o addopts= -p no:cacheprovider \
 		tests/test_node_frame.py tests/test_can_codec.py tests/test_modbus_parity.py tests/test_rtu_stream.py
 	GATEWAY_FUZZ_EXAMPLES=20000 $(VPY) -m pytest -q -m slow -o addopts= tests/test_rules_fuzz.py
+
+# Uplink fault runs: 60 s chaos (>= 24 SIGKILL/SIGSTOP faults at 1500 rec/s) and a 10-minute
+# outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together.
+chaos: build
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -s -m slow -o addopts= tests/test_uplink_chaos.py
 
 clean:
 	rm -rf build dist *.egg-info .venv-mpy gateway/_native/*.so gateway/_native/*.c native/*.c

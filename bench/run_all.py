@@ -12,6 +12,7 @@ BENCHES = [
     "bench_can_decode.py",
     "bench_rtu_serial.py",
     "bench_queue.py",
+    "bench_uplink.py",
     "bench_rules.py",
     "bench_infer.py",
     "bench_e2e.py",

@@ -198,9 +198,11 @@ class UplinkConfig:
     batch_max_delay: float = 0.05  # ... or this many seconds, whichever first
     ack_timeout: float = 5.0  # seconds without an ACK before the socket is reopened and replayed
     max_in_flight: int = 10000  # records sent but not acked (the cloud's credit caps it further)
-    insecure: bool = False  # plaintext TCP; the spine requires it to be set true explicitly
-    server_key: str | None = None  # cloud public key file (CurveZMQ, uplink issue)
-    key_dir: str | None = None
+    insecure: bool = False  # plaintext TCP; must be chosen explicitly (CurveZMQ otherwise)
+    server_key: str | None = None  # cloud public key file (CurveZMQ)
+    key_dir: str | None = None  # directory holding <gateway.id>.key_secret
+    stream_max_bytes: int | None = None  # per-stream quota of queued payload bytes; None = none
+    quota_policy: str = "drop_oldest"  # or "block"
 
 
 @dataclass(frozen=True)
@@ -688,4 +690,14 @@ class _Loader:
                 "create keys with `gateway keys`)"
             )
             self.main.error(parsed.at("server_key"), "uplink.server_key", msg)
+        if (
+            parsed.ok("insecure", "server_key", "key_dir")
+            and values["server_key"]
+            and not (values["insecure"] or values["key_dir"])
+        ):
+            msg = (
+                "required unless insecure: true (the directory with this gateway's "
+                "<id>.key_secret; create it with `gateway keys new`)"
+            )
+            self.main.error(parsed.at("key_dir"), "uplink.key_dir", msg)
         return None if parsed.bad else UplinkConfig(**_fields(parsed, "uplink"))

@@ -540,7 +540,14 @@ _UPLINK = Section(
         Option("insecure", "boolean", "Plaintext TCP. Must be set explicitly when no "
                "`server_key` is given.", False),
         Option("server_key", "path", "Cloud public key file (CurveZMQ).", None, nullable=True),
-        Option("key_dir", "path", "Directory of this gateway's key pair.", None, nullable=True),
+        Option("key_dir", "path", "Directory of this gateway's key pair "
+               "(`<gateway.id>.key_secret`, made by `gateway keys new`).", None, nullable=True),
+        Option("stream_max_bytes", "integer", "Per-stream quota: payload bytes one stream may "
+               "hold in the queue file; null = no limit.", None, nullable=True, minimum=1),
+        Option("quota_policy", "choice", "At the quota: `drop_oldest` deletes the oldest "
+               "records (1/16 of the quota at a time); `block` refuses new records. Either way "
+               "the drops are counted and announced upstream as a gap.", "drop_oldest",
+               choices=("drop_oldest", "block")),
     ),
 )  # fmt: skip
 

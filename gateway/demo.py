@@ -181,6 +181,24 @@ def render(
     return "\n".join(out)
 
 
+def demo_keys(config: Any, data_dir: Path) -> list[str]:
+    """Throwaway CurveZMQ keys for this demo run; the ``gateway cloud`` options that use them.
+
+    The demo runs secure like production: a fresh cloud key pair and gateway key pair under
+    ``<data_dir>/keys`` (where examples/demo.yaml points), the gateway's key in the allow-list.
+    A config with ``insecure: true`` gets a plaintext cloud instead.
+    """
+    from gateway.uplink import keys
+
+    if config.uplink.insecure:
+        return ["--insecure"]
+    key_dir = data_dir / "keys"
+    keys.create(key_dir, "cloud", force=True)
+    keys.create(key_dir, config.id, force=True)
+    keys.allow(key_dir / f"{config.id}.key", data_dir / "allowed")
+    return ["--keys-dir", str(key_dir), "--allow-dir", str(data_dir / "allowed")]
+
+
 async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     from gateway.config import ConfigError, load_config
 
@@ -194,6 +212,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     shutil.rmtree(data_dir, ignore_errors=True)
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    cloud_security = demo_keys(config, data_dir)
     py = [sys.executable, "-m", "gateway.cli"]
     procs = [
         ManagedProcess(
@@ -206,7 +225,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             [
                 *py,
                 "cloud",
-                "--insecure",
+                *cloud_security,
                 "--bind",
                 CLOUD_BIND,
                 "--pub",

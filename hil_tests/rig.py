@@ -21,6 +21,7 @@ import msgpack
 import yaml
 
 from gateway.core.processes import ManagedProcess
+from gateway.uplink import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -90,7 +91,10 @@ class Rig:
             [
                 *py,
                 "cloud",
-                "--insecure",
+                "--keys-dir",
+                str(self.workdir / "keys"),
+                "--allow-dir",
+                str(self.workdir / "allowed"),
                 "--bind",
                 cloud["bind"],
                 "--pub",
@@ -128,6 +132,15 @@ class Rig:
                 files[i] = str(source_dir / entry)
             else:
                 entry["include"] = str(source_dir / entry["include"])
+        # CurveZMQ as in production: the rig makes the keys and allows the gateway's.
+        keys_dir = self.workdir / "keys"
+        gw_id = cfg["gateway"]["id"]
+        keys.create(keys_dir, "cloud", force=True)
+        keys.create(keys_dir, gw_id, force=True)
+        keys.allow(keys_dir / f"{gw_id}.key", self.workdir / "allowed")
+        cfg["uplink"].pop("insecure", None)
+        cfg["uplink"]["server_key"] = str(keys_dir / "cloud.key")
+        cfg["uplink"]["key_dir"] = str(keys_dir)
         return cfg
 
     # -- processes ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import zmq.asyncio
 from uplink_support import RawPeer, bounded, run, running_receiver, wait_until
 
 from gateway.uplink import wire
-from gateway.uplink.receiver import run_cloud
+from gateway.uplink.cloud import run_cloud
 from gateway.uplink.store import SequenceGap, SQLiteCloudStore
 from gateway.uplink.subscriber import run_subscribe
 

@@ -103,10 +103,11 @@ def test_demo_loads_with_expected_values() -> None:
     assert zone_d.source.endswith("rules/iso10816.yaml:44")
 
     up = cfg.uplink
-    assert up.endpoints == ("tcp://127.0.0.1:7000",) and up.insecure is True
+    assert up.endpoints == ("tcp://127.0.0.1:7000",) and up.insecure is False
+    assert up.server_key and up.server_key.endswith("var/demo/keys/cloud.key")
     assert up.queue == str(DEMO.parent.parent / "var" / "demo" / "queue.db")
     assert up.batch_max_delay == 0.05 and up.batch_max_records == 1000
-    assert up.ack_timeout == 5.0 and up.server_key is None
+    assert up.ack_timeout == 5.0
 
 
 def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

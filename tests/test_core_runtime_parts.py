@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from gateway.core.deadband import DeadbandFilter
 from gateway.core.metrics import Metrics, RateMeter
 from gateway.core.model import Quality, SampleBatch
 from gateway.core.points import PointTable
-from gateway.core.runtime import DeadbandFilter
 
 
 def test_deadband_sends_changes_beyond_the_band_and_quality_changes() -> None:

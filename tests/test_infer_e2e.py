@@ -58,7 +58,10 @@ def test_bearing_fault_raises_the_model_alarm_in_the_cloud(tmp_path: Path) -> No
                 metrics_listen=None,
                 devices=tuple(devices),
                 uplink=dataclasses.replace(
-                    base.uplink, endpoints=(receiver.endpoint,), queue=str(tmp_path / "q.db")
+                    base.uplink,
+                    endpoints=(receiver.endpoint,),
+                    queue=str(tmp_path / "q.db"),
+                    insecure=True,  # the receiver here runs without keys; security has its tests
                 ),
             )
             runtime = Runtime(config, clock=clock)

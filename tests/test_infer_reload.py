@@ -25,6 +25,7 @@ def _workdir(tmp_path: Path) -> Path:
     doc = yaml.safe_load(cfg_path.read_text())
     doc["gateway"]["metrics_listen"] = None
     doc["uplink"]["endpoints"] = ["tcp://127.0.0.1:9"]  # nothing listens: records just queue
+    doc["uplink"] = {**doc["uplink"], "insecure": True, "server_key": None, "key_dir": None}
     cfg_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return cfg_path
 

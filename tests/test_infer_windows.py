@@ -130,7 +130,8 @@ def test_gateway_keeps_running_when_a_model_fails_its_self_test(tmp_path: Path) 
         devices=tuple(dataclasses.replace(d, port=1) for d in base.devices),  # nothing listens
         rules=(),
         models=(demo_model("bearing_ae", reference=str(bad_ref)), demo_model("motor_state")),
-        uplink=dataclasses.replace(base.uplink, queue=str(tmp_path / "q.db")),
+        data_dir=str(tmp_path),
+        uplink=dataclasses.replace(base.uplink, queue=str(tmp_path / "q.db"), insecure=True),
     )
 
     async def main() -> dict:

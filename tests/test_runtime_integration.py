@@ -43,7 +43,10 @@ def test_demo_episode_flows_from_devices_through_rules_to_the_cloud(tmp_path: Pa
                     dataclasses.replace(d, port=factory.ports[d.name]) for d in base.devices
                 ),
                 uplink=dataclasses.replace(
-                    base.uplink, endpoints=(receiver.endpoint,), queue=str(tmp_path / "q.db")
+                    base.uplink,
+                    endpoints=(receiver.endpoint,),
+                    queue=str(tmp_path / "q.db"),
+                    insecure=True,
                 ),
             )
             runtime = Runtime(config, clock=clock)

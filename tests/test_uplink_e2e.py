@@ -58,8 +58,8 @@ def _acked(up: Uplink, stream: str, n: int) -> Callable[[], bool]:
     return check
 
 
-def test_insecure_false_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UplinkError, match="CurveZMQ is not implemented yet"):
+def test_secure_without_keys_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UplinkError, match="CurveZMQ needs uplink.server_key"):
         Uplink(replace(_config(tmp_path, "tcp://127.0.0.1:1"), insecure=False), GW)
 
 
@@ -366,7 +366,13 @@ def test_flush_and_stats_without_a_cloud(tmp_path: Path) -> None:
             assert st["link"] in ("down", "connecting") and st["committed"] == 10
             assert st["commit_batches"] == 1 and st["sent"] == 0
             assert st["streams"] == {  # type: ignore[comparison-overlap]
-                s: {"depth": 5, "next_seq": 6, "acked_hw": 0, "epoch": st["streams"]["s"]["epoch"]}  # type: ignore[index]
+                s: {
+                    "depth": 5,
+                    "next_seq": 6,
+                    "acked_hw": 0,
+                    "bytes": 5,
+                    "epoch": st["streams"]["s"]["epoch"],
+                }  # type: ignore[index]
                 for s in ("events", "s")
             }
             assert st["oldest_age_s"] == 7.5

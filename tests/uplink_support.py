@@ -60,11 +60,18 @@ async def running_receiver(
 
 
 class RawPeer:
-    """A bare DEALER that speaks the wire protocol by hand (for protocol-level tests)."""
+    """A bare DEALER that speaks the wire protocol by hand (for protocol-level tests).
 
-    def __init__(self, endpoint: str) -> None:
+    ``curve`` = (server public key, own public key, own secret key), all Z85.
+    """
+
+    def __init__(self, endpoint: str, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         self.sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            self.sock.setsockopt(zmq.CURVE_SERVERKEY, curve[0])
+            self.sock.setsockopt(zmq.CURVE_PUBLICKEY, curve[1])
+            self.sock.setsockopt(zmq.CURVE_SECRETKEY, curve[2])
         self.sock.connect(endpoint)
 
     async def call(self, msg: wire.Message | list[bytes]) -> wire.Message:

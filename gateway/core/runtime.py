@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.core import records
+from gateway.core import commands, records, status
+from gateway.core.deadband import DeadbandFilter
 from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
 from gateway.drivers.modbus_tcp import WriteError
 from gateway.drivers.registry import Device, DeviceFactory
-from gateway.infer.wiring import add_model_points, collect_model_metrics, model_runner
+from gateway.infer.wiring import add_model_points, model_runner
 from gateway.rules.alarms import AlarmStore
 from gateway.rules.effects import (
     AlarmAcked,
@@ -95,31 +96,6 @@ class RuntimeStartError(RuntimeError):
     """The gateway cannot start as configured (the message says what to change)."""
 
 
-class DeadbandFilter:
-    """Decides which samples go upstream: all of them, or only changes beyond a point's deadband."""
-
-    def __init__(self, points: PointTable) -> None:
-        n = len(points)
-        self._has = np.array([p.deadband is not None for p in points.infos], bool)
-        self._band = np.array([p.deadband or 0.0 for p in points.infos], np.float64)
-        self._sent = np.full(n, np.nan)
-        self._sent_q = np.full(n, 255, np.uint8)
-        self.enabled = bool(self._has.any())
-
-    def __call__(self, batch: SampleBatch) -> SampleBatch:
-        if not self.enabled:
-            return batch
-        ids = batch.point_ids
-        sent = self._sent[ids]
-        with np.errstate(invalid="ignore"):
-            moved = ~(np.abs(batch.values - sent) <= self._band[ids])
-        moved &= ~(np.isnan(batch.values) & np.isnan(sent))
-        keep = ~self._has[ids] | moved | (batch.quality != self._sent_q[ids])
-        self._sent[ids[keep]] = batch.values[keep]
-        self._sent_q[ids[keep]] = batch.quality[keep]
-        return batch if keep.all() else batch.select(keep)
-
-
 class Runtime:
     """One gateway process: its devices, point table, rules, uplink and status endpoint."""
 
@@ -129,9 +105,11 @@ class Runtime:
         self.points = build_point_table(config)
         self.rules = build_rule_engine(config, self.points)
         self._watched = self._rule_file_stamps()
-        self.uplink = Uplink(config.uplink, config.id, clock=clock)
+        self.uplink = Uplink(
+            config.uplink, config.id, clock=clock, command_handler=self._on_command
+        )
         self.metrics = Metrics()
-        self._rate = RateMeter(time.monotonic)
+        self.rate = RateMeter(time.monotonic)
         self._deadband = DeadbandFilter(self.points)
         self.model_hash, self._model_payload = records.point_model(config.id, self.points.infos)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
@@ -144,7 +122,7 @@ class Runtime:
                 for p in dev.points
             }
             self.devices[dev.name] = factory.create(dev, ids, self.on_batch, self.on_device_event)
-        self._device_of_point = {
+        self.device_of_point = {
             f"{dev.name}.{p.name}": dev.name for dev in config.devices for p in dev.points
         }
         self.models = model_runner(config, self.points, self.on_batch, self._model_problem)
@@ -153,12 +131,19 @@ class Runtime:
             self._status_server = StatusServer(
                 config.metrics_listen, self.render_metrics, self.status
             )
-        self._describe_metrics()
+        status.describe_metrics(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self.uplink.start()
         self.uplink.submit(records.STREAM_META, self._model_payload)
+        if self.uplink.quarantined:
+            msg = f"queue file was corrupt; moved to {self.uplink.quarantined}, new epoch started"
+            _log.critical("alarm uplink_queue_quarantined: %s", msg)
+            self._event(
+                "alarm", self.clock(), rule="uplink_queue_quarantined", state="raised",
+                severity="critical", message=msg, values={},
+            )  # fmt: skip
         if self._status_server is not None:
             try:
                 await self._status_server.start()
@@ -216,7 +201,7 @@ class Runtime:
         n = len(batch)
         if not n:
             return
-        self._rate.add(n)
+        self.rate.add(n)
         self.metrics.inc("samples_total", n)
         bad = int(np.count_nonzero(batch.quality != Quality.GOOD))
         if bad:
@@ -418,7 +403,7 @@ class Runtime:
                 )
 
     async def _write(self, req: WriteRequest) -> None:
-        device = self.devices[self._device_of_point[req.point]]
+        device = self.devices[self.device_of_point[req.point]]
         try:
             await device.write(req.point, req.value)
         except WriteError as exc:
@@ -446,68 +431,17 @@ class Runtime:
     def _remember(self, ev: dict[str, Any]) -> None:
         self.recent.append(ev)
 
+    def event(self, kind: str, ts: float, **fields: Any) -> None:
+        """Record an event upstream on the priority stream and in the recent list."""
+        self._event(kind, ts, **fields)
+
+    async def _on_command(self, kind: str, args: dict[str, Any]) -> tuple[str, str]:
+        return await commands.execute(self, kind, args)
+
     # -- operability --------------------------------------------------------------------------
-    def _describe_metrics(self) -> None:
-        m = self.metrics
-        m.describe("samples_total", "counter", "Samples received from all drivers")
-        m.describe(
-            "samples_bad_total", "counter", "Samples with bad quality (timeouts, exceptions)"
-        )
-        m.describe("alarms_total", "counter", "Alarm transitions by rule and state")
-        m.describe("writes_total", "counter", "Device writes executed for rules, by outcome")
-        m.add_collector(self._collect)
-
-    def _collect(self) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
-        out: list[tuple[str, tuple[tuple[str, str], ...], float]] = [
-            ("samples_per_second", (), self._rate.rate),
-        ]
-        up: dict[str, Any] = self.uplink.stats()
-        out.append(("uplink_connected", (), 1.0 if up.get("link") == "connected" else 0.0))
-        for key in ("submitted", "committed", "sent", "acks", "retransmits", "oldest_age_s"):
-            if isinstance(up.get(key), int | float):
-                out.append((f"uplink_{key}", (), float(up[key])))
-        for stream, st in (up.get("streams") or {}).items():
-            for key in ("depth", "acked_hw", "next_seq"):
-                if isinstance(st.get(key), int | float):
-                    out.append((f"queue_{key}", (("stream", stream),), float(st[key])))
-        for name, dev in self.devices.items():
-            for key, value in dev.stats().items():
-                if isinstance(value, bool | int | float):
-                    out.append((f"device_{key}", (("device", name),), float(value)))
-        for rule, st in self.rules.stats().items():
-            for key, value in st.items():
-                out.append((f"rule_{key}", (("rule", rule),), float(value)))
-        if self.models is not None:
-            out.extend(collect_model_metrics(self.models))
-        return out
-
     def render_metrics(self) -> str:
         return self.metrics.render()
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot for `gateway demo` and operators."""
-        pts = []
-        for info in self.points.infos:
-            v = float(self.points.last_value[info.id])
-            pts.append(
-                {
-                    "name": info.name,
-                    "value": None if v != v else v,
-                    "unit": info.unit,
-                    "ts": float(self.points.last_ts[info.id]),
-                    "quality": Quality(int(self.points.last_quality[info.id])).name.lower(),
-                    "writable": info.writable,
-                }
-            )
-        return {
-            "gateway": self.config.id,
-            "ts": self.clock(),
-            "samples_per_second": self._rate.rate,
-            "samples_total": self.metrics.get("samples_total"),
-            "points": pts,
-            "devices": {name: dev.stats() for name, dev in self.devices.items()},
-            "alarms": [dataclasses.asdict(a) for a in self.rules.alarms()],
-            "uplink": self.uplink.stats(),
-            "models": self.models.stats() if self.models is not None else {},
-            "recent": list(self.recent),
-        }
+        return status.status(self)

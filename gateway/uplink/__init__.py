@@ -4,8 +4,9 @@ The uplink knows bytes, streams and sequence numbers, nothing of devices or poin
 """
 
 from gateway.uplink.client import Uplink, UplinkError
+from gateway.uplink.cloud import run_cloud
 from gateway.uplink.queue import DurableQueue
-from gateway.uplink.receiver import CloudReceiver, run_cloud
+from gateway.uplink.receiver import CloudReceiver
 from gateway.uplink.store import CloudStore, SQLiteCloudStore
 from gateway.uplink.subscriber import Record, Subscriber, run_subscribe
 

@@ -5,24 +5,28 @@ DurableQueue transaction holding it is fsync'd the record is *accepted*. A sende
 event loop owns one ZeroMQ DEALER at a time: HELLO -> WELCOME (the cloud's hw per stream), then
 DATA from hw + 1 within a credit window, cumulative ACKs delete acked records from the queue.
 Any failure (no WELCOME, no ACK progress within ``ack_timeout``, ERROR) closes the socket
-(LINGER 0), moves to the next endpoint and replays from the cloud's hw. Protocol:
-docs/wire-protocol.md.
+(LINGER 0), moves to the next endpoint and replays from the cloud's hw. Deliberate holes (quota,
+refused records) go upstream as DROP. Downlink commands (CMD) are executed at most once per id
+(the queue file logs them) and answered with RESULT. The link is CurveZMQ unless the config says
+``insecure: true``. Protocol: docs/store-and-forward.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from gateway.config import UplinkConfig
-from gateway.uplink import wire
-from gateway.uplink.queue import DurableQueue, StreamInfo
+from gateway.uplink import keys, wire
+from gateway.uplink.queue import DurableQueue, Quota, StreamInfo, open_or_quarantine
 from gateway.uplink.writer import CommitResult, GroupCommitWriter
 
 _log = logging.getLogger(__name__)
@@ -35,6 +39,10 @@ STOP_TIMEOUT = 10.0  # seconds stop() waits for the final commit
 
 class UplinkError(RuntimeError):
     """Misconfiguration or misuse of the uplink."""
+
+
+#: ``handler(kind, args) -> (outcome, detail)`` executes a downlink command (see Runtime).
+CommandHandler = Callable[[str, dict[str, Any]], Awaitable[tuple[str, str]]]
 
 
 class _SessionEnd(Exception):
@@ -62,19 +70,39 @@ class Uplink:
     config
         Endpoints, queue file, group-commit and window settings.
     gateway_id
-        The name the gateway announces in HELLO (replaced by the CurveZMQ key later).
+        The name the gateway announces in HELLO; with CurveZMQ also the name of its key pair
+        (``<key_dir>/<gateway_id>.key_secret``), which the cloud's allow-list must map to it.
     clock
         Wall clock for record timestamps and ``oldest_age_s``.
+    command_handler
+        Executes downlink commands other than ``ping``; None answers them ``unsupported``.
     """
 
     def __init__(
-        self, config: UplinkConfig, gateway_id: str, clock: Callable[[], float] = time.time
+        self,
+        config: UplinkConfig,
+        gateway_id: str,
+        clock: Callable[[], float] = time.time,
+        command_handler: CommandHandler | None = None,
     ) -> None:
+        self._curve: tuple[keys.KeyPair, bytes] | None = None
         if not config.insecure:
-            raise UplinkError(
-                "uplink.insecure is false but CurveZMQ is not implemented yet; "
-                "set uplink.insecure: true to use plaintext TCP"
-            )
+            if not config.server_key or not config.key_dir:
+                raise UplinkError(
+                    "CurveZMQ needs uplink.server_key (the cloud's public key file) and "
+                    "uplink.key_dir (this gateway's key pair; create it with `gateway keys new "
+                    f"--dir DIR --name {gateway_id}`), or insecure: true for plaintext TCP"
+                )
+            try:
+                own = keys.load_secret(os.path.join(config.key_dir, f"{gateway_id}.key_secret"))
+                server = keys.load(config.server_key)
+            except keys.KeyError_ as exc:
+                raise UplinkError(f"uplink keys: {exc}") from None
+            self._curve = (own, server.public)
+        if config.stream_max_bytes is not None and config.stream_max_bytes < 1:
+            raise UplinkError("uplink.stream_max_bytes must be >= 1 (or null for no limit)")
+        if config.quota_policy not in ("block", "drop_oldest"):
+            raise UplinkError("uplink.quota_policy must be block or drop_oldest")
         if not config.endpoints:
             raise UplinkError("uplink.endpoints is empty")
         if config.batch_max_records < 1 or config.batch_max_delay < 0:
@@ -85,10 +113,25 @@ class Uplink:
             raise UplinkError("gateway id is empty")
         self.config = config
         self.gateway_id = gateway_id
+        self.command_handler = command_handler
+        self._quota = (
+            Quota(config.stream_max_bytes, config.quota_policy)
+            if config.stream_max_bytes is not None
+            else None
+        )
+        #: Where a corrupt queue file was moved at start (None: it was fine).
+        self.quarantined: str | None = None
         self._clock = clock
         self._queue: DurableQueue | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._command_tasks: set[asyncio.Task[None]] = set()
+        self._commands_run = 0
+        self._commands_dup = 0
+        self._drops_sent = 0
         self._final_infos: dict[str, StreamInfo] = {}
         self._final_writer = (0, 0, 0)  # submitted, dropped, errors of the last writer
+        self._final_dropped_by: dict[str, int] = {}
+        self._final_quota: dict[str, int] = {}
         self._writer: GroupCommitWriter | None = None
         self._sender: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -117,10 +160,19 @@ class Uplink:
         """Open (create) the queue, start the writer thread and the sender task."""
         if self._queue is not None:
             raise UplinkError("uplink already started")
-        self._queue = await asyncio.to_thread(DurableQueue, self.config.queue, self._clock)
+        if self._curve is None:
+            _log.warning(
+                "INSECURE UPLINK: plaintext, unauthenticated ZeroMQ to %s (uplink.insecure: true); "
+                "anyone on the path can read and forge this gateway's data",
+                ", ".join(self.config.endpoints),
+            )
+        queue, self.quarantined = await asyncio.to_thread(
+            open_or_quarantine, self.config.queue, self._clock, self._quota
+        )
+        self._queue = queue
         cap = max(10 * self.config.batch_max_records, 100_000)
         self._writer = GroupCommitWriter(
-            self._queue,
+            queue,
             asyncio.get_running_loop(),
             self._on_commit,
             self.config.batch_max_records,
@@ -133,6 +185,10 @@ class Uplink:
 
     async def stop(self) -> None:
         """Make everything submitted durable (bounded by STOP_TIMEOUT), then close cleanly."""
+        for t in list(self._command_tasks):
+            t.cancel()
+        if self._command_tasks:
+            await asyncio.gather(*self._command_tasks, return_exceptions=True)
         if self._sender is not None:
             self._sender.cancel()
             try:
@@ -144,6 +200,7 @@ class Uplink:
             done = await asyncio.to_thread(self._writer.stop, STOP_TIMEOUT)
             w = self._writer
             self._final_writer = (w.submitted, w.dropped, w.errors)
+            self._final_dropped_by = dict(w.dropped_by)
             if not done:
                 _log.error(
                     "uplink writer did not finish within %.0fs; records may be lost", STOP_TIMEOUT
@@ -155,17 +212,46 @@ class Uplink:
         self._flush_waiters.clear()
         if self._queue is not None:
             self._final_infos = self._queue.infos()  # stats() after stop still reports them
+            self._final_quota = dict(self._queue.quota_dropped)
             await asyncio.to_thread(self._queue.close)
             self._queue = None
         self._link = "down"
 
-    def submit(self, stream: str, payload: bytes) -> None:
-        """Queue a record; it is accepted once committed (see module docstring). Never blocks."""
+    def submit(self, stream: str, payload: bytes) -> bool:
+        """Queue a record; it is accepted once committed (see module docstring). Never blocks.
+
+        False when it was refused: the stream is at its quota with policy ``block``, or the
+        in-memory cap is reached (disk full or too slow). Refusals are counted and announced
+        upstream as a gap.
+        """
         if self._writer is None:
             raise UplinkError("uplink not started")
         if not stream:
             raise ValueError("stream name must not be empty")
-        self._writer.submit(stream, bytes(payload))
+        if not self.accepting(stream):
+            self._writer.refuse(stream, "blocked")
+            return False
+        return self._writer.submit(stream, bytes(payload))
+
+    def submit_many(self, stream: str, payloads: list[bytes]) -> int:
+        """Queue several records of one stream at once (cheaper per record); returns how many
+        were taken. The rest were refused like :meth:`submit` refuses (counted, announced)."""
+        if self._writer is None:
+            raise UplinkError("uplink not started")
+        if not stream:
+            raise ValueError("stream name must not be empty")
+        if not self.accepting(stream):
+            for _ in payloads:
+                self._writer.refuse(stream, "blocked")
+            return 0
+        return self._writer.submit_many(stream, [bytes(p) for p in payloads])
+
+    def accepting(self, stream: str) -> bool:
+        """False while ``stream`` is at its quota under policy ``block`` (producers back off)."""
+        q, queue, writer = self._quota, self._queue, self._writer
+        if q is None or q.policy != "block" or queue is None or writer is None:
+            return True
+        return queue.info(stream).bytes + writer.pending_bytes(stream) < q.max_bytes
 
     async def flush(self) -> None:
         """Return once everything submitted so far is fsync'd."""
@@ -235,6 +321,12 @@ class Uplink:
         sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * hb_ms)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        if self._curve is not None:
+            own, server_public = self._curve
+            assert own.secret is not None
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_public)  # pinned: no other cloud
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, own.public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, own.secret)
         sock.connect(endpoint)
         return sock
 
@@ -243,6 +335,7 @@ class Uplink:
         loop = asyncio.get_running_loop()
         timeout = self.config.ack_timeout
         self._link = "connecting"
+        self._sock = sock
         self._tx.clear()
         infos = self._queue.infos()
         hello = wire.Hello(self.gateway_id, {s: i.epoch for s, i in infos.items()})
@@ -250,7 +343,8 @@ class Uplink:
             await asyncio.wait_for(sock.send_multipart(wire.encode(hello)), timeout)
             frames = await asyncio.wait_for(sock.recv_multipart(), timeout)
         except TimeoutError:
-            raise _SessionEnd(f"no WELCOME within {timeout}s", failover=True) from None
+            hint = " (wrong server key or not in the cloud's allow-list?)" if self._curve else ""
+            raise _SessionEnd(f"no WELCOME within {timeout}s{hint}", failover=True) from None
         msg = wire.decode(frames)
         if isinstance(msg, wire.Error):
             raise _SessionEnd(f"ERROR {msg.code}: {msg.reason}", failover=True)
@@ -313,7 +407,6 @@ class Uplink:
         """Send DATA while the window allows: the priority stream first, others round-robin."""
         assert self._queue is not None
         infos = self._queue.infos()
-        timeout = self.config.ack_timeout
         window = min(self.config.max_in_flight, self._credit) - self._in_flight()
         if window <= 0:
             return
@@ -334,8 +427,18 @@ class Uplink:
                 n = min(window, DATA_MAX_RECORDS, info.next_seq - tx.next_send)
                 rows = self._queue.read(stream, tx.next_send - 1, n)
                 if not rows or rows[0][0] != tx.next_send:
-                    _log.error("stream %r: seq %d missing from the queue", stream, tx.next_send)
-                    break
+                    gap = self._queue.gap_at(stream, tx.next_send)
+                    if gap is None:
+                        _log.error("stream %r: seq %d missing from the queue", stream, tx.next_send)
+                        break
+                    drop = wire.Drop(stream, tx.epoch, tx.next_send, gap.last, gap.reason)
+                    self._drops_sent += 1
+                    tx.max_sent = max(tx.max_sent, gap.last)
+                    self._sent_hw[stream] = (tx.epoch, tx.max_sent)
+                    tx.next_send = gap.last + 1
+                    window -= 1
+                    await self._send(sock, drop)
+                    continue
                 payloads: list[bytes] = []
                 size = 0
                 for _, payload in rows:
@@ -346,11 +449,8 @@ class Uplink:
                 if self._in_flight() == 0:
                     self._progress_at = asyncio.get_running_loop().time()
                 data = wire.Data.build(stream, tx.epoch, tx.next_send, payloads)
-                try:
-                    # IMMEDIATE: a send waits while the peer is disconnected; bound it.
-                    await asyncio.wait_for(sock.send_multipart(wire.encode(data)), timeout)
-                except TimeoutError:
-                    raise _SessionEnd(f"DATA not sendable within {timeout}s", True) from None
+                # State first, then the send: while the send awaits, the reader may already
+                # process this DATA's ACK or a NACK that rewinds next_send; both must see it sent.
                 last = tx.next_send + len(payloads) - 1
                 self._retransmits += max(0, min(last, tx.max_sent) - tx.next_send + 1)
                 tx.max_sent = max(tx.max_sent, last)
@@ -358,6 +458,17 @@ class Uplink:
                 tx.next_send = last + 1
                 self._sent += len(payloads)
                 window -= len(payloads)
+                await self._send(sock, data)
+
+    async def _send(self, sock: zmq.asyncio.Socket, msg: wire.Message) -> None:
+        timeout = self.config.ack_timeout
+        try:
+            # IMMEDIATE: a send waits while the peer is disconnected; bound it.
+            await asyncio.wait_for(sock.send_multipart(wire.encode(msg)), timeout)
+        except TimeoutError:
+            raise _SessionEnd(
+                f"{type(msg).__name__} not sendable within {timeout}s", True
+            ) from None
 
     async def _read_loop(self, sock: zmq.asyncio.Socket) -> None:
         loop = asyncio.get_running_loop()
@@ -392,6 +503,10 @@ class Uplink:
                 tx.rewound_to = msg.expected
                 tx.next_send = msg.expected
                 self._wake.set()
+            elif isinstance(msg, wire.Command):
+                task = asyncio.create_task(self._run_command(msg))
+                self._command_tasks.add(task)
+                task.add_done_callback(self._command_tasks.discard)
             elif isinstance(msg, wire.Error):
                 raise _SessionEnd(f"ERROR {msg.code}: {msg.reason}", failover=False)
 
@@ -405,39 +520,87 @@ class Uplink:
         self._writer.ack(stream, hw)
         self._wake.set()
 
+    # --- downlink commands ---------------------------------------------------------------------
+
+    async def _run_command(self, cmd: wire.Command) -> None:
+        """Execute ``cmd`` unless its id was seen before; answer RESULT on the live session."""
+        queue = self._queue
+        if queue is None:
+            return
+        prior = await asyncio.to_thread(queue.command_begin, cmd.id, cmd.kind)
+        if prior is not None:
+            self._commands_dup += 1
+            if prior[0] == "running":
+                return  # the first delivery is still executing and will answer
+            outcome, detail = prior
+        else:
+            self._commands_run += 1
+            try:
+                outcome, detail = await self._execute(cmd)
+            except Exception as exc:  # a handler bug must not kill the uplink
+                _log.exception("command %s %s failed", cmd.id, cmd.kind)
+                outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+            await asyncio.to_thread(queue.command_end, cmd.id, outcome, detail)
+            _log.info("command %s %s %s: %s %s", cmd.id, cmd.kind, cmd.args, outcome, detail)
+        sock = self._sock
+        if sock is not None and self._link == "connected":
+            try:
+                await sock.send_multipart(wire.encode(wire.Result(cmd.id, outcome, detail)))
+            except zmq.ZMQError:
+                pass  # the cloud resends the command after our next HELLO; we answer then
+
+    async def _execute(self, cmd: wire.Command) -> tuple[str, str]:
+        if cmd.kind == "ping":
+            return "ok", f"pong {self.gateway_id}"
+        if self.command_handler is None:
+            return "unsupported", f"no handler for {cmd.kind!r} commands"
+        return await self.command_handler(cmd.kind, cmd.args)
+
     # --- observability -------------------------------------------------------------------------
 
     def stats(self) -> dict[str, object]:
         """Snapshot for metrics and ``/status``.
 
         ``link`` ("connected"/"connecting"/"down"), ``endpoint``, ``streams`` {stream: depth
-        (queued, not acked), next_seq, acked_hw, epoch}; totals: submitted, committed, dropped
-        (memory cap, never accepted), pending (in memory), write_errors, sent, acks, nacks,
+        (queued, not acked), next_seq, acked_hw, epoch, bytes}; totals: submitted, committed,
+        dropped (all reasons) and dropped_by {overflow, blocked, quota}, drops_sent (DROP
+        messages), commands, commands_duplicate, secure, quarantined, pending (in memory), write_errors, sent, acks, nacks,
         retransmits, reconnects, epoch_rotations, in_flight, credit, commit_batches,
         last_commit_ms, oldest_age_s (oldest queued record; 0 when empty).
         """
         streams: dict[str, dict[str, int]] = {}
-        oldest: float | None = None
         queue = self._queue
+        quota_dropped = dict(queue.quota_dropped) if queue is not None else self._final_quota
+        oldest: float | None = None
         for stream, info in (queue.infos() if queue else self._final_infos).items():
             streams[stream] = {
                 "depth": info.depth,
                 "next_seq": info.next_seq,
                 "acked_hw": info.acked_hw,
                 "epoch": info.epoch,
+                "bytes": info.bytes,
             }
             if info.depth > 0 and queue is not None:
                 ts = queue.oldest_ts(stream)
                 if ts is not None and (oldest is None or ts < oldest):
                     oldest = ts
         writer = self._writer
+        dropped_by = dict(writer.dropped_by) if writer else dict(self._final_dropped_by)
+        if quota_dropped:
+            dropped_by["quota"] = sum(quota_dropped.values())
         return {
             "link": self._link,
             "endpoint": self._endpoint,
             "streams": streams,
             "submitted": writer.submitted if writer else self._final_writer[0],
             "committed": self._committed,
-            "dropped": writer.dropped if writer else self._final_writer[1],
+            "dropped": sum(dropped_by.values()),
+            "dropped_by": dropped_by,
+            "drops_sent": self._drops_sent,
+            "commands": self._commands_run,
+            "commands_duplicate": self._commands_dup,
+            "secure": self._curve is not None,
+            "quarantined": self.quarantined,
             "pending": writer.pending if writer else 0,
             "write_errors": writer.errors if writer else self._final_writer[2],
             "sent": self._sent,

@@ -4,9 +4,11 @@ Per DATA the order is fixed: commit (records + hw in one transaction) -> ACK -> 
 ACK always means "stored", and a subscriber never sees a record the store could lose. Duplicates
 (seq <= hw) are dropped and re-acked; a gap or a bad CRC is answered with NACK{expected: hw+1}.
 
-The gateway identity is the ``gateway`` field of HELLO, bound to the ZeroMQ routing id of the
-connection that sent it. That is only acceptable in this plaintext first cut: with CurveZMQ the
-authenticated public key (ZAP user id) replaces it and the HELLO field is only cross-checked.
+With CurveZMQ (the default of ``gateway cloud``) the gateway identity is the ZAP User-Id of the
+frames, i.e. the allow-list name of the key that authenticated; HELLO's ``gateway`` field is only
+cross-checked. In plaintext mode it is HELLO's field, bound to the connection's routing id.
+Downlink commands (CMD) go to the gateway's live connection and are re-sent after each of its
+HELLOs until a RESULT comes back.
 
 Store calls run on one worker thread, so the event loop keeps serving while a commit fsyncs and
 commits are applied in arrival order.
@@ -17,19 +19,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgpack
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from gateway.uplink import wire
-from gateway.uplink.store import CloudStore, SequenceGap, SQLiteCloudStore
+from gateway.uplink.keys import AllowList, KeyPair
+from gateway.uplink.store import CloudStore, SequenceGap
+from gateway.uplink.zap import ZapHandler
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -44,6 +49,8 @@ class _GatewayState:
     records: int = 0
     duplicates: int = 0
     nacks: int = 0
+    dropped: int = 0  # seqs announced as deliberate gaps
+    sessions: int = 0
     hw: dict[str, tuple[int, int]] = field(default_factory=dict)  # stream -> (epoch, hw)
     recent: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
 
@@ -63,6 +70,11 @@ class CloudReceiver:
         Records a gateway may have in flight (sent in WELCOME and every ACK).
     idle_timeout
         A gateway not heard from for this long is reported as disconnected.
+    server_key, allow
+        CurveZMQ: the receiver's key pair and the allow-list of gateway keys. Both None means
+        plaintext (identity from HELLO), which :func:`run_cloud` only does when told to.
+    max_message
+        Largest frame accepted; libzmq disconnects a peer that sends a larger one.
     """
 
     def __init__(
@@ -74,35 +86,70 @@ class CloudReceiver:
         clock: Callable[[], float] = time.time,
         *,
         idle_timeout: float = 30.0,
+        server_key: KeyPair | None = None,
+        allow: AllowList | None = None,
+        max_message: int = wire.MAX_BODY_BYTES,
     ) -> None:
+        if (server_key is None) != (allow is None):
+            raise ValueError("CurveZMQ needs both server_key and allow (or neither: plaintext)")
+        if server_key is not None and server_key.secret is None:
+            raise ValueError("server_key has no secret half")
         self.bind = bind
         self.pub_bind = pub_bind
         self.store = store
         self.credit = credit
         self.idle_timeout = idle_timeout
+        self.server_key = server_key
+        self.allow = allow
+        self.max_message = max_message
         self._clock = clock
         self.endpoint: str | None = None
         self.pub_endpoint: str | None = None
         self.ready = asyncio.Event()
-        self._peers: dict[bytes, str] = {}  # routing id -> gateway (from HELLO)
+        self._peers: dict[bytes, str] = {}  # routing id -> gateway (authenticated)
+        self._ident_of: dict[str, bytes] = {}  # gateway -> its live routing id
         self._gateways: dict[str, _GatewayState] = {}
         self._hw: dict[tuple[str, str, int], int] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._pub: zmq.asyncio.Socket | None = None
+        self._router: zmq.asyncio.Socket | None = None
+        self._zap: ZapHandler | None = None
+        self._commands: dict[str, _PendingCommand] = {}
         self.bad_messages = 0
+        self.identity_rejected = 0
+        self.unauthorised = 0
+        self.handshake_failed = 0
+        self.disconnects = 0
+
+    @property
+    def secure(self) -> bool:
+        return self.server_key is not None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; binds, opens the store, closes both on the way out."""
         loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cloud-store")
-        ctx = zmq.asyncio.Context.instance()
+        # A private context: the ZAP handler endpoint is per context, and several receivers
+        # (tests, failover pairs) may live in one process.
+        ctx = zmq.asyncio.Context()
+        tasks: list[asyncio.Task[None]] = []
         router = ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.HEARTBEAT_IVL, 2000)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+        router.setsockopt(zmq.MAXMSGSIZE, self.max_message)  # larger: peer disconnected
         pub = None
         try:
             await loop.run_in_executor(self._executor, self.store.open)
+            if self.server_key is not None and self.allow is not None:
+                self._zap = ZapHandler(ctx, self.allow)
+                tasks.append(asyncio.create_task(self._zap.serve()))
+                router.setsockopt(zmq.CURVE_SERVER, 1)
+                assert self.server_key.secret is not None
+                router.setsockopt(zmq.CURVE_SECRETKEY, self.server_key.secret)
+                router.setsockopt(zmq.ZAP_DOMAIN, b"gateway")
+            monitor = router.get_monitor_socket(_HANDSHAKE_FAILED)
+            tasks.append(asyncio.create_task(self._count_handshake_failures(monitor)))
             router.bind(_port0(self.bind))
             self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
             if self.pub_bind:
@@ -114,9 +161,10 @@ class CloudReceiver:
                 pub.bind(_port0(self.pub_bind))
                 self.pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
                 self._pub = pub
+            self._router = router
             self.ready.set()
             stopper = asyncio.ensure_future(stop.wait())
-            recv = asyncio.ensure_future(router.recv_multipart())
+            recv = asyncio.ensure_future(router.recv_multipart(copy=False))
             try:
                 while True:
                     await asyncio.wait({stopper, recv}, return_when="FIRST_COMPLETED")
@@ -124,27 +172,64 @@ class CloudReceiver:
                         break
                     frames = recv.result()
                     await self._handle(router, frames)
-                    recv = asyncio.ensure_future(router.recv_multipart())
+                    recv = asyncio.ensure_future(router.recv_multipart(copy=False))
             finally:
                 stopper.cancel()
                 recv.cancel()
         finally:
+            self._router = None
+            # Stop the monitor while its reader socket is still open: libzmq sends monitor
+            # events blocking, so a monitor whose PAIR peer is gone would hang this call.
+            try:
+                router.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             router.close(linger=0)
             if pub is not None:
                 pub.close(linger=0)
+            if self._zap is not None:
+                self._zap.close()
             self._pub = None
             self.ready.clear()
+            ctx.destroy(linger=0)
+            for p in self._commands.values():
+                if not p.future.done():
+                    p.future.set_exception(RuntimeError("receiver stopped"))
             await loop.run_in_executor(self._executor, self.store.close)
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    async def _count_handshake_failures(self, monitor: zmq.asyncio.Socket) -> None:
+        """Socket monitor: failed handshakes (wrong server key, plaintext client, unknown key)
+        and disconnects (dead peers, frames above ``max_message``) are counted, never fatal."""
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    self.disconnects += 1
+                    continue
+                self.handshake_failed += 1
+                _log.warning(
+                    "cloud: handshake failed from %s (wrong server key? not CURVE?)",
+                    event.get("endpoint", b"?").decode(errors="replace")
+                    if isinstance(event.get("endpoint"), bytes)
+                    else event.get("endpoint"),
+                )
+        finally:
+            monitor.close(linger=0)
+
     async def _store_call(self, fn: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _handle(self, router: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    async def _handle(self, router: zmq.asyncio.Socket, frames: list[zmq.Frame]) -> None:
         if len(frames) < 2:
             return
-        ident, body = frames[0], frames[1:]
+        ident = frames[0].bytes
+        body = [f.bytes for f in frames[1:]]
+        user = str(frames[1].get("User-Id")) if self.secure else None
 
         async def reply(msg: wire.Message) -> None:
             await router.send_multipart([ident, *wire.encode(msg)])
@@ -160,19 +245,40 @@ class CloudReceiver:
             _log.warning("cloud: bad message: %s", exc)
             await reply(wire.Error("bad", str(exc)))
             return
-        if not isinstance(msg, wire.Hello | wire.Data):
+        if not isinstance(msg, wire.Hello | wire.Data | wire.Drop | wire.Result):
             self.bad_messages += 1
             await reply(wire.Error("bad", f"unexpected {type(msg).__name__} from a gateway"))
             return
+        if user is not None and self.allow is not None and not self.allow.has_name(user):
+            self.unauthorised += 1  # its key left the allow-list after it connected
+            self._peers.pop(ident, None)
+            _log.warning("cloud: %s is no longer in the allow-list; refusing it", user)
+            await reply(wire.Error("unauthorised", "key removed from the allow-list"))
+            return
+        if isinstance(msg, wire.Hello):
+            claimed = msg.gateway
+            if user is not None and claimed != user:
+                self.identity_rejected += 1
+                _log.warning("cloud: key of %r claimed to be %r; rejected", user, claimed)
+                await reply(wire.Error("identity", f"authenticated as {user!r}, not {claimed!r}"))
+                return
         gateway = self._peers.get(ident)
-        if isinstance(msg, wire.Data) and gateway is None:
-            await reply(wire.Error("hello_required", "DATA before HELLO on this connection"))
+        if not isinstance(msg, wire.Hello) and gateway is None:
+            await reply(
+                wire.Error("hello_required", f"{_TAG[type(msg)]} before HELLO on this connection")
+            )
             return
         try:
             if isinstance(msg, wire.Hello):
                 await self._on_hello(ident, msg, reply)
-            elif gateway is not None:
+            elif gateway is None:
+                pass
+            elif isinstance(msg, wire.Data):
                 await self._on_data(gateway, msg, reply)
+            elif isinstance(msg, wire.Drop):
+                await self._on_drop(gateway, msg, reply)
+            else:
+                self._on_result(gateway, msg)
         except zmq.ZMQError:
             raise
         except Exception:
@@ -186,13 +292,18 @@ class CloudReceiver:
         for other in [i for i, g in self._peers.items() if g == msg.gateway]:
             del self._peers[other]
         self._peers[ident] = msg.gateway
+        self._ident_of[msg.gateway] = ident
         state = self._gateways.setdefault(msg.gateway, _GatewayState())
         state.last_seen = self._clock()
+        state.sessions += 1
         hw: dict[str, tuple[int, int]] = {}
         for stream, epoch in msg.streams.items():
             hw[stream] = (epoch, await self._current_hw(msg.gateway, stream, epoch))
             state.hw[stream] = hw[stream]
         await reply(wire.Welcome(hw, self.credit))
+        for p in self._commands.values():  # commands not yet answered: (re)send them now
+            if p.gateway == msg.gateway and not p.future.done():
+                await reply(p.msg)
 
     async def _current_hw(self, gateway: str, stream: str, epoch: int) -> int:
         key = (gateway, stream, epoch)
@@ -232,16 +343,87 @@ class CloudReceiver:
         if self._pub is not None:
             topic = f"{gateway}/{msg.stream}".encode()
             for i, payload in enumerate(msg.records[msg.count - fresh :]):
-                header = msgpack.packb(
-                    {
-                        "v": wire.PROTOCOL_VERSION,
-                        "gateway": gateway,
-                        "stream": msg.stream,
-                        "epoch": msg.epoch,
-                        "seq": hw + 1 + i,
-                    }
-                )
+                header = _header(gateway, msg.stream, msg.epoch, hw + 1 + i)
                 await self._pub.send_multipart([topic, header, payload])
+
+    async def _on_drop(self, gateway: str, msg: wire.Drop, reply: _Reply) -> None:
+        state = self._gateways.setdefault(gateway, _GatewayState())
+        state.last_seen = self._clock()
+        hw = await self._current_hw(gateway, msg.stream, msg.epoch)
+        if msg.first > hw + 1:
+            state.nacks += 1
+            await reply(wire.Nack(msg.stream, msg.epoch, hw + 1))
+            return
+        if msg.last > hw:
+            await self._store_call(
+                self.store.drop, gateway, msg.stream, msg.epoch, msg.first, msg.last, msg.reason
+            )
+            state.dropped += msg.last - hw
+            _log.warning(
+                "cloud: %s/%s epoch %d: seqs %d..%d dropped at the gateway (%s)",
+                gateway, msg.stream, msg.epoch, hw + 1, msg.last, msg.reason,
+            )  # fmt: skip
+            self._hw[(gateway, msg.stream, msg.epoch)] = msg.last
+            state.hw[msg.stream] = (msg.epoch, msg.last)
+            if self._pub is not None:
+                header = _header(
+                    gateway, msg.stream, msg.epoch, msg.last, gap=[hw + 1, msg.last, msg.reason]
+                )
+                await self._pub.send_multipart([f"{gateway}/{msg.stream}".encode(), header, b""])
+            hw = msg.last
+        await reply(wire.Ack(msg.stream, msg.epoch, hw, self.credit))
+
+    # --- downlink commands ---------------------------------------------------------------------
+
+    async def command(
+        self,
+        gateway: str,
+        kind: str,
+        args: dict[str, Any] | None = None,
+        *,
+        command_id: str | None = None,
+        timeout: float | None = None,
+    ) -> wire.Result:
+        """Send a command to ``gateway`` and wait for its RESULT.
+
+        Sent now if the gateway is connected and again after each of its HELLOs until answered;
+        a repeated ``command_id`` is the same command (the gateway executes it once).
+        """
+        cid = command_id or uuid.uuid4().hex
+        pending = self._commands.get(cid)
+        if pending is None or pending.future.done():
+            fut: asyncio.Future[wire.Result] = asyncio.get_running_loop().create_future()
+            pending = _PendingCommand(gateway, wire.Command(cid, kind, dict(args or {})), fut)
+            self._commands[cid] = pending
+        ident = self._ident_of.get(gateway)
+        if ident is not None and self._router is not None and self._peers.get(ident) == gateway:
+            await self._router.send_multipart([ident, *wire.encode(pending.msg)])
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        finally:
+            if pending.future.done():
+                self._commands.pop(cid, None)
+
+    def _on_result(self, gateway: str, msg: wire.Result) -> None:
+        pending = self._commands.get(msg.id)
+        if pending is None or pending.gateway != gateway or pending.future.done():
+            return  # an answer to a retry already answered, or not ours
+        pending.future.set_result(msg)
+
+    # --- status --------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Receiver-wide rejections: none of them stops the receiver."""
+        zap = self._zap
+        return {
+            "bad_messages": self.bad_messages,
+            "auth_rejected": zap.rejected if zap else 0,
+            "auth_accepted": zap.accepted if zap else 0,
+            "handshake_failed": self.handshake_failed,
+            "disconnects": self.disconnects,
+            "identity_rejected": self.identity_rejected,
+            "unauthorised": self.unauthorised,
+        }
 
     def status(self) -> dict[str, dict[str, object]]:
         """Per gateway: connected, last_seen, streams {stream: {epoch, hw}}, rates, counters."""
@@ -259,8 +441,33 @@ class CloudReceiver:
                 "records_per_s": sum(n for _, n in st.recent) / RATE_WINDOW,
                 "duplicates": st.duplicates,
                 "nacks": st.nacks,
+                "dropped": st.dropped,
+                "sessions": st.sessions,
             }
         return out
+
+
+@dataclass
+class _PendingCommand:
+    gateway: str
+    msg: wire.Command
+    future: asyncio.Future[wire.Result]
+
+
+_TAG = {wire.Data: "DATA", wire.Drop: "DROP", wire.Result: "RESULT"}
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_DISCONNECTED
+)
+
+
+def _header(gateway: str, stream: str, epoch: int, seq: int, **extra: object) -> bytes:
+    body = {"v": wire.PROTOCOL_VERSION, "gateway": gateway, "stream": stream, "epoch": epoch}
+    body["seq"] = seq
+    body.update(extra)
+    return msgpack.packb(body)
 
 
 _Reply = Callable[[wire.Message], Awaitable[None]]
@@ -273,48 +480,3 @@ def _port0(endpoint: str) -> str:
         if endpoint.startswith("tcp://") and endpoint.endswith(":0")
         else endpoint
     )
-
-
-async def run_cloud(
-    bind: str,
-    pub_bind: str,
-    db_path: str,
-    status_interval: float = 2.0,
-    stop: asyncio.Event | None = None,
-    print_status: bool = True,
-) -> None:
-    """Run a receiver on an SQLite store until ``stop`` (or SIGINT/SIGTERM) — ``gateway cloud``."""
-    loop = asyncio.get_running_loop()
-    if stop is None:
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # not the main thread / platform
-                pass
-    receiver = CloudReceiver(bind, pub_bind or None, SQLiteCloudStore(db_path))
-    task = asyncio.create_task(receiver.run(stop))
-    try:
-        ready = asyncio.ensure_future(receiver.ready.wait())
-        await asyncio.wait({task, ready}, return_when="FIRST_COMPLETED")
-        ready.cancel()
-        if print_status and receiver.ready.is_set():
-            print(
-                f"cloud: ROUTER {receiver.endpoint}  PUB {receiver.pub_endpoint}  store {db_path}",
-                flush=True,
-            )
-        while not task.done():
-            await asyncio.wait({task}, timeout=status_interval)
-            if print_status and not task.done():
-                for gw, st in receiver.status().items():
-                    streams = " ".join(f"{s}={v['hw']}" for s, v in st["streams"].items())  # type: ignore[attr-defined]
-                    print(
-                        f"cloud: {gw} {'up' if st['connected'] else 'down'} "
-                        f"{st['records_per_s']:.0f} rec/s dup={st['duplicates']} {streams}",
-                        flush=True,
-                    )
-        await task
-    finally:
-        if not task.done():
-            stop.set()
-            await task

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `gaps`; a version-1 file is upgraded at open
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)",
@@ -38,6 +38,16 @@ _SCHEMA = (
         received_ts REAL    NOT NULL,
         PRIMARY KEY (gateway, stream, epoch, seq)
     )""",
+    """CREATE TABLE IF NOT EXISTS gaps (
+        gateway     TEXT    NOT NULL,
+        stream      TEXT    NOT NULL,
+        epoch       INTEGER NOT NULL,
+        first       INTEGER NOT NULL,
+        last        INTEGER NOT NULL,
+        reason      TEXT    NOT NULL,
+        received_ts REAL    NOT NULL,
+        PRIMARY KEY (gateway, stream, epoch, first)
+    )""",
 )
 
 
@@ -57,6 +67,19 @@ class StoredRecord:
     epoch: int
     seq: int
     payload: bytes
+    received_ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGap:
+    """Seqs ``first``..``last`` were dropped on purpose by the gateway (announced by DROP)."""
+
+    gateway: str
+    stream: str
+    epoch: int
+    first: int
+    last: int
+    reason: str
     received_ts: float
 
 
@@ -88,6 +111,19 @@ class CloudStore(Protocol):
 
         Raises :class:`SequenceGap` when ``first_seq > hw + 1``.
         """
+        ...
+
+    def drop(
+        self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str
+    ) -> int:
+        """Record a deliberate gap and move hw to ``last`` atomically; return the new hw.
+
+        Raises :class:`SequenceGap` when ``first > hw + 1``; a gap already below hw is a no-op.
+        """
+        ...
+
+    def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:
+        """Announced gaps of (gateway, stream, epoch) in seq order."""
         ...
 
     def records(
@@ -133,6 +169,10 @@ class SQLiteCloudStore:
                     conn.execute(stmt)
                 conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (SCHEMA_VERSION,),
+                )
+                conn.execute(  # version 1 only lacked the gaps table, created above
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version' AND value = 1",
                     (SCHEMA_VERSION,),
                 )
                 conn.execute("COMMIT")
@@ -209,6 +249,57 @@ class SQLiteCloudStore:
                     db.execute("ROLLBACK")
                 raise
         return new_hw
+
+    def drop(
+        self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str
+    ) -> int:
+        now = self._clock()
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT hw FROM streams WHERE gateway = ? AND stream = ? AND epoch = ?",
+                    (gateway, stream, epoch),
+                ).fetchone()
+                hw = 0 if row is None else int(row[0])
+                if first > hw + 1:
+                    raise SequenceGap(hw, first)
+                if last <= hw:
+                    db.execute("ROLLBACK")
+                    return hw
+                db.execute(
+                    "INSERT INTO gaps(gateway, stream, epoch, first, last, reason, received_ts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (gateway, stream, epoch, hw + 1, last, reason, now),
+                )
+                db.execute(
+                    "INSERT INTO streams(gateway, stream, epoch, hw, updated_ts) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(gateway, stream, epoch) "
+                    "DO UPDATE SET hw = excluded.hw, updated_ts = excluded.updated_ts",
+                    (gateway, stream, epoch, last, now),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return last
+
+    def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:
+        with self._lock:
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT gateway, stream, epoch, first, last, reason, received_ts FROM gaps "
+                    "WHERE gateway = ? AND stream = ? AND epoch = ? ORDER BY first",
+                    (gateway, stream, epoch),
+                )
+                .fetchall()
+            )
+        return [
+            StoredGap(g, s, int(e), int(a), int(b), r, float(t)) for g, s, e, a, b, r, t in rows
+        ]
 
     def records(
         self,

@@ -1,14 +1,19 @@
-"""Subscriber: consume the cloud receiver's PUB fan-out.
+"""Subscriber: consume the cloud receiver's PUB fan-out, optionally gap-free from the store.
 
 PUB/SUB drops messages when a subscriber is slow or (re)joins late; every record carries its
-(gateway, stream, epoch, seq), so this helper detects such holes and reports them (``gaps``
-counter and ``on_gap`` callback). Filling a hole from the store (catch-up via
-``CloudStore.records``) is a later step; the store already holds everything, exactly once.
+(gateway, stream, epoch, seq), so this helper detects such holes. Without a store it reports them
+(``gaps`` counter and ``on_gap`` callback). With a store it follows ZeroMQ's Clone pattern:
+subscribe first, then read a snapshot of what is already committed, then deliver live records,
+skipping what the snapshot delivered and filling any hole from the store (PUB only carries
+committed records, so the store always has what the socket lost). Deliberate gaps (the gateway's
+DROP) are not holes: they arrive as notices, are counted (``dropped``) and go to ``on_drop``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.uplink import wire
+from gateway.uplink.store import CloudStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,35 +49,134 @@ class Gap:
 class Subscriber:
     """SUB socket with a topic prefix filter (``"gw1/"``, ``"gw1/events"`` or ``""`` for all).
 
-    The first record seen of a (gateway, stream, epoch) sets the baseline: records published
-    before this subscriber joined are not reported as a gap.
+    Without ``store``, the first record seen of a (gateway, stream, epoch) sets the baseline:
+    records published before this subscriber joined are not reported as a gap. With ``store``
+    (an open :class:`CloudStore`, e.g. ``SQLiteCloudStore`` on the receiver's file), holes are
+    filled from it, and ``snapshot=True`` first delivers everything already stored for the topic.
     """
 
     def __init__(
-        self, connect: str, topic: str = "", on_gap: Callable[[Gap], None] | None = None
+        self,
+        connect: str,
+        topic: str = "",
+        on_gap: Callable[[Gap], None] | None = None,
+        *,
+        store: CloudStore | None = None,
+        snapshot: bool = False,
+        on_drop: Callable[[Gap], None] | None = None,
     ) -> None:
+        if snapshot and store is None:
+            raise ValueError("snapshot=True needs a store")
         self._sock = zmq.asyncio.Context.instance().socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
         self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self._sock.connect(connect)
+        self._sock.connect(connect)  # subscribe BEFORE the snapshot (Clone pattern)
+        self._topic = topic
         self._on_gap = on_gap
+        self._on_drop = on_drop
+        self._store = store
+        self._need_snapshot = self._snapshot_mode = snapshot
+        self._ready: collections.deque[Record] = collections.deque()
         self._last: dict[tuple[str, str, int], int] = {}
-        self.gaps = 0  # number of missing records seen so far
+        self.gaps = 0  # records missing and NOT recovered (no store)
+        self.recovered = 0  # records fetched from the store to fill holes
+        self.snapshot_records = 0
+        self.dropped = 0  # seqs the gateway dropped on purpose (announced gaps)
         self.received = 0
         self.malformed = 0
 
     async def recv(self) -> Record:
         """The next record; malformed messages are counted and skipped."""
-        while True:
+        if self._need_snapshot:
+            self._need_snapshot = False
+            await asyncio.to_thread(self._load_snapshot)
+        while not self._ready:
             frames = await self._sock.recv_multipart()
-            record = self._parse(frames)
-            if record is None:
+            parsed = self._parse(frames)
+            if parsed is None:
                 self.malformed += 1
                 continue
-            self._track(record)
-            self.received += 1
-            return record
+            record, gap = parsed
+            if gap is not None:
+                key = (record.gateway, record.stream, record.epoch)
+                if gap.last <= self._last.get(key, 0):
+                    continue  # already announced while filling a hole from the store
+                if gap.first > 1 or key in self._last:
+                    await self._track(dataclasses.replace(record, seq=gap.first))
+                self._last[key] = gap.last
+                self._announce_drop(gap)
+                continue
+            if await self._track(record):
+                self._ready.append(record)
+        self.received += 1
+        return self._ready.popleft()
+
+    def _load_snapshot(self) -> None:
+        assert self._store is not None
+        for st in self._store.gateways():
+            if not f"{st.gateway}/{st.stream}".startswith(self._topic):
+                continue
+            key = (st.gateway, st.stream, st.epoch)
+            self._fill(key, 0, st.hw, snapshot=True)
+            self._last[key] = max(self._last.get(key, 0), st.hw)
+
+    def _fill(
+        self, key: tuple[str, str, int], after: int, upto: int, snapshot: bool = False
+    ) -> int:
+        """Queue stored records after..upto of ``key`` in order; returns how many were found."""
+        assert self._store is not None
+        gw, stream, epoch = key
+        found = 0
+        seq = after
+        while seq < upto:
+            batch = self._store.records(gw, stream, epoch, seq, min(10_000, upto - seq))
+            batch = [r for r in batch if r.seq <= upto]
+            if not batch:
+                break
+            for r in batch:
+                self._ready.append(Record(gw, stream, epoch, r.seq, r.payload))
+            found += len(batch)
+            seq = batch[-1].seq
+        if snapshot:
+            self.snapshot_records += found
+        else:
+            self.recovered += found
+        return found
+
+    async def _track(self, rec: Record) -> bool:
+        """Update the per-key position; False if ``rec`` is old (already delivered)."""
+        key = (rec.gateway, rec.stream, rec.epoch)
+        last = self._last.get(key)
+        if last is not None and rec.seq <= last:
+            return False
+        if last is None and self._snapshot_mode and rec.seq > 1:
+            last = 0  # a stream born after the snapshot: catch up from its start
+        if last is not None and rec.seq > last + 1:
+            missing = rec.seq - last - 1
+            if self._store is not None:
+                found = await asyncio.to_thread(self._fill, key, last, rec.seq - 1)
+                drops = await asyncio.to_thread(self._store.gaps, *key)
+                announced = sum(
+                    max(0, min(g.last, rec.seq - 1) - max(g.first, last + 1) + 1) for g in drops
+                )
+                for g in drops:
+                    if g.last > last and g.first < rec.seq:
+                        self._announce_drop(
+                            Gap(*key, max(g.first, last + 1), min(g.last, rec.seq - 1))
+                        )
+                missing -= found + announced
+            if missing > 0:
+                self.gaps += missing
+                if self._on_gap is not None:
+                    self._on_gap(Gap(rec.gateway, rec.stream, rec.epoch, last + 1, rec.seq - 1))
+        self._last[key] = rec.seq
+        return True
+
+    def _announce_drop(self, gap: Gap) -> None:
+        self.dropped += gap.last - gap.first + 1
+        if self._on_drop is not None:
+            self._on_drop(gap)
 
     def __aiter__(self) -> Subscriber:
         return self
@@ -79,7 +184,7 @@ class Subscriber:
     async def __anext__(self) -> Record:
         return await self.recv()
 
-    def _parse(self, frames: list[bytes]) -> Record | None:
+    def _parse(self, frames: list[bytes]) -> tuple[Record, Gap | None] | None:
         if len(frames) != 3:
             return None
         try:
@@ -93,17 +198,13 @@ class Subscriber:
             return None
         if not (isinstance(epoch, int) and isinstance(seq, int)):
             return None
-        return Record(gw, stream, epoch, seq, bytes(frames[2]))
-
-    def _track(self, rec: Record) -> None:
-        key = (rec.gateway, rec.stream, rec.epoch)
-        last = self._last.get(key)
-        if last is not None and rec.seq > last + 1:
-            self.gaps += rec.seq - last - 1
-            if self._on_gap is not None:
-                self._on_gap(Gap(rec.gateway, rec.stream, rec.epoch, last + 1, rec.seq - 1))
-        if last is None or rec.seq > last:
-            self._last[key] = rec.seq
+        rec = Record(gw, stream, epoch, seq, bytes(frames[2]))
+        drop = header.get("gap")
+        if drop is None:
+            return rec, None
+        if not (isinstance(drop, list) and len(drop) == 3 and isinstance(drop[0], int)):
+            return None
+        return rec, Gap(gw, stream, epoch, drop[0], seq)
 
     def close(self) -> None:
         self._sock.close(linger=0)

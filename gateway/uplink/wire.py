@@ -3,11 +3,12 @@
 Every message is ``[type, body]``: ``type`` is a short ASCII tag (``b"DATA"``), ``body`` a msgpack
 map that always carries ``v`` (the protocol version). The ROUTER side sees a routing-id frame in
 front of these two. Decoding validates every field, so a malformed or foreign message becomes a
-:class:`WireError` (never an arbitrary exception deep in the receiver). See docs/wire-protocol.md.
+:class:`WireError` (never an arbitrary exception deep in the receiver). See docs/store-and-forward.md.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,6 +103,38 @@ class Nack:
 
 
 @dataclass(frozen=True, slots=True)
+class Drop:
+    """Gateway -> cloud: seqs ``first``..``last`` of (stream, epoch) were dropped on purpose.
+
+    Encoded with the keys ``from``/``to``; ``reason`` is ``quota``, ``blocked`` or ``overflow``.
+    """
+
+    stream: str
+    epoch: int
+    first: int
+    last: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Cloud -> gateway: a downlink command; ``id`` makes retries idempotent."""
+
+    id: str
+    kind: str  # write | reload_rules | ping
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Gateway -> cloud: the outcome of a command (``ok``/``failed``/``unsupported``/``interrupted``)."""
+
+    id: str
+    outcome: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """Cloud -> gateway: the session cannot continue (``hello_required``, ``version``, ``bad``)."""
 
@@ -109,20 +142,18 @@ class Error:
     reason: str
 
 
-Message = Hello | Welcome | Data | Ack | Nack | Error
+Message = Hello | Welcome | Data | Ack | Nack | Error | Drop | Command | Result
 
 
 def records_crc32(records: Sequence[bytes]) -> int:
-    """CRC-32 over each record's 4-byte big-endian length followed by its bytes.
+    """CRC-32 over the records' lengths (4-byte big-endian each, in order), then their bytes.
 
-    The length prefixes make the CRC see record boundaries, so two records that swap a byte across
-    their boundary do not checksum the same as the originals.
+    The lengths make the CRC see record boundaries, so two records that swap a byte across
+    their boundary do not checksum the same as the originals. One contiguous length block keeps
+    this to two C calls per message.
     """
-    parts: list[bytes] = []
-    for rec in records:
-        parts.append(len(rec).to_bytes(4, "big"))
-        parts.append(rec)
-    return zlib.crc32(b"".join(parts))
+    lengths = struct.pack(f">{len(records)}I", *map(len, records))
+    return zlib.crc32(b"".join(records), zlib.crc32(lengths))
 
 
 def encode(msg: Message) -> list[bytes]:
@@ -153,6 +184,21 @@ def encode(msg: Message) -> list[bytes]:
     elif isinstance(msg, Error):
         tag = b"ERROR"
         body = {"code": msg.code, "reason": msg.reason}
+    elif isinstance(msg, Drop):
+        tag = b"DROP"
+        body = {
+            "stream": msg.stream,
+            "epoch": msg.epoch,
+            "from": msg.first,
+            "to": msg.last,
+            "reason": msg.reason,
+        }
+    elif isinstance(msg, Command):
+        tag = b"CMD"
+        body = {"id": msg.id, "kind": msg.kind, "args": dict(msg.args)}
+    elif isinstance(msg, Result):
+        tag = b"RESULT"
+        body = {"id": msg.id, "outcome": msg.outcome, "detail": msg.detail}
     else:
         raise TypeError(f"not a wire message: {msg!r}")
     body["v"] = PROTOCOL_VERSION
@@ -217,6 +263,18 @@ def decode(frames: Sequence[bytes]) -> Message:
         return Nack(f.text("stream"), f.uint("epoch", 1), f.uint("expected", 1))
     if tag == b"ERROR":
         return Error(f.text("code"), f.get("reason", str))
+    if tag == b"DROP":
+        first, last = f.uint("from", 1), f.uint("to", 1)
+        if last < first:
+            raise WireError(f"b'DROP': to {last} < from {first}")
+        return Drop(f.text("stream"), f.uint("epoch", 1), first, last, f.text("reason"))
+    if tag == b"CMD":
+        args = f.get("args", dict)
+        if not all(isinstance(k, str) for k in args):
+            raise WireError("b'CMD': args keys must be strings")
+        return Command(f.text("id"), f.text("kind"), args)
+    if tag == b"RESULT":
+        return Result(f.text("id"), f.text("outcome"), f.get("detail", str))
     raise WireError(f"unknown message type {tag!r}")
 
 

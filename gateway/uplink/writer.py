@@ -6,8 +6,10 @@ item arrived or as soon as ``max_records`` are waiting. Results go back to the l
 ``call_soon_threadsafe``, so the loop never blocks on the disk.
 
 Memory is bounded: at most ``pending_cap`` records wait in memory. Beyond that ``submit`` drops
-the NEW record and counts it (``dropped``): the records already accepted keep their place, and a
-producer that outruns the disk for that long loses its freshest data rather than blocking the loop.
+the NEW record and counts it (``dropped``, reason ``overflow``): the records already accepted keep
+their place, and a producer that outruns the disk for that long loses its freshest data rather than
+blocking the loop. Refused records (overflow here, quota ``block`` in the client) are not silent:
+the next commit gives them sequence numbers in a gap row, announced upstream as DROP.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from dataclasses import dataclass
 from gateway.uplink.queue import DurableQueue
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[tuple[str, bytes]]
+    stamps: list[float]
+    acks: dict[str, int]
+    rotations: set[str]
+    refused: dict[tuple[str, str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,8 @@ class GroupCommitWriter:
         self._records: list[tuple[str, bytes]] = []
         self._stamps: list[float] = []
         self._acks: dict[str, int] = {}
+        self._refused: dict[tuple[str, str], int] = {}  # (stream, reason) -> records
+        self._pending_bytes: dict[str, int] = {}
         self._rotations: set[str] = set()
         self._since: float | None = None  # monotonic time the oldest pending item arrived
         self._urgent_upto = 0  # commit without delay until this many submissions are durable
@@ -67,6 +80,7 @@ class GroupCommitWriter:
         self._stopping = False
         self.submitted = 0
         self.dropped = 0
+        self.dropped_by: dict[str, int] = {}  # reason -> records refused
         self.errors = 0
         self._thread = threading.Thread(target=self._main, name="uplink-writer", daemon=True)
 
@@ -77,17 +91,59 @@ class GroupCommitWriter:
         """Queue one record for the next commit; False if it was dropped (memory cap)."""
         with self._cond:
             if len(self._records) >= self._cap or self._stopping:
-                self.dropped += 1
+                self._refuse(stream, "overflow")
                 return False
             self._records.append((stream, payload))
+            self._pending_bytes[stream] = self._pending_bytes.get(stream, 0) + len(payload)
             self._stamps.append(self._clock())
             self.submitted += 1
             if self._since is None:
                 self._since = time.monotonic()
                 self._cond.notify()
-            elif len(self._records) >= self._max_records:
+            elif len(self._records) == self._max_records:  # once per full batch
                 self._cond.notify()
         return True
+
+    def submit_many(self, stream: str, payloads: list[bytes]) -> int:
+        """Queue several records of one stream under one lock; returns how many were taken."""
+        with self._cond:
+            room = 0 if self._stopping else max(0, self._cap - len(self._records))
+            take = payloads[:room]
+            for _ in range(len(payloads) - len(take)):
+                self._refuse(stream, "overflow")
+            if not take:
+                return 0
+            before = len(self._records)
+            self._records.extend((stream, p) for p in take)
+            self._stamps.extend([self._clock()] * len(take))
+            self._pending_bytes[stream] = self._pending_bytes.get(stream, 0) + sum(map(len, take))
+            self.submitted += len(take)
+            if self._since is None:
+                self._since = time.monotonic()
+                self._cond.notify()
+            elif before < self._max_records <= len(self._records):
+                self._cond.notify()
+            return len(take)
+
+    def refuse(self, stream: str, reason: str) -> None:
+        """Count a record the producer side turned away (quota ``block``); it becomes a gap."""
+        with self._cond:
+            self._refuse(stream, reason)
+
+    def _refuse(self, stream: str, reason: str) -> None:
+        self.dropped += 1
+        self.dropped_by[reason] = self.dropped_by.get(reason, 0) + 1
+        if self._stopping:
+            return
+        key = (stream, reason)
+        self._refused[key] = self._refused.get(key, 0) + 1
+        if self._since is None:
+            self._since = time.monotonic()
+            self._cond.notify()
+
+    def pending_bytes(self, stream: str) -> int:
+        with self._cond:
+            return self._pending_bytes.get(stream, 0)
 
     def ack(self, stream: str, hw: int) -> None:
         with self._cond:
@@ -123,11 +179,11 @@ class GroupCommitWriter:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _take(self) -> tuple[list[tuple[str, bytes]], list[float], dict[str, int], set[str]] | None:
+    def _take(self) -> _Batch | None:
         """Wait for a batch to be due and take it; None when stopping and nothing is left."""
         with self._cond:
             while True:
-                has_work = bool(self._records or self._acks or self._rotations)
+                has_work = bool(self._records or self._acks or self._rotations or self._refused)
                 if not has_work:
                     if self._stopping:
                         return None
@@ -149,22 +205,19 @@ class GroupCommitWriter:
                 del self._records[:n], self._stamps[:n]
                 acks, self._acks = self._acks, {}
                 rotations, self._rotations = self._rotations, set()
+                refused, self._refused = self._refused, {}
                 self._since = time.monotonic() if (self._records or self._acks) else None
-                return records, stamps, acks, rotations
+                return _Batch(records, stamps, acks, rotations, refused)
 
-    def _put_back(
-        self,
-        records: list[tuple[str, bytes]],
-        stamps: list[float],
-        acks: dict[str, int],
-        rotations: set[str],
-    ) -> None:
+    def _put_back(self, b: _Batch) -> None:
         with self._cond:
-            self._records[:0] = records
-            self._stamps[:0] = stamps
-            for s, hw in acks.items():
+            self._records[:0] = b.records
+            self._stamps[:0] = b.stamps
+            for s, hw in b.acks.items():
                 self._acks[s] = max(hw, self._acks.get(s, 0))
-            self._rotations |= rotations
+            for key, n in b.refused.items():
+                self._refused[key] = self._refused.get(key, 0) + n
+            self._rotations |= b.rotations
             if self._since is None:
                 self._since = time.monotonic()
 
@@ -173,18 +226,24 @@ class GroupCommitWriter:
             batch = self._take()
             if batch is None:
                 return
-            records, stamps, acks, rotations = batch
+            records = batch.records
             start = time.perf_counter()
             rotated: dict[str, int] = {}
             try:
-                for stream in sorted(rotations):
+                for stream in sorted(batch.rotations):
                     rotated[stream] = self._queue.rotate_epoch(stream)
-                    acks.pop(stream, None)
-                ranges = self._queue.apply(records, acks, stamps)
-            except Exception:
+                    batch.acks.pop(stream, None)
+                batch.rotations -= set(rotated)
+                refused = [(s, n, reason) for (s, reason), n in sorted(batch.refused.items())]
+                ranges = self._queue.apply(records, batch.acks, batch.stamps, refused)
+            except Exception as exc:
                 self.errors += 1
-                _log.exception("uplink queue commit failed; retrying in %.1fs", self.RETRY_DELAY)
-                self._put_back(records, stamps, acks, rotations - set(rotated))
+                if self.errors == 1 or self.errors % 60 == 0:
+                    _log.error(
+                        "uplink queue commit failed (%s; %d failures so far); retrying every %.1fs",
+                        exc, self.errors, self.RETRY_DELAY,
+                    )  # fmt: skip
+                self._put_back(batch)
                 if rotated:
                     self._deliver(CommitResult(0, {}, rotated, 0.0))
                 with self._cond:
@@ -194,6 +253,9 @@ class GroupCommitWriter:
                 continue
             with self._cond:
                 self._taken += len(records)
+                # Counted until committed, so a quota check never misses bytes in transit.
+                for stream, payload in records:
+                    self._pending_bytes[stream] -= len(payload)
             elapsed = (time.perf_counter() - start) * 1000.0
             self._deliver(CommitResult(len(records), ranges, rotated, elapsed))
 

@@ -1,0 +1,79 @@
+"""What the runtime shows operators: Prometheus metrics and the JSON ``/status`` snapshot."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from gateway.core.metrics import Labels
+from gateway.core.model import Quality
+from gateway.infer.wiring import collect_model_metrics
+
+if TYPE_CHECKING:
+    from gateway.core.runtime import Runtime
+
+
+def describe_metrics(rt: Runtime) -> None:
+    m = rt.metrics
+    m.describe("samples_total", "counter", "Samples received from all drivers")
+    m.describe("samples_bad_total", "counter", "Samples with bad quality (timeouts, exceptions)")
+    m.describe("alarms_total", "counter", "Alarm transitions by rule and state")
+    m.describe("writes_total", "counter", "Device writes executed for rules, by outcome")
+    m.add_collector(lambda: collect(rt))
+
+
+def collect(rt: Runtime) -> list[tuple[str, Labels, float]]:
+    out: list[tuple[str, Labels, float]] = [
+        ("samples_per_second", (), rt.rate.rate),
+    ]
+    up: dict[str, Any] = rt.uplink.stats()
+    out.append(("uplink_connected", (), 1.0 if up.get("link") == "connected" else 0.0))
+    for key in ("submitted", "committed", "sent", "acks", "retransmits", "oldest_age_s",
+                "nacks", "reconnects", "drops_sent", "commands", "in_flight"):  # fmt: skip
+        if isinstance(up.get(key), int | float):
+            out.append((f"uplink_{key}", (), float(up[key])))
+    for reason, n in (up.get("dropped_by") or {}).items():
+        out.append(("uplink_dropped_total", (("reason", reason),), float(n)))
+    for stream, st in (up.get("streams") or {}).items():
+        for key in ("depth", "acked_hw", "next_seq", "bytes"):
+            if isinstance(st.get(key), int | float):
+                out.append((f"queue_{key}", (("stream", stream),), float(st[key])))
+    for name, dev in rt.devices.items():
+        for key, value in dev.stats().items():
+            if isinstance(value, bool | int | float):
+                out.append((f"device_{key}", (("device", name),), float(value)))
+    for rule, st in rt.rules.stats().items():
+        for key, value in st.items():
+            out.append((f"rule_{key}", (("rule", rule),), float(value)))
+    if rt.models is not None:
+        out.extend(collect_model_metrics(rt.models))
+    return out
+
+
+def status(rt: Runtime) -> dict[str, Any]:
+    """A JSON-able snapshot for `gateway demo` and operators."""
+    pts = []
+    for info in rt.points.infos:
+        v = float(rt.points.last_value[info.id])
+        pts.append(
+            {
+                "name": info.name,
+                "value": None if v != v else v,
+                "unit": info.unit,
+                "ts": float(rt.points.last_ts[info.id]),
+                "quality": Quality(int(rt.points.last_quality[info.id])).name.lower(),
+                "writable": info.writable,
+            }
+        )
+    return {
+        "gateway": rt.config.id,
+        "ts": rt.clock(),
+        "samples_per_second": rt.rate.rate,
+        "samples_total": rt.metrics.get("samples_total"),
+        "points": pts,
+        "devices": {name: dev.stats() for name, dev in rt.devices.items()},
+        "alarms": [dataclasses.asdict(a) for a in rt.rules.alarms()],
+        "uplink": rt.uplink.stats(),
+        "models": rt.models.stats() if rt.models is not None else {},
+        "recent": list(rt.recent),
+    }
