@@ -24,6 +24,7 @@ from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
+from gateway.core.sdnotify import SystemdNotifier
 from gateway.drivers.modbus_tcp import ModbusTcpDevice, WriteError
 from gateway.rules.effects import AlarmCleared, AlarmRaised, LogMessage, WriteRequest
 from gateway.rules.engine import RuleEngine
@@ -32,6 +33,7 @@ from gateway.uplink.client import Uplink
 _log = logging.getLogger("gateway.runtime")
 
 TICK_S = 0.1  # rule timers (for:) progress at least this often without new samples
+HEALTH_STALE_S = 2.0  # /health turns 503 when the run loop has not ticked for this long
 RECENT_EVENTS = 50
 
 
@@ -83,9 +85,17 @@ class DeadbandFilter:
 class Runtime:
     """One gateway process: its devices, point table, rules, uplink and status endpoint."""
 
-    def __init__(self, config: GatewayConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clock: Callable[[], float] = time.time,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
+        self._running = False
+        self._last_tick = -1e18
         self.points = build_point_table(config)
         self.rules = RuleEngine(config.rules, self.points)
         self.uplink = Uplink(config.uplink, config.id, clock=clock)
@@ -110,7 +120,7 @@ class Runtime:
         self._status_server: StatusServer | None = None
         if config.metrics_listen:
             self._status_server = StatusServer(
-                config.metrics_listen, self.render_metrics, self.status
+                config.metrics_listen, self.render_metrics, self.status, self.health
             )
         self._describe_metrics()
 
@@ -140,6 +150,9 @@ class Runtime:
     async def run(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, then stop cleanly."""
         await self.start()
+        self._running = True
+        self._last_tick = time.monotonic()
+        self.notifier.ready(f"running: {len(self.devices)} devices, {len(self.points)} points")
         try:
             while not stop.is_set():
                 try:
@@ -147,8 +160,15 @@ class Runtime:
                 except TimeoutError:
                     pass
                 self._apply(self.rules.tick(self.clock()))
+                # Liveness comes from this loop only: if it stops turning, the pings stop and
+                # systemd's watchdog restarts the process; /health goes stale the same way.
+                self._last_tick = time.monotonic()
+                self.notifier.tick()
         finally:
+            self._running = False
+            self.notifier.stopping()
             await self.stop()
+            self.notifier.close()
 
     async def stop(self) -> None:
         for dev in self.devices.values():
@@ -276,6 +296,17 @@ class Runtime:
             for key, value in st.items():
                 out.append((f"rule_{key}", (("rule", rule),), float(value)))
         return out
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness for ``/health`` (Docker HEALTHCHECK): started and the run loop still turning."""
+        age = time.monotonic() - self._last_tick
+        ok = self._running and age < HEALTH_STALE_S
+        return ok, {
+            "status": "ok" if ok else ("stale" if self._running else "not running"),
+            "gateway": self.config.id,
+            "loop_age_s": round(age, 3) if self._running else None,
+            "uplink": self.uplink.stats().get("link"),
+        }
 
     def render_metrics(self) -> str:
         return self.metrics.render()
