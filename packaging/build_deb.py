@@ -183,6 +183,8 @@ def stage_files(stage: Path, arch: str, ver: str) -> None:
 
     doc = "usr/share/doc/edge-gateway"
     put(PKG / "systemd/gateway.service", "lib/systemd/system/gateway.service")
+    put(PKG / "systemd/gateway-firstboot.service", "lib/systemd/system/gateway-firstboot.service")
+    put(PKG / "firstboot.py", "usr/lib/edge-gateway/firstboot.py")
     put(PKG / "systemd/gateway.sysusers", "usr/lib/sysusers.d/gateway.conf")
     put(PKG / "deb/default", "etc/default/gateway")
     put(PKG / "gateway.yaml.example", f"{doc}/examples/gateway.yaml")

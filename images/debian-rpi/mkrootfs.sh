@@ -5,6 +5,8 @@
 #   images/debian-rpi/mkrootfs.sh OUT.tar
 #
 # Needs: mmdebstrap, qemu-user-static + binfmt-support (qemu-aarch64 enabled), root.
+# Hooks are single-quoted on purpose: mmdebstrap expands "$1" (the root) when it runs them.
+# shellcheck disable=SC2016
 set -eu
 
 out=${1:?usage: mkrootfs.sh OUT.tar}
