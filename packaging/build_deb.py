@@ -29,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "packaging"
-PYVER = "3.11"
+HOST_PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
+PYVER = "3.11"  # the target's python3 (bookworm, Raspberry Pi OS bookworm); --python changes it
 ARCHES = {
     # deb arch: (machine, C cross compiler or None, python multiarch triplet)
     "arm64": ("aarch64", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu"),
@@ -75,12 +76,20 @@ def pins() -> list[str]:
     return [found[n] for n in RUNTIME_DEPS]
 
 
+def pure_build() -> bool:
+    """A target Python other than the build host's gets the pure-Python twins: the Cython
+    extensions need that version's headers, which a bookworm host does not have."""
+    return PYVER != HOST_PYVER
+
+
 def build_wheel(arch: str, out: Path) -> Path:
     """The project's wheel for ``arch``, built from a clean copy of the tracked sources."""
     _, cc, triplet = ARCHES[arch]
     env = dict(os.environ)
     env.pop("GATEWAY_PUREPYTHON", None)
-    if cc is not None:
+    if pure_build():
+        env["GATEWAY_PUREPYTHON"] = "1"  # setup.py then builds no extensions
+    elif cc is not None:
         if shutil.which(cc) is None:
             raise SystemExit(f"{cc} not found: apt-get install gcc-{triplet}")
         env.update(
@@ -107,13 +116,16 @@ def build_wheel(arch: str, out: Path) -> Path:
              "-w", str(out), str(src)],
             env=env,
         )  # fmt: skip
-    wheels = sorted(out.glob(f"edge_gateway-{version()}-*.whl"), key=lambda p: p.stat().st_mtime)
-    return wheels[-1]
+    tag = "py3-none-any" if pure_build() else f"*-linux_{ARCHES[arch][0]}"
+    wheels = list(out.glob(f"edge_gateway-{version()}-{tag}.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"expected one {tag} wheel in {out}, found {wheels}")
+    return wheels[0]
 
 
 def download_deps(arch: str, cache: Path) -> Path:
     """Binary wheels of the runtime dependencies for ``arch`` (cached)."""
-    dest = cache / f"wheels-{arch}"
+    dest = cache / f"wheels-{arch}-py{PYVER}"
     stamp = dest / ".pins"
     want = "\n".join(pins())
     if stamp.exists() and stamp.read_text() == want:
@@ -162,7 +174,11 @@ def make_venv(stage: Path, wheel: Path, deps: Path, arch: str) -> None:
     )
     launcher.chmod(0o755)
     # Bytecode is architecture-independent; compiling here saves the Pi a minute at every cold
-    # start (ProtectSystem=strict means the service could never write it).
+    # start (ProtectSystem=strict means the service could never write it). Another Python
+    # version compiles at install time (postinst) instead.
+    if pure_build():
+        (venv / ".compile-on-install").touch()
+        return
     compileall.compile_dir(
         str(site),
         quiet=1,
@@ -190,7 +206,10 @@ def stage_files(stage: Path, arch: str, ver: str) -> None:
     put(PKG / "gateway.yaml.example", f"{doc}/examples/gateway.yaml")
     put(PKG / "deb/copyright", f"{doc}/copyright")
     put(PKG / "README.md", f"{doc}/README.md")
-    put(PKG / "deb/lintian-overrides", "usr/share/lintian/overrides/edge-gateway")
+    put(
+        (PKG / "deb/lintian-overrides").read_text().replace("python3.11", f"python{PYVER}"),
+        "usr/share/lintian/overrides/edge-gateway",
+    )
     (stage / "etc/gateway").mkdir(parents=True)
     (stage / "var/lib/gateway/queue").mkdir(parents=True)
     (stage / "usr/bin").mkdir(parents=True, exist_ok=True)
@@ -217,6 +236,8 @@ def stage_files(stage: Path, arch: str, ver: str) -> None:
         .replace("@VERSION@", ver)
         .replace("@ARCH@", arch)
         .replace("@SIZE@", str(size // 1024))
+        .replace("@PYMIN@", PYVER)
+        .replace("@PYMAX@", f"3.{int(PYVER.split('.')[1]) + 1}")
     )
     (control / "conffiles").write_text("/etc/default/gateway\n")
     for script in ("postinst", "prerm", "postrm"):
@@ -225,7 +246,7 @@ def stage_files(stage: Path, arch: str, ver: str) -> None:
 
 
 def build(arch: str, out: Path, cache: Path) -> Path:
-    ver = version()
+    ver = version() + ("" if PYVER == "3.11" else f"+py{PYVER.replace('.', '')}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     wheel = build_wheel(arch, out)
@@ -241,11 +262,18 @@ def build(arch: str, out: Path, cache: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global PYVER
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", choices=sorted(ARCHES), default="arm64")
     ap.add_argument("--out", type=Path, default=ROOT / "build/images")
     ap.add_argument("--cache", type=Path, default=ROOT / "build/images/cache")
+    ap.add_argument(
+        "--python",
+        default="3.11",
+        help="the target's python3 version (3.10 for Jetson L4T r36 / Ubuntu 22.04: pure-Python twins)",
+    )
     args = ap.parse_args(argv)
+    PYVER = args.python
     print(build(args.arch, args.out, args.cache))
     return 0
 

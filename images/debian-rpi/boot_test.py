@@ -22,6 +22,7 @@ import json
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smp", type=int, default=2)
     args = ap.parse_args(argv)
 
+    # SIGTERM (CI's timeout, kill) must still stop qemu and the host processes in `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     work: Path = args.work
     shutil.rmtree(work, ignore_errors=True)
@@ -140,23 +143,52 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "cloud": ManagedProcess(
             "cloud",
-            [*py, "cloud", "--insecure", "--bind", f"tcp://127.0.0.1:{ports['cloud']}",
-             "--pub", f"tcp://127.0.0.1:{ports['pub']}", "--db", str(work / "cloud.db"),
-             "--status-interval", "0"],
+            [
+                *py,
+                "cloud",
+                "--insecure",
+                "--bind",
+                f"tcp://127.0.0.1:{ports['cloud']}",
+                "--pub",
+                f"tcp://127.0.0.1:{ports['pub']}",
+                "--db",
+                str(work / "cloud.db"),
+                "--status-interval",
+                "0",
+            ],
             logs / "cloud.log",
             cwd=str(ROOT),
         ),  # fmt: skip
         "qemu": ManagedProcess(
             "qemu",
             [
-                "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72",
-                "-smp", str(args.smp), "-m", "1024", "-nographic", "-monitor", "none",
-                "-kernel", str(kernel), "-initrd", str(initrd),
-                "-append", "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 systemd.show_status=1",
-                "-drive", f"if=none,file={disk},format=raw,id=d0",
-                "-device", "virtio-blk-pci,drive=d0",
-                "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ports['health']}-:9108",
-                "-device", "virtio-net-pci,netdev=n0",
+                "qemu-system-aarch64",
+                "-M",
+                "virt",
+                "-cpu",
+                "cortex-a72",
+                "-smp",
+                str(args.smp),
+                "-m",
+                "1024",
+                "-nographic",
+                "-monitor",
+                "none",
+                "-kernel",
+                str(kernel),
+                "-initrd",
+                str(initrd),
+                "-append",
+                "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 systemd.show_status=1"
+                " systemd.journald.forward_to_console=1",
+                "-drive",
+                f"if=none,file={disk},format=raw,id=d0",
+                "-device",
+                "virtio-blk-pci,drive=d0",
+                "-netdev",
+                f"user,id=n0,hostfwd=tcp:127.0.0.1:{ports['health']}-:9108",
+                "-device",
+                "virtio-net-pci,netdev=n0",
             ],
             logs / "console.log",
         ),  # fmt: skip
@@ -183,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         step(
             "systemd: Started gateway.service (READY=1)",
-            lambda: console.has(r"Started .*gateway\.service") or not alive(),
+            lambda: console.has(r"systemd\[1\]: Started gateway\.service") or not alive(),
             args.boot_timeout,
         )
         assert alive(), "qemu exited"

@@ -102,7 +102,9 @@ def main(buildah: str, ctr: str) -> int:
                 pass
         receiver.stop()
         if not ok:
-            print(f"--- gateway ---\n{gateway.log_tail(40)}\n--- cloud ---\n{receiver.log_tail(20)}")
+            print(
+                f"--- gateway ---\n{gateway.log_tail(40)}\n--- cloud ---\n{receiver.log_tail(20)}"
+            )
     return 0
 
 
