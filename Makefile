@@ -6,7 +6,7 @@ PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 
 .PHONY: demo test test-native test-pure hil build lint bench soak clean venv \
-	deb image image-test docker lint-images
+	deb image image-test recipes-test docker lint-images
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -71,6 +71,9 @@ image: deb $(ROOTFS)
 
 image-test: image
 	$(VPY) images/debian-rpi/boot_test.py --image $(IMG)/gateway-rpi-arm64.img.zst
+
+recipes-test: deb $(ROOTFS)
+	images/recipes-test.sh $(ROOTFS) $(IMG)/edge-gateway_$(VERSION)_arm64.deb
 
 $(CBASE): images/docker/mkbase.sh
 	images/host-deps.sh docker
