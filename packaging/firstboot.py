@@ -183,11 +183,15 @@ def _remove_secrets(boot: Path, cloud: dict[str, Any]) -> None:
 
 
 def set_hostname(root: Path, name: str) -> None:
-    (root / "etc/hostname").write_text(name + "\n")
-    hosts = root / "etc/hosts"
-    lines = hosts.read_text().splitlines() if hosts.exists() else ["127.0.0.1\tlocalhost"]
-    lines = [ln for ln in lines if not ln.startswith("127.0.1.1")] + [f"127.0.1.1\t{name}"]
-    hosts.write_text("\n".join(lines) + "\n")
+    """Persistent where the root is writable; on a read-only root only for this boot."""
+    try:
+        (root / "etc/hostname").write_text(name + "\n")
+        hosts = root / "etc/hosts"
+        lines = hosts.read_text().splitlines() if hosts.exists() else ["127.0.0.1\tlocalhost"]
+        lines = [ln for ln in lines if not ln.startswith("127.0.1.1")] + [f"127.0.1.1\t{name}"]
+        hosts.write_text("\n".join(lines) + "\n")
+    except OSError as exc:
+        print(f"gateway-firstboot: hostname {name} for this boot only: {exc}", file=sys.stderr)
     if str(root) == "/":
         subprocess.run(["hostname", name], check=False)
 

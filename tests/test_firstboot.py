@@ -120,3 +120,14 @@ def test_bad_settings_are_reported(tree: tuple[Path, Path], text: str, message: 
     (boot / "gateway-settings.yaml").write_text(text)
     assert firstboot.main(["--boot", str(boot), "--root", str(root), "--check-cmd", "true"]) == 1
     assert message in (boot / "gateway-settings.error.txt").read_text()
+
+
+def test_read_only_etc_keeps_the_hostname_for_this_boot_only(tree: tuple[Path, Path]) -> None:
+    boot, root = tree
+    (root / "etc/gateway").mkdir()
+    (root / "etc/hostname").mkdir()  # writing it fails like a read-only root would
+    (boot / "gateway-settings.yaml").write_text(
+        "hostname: ro-gw\ncloud: {endpoint: 'tcp://c.example:7000', insecure: true}\n"
+    )
+    assert firstboot.apply(boot, root, CHECK)
+    assert (root / "etc/gateway/gateway.yaml").exists()

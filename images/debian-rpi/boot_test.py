@@ -10,7 +10,11 @@ user network as 10.0.2.2. Checked, each with a bounded wait:
 2. systemd reports ``Started gateway.service`` (``Type=notify``: only after the runtime's READY=1);
 3. ``/health`` answers 200 through a forwarded port;
 4. telemetry from the gateway id in the settings reaches the host's cloud store;
-5. a value written on a simulated device on the host arrives in the cloud (the guest polls it).
+5. a value written on a simulated device on the host arrives in the cloud (the guest polls it);
+6. with ``--watchdog`` (the default): the gateway's main process is frozen (SIGSTOP) by a script on
+   the boot partition, run through the kernel command line's ``systemd.run=`` (the image itself
+   is not changed) when the host opens a port; systemd's watchdog must notice the missing pings,
+   kill the gateway and start it again, and ``/health`` must come back.
 
     python images/debian-rpi/boot_test.py --image build/images/gateway-rpi-arm64.img.zst
 """
@@ -86,6 +90,24 @@ def stage_settings(img: Path, work: Path, ports: dict[str, int], gateway_id: str
         subprocess.run(["mcopy", "-o", "-i", target, str(work / name), f"::/{name}"], check=True)
 
 
+FREEZE_SCRIPT = """#!/bin/sh
+# image-test only, run by systemd.run= from the test's kernel command line: when the host opens
+# port {port}, freeze the gateway's main process as a hung event loop would look to systemd.
+until python3 -c 'import socket; socket.create_connection(("{host}", {port}), 2)' 2>/dev/null; do
+    sleep 1
+done
+systemctl kill --signal=SIGSTOP --kill-whom=main gateway.service
+echo "image-test: gateway main process stopped" >/dev/console
+"""
+
+
+def stage_freeze_script(img: Path, work: Path, port: int) -> None:
+    script = work / "freeze-gateway.sh"
+    script.write_text(FREEZE_SCRIPT.format(host=GUEST_HOST, port=port))
+    target = f"{img}@@{boot_offset(img)}"
+    subprocess.run(["mcopy", "-o", "-i", target, str(script), "::/freeze-gateway.sh"], check=True)
+
+
 def http_status(port: int, path: str) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as resp:
@@ -114,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "build/images/boot-test")
     ap.add_argument("--boot-timeout", type=float, default=420.0)
     ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument(
+        "--no-watchdog",
+        dest="watchdog",
+        action="store_false",
+        help="skip freezing the gateway to check systemd's watchdog restart (saves ~90 s)",
+    )
     args = ap.parse_args(argv)
 
     # SIGTERM (CI's timeout, kill) must still stop qemu and the host processes in `finally`.
@@ -127,9 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     disk = work / "disk.img"
     subprocess.run(["zstd", "-q", "-d", "-f", str(args.image), "-o", str(disk)], check=True)
     gateway_id = "qemu-gw"
-    base = free_port_block(6)
-    ports = {"sim": base, "cloud": base + 3, "pub": base + 4, "health": base + 5}
+    base = free_port_block(7)
+    ports = {
+        "sim": base,
+        "cloud": base + 3,
+        "pub": base + 4,
+        "health": base + 5,
+        "freeze": base + 6,
+    }
     stage_settings(disk, work, ports, gateway_id)
+    append = "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 systemd.show_status=1"
+    append += " systemd.journald.forward_to_console=1"
+    if args.watchdog:
+        stage_freeze_script(disk, work, ports["freeze"])
+        append += " systemd.run=/boot/firmware/freeze-gateway.sh systemd.run_success_action=none"
 
     py = [sys.executable, "-m", "gateway.cli"]
     logs = work / "logs"
@@ -179,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-initrd",
                 str(initrd),
                 "-append",
-                "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 systemd.show_status=1"
-                " systemd.journald.forward_to_console=1",
+                append,
                 "-drive",
                 f"if=none,file={disk},format=raw,id=d0",
                 "-device",
@@ -240,6 +278,21 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         step("a value written on the host's simulated device reaches the cloud", setpoint_arrived, 120)  # fmt: skip
+        if args.watchdog:
+            freeze = socket.create_server(("127.0.0.1", ports["freeze"]))
+            try:
+                step("gateway frozen in the guest (SIGSTOP)", lambda: console.has(r"image-test: gateway main process stopped"), 60)  # fmt: skip
+                step("systemd: watchdog timeout", lambda: console.has(r"gateway\.service: Watchdog timeout"), 120)  # fmt: skip
+            finally:
+                freeze.close()
+            step(
+                "systemd restarted gateway.service (READY=1 again)",
+                lambda: (
+                    len(re.findall(r"systemd\[1\]: Started gateway\.service", console.text())) >= 2
+                ),
+                240,
+            )
+            step("/health = 200 after the restart", lambda: http_status(ports["health"], "/health") == 200, 120)  # fmt: skip
         ok = True
     finally:
         for p in reversed(list(procs.values())):

@@ -27,7 +27,7 @@ reset_raspberrypi clk_raspberrypi virtio_blk virtio_pci virtio_mmio virtio_net"
 
 update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
 
-mmdebstrap --arch=arm64 --variant=apt --components=main,non-free-firmware \
+mmdebstrap --arch=arm64 --variant=apt --format=tar --components=main,non-free-firmware \
     --dpkgopt=force-confold --dpkgopt=force-confdef \
     --include="$packages" \
     --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/etc/default" "$1/boot/firmware"' \

@@ -9,7 +9,7 @@
 set -eu
 out=${1:?usage: mkbase.sh OUT.tar}
 update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-mmdebstrap --arch=arm64 --variant=minbase \
+mmdebstrap --arch=arm64 --variant=minbase --format=tar \
     --include=python3,python3-venv,ca-certificates,netbase \
     --customize-hook='chroot "$1" apt-get clean' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
