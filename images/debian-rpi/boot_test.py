@@ -93,6 +93,10 @@ def stage_settings(img: Path, work: Path, ports: dict[str, int], gateway_id: str
 FREEZE_SCRIPT = """#!/bin/sh
 # image-test only, run by systemd.run= from the test's kernel command line: when the host opens
 # port {port}, freeze the gateway's main process as a hung event loop would look to systemd.
+# systemd.run= is a oneshot the boot waits for, so the waiting runs as its own transient unit.
+if [ "$1" != wait ]; then
+    exec systemd-run --no-block --unit=image-test-freeze /bin/sh "$0" wait
+fi
 until python3 -c 'import socket; socket.create_connection(("{host}", {port}), 2)' 2>/dev/null; do
     sleep 1
 done
@@ -168,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     append += " systemd.journald.forward_to_console=1"
     if args.watchdog:
         stage_freeze_script(disk, work, ports["freeze"])
+        # systemd.run= would make its own target the default one: boot multi-user and want it.
         append += " systemd.run=/boot/firmware/freeze-gateway.sh systemd.run_success_action=none"
+        append += " systemd.unit=multi-user.target systemd.wants=kernel-command-line.service"
 
     py = [sys.executable, "-m", "gateway.cli"]
     logs = work / "logs"

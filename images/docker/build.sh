@@ -40,7 +40,7 @@ echo "built in $(($(date +%s) - t0))s"
 
 echo "== image config"
 $b inspect --format '{{.Docker.Config.User}} {{.Docker.Config.Volumes}} {{.Docker.Config.Healthcheck.Test}}' "$tag"
-$b inspect --format '{{.Docker.Config.Healthcheck.Test}}' "$tag" | grep -q health \
+$b inspect --format '{{.Docker.Config.Healthcheck.Test}}' "$tag" | grep -q GATEWAY_HEALTH_URL \
     || { echo "HEALTHCHECK missing from the image" >&2; exit 1; }
 
 echo "== run: gateway starts as a non-root user and its HEALTHCHECK command passes"
