@@ -17,11 +17,19 @@ tag=localhost/edge-gateway:arm64
 b="buildah --storage-driver vfs"
 
 echo "== base image $base_tag from $base_tar"
-ctx="$out/container-base-ctx"
-mkdir -p "$ctx"
-ln -f "$base_tar" "$ctx/rootfs.tar" 2>/dev/null || cp "$base_tar" "$ctx/rootfs.tar"
-$b build --quiet --isolation chroot --platform linux/arm64 --format docker \
-    -f images/docker/Containerfile.base -t "$base_tag" "$ctx" >/dev/null
+# Re-importing the tarball makes a new base layer and voids every cached layer above it.
+stamp="$out/container-base.stamp"
+want=$(stat -c '%Y-%s' "$base_tar")
+if $b inspect --type image "$base_tag" >/dev/null 2>&1 && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    echo "unchanged, reused"
+else
+    ctx="$out/container-base-ctx"
+    mkdir -p "$ctx"
+    ln -f "$base_tar" "$ctx/rootfs.tar" 2>/dev/null || cp "$base_tar" "$ctx/rootfs.tar"
+    $b build --quiet --isolation chroot --platform linux/arm64 --format docker \
+        -f images/docker/Containerfile.base -t "$base_tag" "$ctx" >/dev/null
+    echo "$want" >"$stamp"
+fi
 
 echo "== wheelhouse (linux/arm64 wheels, downloaded on the host)"
 plats=""
