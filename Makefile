@@ -81,7 +81,8 @@ $(CBASE): images/docker/mkbase.sh
 	images/docker/mkbase.sh $@.tmp && mv $@.tmp $@
 
 docker: $(STAMP) $(CBASE)
-	images/docker/build.sh $(CBASE) $(IMG)
+	images/host-deps.sh docker
+	PYTHON=$(VPY) images/docker/build.sh $(CBASE) $(IMG)
 
 # CI's second step (.ci/run): everything above from cold, about 25 minutes on 2 shared cores.
 ci-images: image-test recipes-test docker
