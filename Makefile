@@ -5,7 +5,8 @@ VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: demo test test-native test-pure hil build lint bench soak fuzz chaos clean venv micropython-check
+.PHONY: demo test test-native test-pure hil build lint bench soak fuzz chaos clean venv \
+	micropython-check deb image image-test recipes-test docker lint-images ci-images
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -21,12 +22,16 @@ build: $(STAMP)
 demo: build
 	$(VPY) -m gateway.cli demo
 
-test: build
+test: build lint-images
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q tests hil_tests
 	GATEWAY_PUREPYTHON=1 $(VPY) -m pytest -q tests
 
+# A real rig: make hil RIG=rig.yaml (see hil_tests/README.md); JUnit XML + summary in build/hil/.
+RIG ?=
 hil: build
-	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q hil_tests
+	mkdir -p build/hil
+	GATEWAY_REQUIRE_NATIVE=1 $(if $(RIG),GATEWAY_RIG=$(abspath $(RIG))) $(VPY) -m pytest -q hil_tests \
+		--junitxml=build/hil/junit.xml --hil-summary=build/hil/summary.txt
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests hil_tests bench
@@ -57,3 +62,43 @@ chaos: build
 
 clean:
 	rm -rf build dist *.egg-info .venv-mpy gateway/_native/*.so gateway/_native/*.c native/*.c
+
+# -- images, packages, containers (see images/README.md). Heavy steps cache under build/images/.
+IMG      := build/images
+ROOTFS   := $(IMG)/rootfs-base.tar
+CBASE    := $(IMG)/container-base.tar
+VERSION   = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+lint-images: $(STAMP)
+	images/host-deps.sh lint
+	images/lint.sh $(VENV)/bin
+
+deb: $(STAMP)
+	images/host-deps.sh image
+	$(VPY) packaging/build_deb.py --arch arm64 --out $(IMG)
+
+$(ROOTFS): images/debian-rpi/mkrootfs.sh
+	images/host-deps.sh image
+	mkdir -p $(IMG)
+	images/debian-rpi/mkrootfs.sh $@.tmp && mv $@.tmp $@
+
+image: deb $(ROOTFS)
+	images/debian-rpi/build-image.sh $(ROOTFS) $(IMG)/edge-gateway_$(VERSION)_arm64.deb $(IMG)
+
+image-test: image
+	$(VPY) images/debian-rpi/boot_test.py --image $(IMG)/gateway-rpi-arm64.img.zst
+
+recipes-test: deb $(ROOTFS)
+	images/recipes-test.sh $(ROOTFS) $(IMG)/edge-gateway_$(VERSION)_arm64.deb
+
+$(CBASE): images/docker/mkbase.sh
+	images/host-deps.sh docker
+	mkdir -p $(IMG)
+	images/docker/mkbase.sh $@.tmp && mv $@.tmp $@
+
+docker: $(STAMP) $(CBASE)
+	images/host-deps.sh docker
+	PYTHON=$(VPY) images/docker/build.sh $(CBASE) $(IMG)
+
+# CI's second step (.ci/run): everything above from cold, about 25 minutes on 2 shared cores.
+ci-images: image-test recipes-test docker

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from hil_tests.rig import Rig, telemetry_samples, wait_for
 
 
@@ -29,6 +31,7 @@ def _drained(rig: Rig) -> bool:
     return all(st["depth"] == 0 for st in streams.values())
 
 
+@pytest.mark.rig_needs(writes=["pump1.setpoint"])
 def test_device_value_change_reaches_the_cloud(rig: Rig) -> None:
     client = rig.device_client("pump1")
     try:
@@ -44,6 +47,7 @@ def test_device_value_change_reaches_the_cloud(rig: Rig) -> None:
     )
 
 
+@pytest.mark.rig_needs(sim=True)  # drives press1 into an overheat episode
 def test_overheat_alarm_raises_and_clears_once_and_write_reaches_device(rig: Rig) -> None:
     def overheat() -> list[dict]:
         return [

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.rig_needs(sim=True)  # the demo runs its own simulated factory
 def test_demo_shows_data_flowing_end_to_end(tmp_path: Path) -> None:
     for folder in ("examples", "rules"):  # the config, its models and the rule packs it includes
         shutil.copytree(ROOT / folder, tmp_path / folder)

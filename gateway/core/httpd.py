@@ -1,4 +1,4 @@
-"""A minimal local HTTP endpoint: ``/metrics`` (Prometheus text) and ``/status`` (JSON).
+"""A minimal local HTTP endpoint: ``/metrics`` (Prometheus text), ``/status`` and ``/health`` (JSON).
 
 Deliberately tiny (GET only, one request per connection): it serves scrapers and the demo on
 loopback, so it must not pull a web framework into a process that should fit in 60 MB.
@@ -17,13 +17,18 @@ _log = logging.getLogger(__name__)
 
 class StatusServer:
     def __init__(
-        self, listen: str, metrics: Callable[[], str], status: Callable[[], dict[str, Any]]
+        self,
+        listen: str,
+        metrics: Callable[[], str],
+        status: Callable[[], dict[str, Any]],
+        health: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port)
         self._metrics = metrics
         self._status = status
+        self._health = health
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -49,8 +54,14 @@ class StatusServer:
             elif path == "/status":
                 code, ctype = "200 OK", "application/json"
                 body = json.dumps(self._status(), default=str).encode()
+            elif path == "/health" and self._health is not None:
+                # 200 only while the runtime is started and its loop turns (Docker HEALTHCHECK).
+                ok, info = self._health()
+                code = "200 OK" if ok else "503 Service Unavailable"
+                ctype, body = "application/json", json.dumps(info).encode()
             else:
-                code, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /status\n"
+                code, ctype = "404 Not Found", "text/plain"
+                body = b"try /metrics, /status or /health\n"
             writer.write(
                 f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode()

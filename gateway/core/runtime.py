@@ -27,6 +27,7 @@ from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
+from gateway.core.sdnotify import SystemdNotifier
 from gateway.drivers.modbus_tcp import WriteError
 from gateway.drivers.registry import Device, DeviceFactory
 from gateway.infer.wiring import add_model_points, model_runner
@@ -48,6 +49,7 @@ _log = logging.getLogger("gateway.runtime")
 
 TICK_S = 0.1  # rule timers (for:) progress at least this often without new samples
 RELOAD_POLL_S = 1.0  # rule files are checked for changes (mtime, size) this often
+HEALTH_STALE_S = 2.0  # /health turns 503 when the run loop has not ticked for this long
 RECENT_EVENTS = 50
 
 
@@ -99,9 +101,17 @@ class RuntimeStartError(RuntimeError):
 class Runtime:
     """One gateway process: its devices, point table, rules, uplink and status endpoint."""
 
-    def __init__(self, config: GatewayConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clock: Callable[[], float] = time.time,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
+        self._running = False
+        self._last_tick = -1e18
         self.points = build_point_table(config)
         self.rules = build_rule_engine(config, self.points)
         self._watched = self._rule_file_stamps()
@@ -129,7 +139,7 @@ class Runtime:
         self._status_server: StatusServer | None = None
         if config.metrics_listen:
             self._status_server = StatusServer(
-                config.metrics_listen, self.render_metrics, self.status
+                config.metrics_listen, self.render_metrics, self.status, self.health
             )
         status.describe_metrics(self)
 
@@ -170,6 +180,9 @@ class Runtime:
         await self.start()
         self._apply(self.rules.initial_effects)
         next_poll = time.monotonic() + RELOAD_POLL_S
+        self._running = True
+        self._last_tick = time.monotonic()
+        self.notifier.ready(f"running: {len(self.devices)} devices, {len(self.points)} points")
         try:
             while not stop.is_set():
                 try:
@@ -180,8 +193,15 @@ class Runtime:
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + RELOAD_POLL_S
                     self.poll_rule_files()
+                # Liveness comes from this loop only: if it stops turning, the pings stop and
+                # systemd's watchdog restarts the process; /health goes stale the same way.
+                self._last_tick = time.monotonic()
+                self.notifier.tick()
         finally:
+            self._running = False
+            self.notifier.stopping()
             await self.stop()
+            self.notifier.close()
 
     async def stop(self) -> None:
         for dev in self.devices.values():
@@ -439,6 +459,17 @@ class Runtime:
         return await commands.execute(self, kind, args)
 
     # -- operability --------------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness for ``/health`` (Docker HEALTHCHECK): started and the run loop still turning."""
+        age = time.monotonic() - self._last_tick
+        ok = self._running and age < HEALTH_STALE_S
+        return ok, {
+            "status": "ok" if ok else ("stale" if self._running else "not running"),
+            "gateway": self.config.id,
+            "loop_age_s": round(age, 3) if self._running else None,
+            "uplink": self.uplink.stats().get("link"),
+        }
+
     def render_metrics(self) -> str:
         return self.metrics.render()
 

@@ -1,0 +1,282 @@
+"""Build the one runtime package every route installs: ``edge-gateway_VERSION_ARCH.deb``.
+
+The package holds a self-contained virtualenv under ``/opt/gateway`` (the project's wheel plus its
+pinned dependencies as binary wheels, bytecode precompiled), the hardened systemd unit, a sysusers
+entry for the ``gateway`` user, ``/etc/gateway/`` and ``/var/lib/gateway/queue``. It depends only on
+Debian's ``python3`` (3.11, bookworm), so it installs offline on a Pi, a Jetson rootfs or in a chroot.
+
+For arm64 the Cython extensions are cross-compiled with ``aarch64-linux-gnu-gcc`` (seconds, against
+~7x slower under emulation) and the dependency wheels come from the registry as
+``manylinux_2_17_aarch64`` binaries, downloaded on the host once and cached under ``build/``.
+
+    python packaging/build_deb.py --arch arm64 --out build/images
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import email.utils
+import gzip
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "packaging"
+HOST_PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
+PYVER = "3.11"  # the target's python3 (bookworm, Raspberry Pi OS bookworm); --python changes it
+ARCHES = {
+    # deb arch: (machine, C cross compiler or None, python multiarch triplet)
+    "arm64": ("aarch64", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu"),
+    "amd64": ("x86_64", None, "x86_64-linux-gnu"),
+}
+RUNTIME_DEPS = ("pyzmq", "msgpack", "PyYAML", "numpy")
+# bookworm has glibc 2.36; pip does not expand a manylinux tag to older ones, so list them.
+GLIBC_MINORS = (36, 34, 31, 28, 27, 26, 24, 17)
+
+
+def platforms(arch: str) -> list[str]:
+    machine = ARCHES[arch][0]
+    tags = [f"manylinux_2_{m}_{machine}" for m in GLIBC_MINORS]
+    return [*tags, f"manylinux2014_{machine}", f"linux_{machine}"]
+
+
+def log(msg: str) -> None:
+    print(f"build_deb: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], **kw: object) -> None:
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+
+
+def version() -> str:
+    for line in (ROOT / "pyproject.toml").read_text().splitlines():
+        if line.startswith("version"):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise SystemExit("no version in pyproject.toml")
+
+
+def pins() -> list[str]:
+    """The runtime dependencies at the versions CI tests (requirements-dev.txt)."""
+    found = {}
+    for line in (ROOT / "requirements-dev.txt").read_text().splitlines():
+        name, _, ver = line.partition("==")
+        if name in RUNTIME_DEPS:
+            found[name] = f"{name}=={ver.strip()}"
+    missing = set(RUNTIME_DEPS) - set(found)
+    if missing:
+        raise SystemExit(f"requirements-dev.txt pins none of {sorted(missing)}")
+    return [found[n] for n in RUNTIME_DEPS]
+
+
+def pure_build() -> bool:
+    """A target Python other than the build host's gets the pure-Python twins: the Cython
+    extensions need that version's headers, which a bookworm host does not have."""
+    return PYVER != HOST_PYVER
+
+
+def build_wheel(arch: str, out: Path) -> Path:
+    """The project's wheel for ``arch``, built from a clean copy of the tracked sources."""
+    _, cc, triplet = ARCHES[arch]
+    env = dict(os.environ)
+    env.pop("GATEWAY_PUREPYTHON", None)
+    if pure_build():
+        env["GATEWAY_PUREPYTHON"] = "1"  # setup.py then builds no extensions
+    elif cc is not None:
+        if shutil.which(cc) is None:
+            raise SystemExit(f"{cc} not found: apt-get install gcc-{triplet}")
+        env.update(
+            CC=cc,
+            LDSHARED=f"{cc} -shared",
+            _PYTHON_HOST_PLATFORM=f"linux-{ARCHES[arch][0]}",
+            SETUPTOOLS_EXT_SUFFIX=f".cpython-{PYVER.replace('.', '')}-{triplet}.so",
+        )
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    with tempfile.TemporaryDirectory(prefix="gwsrc") as tmp:
+        src = Path(tmp) / "src"
+        for f in files:
+            if (ROOT / f).is_file() and not f.startswith(("build/", "images/", "hil_tests/")):
+                (src / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, src / f)
+        run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+             "-w", str(out), str(src)],
+            env=env,
+        )  # fmt: skip
+    tag = "py3-none-any" if pure_build() else f"*-linux_{ARCHES[arch][0]}"
+    wheels = list(out.glob(f"edge_gateway-{version()}-{tag}.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"expected one {tag} wheel in {out}, found {wheels}")
+    return wheels[0]
+
+
+def download_deps(arch: str, cache: Path) -> Path:
+    """Binary wheels of the runtime dependencies for ``arch`` (cached)."""
+    dest = cache / f"wheels-{arch}-py{PYVER}"
+    stamp = dest / ".pins"
+    want = "\n".join(pins())
+    if stamp.exists() and stamp.read_text() == want:
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest)]
+    for p in platforms(arch):
+        cmd += ["--platform", p]
+    run([*cmd, "--python-version", PYVER, "--implementation", "cp", *pins()])
+    stamp.write_text(want)
+    return dest
+
+
+def make_venv(stage: Path, wheel: Path, deps: Path, arch: str) -> None:
+    """A relocatable-by-construction venv at /opt/gateway whose interpreter is Debian's python3."""
+    venv = stage / "opt/gateway"
+    site = venv / f"lib/python{PYVER}/site-packages"
+    site.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+           "--only-binary=:all:", "--no-compile", "--target", str(site),
+           "--python-version", PYVER, "--implementation", "cp"]  # fmt: skip
+    for p in platforms(arch):
+        cmd += ["--platform", p]
+    wheels = [str(wheel)] + sorted(str(w) for w in deps.glob("*.whl"))
+    run(cmd + wheels)
+    cc = ARCHES[arch][1]
+    strip = (cc or "gcc").replace("gcc", "strip")
+    for so in (site / "gateway/_native").glob("*.so"):
+        run([strip, "--strip-unneeded", str(so)])  # ours only: vendored wheels are left as built
+    shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts with the build host's shebang
+    for tests in [*site.glob("numpy/**/tests"), site / "zmq/tests"]:
+        shutil.rmtree(tests, ignore_errors=True)  # the dependencies' own test suites: 10 MB
+    for lib in site.glob("*.libs/*.so*"):
+        lib.chmod(0o644)
+    (venv / "bin").mkdir()
+    (venv / "pyvenv.cfg").write_text(
+        f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {PYVER}\n"
+    )
+    os.symlink("/usr/bin/python3", venv / "bin/python3")
+    os.symlink("python3", venv / "bin/python")
+    launcher = venv / "bin/gateway"
+    launcher.write_text(
+        "#!/opt/gateway/bin/python3 -I\n"
+        '"""The gateway command (edge-gateway package)."""\n'
+        "import sys\n\nfrom gateway.cli import main\n\nsys.exit(main())\n"
+    )
+    launcher.chmod(0o755)
+    # Bytecode is architecture-independent; compiling here saves the Pi a minute at every cold
+    # start (ProtectSystem=strict means the service could never write it). Another Python
+    # version compiles at install time (postinst) instead.
+    if pure_build():
+        (venv / ".compile-on-install").touch()
+        return
+    compileall.compile_dir(
+        str(site),
+        quiet=1,
+        workers=1,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+
+
+def stage_files(stage: Path, arch: str, ver: str) -> None:
+    def put(src: Path | str, dest: str, mode: int = 0o644) -> None:
+        path = stage / dest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, Path):
+            shutil.copyfile(src, path)
+        else:
+            path.write_text(src)
+        path.chmod(mode)
+
+    doc = "usr/share/doc/edge-gateway"
+    put(PKG / "systemd/gateway.service", "lib/systemd/system/gateway.service")
+    put(PKG / "systemd/gateway-firstboot.service", "lib/systemd/system/gateway-firstboot.service")
+    put(PKG / "firstboot.py", "usr/lib/edge-gateway/firstboot.py")
+    put(PKG / "systemd/gateway.sysusers", "usr/lib/sysusers.d/gateway.conf")
+    put(PKG / "deb/default", "etc/default/gateway")
+    put(PKG / "gateway.yaml.example", f"{doc}/examples/gateway.yaml")
+    put(PKG / "deb/copyright", f"{doc}/copyright")
+    put(PKG / "README.md", f"{doc}/README.md")
+    put(
+        (PKG / "deb/lintian-overrides").read_text().replace("python3.11", f"python{PYVER}"),
+        "usr/share/lintian/overrides/edge-gateway",
+    )
+    (stage / "etc/gateway").mkdir(parents=True)
+    (stage / "var/lib/gateway/queue").mkdir(parents=True)
+    (stage / "usr/bin").mkdir(parents=True, exist_ok=True)
+    os.symlink("/opt/gateway/bin/gateway", stage / "usr/bin/gateway")
+    date = email.utils.formatdate(
+        int(os.environ.get("SOURCE_DATE_EPOCH", time.time())), localtime=False
+    )
+    changelog = (
+        f"edge-gateway ({ver}) unstable; urgency=medium\n\n"
+        "  * Upstream release; see CHANGELOG.md.\n\n"
+        f" -- Edge Gateway Maintainers <maintainers@edge-gateway.invalid>  {date}\n"
+    )
+    path = stage / doc / "changelog.gz"
+    with gzip.GzipFile(path, "wb", mtime=0) as fh:
+        fh.write(changelog.encode())
+    path.chmod(0o644)
+
+    control = stage / "DEBIAN"
+    control.mkdir()
+    size = sum(f.stat().st_size for f in stage.rglob("*") if f.is_file() and not f.is_symlink())
+    (control / "control").write_text(
+        (PKG / "deb/control.in")
+        .read_text()
+        .replace("@VERSION@", ver)
+        .replace("@ARCH@", arch)
+        .replace("@SIZE@", str(size // 1024))
+        .replace("@PYMIN@", PYVER)
+        .replace("@PYMAX@", f"3.{int(PYVER.split('.')[1]) + 1}")
+    )
+    (control / "conffiles").write_text("/etc/default/gateway\n")
+    for script in ("postinst", "prerm", "postrm"):
+        shutil.copyfile(PKG / f"deb/{script}", control / script)
+        (control / script).chmod(0o755)
+
+
+def build(arch: str, out: Path, cache: Path) -> Path:
+    ver = version() + ("" if PYVER == "3.11" else f"+py{PYVER.replace('.', '')}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    wheel = build_wheel(arch, out)
+    deps = download_deps(arch, cache)
+    with tempfile.TemporaryDirectory(prefix="gwdeb") as tmp:
+        stage = Path(tmp) / "root"
+        make_venv(stage, wheel, deps, arch)
+        stage_files(stage, arch, ver)
+        deb = out / f"edge-gateway_{ver}_{arch}.deb"
+        run(["dpkg-deb", "--root-owner-group", "-Zxz", "-z6", "--build", str(stage), str(deb)])
+    log(f"{deb} ({deb.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - t0:.0f}s")
+    return deb
+
+
+def main(argv: list[str] | None = None) -> int:
+    global PYVER
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", choices=sorted(ARCHES), default="arm64")
+    ap.add_argument("--out", type=Path, default=ROOT / "build/images")
+    ap.add_argument("--cache", type=Path, default=ROOT / "build/images/cache")
+    ap.add_argument(
+        "--python",
+        default="3.11",
+        help="the target's python3 version (3.10 for Jetson L4T r36 / Ubuntu 22.04: pure-Python twins)",
+    )
+    args = ap.parse_args(argv)
+    PYVER = args.python
+    print(build(args.arch, args.out, args.cache))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

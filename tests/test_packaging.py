@@ -1,0 +1,79 @@
+"""The .deb's metadata and file layout (packaging/build_deb.py), without the network-bound venv step.
+
+The venv, the cross-compiled extensions and a real install are covered by `make image-test` and
+`make recipes-test`, which install this package into a Debian arm64 root and boot it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("build_deb", ROOT / "packaging/build_deb.py")
+assert _spec is not None and _spec.loader is not None
+build_deb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_deb)
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> Path:
+    stage = tmp_path / "root"
+    stage.mkdir()
+    build_deb.stage_files(stage, "arm64", "0.1.0")
+    return stage
+
+
+def test_control_fields_and_maintainer_scripts(staged: Path) -> None:
+    control = dict(
+        line.split(": ", 1)
+        for line in (staged / "DEBIAN/control").read_text().splitlines()
+        if ": " in line and not line.startswith(" ")
+    )
+    assert control["Package"] == "edge-gateway" and control["Architecture"] == "arm64"
+    assert "python3 (>= 3.11), python3 (<< 3.12)" in control["Depends"]
+    assert not [v for v in control.values() if v.startswith("@")], "unreplaced template field"
+    assert (staged / "DEBIAN/conffiles").read_text() == "/etc/default/gateway\n"
+    for script in ("postinst", "prerm", "postrm"):
+        mode = (staged / "DEBIAN" / script).stat().st_mode & 0o777
+        assert mode == 0o755, f"{script} mode {oct(mode)}"
+
+
+def test_layout_carries_units_user_and_state_dirs(staged: Path) -> None:
+    unit = (staged / "lib/systemd/system/gateway.service").read_text()
+    for setting in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=always",
+        "User=gateway",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "ReadWritePaths=/var/lib/gateway/queue",
+    ):
+        assert setting in unit, setting
+    assert (staged / "lib/systemd/system/gateway-firstboot.service").exists()
+    assert (staged / "usr/lib/sysusers.d/gateway.conf").read_text().count("gateway") >= 2
+    assert (staged / "usr/lib/edge-gateway/firstboot.py").exists()
+    assert (staged / "var/lib/gateway/queue").is_dir() and (staged / "etc/gateway").is_dir()
+    assert (staged / "usr/bin/gateway").readlink() == Path("/opt/gateway/bin/gateway")
+    overrides = (staged / "usr/share/lintian/overrides/edge-gateway").read_text()
+    assert "python3.11/site-packages" in overrides
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not installed")
+def test_dpkg_deb_builds_and_lists_it(staged: Path, tmp_path: Path) -> None:
+    deb = tmp_path / "edge-gateway.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(staged), str(deb)],
+        check=True,
+        capture_output=True,
+    )
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert "./lib/systemd/system/gateway.service" in listing
+    assert "root/root" in listing and "./var/lib/gateway/queue/" in listing
+    fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Version", "Depends"], check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert "Version: 0.1.0" in fields
