@@ -45,6 +45,19 @@ def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0
     )
 
 
+def standalone_demo_config() -> dict[str, Any]:
+    """The demo's devices and plain rules as a config that stands on its own anywhere: without the
+    model files, rule packs and key paths that examples/demo.yaml names relative to itself (for
+    site configs copied onto an image's boot partition)."""
+    cfg: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    cfg.pop("models", None)
+    cfg.pop("rule_files", None)
+    cfg["rules"] = [r for r in cfg["rules"] if "bearing_ae" not in r["when"]]
+    for key in ("server_key", "key_dir"):
+        cfg["uplink"].pop(key, None)
+    return cfg
+
+
 @dataclass
 class CloudRecord:
     stream: str

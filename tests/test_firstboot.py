@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hil_tests.rig import standalone_demo_config
+
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("firstboot", ROOT / "packaging/firstboot.py")
 assert _spec is not None and _spec.loader is not None
@@ -65,12 +67,7 @@ def test_full_config_and_key_files_are_installed_and_secrets_leave_the_boot_part
     (boot / "keys/cloud.key").write_text("cloud public key\n")
     (boot / "keys/gateway/gateway.key_secret").write_text("secret\n")
     (boot / "keys/gateway/gateway.key").write_text("public\n")
-    demo = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
-    # A site config of its own: without the demo's model files and rule packs beside it.
-    demo.pop("models", None)
-    demo.pop("rule_files", None)
-    demo["rules"] = [r for r in demo["rules"] if "bearing_ae" not in r["when"]]
-    (boot / "site.yaml").write_text(yaml.safe_dump(demo))
+    (boot / "site.yaml").write_text(yaml.safe_dump(standalone_demo_config()))
     (boot / "gateway-settings.yaml").write_text(
         "gateway_id: site-7\nconfig: site.yaml\nmetrics_listen: 0.0.0.0:9108\n"
         "cloud:\n  endpoint: [tcp://a.example:7000, tcp://b.example:7000]\n"

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from gateway.core.processes import ManagedProcess  # noqa: E402
-from hil_tests.rig import Rig, telemetry_samples, wait_for  # noqa: E402
+from hil_tests.rig import Rig, standalone_demo_config, telemetry_samples, wait_for  # noqa: E402
 
 GUEST_HOST = "10.0.2.2"  # the host as qemu's user network presents it to the guest
 
@@ -72,7 +72,7 @@ def boot_offset(img: Path) -> int:
 
 def stage_settings(img: Path, work: Path, ports: dict[str, int], gateway_id: str) -> None:
     """Put a site config and gateway-settings.yaml on the image's boot partition, as a PC would."""
-    cfg = yaml.safe_load((ROOT / "examples/demo.yaml").read_text())
+    cfg = standalone_demo_config()
     for i, dev in enumerate(cfg["devices"]):
         dev["host"], dev["port"] = GUEST_HOST, ports["sim"] + i
     cfg["uplink"]["ack_timeout"] = "3s"
