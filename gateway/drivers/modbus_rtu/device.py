@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -34,7 +33,7 @@ from gateway.drivers.modbus_rtu.line import (
     make_line,
     rtu_frame,
 )
-from gateway.drivers.modbus_tcp.device import OFFLINE_AFTER_FAILURES, WriteError
+from gateway.drivers.modbus_tcp.device import OFFLINE_AFTER_FAILURES, WriteError, write_adu
 from gateway.drivers.modbus_tcp.plan import PollGroup, ReadBlock, build_plan
 from gateway.impl import modbus
 
@@ -263,30 +262,9 @@ class ModbusRtuDevice:
         self.writes += 1
 
     def _write_request(self, point: str, value: float) -> tuple[bytes, int, bytes]:
-        spec = self.plan.points.get(point)
-        if spec is None:
-            raise WriteError(f"{point}: not a point of device {self.name}", refused=True)
-        if not spec.writable:
-            raise WriteError(f"{point}: not writable", refused=True)
-        value = float(value)
-        if not math.isfinite(value):
-            raise WriteError(f"{point}: value {value} is not finite", refused=True)
-        unit = self.plan.unit_id
-        if spec.table == "coil":
-            adu = modbus.build_write_single_coil(0, unit, spec.address, value != 0.0)
-        else:
-            try:
-                words = modbus.encode_value(
-                    spec.type_code, spec.flags, spec.scale, spec.bias, value
-                )
-            except (ValueError, OverflowError) as exc:
-                raise WriteError(f"{point}: {value} out of range ({exc})", refused=True) from None
-            if len(words) == 1:
-                adu = modbus.build_write_single_register(0, unit, spec.address, words[0])
-            else:
-                adu = modbus.build_write_multiple_registers(0, unit, spec.address, list(words))
-        adu = bytes(adu)
-        return rtu_frame(unit, adu[7:]), adu[7], adu[8:12]
+        """RTU frame, function code and the echo the answer must carry."""
+        adu = write_adu(self.plan, self.name, point, value)
+        return rtu_frame(self.plan.unit_id, adu[7:]), adu[7], adu[8:12]
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> dict[str, float | int | bool | str]:

@@ -51,6 +51,30 @@ class WriteError(Exception):
         self.refused = refused
 
 
+def write_adu(plan: PollPlan, device: str, point: str, value: float) -> bytes:
+    """The MBAP ADU (transaction id 0) that writes ``value`` to ``point``: fc 5 for a coil, fc 6
+    or 16 for registers. WriteError(refused=True) when the gateway itself must refuse it; shared
+    by every Modbus transport (RTU frames reuse the PDU)."""
+    spec = plan.points.get(point)
+    if spec is None:
+        raise WriteError(f"{point}: not a point of device {device}", refused=True)
+    if not spec.writable:
+        raise WriteError(f"{point}: not writable", refused=True)
+    value = float(value)
+    if not math.isfinite(value):
+        raise WriteError(f"{point}: value {value} is not finite", refused=True)
+    unit = plan.unit_id
+    if spec.table == "coil":
+        return bytes(modbus.build_write_single_coil(0, unit, spec.address, value != 0.0))
+    try:
+        words = modbus.encode_value(spec.type_code, spec.flags, spec.scale, spec.bias, value)
+    except (ValueError, OverflowError) as exc:
+        raise WriteError(f"{point}: {value} out of range ({exc})", refused=True) from None
+    if len(words) == 1:
+        return bytes(modbus.build_write_single_register(0, unit, spec.address, words[0]))
+    return bytes(modbus.build_write_multiple_registers(0, unit, spec.address, list(words)))
+
+
 class ModbusTcpDevice:
     """One Modbus TCP device: one connection, one poll task per poll group, writes on demand.
 
@@ -293,29 +317,7 @@ class ModbusTcpDevice:
 
     def _write_request(self, point: str, value: float) -> tuple[bytes, int, bytes]:
         """Request tail (ADU without tid), function code and the echo the answer must carry."""
-        spec = self.plan.points.get(point)
-        if spec is None:
-            raise WriteError(f"{point}: not a point of device {self.name}", refused=True)
-        if not spec.writable:
-            raise WriteError(f"{point}: not writable", refused=True)
-        value = float(value)
-        if not math.isfinite(value):
-            raise WriteError(f"{point}: value {value} is not finite", refused=True)
-        unit = self.plan.unit_id
-        if spec.table == "coil":
-            adu = modbus.build_write_single_coil(0, unit, spec.address, value != 0.0)
-        else:
-            try:
-                words = modbus.encode_value(
-                    spec.type_code, spec.flags, spec.scale, spec.bias, value
-                )
-            except (ValueError, OverflowError) as exc:
-                raise WriteError(f"{point}: {value} out of range ({exc})", refused=True) from None
-            if len(words) == 1:
-                adu = modbus.build_write_single_register(0, unit, spec.address, words[0])
-            else:
-                adu = modbus.build_write_multiple_registers(0, unit, spec.address, list(words))
-        adu = bytes(adu)
+        adu = write_adu(self.plan, self.name, point, value)
         # MBAP is 7 bytes, then the function code; fc 5/6/16 answers echo the next 4 bytes.
         return adu[2:], adu[7], adu[8:12]
 
