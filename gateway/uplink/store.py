@@ -201,15 +201,7 @@ class SQLiteCloudStore:
 
     def hw(self, gateway: str, stream: str, epoch: int) -> int:
         with self._lock:
-            row = (
-                self._db()
-                .execute(
-                    "SELECT hw FROM streams WHERE gateway = ? AND stream = ? AND epoch = ?",
-                    (gateway, stream, epoch),
-                )
-                .fetchone()
-            )
-        return 0 if row is None else int(row[0])
+            return _read_hw(self._db(), gateway, stream, epoch)
 
     def commit(
         self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
@@ -219,11 +211,7 @@ class SQLiteCloudStore:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute(
-                    "SELECT hw FROM streams WHERE gateway = ? AND stream = ? AND epoch = ?",
-                    (gateway, stream, epoch),
-                ).fetchone()
-                hw = 0 if row is None else int(row[0])
+                hw = _read_hw(db, gateway, stream, epoch)
                 if first_seq > hw + 1:
                     raise SequenceGap(hw, first_seq)
                 skip = hw + 1 - first_seq  # leading duplicates
@@ -258,11 +246,7 @@ class SQLiteCloudStore:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute(
-                    "SELECT hw FROM streams WHERE gateway = ? AND stream = ? AND epoch = ?",
-                    (gateway, stream, epoch),
-                ).fetchone()
-                hw = 0 if row is None else int(row[0])
+                hw = _read_hw(db, gateway, stream, epoch)
                 if first > hw + 1:
                     raise SequenceGap(hw, first)
                 if last <= hw:
@@ -342,3 +326,12 @@ class SQLiteCloudStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_hw(db: sqlite3.Connection, gateway: str, stream: str, epoch: int) -> int:
+    """The committed high-water mark of one (gateway, stream, epoch); 0 before its first record."""
+    row = db.execute(
+        "SELECT hw FROM streams WHERE gateway = ? AND stream = ? AND epoch = ?",
+        (gateway, stream, epoch),
+    ).fetchone()
+    return 0 if row is None else int(row[0])

@@ -26,6 +26,7 @@ import numpy as np
 
 from gateway.config import DeviceConfig
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_rtu.line import (
     LineClosed,
     RtuLine,
@@ -88,7 +89,7 @@ class ModbusRtuDevice:
         self._frames = {id(b): rtu_frame(config.unit_id, b.adu_tail[5:]) for g in self.plan.groups
                         for b in g.blocks}  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
-        self._online: bool | None = None
+        self._link = LinkState(config.name, self.plan.point_ids, clock, on_batch, on_event)
         self._failures = 0
         self._last_rtt = float("nan")
         self.requests = self.responses = self.timeouts = self.retries = 0
@@ -127,21 +128,10 @@ class ModbusRtuDevice:
 
     def _set_online(self) -> None:
         self._failures = 0
-        if self._online is not True:
-            self._online = True
-            _log.info("device %s online", self.name)
-            self._on_event(DeviceEvent(self.name, "online", self._clock()))
+        self._link.up()
 
     def _set_offline(self, reason: str) -> None:
-        if self._online is False:
-            return
-        self._online = False
-        ts = self._clock()
-        _log.warning("device %s offline: %s", self.name, reason)
-        ids = self.plan.point_ids
-        if len(ids):
-            self._on_batch(SampleBatch.uniform(ids, ts, np.full(len(ids), np.nan), Quality.BAD))
-        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+        self._link.down(reason)
 
     # ---------------------------------------------------------------- requests
     async def _request(self, frame: bytes) -> tuple[int, bytes, float]:
@@ -271,8 +261,8 @@ class ModbusRtuDevice:
         rtt = self._last_rtt
         return {
             "connected": self.line.opened.is_set(),
-            "online": self._online is True,
-            "state": {None: "unknown", True: "online", False: "offline"}[self._online],
+            "online": self._link.online is True,
+            "state": self._link.state,
             "requests": self.requests,
             "responses": self.responses,
             "timeouts": self.timeouts,

@@ -24,6 +24,7 @@ import numpy as np
 
 from gateway.config import DeviceConfig
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_tcp.client import (
     ConnectionClosed,
     ModbusTcpConnection,
@@ -103,7 +104,7 @@ class ModbusTcpDevice:
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._conn: ModbusTcpConnection | None = None
-        self._online: bool | None = None  # None until the first answer or connect failure
+        self._link = LinkState(config.name, self.plan.point_ids, clock, on_batch, on_event)
         self._failures = 0
         self._attempt = 0  # reconnect backoff exponent; reset by the first answer
         self._close_reason = ""
@@ -198,21 +199,10 @@ class ModbusTcpDevice:
     def _set_online(self) -> None:
         self._failures = 0
         self._attempt = 0
-        if self._online is not True:
-            self._online = True
-            _log.info("device %s online", self.name)
-            self._on_event(DeviceEvent(self.name, "online", self._clock()))
+        self._link.up()
 
     def _set_offline(self, reason: str) -> None:
-        if self._online is False:
-            return
-        self._online = False
-        ts = self._clock()
-        _log.warning("device %s offline: %s", self.name, reason)
-        ids = self.plan.point_ids
-        if len(ids):
-            self._on_batch(SampleBatch.uniform(ids, ts, np.full(len(ids), np.nan), Quality.BAD))
-        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+        self._link.down(reason)
 
     def _failed(self, conn: ModbusTcpConnection, reason: str) -> None:
         self._failures += 1
@@ -334,8 +324,8 @@ class ModbusTcpDevice:
         rtt = self._last_rtt
         return {
             "connected": conn is not None and conn.connected,
-            "online": self._online is True,
-            "state": {None: "unknown", True: "online", False: "offline"}[self._online],
+            "online": self._link.online is True,
+            "state": self._link.state,
             "requests": t["requests"] + live[0],
             "responses": t["responses"] + live[1],
             "timeouts": t["timeouts"] + live[2],

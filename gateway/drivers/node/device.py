@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from gateway.config import DeviceConfig
-from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.core.model import DeviceEvent, SampleBatch
+from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_tcp.device import WriteError
 from gateway.drivers.node.link import NodeLink, node_link
 from gateway.impl import node_frame as nf
@@ -72,7 +73,7 @@ class NodeDevice:
         self._last_seq: int | None = None
         self._write_seq = 0
         self._acks: dict[int, asyncio.Future[int]] = {}
-        self._online: bool | None = None
+        self._link = LinkState(config.name, self._all_ids, clock, on_batch, on_event, kind="node")
         self._last_rx = 0.0
         self._watch: asyncio.Task[None] | None = None
         self.readings_frames = self.duplicates = self.bad_payloads = 0
@@ -107,29 +108,19 @@ class NodeDevice:
             if not self.link.opened.is_set():
                 with contextlib.suppress(OSError):
                     await self.link.start()
-            if self._online and time.monotonic() - self._last_rx > stale:
+            if self._link.online and time.monotonic() - self._last_rx > stale:
                 self._set_offline(f"no frame for {stale:g}s")
 
     def link_down(self, reason: str) -> None:
         self._set_offline(reason)
 
     def _set_offline(self, reason: str) -> None:
-        if self._online is False:
-            return
-        self._online = False
-        ts = self._clock()
-        _log.warning("node %s offline: %s", self.name, reason)
-        if len(self._all_ids):
-            n = len(self._all_ids)
-            self._on_batch(SampleBatch.uniform(self._all_ids, ts, np.full(n, np.nan), Quality.BAD))
-        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+        self._link.down(reason)
 
     # -- frames from the node ---------------------------------------------------------------
     def frame(self, ftype: int, seq: int, payload: bytes, ts: float, link: NodeLink) -> None:
         self._last_rx = time.monotonic()
-        if self._online is not True:
-            self._online = True
-            self._on_event(DeviceEvent(self.name, "online", ts))
+        self._link.up(ts)
         if ftype == nf.T_READINGS:
             self._readings(seq, payload, ts, link)
         elif ftype == nf.T_WRITE_ACK:
@@ -201,8 +192,8 @@ class NodeDevice:
     def stats(self) -> dict[str, float | int | bool | str]:
         return {
             "connected": self.link.opened.is_set(),
-            "online": self._online is True,
-            "state": {None: "unknown", True: "online", False: "offline"}[self._online],
+            "online": self._link.online is True,
+            "state": self._link.state,
             "readings_frames": self.readings_frames,
             "duplicate_frames": self.duplicates,
             "bad_payloads": self.bad_payloads,
