@@ -95,7 +95,7 @@ def test_receiver_protocol_answers(tmp_path: Path) -> None:
                     "s", 5, 2, 77
                 )
                 # Bad CRC -> NACK from hw + 1, nothing stored.
-                bad = wire.Data("s", 5, 3, (b"c",), 12345)
+                bad = wire.Data("s", 5, 3, (b"c",), (12345,))
                 assert await peer.call(bad) == wire.Nack("s", 5, 3)
                 # Gap -> NACK.
                 assert await peer.call(wire.Data.build("s", 5, 4, [b"d"])) == wire.Nack("s", 5, 3)
@@ -111,8 +111,8 @@ def test_receiver_protocol_answers(tmp_path: Path) -> None:
                     {"s": (5, 3), "t": (9, 0)}, 77
                 )
                 # Version mismatch and garbage get ERRORs, the receiver keeps serving.
-                v2 = [b"ACK", msgpack.packb({"v": 2})]
-                reply = await peer.call(v2)
+                v1 = [b"ACK", msgpack.packb({"v": 1})]  # protocol 1: no per-record CRCs
+                reply = await peer.call(v1)
                 assert isinstance(reply, wire.Error) and reply.code == "version"
                 reply = await peer.call([b"DATA", b"\xc1"])
                 assert isinstance(reply, wire.Error) and reply.code == "bad"
@@ -172,7 +172,9 @@ def test_run_subscribe_prints_records_and_gaps(capsys: pytest.CaptureFixture[str
         )
 
         async def publish(seq: int, payload: bytes) -> None:
-            header = msgpack.packb({"v": 1, "gateway": "gw", "stream": "s", "epoch": 3, "seq": seq})
+            header = msgpack.packb(
+                {"v": wire.PROTOCOL_VERSION, "gateway": "gw", "stream": "s", "epoch": 3, "seq": seq}
+            )
             await pub.send_multipart([b"gw/s", header, payload])
 
         out: list[str] = []

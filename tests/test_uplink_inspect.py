@@ -28,7 +28,7 @@ def queue_file(tmp_path: Path) -> Path:
 def test_stats_counts_depth_bytes_age_and_gaps(queue_file: Path) -> None:
     st = inspect.stats(str(queue_file), now=1010.0)
     tel = st["streams"]["telemetry"]
-    assert st["schema_version"] == 2 and tel["next_seq"] == 6
+    assert st["schema_version"] == 3 and tel["next_seq"] == 6
     assert tel["bytes"] <= 250 and tel["depth"] == tel["bytes"] // 100
     assert tel["pending_gaps"] == {"quota": 5 - tel["depth"]}
     assert tel["oldest_age_s"] == 10.0

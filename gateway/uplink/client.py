@@ -9,6 +9,11 @@ Any failure (no WELCOME, no ACK progress within ``ack_timeout``, ERROR) closes t
 refused records) go upstream as DROP. Downlink commands (CMD) are executed at most once per id
 (the queue file logs them) and answered with RESULT. The link is CurveZMQ unless the config says
 ``insecure: true``. Protocol: docs/store-and-forward.md.
+
+Damage is announced, never silent: a record whose accept-time CRC no longer matches is sent as
+a ``corrupt`` gap (outbox.py), accepted records the queue file lost (found at open, or when the
+cloud's hw for the file's own epoch is beyond what the file ever assigned) as a ``lost`` gap or
+a new epoch; each raises an alarm through ``on_problem``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,15 +32,26 @@ import zmq.asyncio
 
 from gateway.config import UplinkConfig
 from gateway.uplink import keys, wire
-from gateway.uplink.queue import DurableQueue, Quota, StreamInfo, open_or_quarantine
+from gateway.uplink.outbox import DATA_MAX_BYTES, DATA_MAX_RECORDS, next_message
+from gateway.uplink.queue import (
+    DurableQueue,
+    QueueError,
+    QueueUnavailable,
+    Quota,
+    StreamInfo,
+    describe,
+    open_or_quarantine,
+    peek_state,
+)
 from gateway.uplink.writer import CommitResult, GroupCommitWriter
+
+__all__ = ["DATA_MAX_BYTES", "DATA_MAX_RECORDS", "Uplink", "UplinkError"]
 
 _log = logging.getLogger(__name__)
 
 PRIORITY_STREAM = "events"
-DATA_MAX_RECORDS = 1000  # records per DATA message
-DATA_MAX_BYTES = 1 << 20  # payload bytes per DATA message (a single larger record still goes)
 STOP_TIMEOUT = 10.0  # seconds stop() waits for the final commit
+PROBLEM_REPEAT_S = 60.0  # the same damage alarm (rule, stream) at most this often
 
 
 class UplinkError(RuntimeError):
@@ -43,6 +60,10 @@ class UplinkError(RuntimeError):
 
 #: ``handler(kind, args) -> (outcome, detail)`` executes a downlink command (see Runtime).
 CommandHandler = Callable[[str, dict[str, Any]], Awaitable[tuple[str, str]]]
+
+#: ``on_problem(alarm, severity, message)``: the uplink found damage (a corrupt record, lost
+#: records); the runtime raises it as a local alarm upstream.
+ProblemHandler = Callable[[str, str, str], None]
 
 
 class _SessionEnd(Exception):
@@ -76,6 +97,9 @@ class Uplink:
         Wall clock for record timestamps and ``oldest_age_s``.
     command_handler
         Executes downlink commands other than ``ping``; None answers them ``unsupported``.
+    on_problem
+        Told of damage found in the queue (alarms ``uplink_queue_corrupt_record``,
+        ``uplink_queue_lost``); also counted in :meth:`stats`.
     """
 
     def __init__(
@@ -84,6 +108,7 @@ class Uplink:
         gateway_id: str,
         clock: Callable[[], float] = time.time,
         command_handler: CommandHandler | None = None,
+        on_problem: ProblemHandler | None = None,
     ) -> None:
         self._curve: tuple[keys.KeyPair, bytes] | None = None
         if not config.insecure:
@@ -114,6 +139,16 @@ class Uplink:
         self.config = config
         self.gateway_id = gateway_id
         self.command_handler = command_handler
+        self.on_problem = on_problem
+        self._problem_at: dict[tuple[str, str], float] = {}
+        self._damage: dict[str, int] = {"corrupt": 0, "lost": 0}  # seqs announced, by reason
+        self._damage_hw: dict[tuple[str, int, str], int] = {}  # counted up to, per stream/epoch
+        self._loss_events = 0
+        self._read_errors = 0
+        self._read_error: str | None = None
+        self._reconciled: set[tuple[str, int]] = set()  # (stream, epoch) checked against a WELCOME
+        self._early_states: dict[str, bytes] = {}
+        self._release_pending = False
         self._quota = (
             Quota(config.stream_max_bytes, config.quota_policy)
             if config.stream_max_bytes is not None
@@ -166,10 +201,14 @@ class Uplink:
                 "anyone on the path can read and forge this gateway's data",
                 ", ".join(self.config.endpoints),
             )
-        queue, self.quarantined = await asyncio.to_thread(
-            open_or_quarantine, self.config.queue, self._clock, self._quota
-        )
+        try:
+            queue, self.quarantined = await asyncio.to_thread(
+                open_or_quarantine, self.config.queue, self._clock, self._quota
+            )
+        except QueueUnavailable as exc:
+            raise UplinkError(str(exc)) from None
         self._queue = queue
+        self._reconciled.clear()
         cap = max(10 * self.config.batch_max_records, 100_000)
         self._writer = GroupCommitWriter(
             queue,
@@ -180,8 +219,18 @@ class Uplink:
             cap,
             self._clock,
         )
+        if self._early_states:
+            for key, value in self._early_states.items():
+                self._writer.stage_state(key, value)
+            self._writer.release_states()
+            self._early_states.clear()
         self._writer.start()
         self._sender = asyncio.create_task(self._sender_main(), name="uplink-sender")
+        for loss in queue.losses:
+            self._loss_events += 1
+            if loss.stream:
+                self._damage["lost"] += loss.last - loss.first + 1
+            self._problem("uplink_queue_lost", loss.stream, describe(loss), force=True)
 
     async def stop(self) -> None:
         """Make everything submitted durable (bounded by STOP_TIMEOUT), then close cleanly."""
@@ -197,6 +246,7 @@ class Uplink:
                 pass
             self._sender = None
         if self._writer is not None:
+            self._writer.release_states()
             done = await asyncio.to_thread(self._writer.stop, STOP_TIMEOUT)
             w = self._writer
             self._final_writer = (w.submitted, w.dropped, w.errors)
@@ -264,6 +314,70 @@ class Uplink:
         self._flush_waiters.append((target, fut))
         await fut
 
+    def stage_state(self, key: str, value: bytes) -> None:
+        """Commit ``value`` under ``key`` together with the records submitted from now to the
+        end of this event-loop turn (one transaction: a crash keeps both or neither).
+
+        For state that must agree with records, e.g. the alarm state and its alarm events.
+        Before :meth:`start` the value waits for the first commit. Never blocks, never raises
+        an I/O error: a failed commit keeps it in memory and retries.
+        """
+        if self._writer is None:
+            self._early_states[key] = value
+            return
+        self._writer.stage_state(key, value)
+        if self._release_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._writer.release_states()
+            return
+        self._release_pending = True
+        loop.call_soon(self._release_states)
+
+    def _release_states(self) -> None:
+        self._release_pending = False
+        if self._writer is not None:
+            self._writer.release_states()
+
+    def load_state(self, key: str) -> bytes | None:
+        """The value committed under ``key`` (staged values first); works before :meth:`start`
+        by reading the queue file read-only. None when there is none or the file is unreadable
+        (then :meth:`start` reports why)."""
+        if key in self._early_states:
+            return self._early_states[key]
+        if self._queue is not None:
+            return self._queue.get_state(key)
+        return peek_state(self.config.queue, key)
+
+    @property
+    def io_error(self) -> str | None:
+        """Why the queue cannot be written or read right now (None: it can). For /health."""
+        w = self._writer
+        if w is not None and w.io_error is not None:
+            return w.io_error
+        return self._read_error
+
+    @property
+    def healthy(self) -> bool:
+        """False while the queue's commits or reads fail (records wait in memory)."""
+        return self.io_error is None
+
+    def _problem(self, alarm: str, stream: str, message: str, force: bool = False) -> None:
+        """Log and report damage; the same (alarm, stream) at most every PROBLEM_REPEAT_S."""
+        now = time.monotonic()
+        key = (alarm, stream)
+        if not force and now - self._problem_at.get(key, -1e18) < PROBLEM_REPEAT_S:
+            return
+        self._problem_at[key] = now
+        _log.critical("%s: %s", alarm, message)
+        if self.on_problem is not None:
+            try:
+                self.on_problem(alarm, "critical", message)
+            except Exception:  # a broken callback must not end the sender
+                _log.exception("uplink on_problem callback failed")
+
     def _on_commit(self, result: CommitResult) -> None:
         self._committed += result.records
         if result.records:
@@ -298,6 +412,14 @@ class Uplink:
                 failover = end.failover
             except (zmq.ZMQError, wire.WireError) as exc:
                 _log.warning("uplink session with %s failed: %s", self._endpoint, exc)
+            except (sqlite3.Error, QueueError, OSError) as exc:
+                # The queue file cannot be read now (I/O error, read-only remount): keep the
+                # sender alive, report it, retry with backoff; records wait on disk.
+                self._read_errors += 1
+                self._read_error = f"{type(exc).__name__}: {exc}"
+                if self._read_errors == 1 or self._read_errors % 60 == 0:
+                    _log.error("uplink queue read failed (%s); retrying", exc)
+                failover = False
             finally:
                 sock.close(linger=0)
                 welcomed = self._link == "connected"
@@ -355,6 +477,7 @@ class Uplink:
         for stream, info in infos.items():
             epoch, hw = msg.hw.get(stream, (info.epoch, 0))
             self._adopt(stream, info, hw if epoch == info.epoch else 0)
+        self._read_error = None
         self._progress_at = loop.time()
         reader = asyncio.create_task(self._read_loop(sock))
         try:
@@ -381,24 +504,52 @@ class Uplink:
 
     def _adopt(self, stream: str, info: StreamInfo, cloud_hw: int) -> None:
         """Start a stream's send state from the cloud's hw, or rotate its epoch on a conflict."""
-        assert self._writer is not None
+        assert self._writer is not None and self._queue is not None
         last = info.next_seq - 1
-        if cloud_hw > last or cloud_hw < info.acked_hw:
-            # The cloud's history of this epoch is not ours (restored queue file, wiped cloud
-            # store): replay the unacked records as a fresh epoch rather than lose or merge them.
-            _log.error(
-                "stream %r epoch %d: cloud hw %d vs local acked %d / last %d; new epoch",
-                stream, info.epoch, cloud_hw, info.acked_hw, last,
+        opened = self._queue.opened.get(stream)
+        if (stream, info.epoch) not in self._reconciled and (
+            opened is not None and opened.epoch == info.epoch
+        ):
+            # Until the cloud has confirmed this epoch once, only the seqs the file held at
+            # open are its own: records appended since then took seqs after them, and if the
+            # cloud holds more, those seqs are taken (the file lost commits it had sent).
+            last = opened.next_seq - 1
+        if cloud_hw > last:
+            # The file lost accepted records (deleted WAL, restored copy): the cloud has this
+            # epoch up to cloud_hw, the file only up to `last`. Records after cloud_hw that were
+            # never sent are gone; newer records must not reuse the cloud's seqs. Drop what
+            # the cloud has and renumber the rest into a fresh epoch.
+            self._loss_events += 1
+            self._problem(
+                "uplink_queue_lost", stream,
+                f"stream {stream!r} epoch {info.epoch}: the cloud holds seqs up to {cloud_hw} but "
+                f"the queue file only up to {last}: it lost accepted records (deleted WAL or an "
+                f"old copy); any not yet sent are gone; unsent records continue in a new epoch",
+                force=True,
             )  # fmt: skip
-            self._epoch_rotations += 1
-            self._rotating.add(stream)
-            self._writer.rotate(stream)
+            self._rotate(stream, acked=last)
             return
+        if cloud_hw < info.acked_hw:
+            # The cloud's history is not ours (wiped cloud store): replay the unacked records as
+            # a fresh epoch rather than lose or merge them.
+            _log.error(
+                "stream %r epoch %d: cloud hw %d below local acked %d; new epoch",
+                stream, info.epoch, cloud_hw, info.acked_hw,
+            )  # fmt: skip
+            self._rotate(stream)
+            return
+        self._reconciled.add((stream, info.epoch))
         if cloud_hw > info.acked_hw:
             self._writer.ack(stream, cloud_hw)
         old = self._sent_hw.get(stream)
         sent = old[1] if old is not None and old[0] == info.epoch else 0
         self._tx[stream] = _Tx(info.epoch, cloud_hw, cloud_hw + 1, max_sent=max(sent, cloud_hw))
+
+    def _rotate(self, stream: str, acked: int = 0) -> None:
+        assert self._writer is not None
+        self._epoch_rotations += 1
+        self._rotating.add(stream)
+        self._writer.rotate(stream, acked)
 
     def _in_flight(self) -> int:
         return sum(t.next_send - 1 - t.cloud_hw for t in self._tx.values())
@@ -424,41 +575,47 @@ class Uplink:
                 # A stream born (or re-epoched) after the HELLO: the cloud has nothing of it.
                 tx = self._tx[stream] = _Tx(info.epoch, info.acked_hw, info.acked_hw + 1)
             while window > 0 and tx.next_send < info.next_seq:
-                n = min(window, DATA_MAX_RECORDS, info.next_seq - tx.next_send)
-                rows = self._queue.read(stream, tx.next_send - 1, n)
-                if not rows or rows[0][0] != tx.next_send:
-                    gap = self._queue.gap_at(stream, tx.next_send)
-                    if gap is None:
-                        _log.error("stream %r: seq %d missing from the queue", stream, tx.next_send)
-                        break
-                    drop = wire.Drop(stream, tx.epoch, tx.next_send, gap.last, gap.reason)
-                    self._drops_sent += 1
-                    tx.max_sent = max(tx.max_sent, gap.last)
-                    self._sent_hw[stream] = (tx.epoch, tx.max_sent)
-                    tx.next_send = gap.last + 1
-                    window -= 1
-                    await self._send(sock, drop)
-                    continue
-                payloads: list[bytes] = []
-                size = 0
-                for _, payload in rows:
-                    if payloads and size + len(payload) > DATA_MAX_BYTES:
-                        break
-                    payloads.append(payload)
-                    size += len(payload)
+                nxt = next_message(
+                    self._queue, stream, tx.epoch, tx.next_send, info.next_seq, window
+                )
+                if nxt is None:
+                    break
+                msg = nxt.msg
+                if nxt.damage is not None:
+                    self._count_damage(stream, tx.epoch, msg)
                 if self._in_flight() == 0:
                     self._progress_at = asyncio.get_running_loop().time()
-                data = wire.Data.build(stream, tx.epoch, tx.next_send, payloads)
                 # State first, then the send: while the send awaits, the reader may already
-                # process this DATA's ACK or a NACK that rewinds next_send; both must see it sent.
-                last = tx.next_send + len(payloads) - 1
-                self._retransmits += max(0, min(last, tx.max_sent) - tx.next_send + 1)
+                # process this message's ACK or a NACK that rewinds next_send; both must see it.
+                if isinstance(msg, wire.Drop):
+                    self._drops_sent += 1
+                    last, window = msg.last, window - 1
+                else:
+                    last = msg.last_seq
+                    self._retransmits += max(0, min(last, tx.max_sent) - tx.next_send + 1)
+                    self._sent += msg.count
+                    window -= msg.count
                 tx.max_sent = max(tx.max_sent, last)
                 self._sent_hw[stream] = (tx.epoch, tx.max_sent)
                 tx.next_send = last + 1
-                self._sent += len(payloads)
-                window -= len(payloads)
-                await self._send(sock, data)
+                await self._send(sock, msg)
+
+    def _count_damage(self, stream: str, epoch: int, drop: wire.Data | wire.Drop) -> None:
+        """Count seqs found corrupt/lost once (resends after a reconnect see them again)."""
+        assert isinstance(drop, wire.Drop)
+        key = (stream, epoch, drop.reason)
+        done = self._damage_hw.get(key, 0)
+        if drop.last <= done:
+            return
+        self._damage_hw[key] = drop.last
+        self._damage[drop.reason] += drop.last - max(drop.first, done + 1) + 1
+        alarm = "uplink_queue_corrupt_record" if drop.reason == "corrupt" else "uplink_queue_lost"
+        what = "failed their checksum" if drop.reason == "corrupt" else "are missing from the file"
+        self._problem(
+            alarm, stream,
+            f"stream {stream!r} epoch {epoch}: seqs {drop.first}..{drop.last} {what}; not sent, "
+            f"announced as a gap ({self._damage[drop.reason]} {drop.reason} so far)",
+        )  # fmt: skip
 
     async def _send(self, sock: zmq.asyncio.Socket, msg: wire.Message) -> None:
         timeout = self.config.ack_timeout
@@ -563,10 +720,13 @@ class Uplink:
 
         ``link`` ("connected"/"connecting"/"down"), ``endpoint``, ``streams`` {stream: depth
         (queued, not acked), next_seq, acked_hw, epoch, bytes}; totals: submitted, committed,
-        dropped (all reasons) and dropped_by {overflow, blocked, quota}, drops_sent (DROP
-        messages), commands, commands_duplicate, secure, quarantined, pending (in memory), write_errors, sent, acks, nacks,
-        retransmits, reconnects, epoch_rotations, in_flight, credit, commit_batches,
-        last_commit_ms, oldest_age_s (oldest queued record; 0 when empty).
+        dropped (all reasons) and dropped_by {overflow, blocked, quota, corrupt, lost},
+        drops_sent (DROP messages), commands, commands_duplicate, secure, quarantined, pending
+        (in memory), write_errors, read_errors, io_error (why the queue cannot be written or
+        read now, else None), healthy, corrupt_records and lost_records (seqs announced as such
+        gaps), loss_events (losses detected), sent, acks, nacks, retransmits, reconnects,
+        epoch_rotations, in_flight, credit, commit_batches, last_commit_ms, oldest_age_s
+        (oldest queued record; 0 when empty).
         """
         streams: dict[str, dict[str, int]] = {}
         queue = self._queue
@@ -581,13 +741,19 @@ class Uplink:
                 "bytes": info.bytes,
             }
             if info.depth > 0 and queue is not None:
-                ts = queue.oldest_ts(stream)
+                try:
+                    ts = queue.oldest_ts(stream)
+                except (sqlite3.Error, QueueError):
+                    continue  # stats must not fail while the file is unreadable
                 if ts is not None and (oldest is None or ts < oldest):
                     oldest = ts
         writer = self._writer
         dropped_by = dict(writer.dropped_by) if writer else dict(self._final_dropped_by)
         if quota_dropped:
             dropped_by["quota"] = sum(quota_dropped.values())
+        for reason, n in self._damage.items():
+            if n:
+                dropped_by[reason] = n
         return {
             "link": self._link,
             "endpoint": self._endpoint,
@@ -603,6 +769,12 @@ class Uplink:
             "quarantined": self.quarantined,
             "pending": writer.pending if writer else 0,
             "write_errors": writer.errors if writer else self._final_writer[2],
+            "read_errors": self._read_errors,
+            "io_error": self.io_error,
+            "healthy": self.healthy,
+            "corrupt_records": self._damage["corrupt"],
+            "lost_records": self._damage["lost"],
+            "loss_events": self._loss_events,
             "sent": self._sent,
             "acks": self._acks,
             "nacks": self._nacks,

@@ -8,7 +8,6 @@ front of these two. Decoding validates every field, so a malformed or foreign me
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: DATA carries one accept-time CRC per record (crcs) instead of crc32
 
 #: Largest epoch/sequence value: both sides store them as SQLite INTEGER (signed 64-bit).
 MAX_INT = (1 << 63) - 1
@@ -57,13 +56,17 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """Gateway -> cloud: ``count`` consecutive records of one stream starting at ``first_seq``."""
+    """Gateway -> cloud: ``count`` consecutive records of one stream starting at ``first_seq``.
+
+    ``crcs``: the CRC-32 of each record, computed when the gateway accepted it (stored with the
+    record in the queue), so the cloud checks the bytes end to end: disk, memory and wire.
+    """
 
     stream: str
     epoch: int
     first_seq: int
     records: tuple[bytes, ...]
-    crc32: int
+    crcs: tuple[int, ...]
 
     @property
     def count(self) -> int:
@@ -74,13 +77,24 @@ class Data:
         return self.first_seq + len(self.records) - 1
 
     @classmethod
-    def build(cls, stream: str, epoch: int, first_seq: int, records: Sequence[bytes]) -> Data:
-        """Make a DATA message with its CRC computed over ``records``."""
+    def build(
+        cls,
+        stream: str,
+        epoch: int,
+        first_seq: int,
+        records: Sequence[bytes],
+        crcs: Sequence[int] | None = None,
+    ) -> Data:
+        """Make a DATA message; ``crcs`` are the records' accept-time CRCs (computed now if None)."""
         recs = tuple(records)
-        return cls(stream, epoch, first_seq, recs, records_crc32(recs))
+        sums = tuple(crcs) if crcs is not None else tuple(map(zlib.crc32, recs))
+        return cls(stream, epoch, first_seq, recs, sums)
 
     def crc_ok(self) -> bool:
-        return records_crc32(self.records) == self.crc32
+        """Every record still has the bytes its CRC was computed over."""
+        return len(self.crcs) == len(self.records) and all(
+            zlib.crc32(r) == c for r, c in zip(self.records, self.crcs, strict=False)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +159,6 @@ class Error:
 Message = Hello | Welcome | Data | Ack | Nack | Error | Drop | Command | Result
 
 
-def records_crc32(records: Sequence[bytes]) -> int:
-    """CRC-32 over the records' lengths (4-byte big-endian each, in order), then their bytes.
-
-    The lengths make the CRC see record boundaries, so two records that swap a byte across
-    their boundary do not checksum the same as the originals. One contiguous length block keeps
-    this to two C calls per message.
-    """
-    lengths = struct.pack(f">{len(records)}I", *map(len, records))
-    return zlib.crc32(b"".join(records), zlib.crc32(lengths))
-
-
 def encode(msg: Message) -> list[bytes]:
     """Encode a message into its ``[type, body]`` frames."""
     body: dict[str, Any]
@@ -166,7 +169,7 @@ def encode(msg: Message) -> list[bytes]:
             "epoch": msg.epoch,
             "first_seq": msg.first_seq,
             "count": len(msg.records),
-            "crc32": msg.crc32,
+            "crcs": list(msg.crcs),
             "records": list(msg.records),
         }
     elif isinstance(msg, Ack):
@@ -242,7 +245,12 @@ def decode(frames: Sequence[bytes]) -> Message:
         first = f.uint("first_seq", minimum=1)
         if first + count - 1 > MAX_INT:
             raise WireError("b'DATA': sequence overflows 63 bits")
-        return Data(f.text("stream"), f.uint("epoch", 1), first, tuple(records), f.uint("crc32"))
+        crcs = f.get("crcs", list)
+        if len(crcs) != count or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 0xFFFFFFFF for c in crcs
+        ):
+            raise WireError(f"b'DATA': crcs must be {count} integers in [0, 2**32)")
+        return Data(f.text("stream"), f.uint("epoch", 1), first, tuple(records), tuple(crcs))
     if tag == b"ACK":
         return Ack(f.text("stream"), f.uint("epoch", 1), f.uint("hw"), f.uint("credit"))
     if tag == b"HELLO":
