@@ -15,6 +15,7 @@ import numpy as np
 from gateway.config import load_config
 from gateway.core.model import SampleBatch
 from gateway.core.runtime import Runtime
+from gateway.uplink.queue import peek_state
 
 
 def free_port() -> int:
@@ -156,7 +157,9 @@ def test_alarm_ack_and_state_survive_a_restart(tmp_path: Path) -> None:
         assert len(acks) == 1 and acks[0]["by"] == "operator-7" and acks[0]["active"] is True
 
     with_runtime(cfg, first)
-    saved = json.loads((tmp_path / "data" / "alarms.json").read_text())
+    raw = peek_state(str(tmp_path / "data" / "q.db"), "alarms")  # committed with the events
+    assert raw is not None and not (tmp_path / "data" / "alarms.json").exists()
+    saved = json.loads(raw)
     hot = next(a for a in saved["alarms"] if a["rule"] == "hot")
     assert hot["active"] and hot["acked"] and hot["acked_by"] == "operator-7"
 

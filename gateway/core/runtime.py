@@ -31,7 +31,7 @@ from gateway.core.sdnotify import SystemdNotifier
 from gateway.drivers.modbus_tcp import WriteError
 from gateway.drivers.registry import Device, DeviceFactory
 from gateway.infer.wiring import add_model_points, model_runner
-from gateway.rules.alarms import AlarmStore
+from gateway.rules.alarms import AlarmPersistence, QueueAlarmStore
 from gateway.rules.effects import (
     AlarmAcked,
     AlarmCleared,
@@ -44,6 +44,7 @@ from gateway.rules.effects import (
 from gateway.rules.engine import RuleEngine
 from gateway.rules.errors import RuleError
 from gateway.uplink.client import Uplink
+from gateway.uplink.dirlock import DirLock, DirLocked
 
 _log = logging.getLogger("gateway.runtime")
 
@@ -85,10 +86,13 @@ def point_periods(config: GatewayConfig) -> dict[str, float]:
 
 
 def build_rule_engine(
-    config: GatewayConfig, points: PointTable, previous: RuleEngine | None = None
+    config: GatewayConfig,
+    points: PointTable,
+    previous: RuleEngine | None = None,
+    store: AlarmPersistence | None = None,
 ) -> RuleEngine:
-    """The config's rules over ``points``, alarm state in ``<data_dir>/alarms.json``."""
-    store = AlarmStore(Path(config.data_dir) / "alarms.json")
+    """The config's rules over ``points``; alarm state in ``store`` (a reload keeps the
+    previous engine's)."""
     return RuleEngine(
         config.rules, points, alarm_store=store, previous=previous, periods=point_periods(config)
     )
@@ -112,12 +116,16 @@ class Runtime:
         self.notifier = notifier if notifier is not None else SystemdNotifier()
         self._running = False
         self._last_tick = -1e18
+        self._lock: DirLock | None = None
         self.points = build_point_table(config)
-        self.rules = build_rule_engine(config, self.points)
-        self._watched = self._rule_file_stamps()
         self.uplink = Uplink(
-            config.uplink, config.id, clock=clock, command_handler=self._on_command
-        )
+            config.uplink, config.id, clock=clock, command_handler=self._on_command,
+            on_problem=self._uplink_problem,
+        )  # fmt: skip
+        # Alarm state lives in the queue and commits with its alarm events (item 9 of issue 14).
+        store = QueueAlarmStore(self.uplink, legacy=Path(config.data_dir) / "alarms.json")
+        self.rules = build_rule_engine(config, self.points, store=store)
+        self._watched = self._rule_file_stamps()
         self.metrics = Metrics()
         self.rate = RateMeter(time.monotonic)
         self._deadband = DeadbandFilter(self.points)
@@ -145,7 +153,17 @@ class Runtime:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.uplink.start()
+        if self._lock is None:
+            queue_dir = os.path.dirname(os.path.abspath(self.config.uplink.queue))
+            try:
+                self._lock = DirLock([self.config.data_dir, queue_dir]).acquire()
+            except DirLocked as exc:
+                raise RuntimeStartError(str(exc)) from None
+        try:
+            await self.uplink.start()
+        except BaseException:
+            self._release_lock()
+            raise
         self.uplink.submit(records.STREAM_META, self._model_payload)
         if self.uplink.quarantined:
             msg = f"queue file was corrupt; moved to {self.uplink.quarantined}, new epoch started"
@@ -159,6 +177,7 @@ class Runtime:
                 await self._status_server.start()
             except OSError as exc:
                 await self.uplink.stop()
+                self._release_lock()
                 raise RuntimeStartError(
                     f"gateway.metrics_listen {self.config.metrics_listen}: {exc.strerror}; "
                     "choose a free host:port or set metrics_listen: null"
@@ -213,7 +232,13 @@ class Runtime:
         if self._status_server is not None:
             await self._status_server.stop()
         await self.uplink.stop()
+        self._release_lock()
         _log.info("gateway %s stopped", self.config.id)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- data path ----------------------------------------------------------------------------
     def on_batch(self, batch: SampleBatch) -> None:
@@ -237,6 +262,13 @@ class Runtime:
             )
         if self.models is not None:
             self.models.on_batch(batch)
+
+    def _uplink_problem(self, alarm: str, severity: str, message: str) -> None:
+        """The uplink found damage in its queue (corrupt or lost records): a local alarm."""
+        self._event(
+            "alarm", self.clock(), rule=alarm, state="raised", severity=severity,
+            message=message, values={},
+        )  # fmt: skip
 
     def _model_problem(self, model: str, message: str) -> None:
         """A model was disabled or a swap failed: an alarm upstream, the gateway runs on."""
