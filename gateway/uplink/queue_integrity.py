@@ -310,7 +310,14 @@ def _find_losses(
             (stream, epoch, marked),
         )
         losses.append(
-            Loss(stream, epoch, first, marked - 1, "the file is behind its high-water marker")
+            Loss(
+                stream,
+                epoch,
+                first,
+                marked - 1,
+                "are gone from the file, which is behind its "
+                "high-water marker (those the cloud acked before are safe there)",
+            )
         )
     if suspect_wal and not losses:
         losses.append(
