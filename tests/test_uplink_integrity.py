@@ -43,6 +43,7 @@ def test_flipped_payload_bytes_become_a_corrupt_gap_and_an_alarm(tmp_path: Path)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"  # SQLite sees nothing
     con.close()
     problems: list[tuple[str, str, str]] = []
+    stats: list[dict[str, object]] = []
 
     async def scenario() -> None:
         async with running_receiver(SQLiteCloudStore(tmp_path / "c.db"), pub_bind=None) as rx:
@@ -55,14 +56,14 @@ def test_flipped_payload_bytes_become_a_corrupt_gap_and_an_alarm(tmp_path: Path)
                     lambda: up.stats()["streams"]["s"]["acked_hw"] == 20,  # type: ignore[index]
                     "all 20 seqs acked (records or gaps)",
                 )
-                st = up.stats()
-                assert st["corrupt_records"] == 1 and st["dropped_by"] == {"corrupt": 1}
+                stats.append(up.stats())
 
     run(scenario())
     recs, gaps, hw = _history(tmp_path / "c.db", "s")
+    assert all(recs[i] == b"temp=%06d" % i for i in recs)  # no wrong value stored
     assert hw == 20 and gaps == [(7, 7, "corrupt")]
     assert sorted(recs) == [i for i in range(1, 21) if i != 7]
-    assert all(recs[i] == b"temp=%06d" % i for i in recs)  # no wrong value stored
+    assert stats[0]["corrupt_records"] == 1 and stats[0]["dropped_by"] == {"corrupt": 1}
     assert [p[0] for p in problems] == ["uplink_queue_corrupt_record"]
     assert "seqs 7..7" in problems[0][2] and "temp" not in problems[0][2]  # no payload in it
 
@@ -79,9 +80,9 @@ def test_queue_file_behind_its_marker_announces_the_lost_seqs(tmp_path: Path) ->
         q.append([("s", b"b%d" % i) for i in range(30)])  # seqs 51..80, marked on close
     shutil.copy(tmp_path / "old.db", qpath)
     with DurableQueue(qpath) as q:
+        assert q.append([("s", b"c")]) == {"s": (81, 81)}  # never reused
         assert [(x.stream, x.epoch, x.first, x.last) for x in q.losses] == [("s", epoch, 51, 80)]
         assert q.gap_at("s", 60) is not None and q.gap_at("s", 60).reason == "lost"  # type: ignore[union-attr]
-        assert q.append([("s", b"c")]) == {"s": (81, 81)}  # never reused
     with DurableQueue(qpath) as q:
         assert q.losses == []  # announced once: the gap row carries it from here
 
@@ -120,8 +121,13 @@ def test_cloud_ahead_of_a_restored_file_gets_a_new_epoch_not_duplicates(tmp_path
             on_problem=lambda *p: problems.append(p),
         )  # fmt: skip
         async with started(up):
-            up.submit_many("s", [b"new%d" % i for i in range(1, 16)])  # seqs 11..25 locally
+            up.submit_many("s", [b"new%d" % i for i in range(1, 31)])  # seqs 11..40 locally
             await up.flush()  # committed before the cloud is reachable
+            r0 = up.stats()["reconnects"]
+            await wait_until(
+                lambda: up.stats()["reconnects"] > r0,  # type: ignore[operator]
+                "a session whose HELLO sees the new records",
+            )
             async with running_receiver(
                 SQLiteCloudStore(tmp_path / "c.db"), bind=endpoint, pub_bind=None
             ):
@@ -140,7 +146,7 @@ def test_cloud_ahead_of_a_restored_file_gets_a_new_epoch_not_duplicates(tmp_path
         stored = {
             r.payload for st in s.gateways() for r in s.records(GW, "s", st.epoch, limit=10**6)
         }
-    assert {b"new%d" % i for i in range(1, 16)} <= stored  # none dropped as a duplicate
+    assert {b"new%d" % i for i in range(1, 31)} <= stored  # none dropped as a duplicate
     assert {b"old%d" % i for i in range(1, 31)} <= stored
     assert [p[0] for p in problems] == ["uplink_queue_lost"]
 

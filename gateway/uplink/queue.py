@@ -120,8 +120,9 @@ class DurableQueue:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise QueueUnavailable(
-                f"uplink queue directory {parent}: cannot create it: {exc.strerror}; create it "
-                "writable for the gateway's user or point uplink.queue elsewhere"
+                f"uplink queue directory {parent}: cannot create or reach it: {exc.strerror}; "
+                "make it (and the directories above it) accessible and writable for the "
+                "gateway's user, or point uplink.queue elsewhere"
             ) from None
         check_access(self.path, str(parent))
         self._w, rows, self._marker, losses = open_checked(self.path, clock, check, created)
