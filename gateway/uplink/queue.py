@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from gateway.uplink.queue_integrity import (
@@ -44,7 +44,7 @@ from gateway.uplink.queue_integrity import (
     open_or_quarantine,
     peek_state,
 )
-from gateway.uplink.queue_schema import SCHEMA_VERSION, record_crc
+from gateway.uplink.queue_schema import SCHEMA_VERSION, Gap, Quota, StreamInfo, record_crc
 
 __all__ = [
     "SCHEMA_VERSION", "DurableQueue", "Gap", "Loss", "Quota", "QueueCorrupt", "QueueError",
@@ -55,37 +55,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 COMMANDS_KEPT = 10_000  # downlink command ids remembered for deduplication
-
-
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
-    """Snapshot of one stream. ``depth``/``bytes``: records (payload bytes) in the file."""
-
-    epoch: int
-    next_seq: int
-    acked_hw: int
-    depth: int = 0
-    bytes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """Per-stream limit of payload bytes in the file; ``drop_oldest`` deletes in segments."""
-
-    max_bytes: int
-    policy: str = "drop_oldest"  # or "block" (enforced by the producer side, see client.py)
-
-    @property
-    def segment(self) -> int:
-        return max(1, self.max_bytes // 16)
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    stream: str
-    first: int
-    last: int
-    reason: str
 
 
 class DurableQueue:

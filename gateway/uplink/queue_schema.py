@@ -1,11 +1,15 @@
-"""The durable queue's SQLite schema (version 3) and the in-place upgrades from versions 1 and 2.
+"""The durable queue's SQLite schema (version 3), the in-place upgrades from versions 1 and 2,
+and the row types the queue hands out.
 
 Drawn and explained in docs/store-and-forward.md ("On disk"); kept apart so the file format can
 be read at a glance.
 """
 
+from __future__ import annotations
+
 import sqlite3
 import zlib
+from dataclasses import dataclass
 
 SCHEMA_VERSION = 3  # 2: streams.records/bytes, gaps, commands; 3: records.crc, state
 
@@ -66,6 +70,37 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "UPDATE records SET crc = record_crc(payload)",
     ),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """Snapshot of one stream. ``depth``/``bytes``: records (payload bytes) in the file."""
+
+    epoch: int
+    next_seq: int
+    acked_hw: int
+    depth: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Per-stream limit of payload bytes in the file; ``drop_oldest`` deletes in segments."""
+
+    max_bytes: int
+    policy: str = "drop_oldest"  # or "block" (enforced by the producer side, see client.py)
+
+    @property
+    def segment(self) -> int:
+        return max(1, self.max_bytes // 16)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    stream: str
+    first: int
+    last: int
+    reason: str
 
 
 def record_crc(payload: bytes) -> int:
