@@ -189,7 +189,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 with open(args.out, "w", encoding="utf-8") as f:
                     n = export(path, f, args.stream, decode)
             print(f"exported {n} records", file=sys.stderr)
-    except (FileNotFoundError, sqlite3.DatabaseError) as exc:
+    except (OSError, sqlite3.Error) as exc:  # missing, unreadable, not a queue: one line
         print(f"gateway queue: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -393,7 +393,14 @@ class SessionMixin:
         queue = self._queue
         if queue is None:
             return
-        prior = await asyncio.to_thread(queue.command_begin, cmd.id, cmd.kind)
+        try:
+            prior = await asyncio.to_thread(queue.command_begin, cmd.id, cmd.kind)
+        except (sqlite3.Error, QueueError) as exc:
+            # Not logged as begun, so not run (it could run twice otherwise): the cloud resends
+            # it after our next HELLO, when the disk may take the write again.
+            _log.error("command %s %s not run: the queue cannot record it (%s)", cmd.id,
+                       cmd.kind, exc)  # fmt: skip
+            return
         if prior is not None:
             self._commands_dup += 1
             if prior[0] == "running":
@@ -406,7 +413,10 @@ class SessionMixin:
             except Exception as exc:  # a handler bug must not kill the uplink
                 _log.exception("command %s %s failed", cmd.id, cmd.kind)
                 outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
-            await asyncio.to_thread(queue.command_end, cmd.id, outcome, detail)
+            try:
+                await asyncio.to_thread(queue.command_end, cmd.id, outcome, detail)
+            except (sqlite3.Error, QueueError) as exc:  # a resend is answered "interrupted"
+                _log.error("command %s outcome not recorded (%s)", cmd.id, exc)
             _log.info("command %s %s: %s", cmd.id, cmd.kind, outcome)  # args, detail: payloads
         sock = self._sock
         if sock is not None and self._link == "connected":
