@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from test_rules_runtime import free_port
 
 from gateway.core.records import decode
 from gateway.uplink import inspect
@@ -22,12 +23,6 @@ from gateway.uplink.queue import peek_state
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = str(ROOT / "tests" / "alarm_crash_runner.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 CONFIG = """
@@ -67,7 +62,7 @@ def test_alarm_history_alternates_after_a_sigkill_between_state_and_event(
     tmp_path: Path,
 ) -> None:
     cfg = tmp_path / "gw.yaml"
-    cfg.write_text(CONFIG.format(port=_free_port()))
+    cfg.write_text(CONFIG.format(port=free_port()))
     assert _run(cfg, "90,60", kill_after=2) == -signal.SIGKILL  # raise; clear, then killed
     assert _run(cfg, "90,60", t0=2000.0) == 0  # the same temperatures after the restart
     queue = str(tmp_path / "data" / "q.db")

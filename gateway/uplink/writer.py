@@ -337,7 +337,6 @@ class GroupCommitWriter:
                     self._cond.wait(self.RETRY_DELAY)
                 continue
             self.io_error = None
-            self._queue.write_marker()
             with self._cond:
                 self._taken += len(records)
                 # Counted until committed, so a quota check never misses bytes in transit.
@@ -345,6 +344,7 @@ class GroupCommitWriter:
                     self._pending_bytes[stream] -= len(payload)
             elapsed = (time.perf_counter() - start) * 1000.0
             self._deliver(CommitResult(len(records), ranges, rotated, elapsed))
+            self._queue.write_marker()  # if due: after the delivery, never delaying a flush
 
     def _deliver(self, result: CommitResult) -> None:
         try:
