@@ -5,6 +5,7 @@ Real SQLite files, real ZeroMQ, a real receiver, a real producer process killed 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sqlite3
@@ -15,6 +16,9 @@ from pathlib import Path
 from test_uplink_flow import GW, _config, _free_endpoint, _history, started
 from uplink_support import bounded, run, running_receiver, wait_until
 
+from gateway.config import load_config
+from gateway.core.records import decode
+from gateway.core.runtime import Runtime
 from gateway.uplink.client import Uplink
 from gateway.uplink.queue import DurableQueue
 from gateway.uplink.store import SQLiteCloudStore
@@ -207,13 +211,44 @@ def _copy_db(src: Path, dst: Path) -> None:
 
 
 async def _sleep(s: float) -> None:
-    import asyncio
-
     await asyncio.sleep(s)
 
 
 async def _communicate(p: subprocess.Popen[bytes]) -> bytes:
-    import asyncio
-
     out, _ = await asyncio.to_thread(p.communicate)
     return out
+
+
+def test_runtime_raises_the_corrupt_record_alarm_upstream(tmp_path: Path) -> None:
+    """The whole path: the runtime turns the uplink's finding into an alarm on ``events``."""
+    qpath = tmp_path / "data" / "queue.db"
+    qpath.parent.mkdir()
+    with DurableQueue(qpath) as q:
+        q.append([("telemetry", b"reading-%03d" % i) for i in range(3)])
+    _flip(qpath, b"reading-001", b"reading-901")
+    store = SQLiteCloudStore(tmp_path / "c.db")
+
+    async def scenario() -> None:
+        async with running_receiver(store, pub_bind=None) as rx:
+            (tmp_path / "gw.yaml").write_text(
+                "gateway: {id: rt-gw, data_dir: data, metrics_listen: null}\n"
+                f"uplink: {{insecure: true, endpoints: ['{rx.endpoint}'], queue: data/queue.db}}\n"
+            )
+            rt = Runtime(load_config(tmp_path / "gw.yaml"))
+            stop = asyncio.Event()
+            task = asyncio.create_task(rt.run(stop))
+            try:
+
+                def alarms() -> list[dict[str, object]]:
+                    evs = [decode(r.payload) for r in store.records("rt-gw", "events")]
+                    return [e for e in evs if e.get("rule") == "uplink_queue_corrupt_record"]
+
+                await wait_until(lambda: bool(alarms()), "the corrupt-record alarm upstream", 10)
+                assert alarms()[0]["state"] == "raised" and alarms()[0]["severity"] == "critical"
+                tel = [r.payload for r in store.records("rt-gw", "telemetry")]
+                assert b"reading-901" not in tel and b"reading-000" in tel
+            finally:
+                stop.set()
+                await bounded(task, "runtime stop", timeout=15)
+
+    run(scenario(), timeout=30)
