@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from gateway.config import DeviceConfig
+from gateway.core.guard import ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_rtu.line import (
@@ -83,22 +84,32 @@ class ModbusRtuDevice:
         self.plan = build_plan(wire_config(config), point_ids)
         self.line = line if line is not None else make_line(config, clock)
         self.line.users.append(self)
-        self._on_batch = on_batch
-        self._on_event = on_event
         self._clock = clock
         self._frames = {id(b): rtu_frame(config.unit_id, b.adu_tail[5:]) for g in self.plan.groups
                         for b in g.blocks}  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
         self._link = LinkState(config.name, self.plan.point_ids, clock, on_batch, on_event)
+        self.faults = self._link.faults  # a raising callback or poll step never ends a task
+        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
         self._failures = 0
         self._last_rtt = float("nan")
         self.requests = self.responses = self.timeouts = self.retries = 0
         self.exceptions = self.bad_responses = self.skipped_polls = 0
         self.writes = self.write_errors = 0
 
+    polled = True  # every poll group yields a batch each period while online
+
     @property
     def name(self) -> str:
         return self.config.name
+
+    def task_failure(self) -> str | None:
+        """Why a poll task or the line's task ended while it should run (None otherwise)."""
+        for task in self._tasks:
+            why = ended_task(task)
+            if why:
+                return why
+        return self.line.task_failure() if self._tasks else None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -160,6 +171,7 @@ class ModbusRtuDevice:
             await asyncio.sleep(self.rtu.connect_delay)
         period = group.period
         due = loop.time()
+        place = f"device {self.name}: poll {group.name}"
         while True:
             if not self.line.opened.is_set():
                 await self.line.opened.wait()
@@ -167,7 +179,12 @@ class ModbusRtuDevice:
                     await asyncio.sleep(self.rtu.connect_delay)
                 due = loop.time()
             for block in group.blocks:
-                await self._poll_block(block)
+                try:
+                    await self._poll_block(block)
+                except Exception as exc:  # a bug or a callback: count it, keep polling
+                    self.faults.failed(place, exc)
+                else:
+                    self.faults.ok(place)
             due += period
             now = loop.time()
             if now - due >= period:
@@ -273,5 +290,6 @@ class ModbusRtuDevice:
             "last_rtt_ms": rtt * 1000.0 if rtt == rtt else float("nan"),
             "writes": self.writes,
             "write_errors": self.write_errors,
+            "task_errors": self.faults.count,
             **self.line.stats(),
         }
