@@ -87,3 +87,22 @@ def ended_task(task: asyncio.Task[Any] | None) -> str | None:
         return "task was cancelled"
     exc = task.exception()
     return f"task ended: {type(exc).__name__}: {exc}" if exc else "task returned"
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` and wait for it to end. An exception it had already ended with is logged,
+    not raised: a device's ``stop()`` must always get through (the runtime still has the uplink
+    to close, the supervisor a device to start again)."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves
+    except Exception as exc:
+        logging.getLogger("gateway.drivers").warning(
+            "task %s had ended with %s: %s", task.get_name(), type(exc).__name__, exc
+        )

@@ -30,6 +30,7 @@ from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
 from gateway.core.sdnotify import SystemdNotifier
 from gateway.core.storage import GuardedAlarmStore
+from gateway.core.supervisor import stop_device
 from gateway.drivers.registry import Device, DeviceFactory
 from gateway.infer.wiring import add_model_points, model_runner
 from gateway.rules.alarms import AlarmStore
@@ -193,7 +194,7 @@ class Runtime:
     async def run(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, then stop cleanly."""
         await self.start()
-        self._apply(self.rules.initial_effects)
+        self.faults.call("rules: initial effects", self._apply, self.rules.initial_effects)
         next_poll = time.monotonic() + RELOAD_POLL_S
         self._running = True
         self._last_tick = time.monotonic()
@@ -221,8 +222,8 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.selfcheck.stop()
-        for dev in self.devices.values():
-            await dev.stop()
+        for name, dev in self.devices.items():
+            await stop_device(name, dev)
         if self.models is not None:
             self.models.stop()
         if self._write_tasks:

@@ -58,6 +58,17 @@ class _Watched:
     restarting: asyncio.Task[None] | None = None
 
 
+async def stop_device(name: str, device: Device) -> None:
+    """``device.stop()``, bounded and never raising: whatever it does, the caller goes on (to
+    start it again, or to stop the next device and the uplink)."""
+    try:
+        await asyncio.wait_for(device.stop(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        _log.error("device %s did not stop within %gs; going on", name, STOP_TIMEOUT_S)
+    except Exception:
+        _log.exception("stopping device %s failed; going on", name)
+
+
 class Supervisor:
     """Watches devices, restarts stalled ones.
 
@@ -158,14 +169,10 @@ class Supervisor:
 
     async def _restart(self, name: str, w: _Watched) -> None:
         try:
-            try:
-                await asyncio.wait_for(w.device.stop(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                _log.error("device %s did not stop within %gs; starting it anyway",
-                           name, STOP_TIMEOUT_S)  # fmt: skip
+            await stop_device(name, w.device)
             await w.device.start()
         except Exception:
-            _log.exception("restarting device %s failed; retried after the backoff", name)
+            _log.exception("starting device %s again failed; retried after the backoff", name)
         finally:
             self._rebase(w, self.clock())
             w.restarting = None

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import Faults, ended_task
+from gateway.core.guard import Faults, cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.can.dbc import compile_layout, load_dbc
 from gateway.drivers.can.j1939 import PGN_DM1, PGN_TP_CM, PGN_TP_DT, TransportReassembler
@@ -172,15 +172,12 @@ class CanDevice:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"can:{self.name}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def open_raw_socket(self) -> Any:
         """A non-blocking raw SocketCAN socket bound to the channel (tests substitute one)."""

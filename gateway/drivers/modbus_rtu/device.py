@@ -16,7 +16,6 @@ what a dead slave costs the others on the line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -25,7 +24,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import ended_task
+from gateway.core.guard import cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_rtu.line import (
@@ -127,10 +126,7 @@ class ModbusRtuDevice:
         if not tasks:
             return
         for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            await cancel_and_wait(t)
         await self.line.stop()
 
     # ---------------------------------------------------------------- link state

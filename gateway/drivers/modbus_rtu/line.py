@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import DeviceConfig, RtuConfig
-from gateway.core.guard import Faults, ended_task
+from gateway.core.guard import Faults, cancel_and_wait, ended_task
 from gateway.impl import modbus
 
 _log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class RtuLine:
     # -- lifecycle (reference counted: every device on the line starts and stops it) ---------
     async def start(self) -> None:
         self._starts += 1
-        if self._task is None:
+        if self._task is None or self._task.done():  # a line task that died is started again
             self._task = asyncio.create_task(self._supervise(), name=f"rtu-line:{self.name}")
 
     async def stop(self) -> None:
@@ -120,9 +120,7 @@ class RtuLine:
         if self._starts > 0 or self._task is None:
             return
         task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def _supervise(self) -> None:
         attempt = 0

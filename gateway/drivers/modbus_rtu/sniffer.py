@@ -13,7 +13,6 @@ for three periods of its slowest poll group (the period the other master is expe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import Faults, ended_task
+from gateway.core.guard import Faults, cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.modbus_rtu.device import wire_config
 from gateway.drivers.modbus_rtu.line import RtuLine, make_line
@@ -109,16 +108,14 @@ class SniffedRtuDevice:
 
     async def start(self) -> None:
         await self.line.start()
-        if self._watch is None:
+        if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watchdog(), name=f"sniff:{self.name}")
 
     async def stop(self) -> None:
         task, self._watch = self._watch, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await self.line.stop()
 
     async def write(self, point: str, value: float) -> None:

@@ -13,7 +13,6 @@ exponential backoff and jitter. While offline no further batches are emitted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -23,7 +22,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import ended_task
+from gateway.core.guard import cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_tcp.client import (
@@ -143,10 +142,7 @@ class ModbusTcpDevice:
     async def stop(self) -> None:
         """Cancel the poll tasks and close the socket. Raises no events."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _supervise(self) -> None:
         try:
