@@ -92,6 +92,14 @@ class Harness:
     def on_event(self, event: DeviceEvent) -> None:
         pass
 
+    async def run_for(self, dt: float) -> None:
+        """Let the devices poll for ``dt`` seconds, the clock keeping pace, checking as we go."""
+        end = self.clock.t + dt
+        while self.clock.t < end:
+            await asyncio.sleep(0.05)
+            self.clock.t = min(end, self.clock.t + 0.05)
+            self.sup.check()
+
     def advance(self, dt: float) -> None:
         """Move the clock in steps (a single jump would look like a stalled loop)."""
         end = self.clock.t + dt
@@ -111,7 +119,7 @@ def test_wedged_poll_task_is_restarted_and_the_stall_cleared() -> None:
             await dev.start()
             try:
                 await wait_until(lambda: dev.stats()["state"] == "online", "device online")
-                h.advance(0.5)  # polling fine: limit is 3 x 50 ms + 2 x 200 ms = 0.55 s
+                await h.run_for(1.0)  # polling fine: limit is 3 x 50 ms + 1 x 1 x 200 ms
                 assert h.changes == [] and h.sup.stats()["dev"]["restarts"] == 0
                 hung = wedge(dev)
                 await asyncio.wait_for(hung.wait(), 5.0)
@@ -122,7 +130,7 @@ def test_wedged_poll_task_is_restarted_and_the_stall_cleared() -> None:
                 await wait_until(lambda: h.sup.stats()["dev"]["restarts"] == 1, "a restart")
                 n = h.batches
                 await wait_until(lambda: h.batches >= n + 5, "polls after the restart")
-                h.advance(0.3)
+                await h.run_for(0.3)
                 assert h.changes == [("dev", h.changes[0][1]), ("dev", None)]
                 assert h.sup.stats()["dev"] == {"polled": True, "stalled": None, "restarts": 1}
             finally:

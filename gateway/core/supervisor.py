@@ -4,8 +4,11 @@ What "stalled" means depends on the driver:
 
 * **Polled** drivers (``polled = True``: Modbus TCP, Modbus RTU master) hand over a batch for
   every poll group every period while online, good or bad (a timeout gives a BAD batch). A group
-  silent for ``stall_periods`` of its periods plus twice the device timeout has a wedged or dead
-  task. The group of a batch is known from its first point.
+  silent for ``stall_periods`` of its periods plus its cycle bound has a wedged or dead
+  task. The group of a batch is known from its first point. "Period" includes what a healthy
+  cycle may take at worst (``cycle_bound(group)``: requests queued behind others on the same
+  connection or line, each taking its timeout), so a slow device or a busy RTU line is not a
+  stall.
 * **Event-driven** drivers (CAN, the RTU sniffer, nodes) may be legitimately silent: a quiet bus
   or a master that stopped polling is the link state's business (offline after ``stale_after``).
   For them, and for every driver, stalled means the driver reports a task that ended or stopped
@@ -101,17 +104,19 @@ class Supervisor:
         n = stall_periods
         for cfg in configs if n > 0 else ():
             dev = devices[cfg.name]
-            groups = {
-                g: _Group(g, n * period + 2.0 * cfg.timeout, now)
-                for g, period in cfg.poll_groups.items()
-            }
             polled = bool(getattr(dev, "polled", False))
-            self._watched[cfg.name] = _Watched(dev, groups if polled else {}, polled)
-            if polled:
-                for p in cfg.points:
-                    pid = point_ids.get(f"{cfg.name}.{p.name}")
-                    if pid is not None and p.poll in groups:
-                        self._group_of[pid] = groups[p.poll]
+            bound = getattr(dev, "cycle_bound", None)
+            groups: dict[str, _Group] = {}
+            for p in cfg.points if polled else ():  # a group without points never delivers
+                pid = point_ids.get(f"{cfg.name}.{p.name}")
+                period = cfg.poll_groups.get(p.poll)
+                if pid is None or period is None:
+                    continue
+                if p.poll not in groups:
+                    slack = bound(p.poll) if bound else 3.0 * cfg.timeout
+                    groups[p.poll] = _Group(p.poll, n * period + slack, now)
+                self._group_of[pid] = groups[p.poll]
+            self._watched[cfg.name] = _Watched(dev, groups, polled)
         self._last_check = now
 
     def seen(self, point_id: int) -> None:

@@ -102,6 +102,14 @@ class ModbusRtuDevice:
     def name(self) -> str:
         return self.config.name
 
+    def cycle_bound(self, group: str) -> float:
+        """Longest a healthy poll cycle of ``group`` may take: each request, with its retries,
+        may wait behind one of every poll group of every slave on the line, all timing out."""
+        blocks = next((len(g.blocks) for g in self.plan.groups if g.name == group), 1)
+        groups = sum(len(u.plan.groups) for u in self.line.users if isinstance(u, ModbusRtuDevice))
+        per_request = (self.rtu.retries + 1) * (self.config.timeout + 256 * self.line.char_s)
+        return blocks * max(groups, 1) * per_request
+
     def task_failure(self) -> str | None:
         """Why a poll task or the line's task ended while it should run (None otherwise)."""
         for task in self._tasks:

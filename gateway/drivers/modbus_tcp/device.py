@@ -129,6 +129,12 @@ class ModbusTcpDevice:
     def name(self) -> str:
         return self.config.name
 
+    def cycle_bound(self, group: str) -> float:
+        """Longest a healthy poll cycle of ``group`` may take: each of its requests may wait
+        behind one request of every other group (one in flight), each taking its timeout."""
+        blocks = next((len(g.blocks) for g in self.plan.groups if g.name == group), 1)
+        return blocks * len(self.plan.groups) * self.config.timeout
+
     def task_failure(self) -> str | None:
         """Why the connection task ended while it should run (None while it runs or stopped)."""
         return ended_task(self._task)
