@@ -21,6 +21,7 @@ from rtu_support import sim_slave
 from uplink_support import wait_until
 
 from gateway.config import CanConfig, DeviceConfig, PointConfig, RtuConfig, load_config_text
+from gateway.core.httpd import StatusServer
 from gateway.core.model import DeviceEvent, SampleBatch
 from gateway.core.runtime import Runtime
 from gateway.drivers.can import CanDevice
@@ -210,3 +211,32 @@ def test_failing_rules_and_rule_tick_end_neither_polling_nor_the_run_loop(
 
     logging.getLogger("gateway").setLevel(logging.INFO)
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_status_server_answers_500_for_a_failing_page_and_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken() -> str:
+        raise OSError(errno.EIO, "Input/output error")
+
+    async def get(port: int, path: str) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), 5.0)
+        writer.close()
+        return raw.decode().split("\r\n", 1)[0]
+
+    async def main() -> None:
+        server = StatusServer("127.0.0.1:0", broken, lambda: {"ok": True}, lambda: (True, {}))
+        await server.start()
+        try:
+            for _ in range(3):
+                assert await get(server.port, "/metrics") == "HTTP/1.1 500 Internal Server Error"
+            assert await get(server.port, "/status") == "HTTP/1.1 200 OK"
+            assert await get(server.port, "/health") == "HTTP/1.1 200 OK"
+        finally:
+            await server.stop()
+        assert server.faults.total == {"status server /metrics": 3}
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert sum("status server /metrics failed" in r.getMessage() for r in caplog.records) == 1
