@@ -69,7 +69,7 @@ def collect(rt: Runtime) -> list[tuple[str, Labels, float]]:
 def collect_selfcheck(rt: Runtime) -> list[tuple[str, Labels, float]]:
     """Fault isolation, supervision and storage health (gateway.core.guard/supervisor/health)."""
     out: list[tuple[str, Labels, float]] = [
-        ("task_errors_total", (("where", where),), float(n)) for where, n in rt.faults.total.items()
+        ("task_errors_total", (("where", where),), float(n)) for where, n in task_errors(rt).items()
     ]
     for name, st in rt.supervisor.stats().items():
         labels = (("device", name),)
@@ -110,5 +110,15 @@ def status(rt: Runtime) -> dict[str, Any]:
         "recent": list(rt.recent),
         "problems": {n: c.reason for n, c in rt.selfcheck.conditions.active.items()},
         "supervisor": rt.supervisor.stats(),
-        "task_errors": dict(rt.faults.total),
+        "task_errors": task_errors(rt),
     }
+
+
+def task_errors(rt: Runtime) -> dict[str, int]:
+    """Exceptions caught by the runtime, the supervisor and the status server, by place (the
+    drivers count theirs in their stats as ``task_errors``)."""
+    out = dict(rt.faults.total)
+    out.update(rt.supervisor.faults.total)
+    if rt._status_server is not None:
+        out.update(rt._status_server.faults.total)
+    return out

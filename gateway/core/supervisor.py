@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import DeviceConfig
+from gateway.core.guard import Faults
 from gateway.drivers.registry import Device
 
 _log = logging.getLogger("gateway.supervisor")
@@ -99,6 +100,7 @@ class Supervisor:
         self.stall_periods = stall_periods
         self._on_change = on_change
         self._watched: dict[str, _Watched] = {}
+        self.faults = Faults(_log)
         self._group_of: dict[int, _Group] = {}
         now = clock()
         n = stall_periods
@@ -136,7 +138,8 @@ class Supervisor:
             if late:
                 self._rebase(w, now)
             elif w.restarting is None:
-                self._check(name, w, now)
+                # One device's failing stats() must not keep the others from being checked.
+                self.faults.call(f"supervisor: device {name}", self._check, name, w, now)
 
     def _check(self, name: str, w: _Watched, now: float) -> None:
         state = w.device.stats().get("state")
