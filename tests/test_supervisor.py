@@ -121,6 +121,10 @@ def test_wedged_poll_task_is_restarted_and_the_stall_cleared() -> None:
                 await wait_until(lambda: dev.stats()["state"] == "online", "device online")
                 await h.run_for(1.0)  # polling fine: limit is 3 x 50 ms + 1 x 1 x 200 ms
                 assert h.changes == [] and h.sup.stats()["dev"]["restarts"] == 0
+                h.clock.t += 5.0  # the loop itself was late (a long pause): not a stall
+                h.sup.check()
+                await h.run_for(0.2)
+                assert h.changes == [] and h.sup.stats()["dev"]["restarts"] == 0
                 hung = wedge(dev)
                 await asyncio.wait_for(hung.wait(), 5.0)
                 await asyncio.sleep(0.1)  # a batch from before the wedge may still be in flight

@@ -120,10 +120,14 @@ def health(rt: Runtime) -> tuple[bool, dict[str, Any]]:
         state = "stale"
     else:
         state = "degraded" if problems else "ok"
+    try:
+        link = rt.uplink.stats().get("link")
+    except Exception as exc:  # the queue's reads fail on a broken disk: still answer
+        link = f"unknown ({type(exc).__name__})"
     return ok, {
         "status": state,
         "gateway": rt.config.id,
         "loop_age_s": round(age, 3) if rt._running else None,
-        "uplink": rt.uplink.stats().get("link"),
+        "uplink": link,
         "problems": problems,
     }
