@@ -211,6 +211,7 @@ class GatewayConfig:
     data_dir: str = "var"
     metrics_listen: str | None = "127.0.0.1:9108"  # host:port for /metrics and /status, None = off
     ring_capacity: int = 128  # samples per point ring buffer (memory: 32 bytes per sample)
+    stall_periods: int = 5  # poll periods without a batch before a device is restarted
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     uplink: UplinkConfig = field(default_factory=UplinkConfig)

@@ -202,6 +202,12 @@ _GATEWAY = Section(
                "Samples kept per point in its ring buffer for windows (16 bytes each, twice: "
                "the ring is mirrored so every window is one contiguous view).", 128,
                minimum=2, maximum=1_000_000),
+        Option("stall_periods", "integer",
+               "A polled device that says online but delivers nothing from a poll group for "
+               "this many of its periods (plus the time its requests may spend timing out) is "
+               "stalled: its tasks are "
+               "restarted and `driver_stalled:<device>` is raised while it lasts; 0 turns this off.", 5,
+               minimum=0, maximum=10_000),
     ),
 )  # fmt: skip
 
