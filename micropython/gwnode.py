@@ -117,10 +117,10 @@ def cobs_decode(data: bytes) -> bytes | None:
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
     """HMAC-SHA256 (RFC 2104) over hashlib.sha256, for ports without ``hmac``."""
     if len(key) > 64:
-        key = hashlib.sha256(key).digest()
+        key = bytes(hashlib.sha256(key).digest())
     key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + msg).digest()
-    return hashlib.sha256(bytes(b ^ 0x5C for b in key) + inner).digest()
+    inner = bytes(hashlib.sha256(bytes(b ^ 0x36 for b in key) + msg).digest())
+    return bytes(hashlib.sha256(bytes(b ^ 0x5C for b in key) + inner).digest())
 
 
 def mac_keys(key: bytes) -> tuple[bytes, bytes]:
