@@ -219,6 +219,9 @@ async def test_forged_replayed_and_spoofed_frames_are_refused_while_the_node_flo
                        on_write=lambda ch, v: writes.append((ch, v)) or True)  # fmt: skip
     evil = Attacker(link.address)
     payload = gwnode.encode_readings([(0, gwnode.FLOAT32, 666.0)])
+    heard: list[bytes] = []  # every datagram the gateway sent the node
+    read = node.transport.read
+    node.transport.read = lambda: (lambda d: (d and heard.append(d), d)[1])(read())  # type: ignore[method-assign]
     try:
         assert await in_thread(lambda: node.send([(0, gwnode.FLOAT32, 1.0)]))
         home = link.peer[7]
@@ -254,6 +257,17 @@ async def test_forged_replayed_and_spoofed_frames_are_refused_while_the_node_flo
             stop.set()
             await serving
         assert evil.received() == []  # no ACK, no write, not even a SYNC went to the attacker
+        # The node checks the gateway's frames the same way: a recorded WRITE played back to
+        # it, or one under the wrong key, is not applied.
+        to_node = node.transport.sock.getsockname()
+        recorded = list(heard)
+        for frame in recorded:
+            evil.sock.sendto(frame, to_node)
+        _, down = gwnode.mac_keys(bytes(32))
+        evil.sock.sendto(gwnode.encode_frame(gwnode.WRITE, 7, 77, bytes((3, gwnode.FLOAT32)) +
+                                             bytes(4), down, node.epoch, 999), to_node)  # fmt: skip
+        await in_thread(lambda: node.poll(200))
+        assert node.refused == len(recorded) + 1 and len(recorded) >= 6  # SYNC, 4 ACKs, WRITE
     finally:
         node.transport.close()
         evil.sock.close()

@@ -27,8 +27,8 @@ _log = logging.getLogger(__name__)
 SYNC_INTERVAL = 0.05  # s between SYNCs to one node: bounds what replays can make us send
 QUIET = 60.0  # s without a refusal of a kind before the next one is logged again
 MAX_DISCOVERED = 256
-_REFUSED = {nf.REPLAY: "replayed", nf.FORGED: "forged (wrong MAC)",
-            nf.MODE: "unauthenticated or of the wrong format"}  # fmt: skip
+_REFUSED = {nf.REPLAY: "a replayed frame", nf.FORGED: "a forged frame (wrong MAC)",
+            nf.MODE: "an unauthenticated frame (or one of the wrong format)"}  # fmt: skip
 
 
 class NodeEndpoint(Protocol):
@@ -146,7 +146,7 @@ class NodeLink:
             else:
                 self.nodes[node_id].refused(status)
                 if self._episodes.starts((status, node_id)):
-                    _log.warning("%s: node %d: refused a %s frame from %s (counted in stats; "
+                    _log.warning("%s: node %d: refused %s from %s (counted in stats; "
                                  "logged again after %gs without one)", self.name, node_id,
                                  _REFUSED[status], addr or "the line", QUIET)  # fmt: skip
 
