@@ -7,6 +7,7 @@ session after a restart) come from a second real UDP socket while the good node 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -14,7 +15,7 @@ import os
 import socket
 import threading
 import tty
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -84,6 +85,23 @@ async def in_thread(fn: Callable[[], Any]) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 
+@contextlib.asynccontextmanager
+async def serving(node: Any) -> AsyncIterator[None]:
+    """The node serves the gateway's frames (writes) in a thread while the block runs."""
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            node.poll(10)
+
+    done = asyncio.get_running_loop().run_in_executor(None, serve)
+    try:
+        yield
+    finally:
+        stop.set()
+        await done
+
+
 @in_loop
 async def test_sdk_over_udp_readings_acks_duplicates_and_writes(tmp_path: Path) -> None:
     sink = Sink()
@@ -109,21 +127,11 @@ async def test_sdk_over_udp_readings_acks_duplicates_and_writes(tmp_path: Path) 
         await wait_for(lambda: dev.stats()["duplicate_frames"] == 1, 5.0, "duplicate counted")
         assert sink.values(0) == [21.5]
         # A write from the gateway reaches the node's handler and is acknowledged.
-        stop = threading.Event()
-
-        def serve() -> None:
-            while not stop.is_set():
-                node.poll(10)
-
-        serving = asyncio.get_running_loop().run_in_executor(None, serve)
-        try:
+        async with serving(node):
             await dev.write("n7.pump", 2.5)
             with pytest.raises(WriteError) as err:
                 await dev.write("n7.temp", 1.0)
             assert err.value.refused
-        finally:
-            stop.set()
-            await serving
     finally:
         node.transport.close()
         await dev.stop()
@@ -244,18 +252,8 @@ async def test_forged_replayed_and_spoofed_frames_are_refused_while_the_node_flo
         assert link.peer[7] == home  # replies still go to the node, not to the last sender
         for i in range(3):  # the good node keeps flowing
             assert await in_thread(lambda i=i: node.send([(0, gwnode.FLOAT32, 2.0 + i)]))
-        stop = threading.Event()
-
-        def serve() -> None:
-            while not stop.is_set():
-                node.poll(10)
-
-        serving = asyncio.get_running_loop().run_in_executor(None, serve)
-        try:
+        async with serving(node):
             await dev.write("n7.pump", 2.5)
-        finally:
-            stop.set()
-            await serving
         assert evil.received() == []  # no ACK, no write, not even a SYNC went to the attacker
         # The node checks the gateway's frames the same way: a recorded WRITE played back to
         # it, or one under the wrong key, is not applied.
