@@ -427,3 +427,16 @@ def test_config_binds_loopback_and_needs_a_key_file_or_insecure(tmp_path: Path) 
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(NODE_YAML.format(extra=", key_file: open.key"))
     assert check_main(str(cfg)) == 1  # `gateway check` says so too
+
+
+def test_sdk_hmac_is_the_standard_one() -> None:
+    """The SDK builds HMAC from hashlib (MicroPython has no hmac): same bytes as the stdlib."""
+    import hashlib
+    import hmac
+
+    for n in (0, 16, 64, 65, 100):
+        key, msg = bytes(range(n)), bytes(range(n, n + 70))
+        want = hmac.digest(key, msg, hashlib.sha256)
+        assert (
+            gwnode.hmac_sha256(key, msg) == gwnode.hmac_sha256(gwnode.hmac_pads(key), msg) == want
+        )
