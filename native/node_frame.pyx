@@ -400,7 +400,8 @@ cdef class NodeFrameParser:
             return _frame_bytes(1, type, node_id, seq, 0, 0, p, NULL, NULL)
         if st.epoch == 0:
             raise ValueError(f"node {node_id} has no session yet")
-        if st.tx >= 0xFFFFFFFF:
+        if st.tx >= 0xFFFFFFFF:  # used up: drop it, the node's next frame is SYNCed
+            st.epoch = 0
             raise ValueError(f"node {node_id}: session counter exhausted")
         st.tx += 1
         return _frame_bytes(2, type, node_id, seq, st.epoch, st.tx, p, st.dist, st.dost)

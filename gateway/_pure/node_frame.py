@@ -288,7 +288,8 @@ class NodeFrameParser:
             return encode_frame(type, node_id, seq, payload)
         if st.epoch == 0:
             raise ValueError(f"node {node_id} has no session yet")
-        if st.tx >= 0xFFFFFFFF:
+        if st.tx >= 0xFFFFFFFF:  # used up: drop it, the node's next frame is SYNCed
+            st.epoch = 0
             raise ValueError(f"node {node_id}: session counter exhausted")
         st.tx += 1
         raw = struct.pack(">BBHHII", VERSION, type, node_id, seq, st.epoch, st.tx)
