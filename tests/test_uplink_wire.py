@@ -70,12 +70,12 @@ def test_other_version_is_a_version_error() -> None:
         (_frames(b"BOGUS", {"v": 1}), "unknown message type"),
         (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 1, "hw": 1}), "missing field 'credit'"),
         (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 0, "hw": 1, "credit": 1}), "epoch"),
-        (_frames(b"ACK", {"v": 1, "stream": "", "epoch": 1, "hw": 1, "credit": 1}), "empty"),
+        (_frames(b"ACK", {"v": 1, "stream": "", "epoch": 1, "hw": 1, "credit": 1}), "stream name"),
         (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 1, "hw": -1, "credit": 1}), "hw"),
         (_frames(b"ACK", {"v": 1, "stream": "s", "epoch": 1, "hw": True, "credit": 1}), "hw"),
         (_frames(b"NACK", {"v": 1, "stream": "s", "epoch": 1, "expected": 1 << 63}), "expected"),
         (_frames(b"HELLO", {"v": 1, "gateway": "g", "streams": {"s": "x"}}), "streams"),
-        (_frames(b"HELLO", {"v": 1, "gateway": "g", "streams": {b"s": 1}}), "stream names"),
+        (_frames(b"HELLO", {"v": 1, "gateway": "g", "streams": {b"s": 1}}), "stream name"),
         (_frames(b"WELCOME", {"v": 1, "hw": {"s": [1]}, "credit": 1}), "epoch, hw"),
         (
             _frames(
