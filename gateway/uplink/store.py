@@ -226,40 +226,44 @@ class SQLiteCloudStore:
 
     def open(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                return
-            Path(self.path).resolve().parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            self._open()
+
+    def _open(self) -> None:
+        """Caller holds the lock."""
+        if self._conn is not None:
+            return
+        Path(self.path).resolve().parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
             )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("BEGIN IMMEDIATE")
-                for stmt in _SCHEMA:
-                    conn.execute(stmt)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (SCHEMA_VERSION,),
+            conn.execute(  # versions 1 and 2 only lacked tables created above
+                "UPDATE meta SET value = ? WHERE key = 'schema_version' AND value IN (1, 2)",
+                (SCHEMA_VERSION,),
+            )
+            conn.execute("COMMIT")
+            (version,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if version != SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: store schema version {version!r}, expected {SCHEMA_VERSION}"
                 )
-                conn.execute(  # versions 1 and 2 only lacked tables created above
-                    "UPDATE meta SET value = ? WHERE key = 'schema_version' AND value IN (1, 2)",
-                    (SCHEMA_VERSION,),
-                )
-                conn.execute("COMMIT")
-                (version,) = conn.execute(
-                    "SELECT value FROM meta WHERE key = 'schema_version'"
-                ).fetchone()
-                if version != SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self.path}: store schema version {version!r}, expected {SCHEMA_VERSION}"
-                    )
-                st = os.stat(self.path)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-            self._file_id = (st.st_dev, st.st_ino)
+            st = os.stat(self.path)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._file_id = (st.st_dev, st.st_ino)
 
     def close(self) -> None:
         with self._lock:
@@ -289,13 +293,13 @@ class SQLiteCloudStore:
             self._verify()
 
     def reopen(self) -> list[StreamStatus]:
-        with self._lock:
+        with self._lock:  # one step for readers sharing this object: never seen closed
             lost = self._streams() if self._conn is not None else []
             if self._conn is not None:
                 self._salvage()
                 self._conn.close()
                 self._conn = None
-        self.open()
+            self._open()
         return lost
 
     def _salvage(self) -> None:
