@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.uplink import wire
 from gateway.uplink.limits import LimitExceeded, Limits
+
+_log = logging.getLogger(__name__)
+
+#: The receiver's own command: "your point model is missing from the store, submit it again".
+RESEND_META = "resend_meta"
 
 
 @dataclass
@@ -86,3 +93,53 @@ class CommandBook:
                 p.future.set_exception(RuntimeError(reason))
                 p.future.exception()  # retrieved: internal ones have nobody awaiting them
         self._commands.clear()
+
+
+class Downlink:
+    """Sends commands to gateways' live sessions and matches their RESULTs."""
+
+    def __init__(
+        self,
+        book: CommandBook,
+        send: Callable[[str, wire.Message], Awaitable[None]],
+        warn: Callable[..., None],
+    ) -> None:
+        self.book = book
+        self._send = send
+        self._warn = warn
+
+    async def command(
+        self,
+        gateway: str,
+        kind: str,
+        args: dict[str, Any] | None,
+        command_id: str | None,
+        timeout: float | None,
+    ) -> wire.Result:
+        pending = self.book.add(gateway, kind, args, command_id)
+        await self._send(gateway, pending.msg)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        finally:
+            if pending.future.done():
+                self.book.forget(pending)
+
+    async def request_meta(self, gateway: str) -> None:
+        """The store has no point model of ``gateway``: ask it to submit its ``meta`` again."""
+        if self.book.waiting(gateway, RESEND_META):
+            return
+        try:
+            cid = f"{RESEND_META}-{uuid.uuid4().hex}"
+            pending = self.book.add(gateway, RESEND_META, {}, cid, internal=True)
+        except LimitExceeded:
+            return
+        _log.warning("cloud: the store has no point model of %s; asked it to resend it", gateway)
+        await self._send(gateway, pending.msg)
+
+    def on_result(self, gateway: str, msg: wire.Result) -> None:
+        pending = self.book.answer(gateway, msg)
+        if pending is not None and pending.internal and msg.outcome != "ok":
+            self._warn(
+                "cmd", "cloud: %s %s: %s %s",
+                gateway, pending.msg.kind, msg.outcome, msg.detail[:200],
+            )  # fmt: skip

@@ -90,7 +90,6 @@ class GatewayState:
     nacks: int = 0
     dropped: int = 0  # seqs announced as deliberate gaps
     sessions: int = 0
-    refused: int = 0  # messages refused for this gateway (limits, hello_required)
     meta_checked: bool = False  # the store has its point model (or it was asked to resend it)
     hw: dict[str, tuple[int, int]] = field(default_factory=dict)  # stream -> (epoch, hw)
     # (whole second, records): one entry per second, so a window is a few dozen entries.

@@ -27,31 +27,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import msgpack
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
 from gateway.uplink import wire
-from gateway.uplink.downlink import CommandBook
+from gateway.uplink.downlink import CommandBook, Downlink
+from gateway.uplink.fanout import Fanout
+from gateway.uplink.gate import Admitted, Gate
 from gateway.uplink.keys import AllowList, KeyPair
 from gateway.uplink.limits import BoundedDict, GatewayState, LimitExceeded, Limits
-from gateway.uplink.sessions import DuplicateWatch, Session, SessionTable
+from gateway.uplink.sessions import ConnectionMonitor, DuplicateWatch, Session, SessionTable
 from gateway.uplink.store import STORE_LOST, CloudStore, SequenceGap, StoreReplaced
+from gateway.uplink.storeloss import record_lost
 from gateway.uplink.zap import ZapHandler
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-PUB_HWM = 100_000  # records queued per subscriber before PUB drops
 RCV_HWM = 1000  # messages queued per connection before libzmq stops reading it
 META_STREAM = "meta"  # the gateway's point model (gateway/core/records.py)
-RESEND_META = "resend_meta"
 WARN_EVERY = 10.0  # seconds between two warnings of one kind (floods are counted, not logged)
 
 
@@ -121,19 +119,16 @@ class CloudReceiver:
         )
         self._hw: BoundedDict[tuple[str, str, int], int] = BoundedDict(self.limits.max_hw_cache)
         self._executor: ThreadPoolExecutor | None = None
-        self._pub: zmq.asyncio.Socket | None = None
+        self._fanout = Fanout(zmq.asyncio.Context.instance(), None)  # replaced by run()
         self._router: zmq.asyncio.Socket | None = None
-        self._monitor: zmq.Socket | None = None  # synchronous view, drained before each message
+        self._monitor: ConnectionMonitor | None = None
         self._zap: ZapHandler | None = None
         self._commands = CommandBook(self.limits)
+        self._downlink = Downlink(self._commands, self._send_to, self._warn)
         self._warned: dict[str, float] = {}
-        self._store_retry_at = 0.0  # > 0 while the store could not be reopened
-        self.bad_messages = 0
-        self.identity_rejected = 0
-        self.unauthorised = 0
-        self.handshake_failed = 0
-        self.disconnects = 0
-        self.hello_required = 0
+        # A lost store that could not be reopened yet, and when to try again.
+        self._store_failed: tuple[StoreReplaced, float] | None = None
+        self._gate = Gate(self._sessions, allow, self._warn)
         self.limit_refused = 0
         self.duplicate_identity = 0
         self.store_replaced = 0
@@ -142,6 +137,10 @@ class CloudReceiver:
     @property
     def secure(self) -> bool:
         return self.server_key is not None
+
+    @property
+    def bad_messages(self) -> int:
+        return self._gate.bad_messages
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; binds, opens the store, closes both on the way out."""
@@ -157,7 +156,7 @@ class CloudReceiver:
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
         router.setsockopt(zmq.MAXMSGSIZE, self.max_message)  # larger: peer disconnected
         router.setsockopt(zmq.RCVHWM, RCV_HWM)
-        pub = None
+        fanout: Fanout | None = None
         try:
             await loop.run_in_executor(self._executor, self.store.open)
             if self.server_key is not None and self.allow is not None:
@@ -167,20 +166,12 @@ class CloudReceiver:
                 assert self.server_key.secret is not None
                 router.setsockopt(zmq.CURVE_SECRETKEY, self.server_key.secret)
                 router.setsockopt(zmq.ZAP_DOMAIN, b"gateway")
-            monitor = router.get_monitor_socket(_MONITOR_EVENTS)
-            self._monitor = zmq.Socket.shadow(monitor.underlying)
-            tasks.append(asyncio.create_task(self._watch_connections(monitor)))
+            self._monitor = ConnectionMonitor(router, self._sessions)
+            tasks.append(asyncio.create_task(self._monitor.serve()))
             router.bind(_port0(self.bind))
             self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            if self.pub_bind:
-                pub = ctx.socket(zmq.PUB)
-                pub.setsockopt(zmq.LINGER, 0)
-                # A burst is one DATA (up to 1000 records) per gateway; the default HWM of 1000
-                # would drop within a single burst. Still bounded: slow subscribers lose data.
-                pub.setsockopt(zmq.SNDHWM, PUB_HWM)
-                pub.bind(_port0(self.pub_bind))
-                self.pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
-                self._pub = pub
+            fanout = self._fanout = Fanout(ctx, _port0(self.pub_bind) if self.pub_bind else None)
+            self.pub_endpoint = fanout.endpoint
             self._router = router
             self.ready.set()
             stopper = asyncio.ensure_future(stop.wait())
@@ -207,13 +198,11 @@ class CloudReceiver:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._monitor = None
             router.close(linger=0)
-            if pub is not None:
-                pub.close(linger=0)
+            if fanout is not None:
+                fanout.close()
             if self._zap is not None:
                 self._zap.close()
-            self._pub = None
             self.ready.clear()
             ctx.destroy(linger=0)
             self._commands.fail_all("receiver stopped")
@@ -223,41 +212,11 @@ class CloudReceiver:
 
     # --- connections ---------------------------------------------------------------------------
 
-    async def _watch_connections(self, monitor: zmq.asyncio.Socket) -> None:
-        """Socket monitor: connections accepted and ended (their sessions end with them), failed
-        handshakes (wrong server key, plaintext client, unknown key) and disconnects (dead peers,
-        frames above ``max_message``) are counted, never fatal."""
-        try:
-            while True:
-                await monitor.poll(zmq.POLLIN)
-                self._drain_monitor()
-        finally:
-            monitor.close(linger=0)
-
-    def _drain_monitor(self) -> None:
-        """Apply every connection event already queued. Called before each message, so a
-        connection's end is known before any message of a later connection on the same fd."""
-        sock = self._monitor
-        while sock is not None:
-            try:
-                event = parse_monitor_message(sock.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
-                return  # closing
-            kind = event["event"]
-            if kind in (zmq.EVENT_ACCEPTED, zmq.EVENT_DISCONNECTED):
-                self._sessions.connection_ended(int(event["value"]))
-                if kind == zmq.EVENT_DISCONNECTED:
-                    self.disconnects += 1
-                continue
-            self.handshake_failed += 1
-            endpoint = event.get("endpoint")
-            self._warn(
-                "handshake",
-                "cloud: handshake failed on %s (wrong server key? not CURVE?)",
-                endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else endpoint,
-            )
+    async def _send_to(self, gateway: str, msg: wire.Message) -> None:
+        """Send to ``gateway``'s live session, if it has one."""
+        session = self._sessions.of_gateway(gateway)
+        if session is not None and self._router is not None:
+            await self._router.send_multipart([session.ident, *wire.encode(msg)])
 
     def _warn(self, kind: str, fmt: str, *args: object) -> None:
         """A warning at most every WARN_EVERY seconds per kind: a flood is counted, not logged."""
@@ -272,66 +231,29 @@ class CloudReceiver:
     # --- messages ------------------------------------------------------------------------------
 
     async def _handle(self, router: zmq.asyncio.Socket, frames: list[zmq.Frame]) -> None:
-        self._drain_monitor()
+        if self._monitor is not None:
+            self._monitor.drain()
         ident = frames[0].bytes
-        fd, user = _connection_of(frames[1]) if len(frames) > 1 else (-1, None)
 
         async def reply(msg: wire.Message) -> None:
             await router.send_multipart([ident, *wire.encode(msg)])
 
-        if len(frames) != 3:
-            self.bad_messages += 1
-            await reply(wire.Error("bad", f"expected 2 frames [type, body], got {len(frames) - 1}"))
+        verdict = self._gate.admit(frames)
+        if verdict is None:
             return
-        if self.secure and user is None:
-            self.bad_messages += 1  # CURVE messages always carry one; be strict anyway
+        if isinstance(verdict, wire.Error):
+            await reply(verdict)
             return
-        try:
-            msg = wire.decode([frames[1].bytes, frames[2].bytes])
-        except wire.VersionError as exc:
-            self.bad_messages += 1
-            await reply(wire.Error("version", str(exc)))
-            return
-        except wire.WireError as exc:
-            self.bad_messages += 1
-            self._warn("bad", "cloud: bad message: %s", exc)
-            await reply(wire.Error("bad", str(exc)))
-            return
-        if not isinstance(msg, wire.Hello | wire.Data | wire.Drop | wire.Result):
-            self.bad_messages += 1
-            await reply(wire.Error("bad", f"unexpected {type(msg).__name__} from a gateway"))
-            return
-        if user is not None and self.allow is not None and not self.allow.has_name(user):
-            self.unauthorised += 1  # its key left the allow-list after it connected
-            session = self._sessions.lookup(ident, fd, user)
-            if session is not None:
-                self._sessions.end(session)
-            self._warn("unauth", "cloud: %s is no longer in the allow-list; refusing it", user)
-            await reply(wire.Error("unauthorised", "key removed from the allow-list"))
-            return
-        if isinstance(msg, wire.Hello) and user is not None and msg.gateway != user:
-            self.identity_rejected += 1
-            _log.warning("cloud: key of %r claimed to be %r; rejected", user, msg.gateway)
-            await reply(wire.Error("identity", f"authenticated as {user!r}, not {msg.gateway!r}"))
-            return
-        session = self._sessions.lookup(ident, fd, user)
-        if not isinstance(msg, wire.Hello) and session is None:
-            self.hello_required += 1
-            if user is not None and user in self._gateways:
-                self._gateways[user].refused += 1
-            self._warn(
-                "hello", "cloud: %s without HELLO on this connection (key %s); refused",
-                _TAG[type(msg)], user or "-",
-            )  # fmt: skip
-            await reply(
-                wire.Error("hello_required", f"{_TAG[type(msg)]} before HELLO on this connection")
-            )
-            return
-        if self._store_retry_at and not await self._reopen_store():
-            return  # no store: acknowledge nothing; the gateway retries after its timeout
+        msg, session = verdict.msg, verdict.session
+        if self._store_failed is not None:
+            lost_exc, retry_at = self._store_failed
+            if time.monotonic() >= retry_at:
+                await self._store_lost(lost_exc, retry=True)
+            if self._store_failed is not None:
+                return  # no store: acknowledge nothing; the gateway retries after its timeout
         try:
             if isinstance(msg, wire.Hello):
-                await self._on_hello(ident, fd, user, msg, reply)
+                await self._on_hello(verdict, msg, reply)
             elif session is None:
                 pass
             elif isinstance(msg, wire.Data):
@@ -339,7 +261,7 @@ class CloudReceiver:
             elif isinstance(msg, wire.Drop):
                 await self._on_drop(session.gateway, msg, reply)
             else:
-                self._on_result(session.gateway, msg)
+                self._downlink.on_result(session.gateway, msg)
         except LimitExceeded as exc:
             self.limit_refused += 1
             gw = session.gateway if session is not None else getattr(msg, "gateway", "?")
@@ -369,9 +291,7 @@ class CloudReceiver:
             self._gateways.touch(gateway)
         return state
 
-    async def _on_hello(
-        self, ident: bytes, fd: int, user: str | None, msg: wire.Hello, reply: _Reply
-    ) -> None:
+    async def _on_hello(self, door: Admitted, msg: wire.Hello, reply: _Reply) -> None:
         limit = self.limits.max_streams
         if len(msg.streams) > limit:
             raise LimitExceeded(
@@ -381,7 +301,8 @@ class CloudReceiver:
         state = self._state(msg.gateway)
         hws = await self._store_call(self.store.hw_many, msg.gateway, msg.streams)
         now = self._clock()
-        previous = self._sessions.establish(Session(ident, fd, user, msg.gateway, now))
+        session = Session(door.ident, door.fd, door.user, msg.gateway, now)
+        previous = self._sessions.establish(session)
         state.last_seen = now
         state.sessions += 1
         state.hw = {s: (e, hws[s]) for s, e in msg.streams.items()}
@@ -400,7 +321,7 @@ class CloudReceiver:
     async def _check_meta(self, gateway: str, state: GatewayState) -> None:
         state.meta_checked = True
         if not await self._store_call(self.store.has_records, gateway, META_STREAM):
-            await self._request_meta(gateway)
+            await self._downlink.request_meta(gateway)
 
     async def _current_hw(self, gateway: str, stream: str, epoch: int) -> int:
         key = (gateway, stream, epoch)
@@ -450,11 +371,9 @@ class CloudReceiver:
         await reply(wire.Ack(msg.stream, msg.epoch, new_hw, self.credit))
         if msg.stream == META_STREAM:
             state.meta_checked = True
-        if self._pub is not None:
-            topic = f"{gateway}/{msg.stream}".encode()
-            for i, payload in enumerate(msg.records[msg.count - fresh :]):
-                header = _header(gateway, msg.stream, msg.epoch, hw + 1 + i)
-                await self._pub.send_multipart([topic, header, payload])
+        await self._fanout.records(
+            gateway, msg.stream, msg.epoch, hw + 1, msg.records[msg.count - fresh :]
+        )
 
     async def _on_drop(self, gateway: str, msg: wire.Drop, reply: _Reply) -> None:
         state = self._state(gateway)
@@ -471,22 +390,15 @@ class CloudReceiver:
             )
             state.dropped += msg.last - hw
             self._warn(
-                f"drop:{gateway}",
+                "drop",
                 "cloud: %s/%s epoch %d: seqs %d..%d dropped at the gateway (%s)",
                 gateway, msg.stream, msg.epoch, hw + 1, msg.last, msg.reason,
             )  # fmt: skip
             self._hw.put((gateway, msg.stream, msg.epoch), msg.last)
             state.hw[msg.stream] = (msg.epoch, msg.last)
-            await self._publish_gap(gateway, msg.stream, msg.epoch, hw + 1, msg.last, msg.reason)
+            await self._fanout.gap(gateway, msg.stream, msg.epoch, hw + 1, msg.last, msg.reason)
             hw = msg.last
         await reply(wire.Ack(msg.stream, msg.epoch, hw, self.credit))
-
-    async def _publish_gap(
-        self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str
-    ) -> None:
-        if self._pub is not None:
-            header = _header(gateway, stream, epoch, last, gap=[first, last, reason])
-            await self._pub.send_multipart([f"{gateway}/{stream}".encode(), header, b""])
 
     # --- alarms and a lost store ---------------------------------------------------------------
 
@@ -498,42 +410,25 @@ class CloudReceiver:
             await self._store_call(self.store.alarm, gateway, kind, detail)
         except Exception as exc:  # the alarm is still logged and published
             _log.error("cloud: could not store the %s alarm: %s", kind, exc)
-        if self._pub is not None:
-            topic = f"{gateway}/!alarm" if gateway else "!alarm"
-            body = {"v": wire.PROTOCOL_VERSION, "gateway": gateway, "alarm": kind}
-            body.update(detail=detail, ts=self._clock())
-            await self._pub.send_multipart([topic.encode(), msgpack.packb(body), b""])
+        await self._fanout.alarm(gateway, kind, detail, self._clock())
 
-    async def _store_lost(self, exc: StoreReplaced) -> None:
+    async def _store_lost(self, exc: StoreReplaced, retry: bool = False) -> None:
         """The store file went away under us: acknowledge nothing from it, reopen at its path,
         and announce what it had acknowledged (gateways deleted those records) as lost."""
-        self.store_replaced += 1
-        _log.error("cloud: %s; nothing more is acknowledged from it; reopening", exc)
-        self._hw.clear()
-        for state in self._gateways.values():
-            state.meta_checked = False  # the new store may lack point models: ask again
+        if not retry:
+            self.store_replaced += 1
+            _log.error("cloud: %s; nothing more is acknowledged from it; reopening", exc)
+            self._hw.clear()
+            for state in self._gateways.values():
+                state.meta_checked = False  # the new store may lack point models: ask again
         try:
             lost = await self._store_call(self.store.reopen)
         except Exception as err:
-            _log.error("cloud: cannot reopen the store: %s; acknowledging nothing", err)
-            self._store_retry_at = time.monotonic() + 1.0
+            self._warn("reopen", "cloud: cannot open the store: %s; acknowledging nothing", err)
+            self._store_failed = (exc, time.monotonic() + 1.0)
             return
-        self._store_retry_at = 0.0
-        unacked = exc.unacked
-
-        def announce() -> list[tuple[str, str, int, int, int]]:
-            gaps = []
-            for st in lost:
-                acked = st.hw
-                if unacked is not None and (st.gateway, st.stream, st.epoch) == unacked[:3]:
-                    acked = unacked[3]  # the commit that raised was never acknowledged
-                have = self.store.hw(st.gateway, st.stream, st.epoch)
-                if acked > have:
-                    self.store.drop(st.gateway, st.stream, st.epoch, have + 1, acked, STORE_LOST)
-                    gaps.append((st.gateway, st.stream, st.epoch, have + 1, acked))
-            return gaps
-
-        gaps = await self._store_call(announce)
+        self._store_failed = None
+        gaps = await self._store_call(record_lost, self.store, lost, exc.unacked)
         seqs = sum(b - a + 1 for _, _, _, a, b in gaps)
         self.store_lost_seqs += seqs
         await self._alarm(
@@ -542,23 +437,10 @@ class CloudReceiver:
             f"recorded as '{STORE_LOST}' gaps",
         )  # fmt: skip
         for gw, stream, epoch, first, last in gaps:
-            await self._publish_gap(gw, stream, epoch, first, last, STORE_LOST)
+            await self._fanout.gap(gw, stream, epoch, first, last, STORE_LOST)
         for gw, state in list(self._gateways.items()):  # HELLO asks the others when they return
             if self._sessions.connected(gw) and META_STREAM in state.hw:
                 await self._check_meta(gw, state)
-
-    async def _reopen_store(self) -> bool:
-        if time.monotonic() < self._store_retry_at:
-            return False
-        try:
-            await self._store_call(self.store.reopen)
-        except Exception as err:
-            self._warn("reopen", "cloud: store still cannot be opened: %s", err)
-            self._store_retry_at = time.monotonic() + 1.0
-            return False
-        self._store_retry_at = 0.0
-        await self._alarm("", "store_reopened", "the store could be opened again")
-        return True
 
     # --- downlink commands ---------------------------------------------------------------------
 
@@ -577,38 +459,7 @@ class CloudReceiver:
         a repeated ``command_id`` is the same command (the gateway executes it once). Raises
         :class:`LimitExceeded` when too many commands are waiting for an answer.
         """
-        pending = self._commands.add(gateway, kind, args, command_id)
-        await self._send_command(pending.msg, gateway)
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-        finally:
-            if pending.future.done():
-                self._commands.forget(pending)
-
-    async def _send_command(self, msg: wire.Command, gateway: str) -> None:
-        session = self._sessions.of_gateway(gateway)
-        if session is not None and self._router is not None:
-            await self._router.send_multipart([session.ident, *wire.encode(msg)])
-
-    async def _request_meta(self, gateway: str) -> None:
-        """The store has no point model of ``gateway``: ask it to submit its ``meta`` again."""
-        if self._commands.waiting(gateway, RESEND_META):
-            return
-        try:
-            cid = f"{RESEND_META}-{uuid.uuid4().hex}"
-            pending = self._commands.add(gateway, RESEND_META, {}, cid, internal=True)
-        except LimitExceeded:
-            return
-        _log.warning("cloud: the store has no point model of %s; asked it to resend it", gateway)
-        await self._send_command(pending.msg, gateway)
-
-    def _on_result(self, gateway: str, msg: wire.Result) -> None:
-        pending = self._commands.answer(gateway, msg)
-        if pending is not None and pending.internal and msg.outcome != "ok":
-            self._warn(
-                f"cmd:{gateway}", "cloud: %s %s: %s %s",
-                gateway, pending.msg.kind, msg.outcome, msg.detail[:200],
-            )  # fmt: skip
+        return await self._downlink.command(gateway, kind, args, command_id, timeout)
 
     # --- status --------------------------------------------------------------------------------
 
@@ -616,14 +467,14 @@ class CloudReceiver:
         """Receiver-wide rejections and alarms: none of them stops the receiver."""
         zap = self._zap
         return {
-            "bad_messages": self.bad_messages,
+            "bad_messages": self._gate.bad_messages,
             "auth_rejected": zap.rejected if zap else 0,
             "auth_accepted": zap.accepted if zap else 0,
-            "handshake_failed": self.handshake_failed,
-            "disconnects": self.disconnects,
-            "identity_rejected": self.identity_rejected,
-            "unauthorised": self.unauthorised,
-            "hello_required": self.hello_required,
+            "handshake_failed": self._monitor.handshake_failed if self._monitor else 0,
+            "disconnects": self._monitor.disconnects if self._monitor else 0,
+            "identity_rejected": self._gate.identity_rejected,
+            "unauthorised": self._gate.unauthorised,
+            "hello_required": self._gate.hello_required,
             "limit_refused": self.limit_refused,
             "duplicate_identity": self.duplicate_identity,
             "store_replaced": self.store_replaced,
@@ -657,40 +508,9 @@ class CloudReceiver:
                 "nacks": st.nacks,
                 "dropped": st.dropped,
                 "sessions": st.sessions,
-                "refused": st.refused,
                 "duplicate_identity": self._dup.active(gateway, now),
             }
         return out
-
-
-_TAG = {wire.Data: "DATA", wire.Drop: "DROP", wire.Result: "RESULT"}
-_MONITOR_EVENTS = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_DISCONNECTED
-    | zmq.EVENT_ACCEPTED
-)
-
-
-def _connection_of(frame: zmq.Frame) -> tuple[int, str | None]:
-    """(socket fd, ZAP User-Id or None) of the connection a frame arrived on."""
-    try:
-        fd = int(frame.get(zmq.SRCFD))
-    except (zmq.ZMQError, TypeError, ValueError):
-        fd = -1
-    try:
-        user: str | None = str(frame.get("User-Id"))
-    except zmq.ZMQError:
-        user = None
-    return fd, user
-
-
-def _header(gateway: str, stream: str, epoch: int, seq: int, **extra: object) -> bytes:
-    body = {"v": wire.PROTOCOL_VERSION, "gateway": gateway, "stream": stream, "epoch": epoch}
-    body["seq"] = seq
-    body.update(extra)
-    return msgpack.packb(body)
 
 
 _Reply = Callable[[wire.Message], Awaitable[None]]

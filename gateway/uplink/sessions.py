@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from dataclasses import dataclass, field
 
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
 _log = logging.getLogger(__name__)
+_WARN_EVERY = 10.0
 
 
 @dataclass
@@ -158,3 +164,74 @@ class DuplicateWatch:
     def active(self, gateway: str, now: float) -> bool:
         w = self._watch.get(gateway)
         return w is not None and now < w.alarm_until
+
+
+class ConnectionMonitor:
+    """The ROUTER's socket monitor: connections accepted and ended (their sessions end with
+    them), failed handshakes (wrong server key, plaintext client, unknown key) and disconnects
+    (dead peers, frames above MAXMSGSIZE) are counted, never fatal.
+
+    :meth:`drain` applies every event already queued; the receiver calls it before each message,
+    so a connection's end is known before any message of a later connection on the same fd.
+    """
+
+    EVENTS = (
+        zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_DISCONNECTED
+        | zmq.EVENT_ACCEPTED
+    )
+
+    def __init__(self, router: zmq.asyncio.Socket, sessions: SessionTable) -> None:
+        self.sessions = sessions
+        self.disconnects = 0
+        self.handshake_failed = 0
+        self._async = router.get_monitor_socket(self.EVENTS)
+        self._sync: zmq.Socket | None = zmq.Socket.shadow(self._async.underlying)
+        self._warned_at = -_WARN_EVERY
+
+    async def serve(self) -> None:
+        """Apply events as they come; run until cancelled."""
+        try:
+            while True:
+                await self._async.poll(zmq.POLLIN)
+                self.drain()
+        finally:
+            self._sync = None
+            self._async.close(linger=0)
+
+    def drain(self) -> None:
+        while self._sync is not None:
+            try:
+                event = parse_monitor_message(self._sync.recv_multipart(zmq.NOBLOCK))
+            except zmq.ZMQError:  # zmq.Again: nothing queued; others: closing
+                return
+            kind = event["event"]
+            if kind in (zmq.EVENT_ACCEPTED, zmq.EVENT_DISCONNECTED):
+                self.sessions.connection_ended(int(event["value"]))
+                if kind == zmq.EVENT_DISCONNECTED:
+                    self.disconnects += 1
+                continue
+            self.handshake_failed += 1
+            now = time.monotonic()
+            if now - self._warned_at >= _WARN_EVERY:  # a flood is counted, not logged
+                self._warned_at = now
+                endpoint = event.get("endpoint")
+                _log.warning(
+                    "cloud: handshake failed on %s (wrong server key? not CURVE?)",
+                    endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else endpoint,
+                )
+
+
+def connection_of(frame: zmq.Frame) -> tuple[int, str | None]:
+    """(socket fd, ZAP User-Id or None) of the connection a frame arrived on."""
+    try:
+        fd = int(frame.get(zmq.SRCFD))
+    except (zmq.ZMQError, TypeError, ValueError):
+        fd = -1
+    try:
+        user: str | None = str(frame.get("User-Id"))
+    except zmq.ZMQError:
+        user = None
+    return fd, user

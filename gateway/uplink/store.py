@@ -223,6 +223,7 @@ class SQLiteCloudStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._file_id: tuple[int, int] | None = None
+        self._salvaged: tuple[int, int] | None = None
 
     def open(self) -> None:
         with self._lock:
@@ -294,12 +295,19 @@ class SQLiteCloudStore:
 
     def reopen(self) -> list[StreamStatus]:
         with self._lock:  # one step for readers sharing this object: never seen closed
-            lost = self._streams() if self._conn is not None else []
-            if self._conn is not None:
+            old = self._conn
+            lost = self._streams() if old is not None else []
+            if old is not None and self._salvaged != self._file_id:
                 self._salvage()
-                self._conn.close()
-                self._conn = None
-            self._open()
+                self._salvaged = self._file_id
+            self._conn = None
+            try:
+                self._open()
+            except BaseException:
+                self._conn = old  # keep the old handle: a retry still knows what was lost
+                raise
+            if old is not None:
+                old.close()
         return lost
 
     def _salvage(self) -> None:
