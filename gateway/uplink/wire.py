@@ -30,8 +30,9 @@ MAX_BODY_BYTES = 64 << 20
 MAX_STREAM_NAME = 64
 STREAM_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:/-]{{0,{MAX_STREAM_NAME - 1}}}")
 
-#: Gateway ids (HELLO's ``gateway``): the allow-list's key names (``keys.NAME_RE``).
-GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: Gateway ids (HELLO's ``gateway``): what the config's ``id`` and the allow-list's key names
+#: (``keys.NAME_RE``) allow.
+GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 #: Most streams one HELLO / WELCOME may list (the receiver's own limit is usually lower).
 MAX_HELLO_STREAMS = 1024
