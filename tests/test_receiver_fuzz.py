@@ -199,6 +199,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Rig]:
         r.close()
 
 
+@pytest.mark.timeout(60 + EXAMPLES * 0.2)  # make fuzz runs thousands (~17 ms each)
 @SETTINGS
 @given(data=st.data())
 def test_hostile_messages_never_crash_forge_or_starve(rig: _Rig, data: st.DataObject) -> None:
