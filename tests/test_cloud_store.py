@@ -203,3 +203,20 @@ def test_run_subscribe_prints_records_and_gaps(capsys: pytest.CaptureFixture[str
             pub.close(linger=0)
 
     run(scenario())
+
+
+def test_version_2_store_is_upgraded_with_an_alarms_table(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.db"
+    with SQLiteCloudStore(path) as s:
+        s.commit("g", "s", 1, 1, [b"a"])
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE alarms")
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with SQLiteCloudStore(path) as s:
+        assert s.hw("g", "s", 1) == 1
+        s.alarm("g", "duplicate_identity", "two of them")
+        assert [(a.gateway, a.kind) for a in s.alarms()] == [("g", "duplicate_identity")]
+        assert s.alarms("other") == [] and s.has_records("g", "s") and not s.has_records("g", "t")
+        assert s.hw_many("g", {"s": 1, "t": 1}) == {"s": 1, "t": 0}

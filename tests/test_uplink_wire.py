@@ -93,12 +93,12 @@ def test_other_version_is_a_version_error() -> None:
         (_frames(b"BOGUS", {"v": V}), "unknown message type"),
         (_frames(b"ACK", {"v": V, "stream": "s", "epoch": 1, "hw": 1}), "missing field 'credit'"),
         (_frames(b"ACK", {"v": V, "stream": "s", "epoch": 0, "hw": 1, "credit": 1}), "epoch"),
-        (_frames(b"ACK", {"v": V, "stream": "", "epoch": 1, "hw": 1, "credit": 1}), "empty"),
+        (_frames(b"ACK", {"v": V, "stream": "", "epoch": 1, "hw": 1, "credit": 1}), "stream name"),
         (_frames(b"ACK", {"v": V, "stream": "s", "epoch": 1, "hw": -1, "credit": 1}), "hw"),
         (_frames(b"ACK", {"v": V, "stream": "s", "epoch": 1, "hw": True, "credit": 1}), "hw"),
         (_frames(b"NACK", {"v": V, "stream": "s", "epoch": 1, "expected": 1 << 63}), "expected"),
         (_frames(b"HELLO", {"v": V, "gateway": "g", "streams": {"s": "x"}}), "streams"),
-        (_frames(b"HELLO", {"v": V, "gateway": "g", "streams": {b"s": 1}}), "stream names"),
+        (_frames(b"HELLO", {"v": V, "gateway": "g", "streams": {b"s": 1}}), "stream name"),
         (_frames(b"WELCOME", {"v": V, "hw": {"s": [1]}, "credit": 1}), "epoch, hw"),
         (
             _frames(
@@ -164,3 +164,31 @@ def test_garbage_never_raises_anything_but_wire_error(body: bytes) -> None:
 def test_encode_rejects_non_messages() -> None:
     with pytest.raises(TypeError):
         wire.encode("nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        (_frames(b"ACK", {"v": V, "stream": "a b", "epoch": 1, "hw": 1, "credit": 1}), "stream"),
+        (_frames(b"ACK", {"v": V, "stream": "x" * 65, "epoch": 1, "hw": 1, "credit": 1}), "64"),
+        (_frames(b"NACK", {"v": V, "stream": "\x1b[2J", "epoch": 1, "expected": 1}), "stream"),
+        (_frames(b"HELLO", {"v": V, "gateway": "g", "streams": {f"s{i}": 1 for i in range(1025)}}),
+         "at most 1024"),
+        (_frames(b"HELLO", {"v": V, "gateway": "g w", "streams": {}}), "gateway id"),
+        (_frames(b"HELLO", {"v": V, "gateway": "g" * 129, "streams": {}}), "gateway id"),
+        (_frames(b"DROP", {"v": V, "stream": "s", "epoch": 1, "from": 1, "to": 2,
+                           "reason": "x" * 1000}), "reason"),
+    ],
+)  # fmt: skip
+def test_peer_controlled_names_are_bounded(frames: list[bytes], match: str) -> None:
+    with pytest.raises(wire.WireError, match=match) as err:
+        wire.decode(frames)
+    assert len(str(err.value)) < 300  # peer values are quoted cut short
+
+
+def test_long_garbage_is_quoted_cut_short_in_errors() -> None:
+    for frames in ([b"X" * 100_000, b"\x81\xa1v\x01"], [b"ACK", b"\xc1" * 100_000]):
+        with pytest.raises(wire.WireError) as err:
+            wire.decode(frames)
+        assert len(str(err.value)) < 300
+    assert wire.check_stream_name("site-1/line_2.temp:x") == "site-1/line_2.temp:x"
