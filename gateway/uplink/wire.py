@@ -9,7 +9,6 @@ front of these two. Decoding validates every field, so a malformed or foreign me
 from __future__ import annotations
 
 import re
-import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
