@@ -29,7 +29,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.config import UplinkConfig
-from gateway.uplink import keys
+from gateway.uplink import keys, wire
 from gateway.uplink.outbox import DATA_MAX_BYTES, DATA_MAX_RECORDS
 from gateway.uplink.queue import (
     DurableQueue,
@@ -149,6 +149,7 @@ class Uplink(SessionMixin):
         self._final_dropped_by: dict[str, int] = {}
         self._final_quota: dict[str, int] = {}
         self._writer: GroupCommitWriter | None = None
+        self._valid_streams: set[str] = set()
         self._sender: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -257,8 +258,7 @@ class Uplink(SessionMixin):
         """
         if self._writer is None:
             raise UplinkError("uplink not started")
-        if not stream:
-            raise ValueError("stream name must not be empty")
+        self._check_stream(stream)
         if not self.accepting(stream):
             self._writer.refuse(stream, "blocked")
             return False
@@ -269,13 +269,20 @@ class Uplink(SessionMixin):
         were taken. The rest were refused like :meth:`submit` refuses (counted, announced)."""
         if self._writer is None:
             raise UplinkError("uplink not started")
-        if not stream:
-            raise ValueError("stream name must not be empty")
+        self._check_stream(stream)
         if not self.accepting(stream):
             for _ in payloads:
                 self._writer.refuse(stream, "blocked")
             return 0
         return self._writer.submit_many(stream, [bytes(p) for p in payloads])
+
+    def _check_stream(self, stream: str) -> None:
+        """A name the cloud would refuse (wire rules) raises ValueError here, before anything is
+        queued under it: queued records would otherwise be stranded. Valid names are cached."""
+        if stream not in self._valid_streams:
+            wire.check_stream_name(stream)
+            if len(self._valid_streams) < 1024:
+                self._valid_streams.add(stream)
 
     def accepting(self, stream: str) -> bool:
         """False while ``stream`` is at its quota under policy ``block`` (producers back off)."""
