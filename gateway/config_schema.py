@@ -202,6 +202,10 @@ _GATEWAY = Section(
                "Samples kept per point in its ring buffer for windows (16 bytes each, twice: "
                "the ring is mirrored so every window is one contiguous view).", 128,
                minimum=2, maximum=1_000_000),
+        Option("max_model_bytes", "integer",
+               "Largest model file the cloud may send with `update_model` (bytes); larger ones "
+               "are refused before they are hashed or written.", 32 << 20,
+               minimum=1024, maximum=60 << 20),
     ),
 )  # fmt: skip
 

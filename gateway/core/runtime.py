@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.bounded import clip
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core import commands, records, status
 from gateway.core.deadband import DeadbandFilter
@@ -92,6 +93,14 @@ def build_rule_engine(
     return RuleEngine(
         config.rules, points, alarm_store=store, previous=previous, periods=point_periods(config)
     )
+
+
+def _first_issues(err: ConfigError, shown: int = 20) -> str:
+    """The first issues of a rejected reload: enough to act on, bounded for logs and events."""
+    lines = [clip(str(issue), 300) for issue in err.issues[:shown]]
+    if len(err.issues) > shown:
+        lines.append(f"... and {len(err.issues) - shown} more issues (`gateway check` lists all)")
+    return "\n".join(lines)
 
 
 class RuntimeStartError(RuntimeError):
@@ -288,9 +297,15 @@ class Runtime:
             swaps = self._model_swaps(new)
             engine = build_rule_engine(new, self.points, previous=self.rules)
         except ConfigError as exc:
-            outcome["error"] = str(exc)
+            outcome["error"] = _first_issues(exc)
         except RuleError as exc:
-            outcome["error"] = str(exc)
+            outcome["error"] = clip(str(exc), 4000)
+        except Exception as exc:  # noqa: BLE001 - a bad file must never stop a running gateway
+            _log.exception("rule reload failed while reading %s", self.config.source)
+            outcome["error"] = (
+                f"{self.config.source}: cannot be applied ({type(exc).__name__}: "
+                f"{clip(str(exc))}); run `gateway check` on it"
+            )
         if outcome["error"]:
             self.metrics.inc("rule_reloads_total", labels=(("outcome", "rejected"),))
             _log.error("rule reload rejected, the old rules keep running:\n%s", outcome["error"])

@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.config import UplinkConfig
-from gateway.uplink import keys, wire
+from gateway.uplink import cmdargs, keys, wire
 from gateway.uplink.queue import DurableQueue, Quota, StreamInfo, open_or_quarantine
 from gateway.uplink.writer import CommitResult, GroupCommitWriter
 
@@ -527,8 +527,13 @@ class Uplink:
         queue = self._queue
         if queue is None:
             return
-        prior = await asyncio.to_thread(queue.command_begin, cmd.id, cmd.kind)
-        if prior is not None:
+        what = cmdargs.summary(cmd.id, cmd.kind, cmd.args)  # never the arguments themselves
+        refused = cmdargs.refusal(cmd.id, cmd.kind)
+        prior = None if refused else await asyncio.to_thread(queue.command_begin, cmd.id, cmd.kind)
+        if refused:
+            _log.warning("command %s refused: %s", what, refused)
+            outcome, detail = "failed", refused
+        elif prior is not None:
             self._commands_dup += 1
             if prior[0] == "running":
                 return  # the first delivery is still executing and will answer
@@ -538,10 +543,11 @@ class Uplink:
             try:
                 outcome, detail = await self._execute(cmd)
             except Exception as exc:  # a handler bug must not kill the uplink
-                _log.exception("command %s %s failed", cmd.id, cmd.kind)
+                _log.exception("command %s failed", what)
                 outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+            detail = cmdargs.detail(detail)
             await asyncio.to_thread(queue.command_end, cmd.id, outcome, detail)
-            _log.info("command %s %s %s: %s %s", cmd.id, cmd.kind, cmd.args, outcome, detail)
+            _log.info("command %s: %s %s", what, outcome, detail)
         sock = self._sock
         if sock is not None and self._link == "connected":
             try:
