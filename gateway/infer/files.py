@@ -37,9 +37,12 @@ class ModelFiles:
 
     def _open_dir(self) -> int:
         try:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
             os.mkdir(self.folder, 0o750)
         except FileExistsError:
             pass
+        except OSError as exc:
+            raise ModelFileError(f"cannot create {self.folder}: {exc.strerror}") from None
         try:
             fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
