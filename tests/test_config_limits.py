@@ -204,3 +204,34 @@ def test_model_and_reference_files_are_read_bounded(tmp_path: Path) -> None:
     config = load_config(demo_workdir(tmp_path / "w")).models[0]
     with pytest.raises(ModelError, match="regular file"), _memory_capped():
         LoadedModel.load(config, "/dev/zero", config.sha256)
+
+
+def test_file_watch_reloads_without_stalling_the_event_loop(tmp_path: Path) -> None:
+    """A large file is parsed in a worker thread: polls, rules and /health keep going meanwhile."""
+    cfg = demo_workdir(tmp_path)
+    good = cfg.read_text()
+
+    async def main() -> None:
+        runtime = Runtime(load_config(cfg))
+        stop = asyncio.Event()
+        task = asyncio.create_task(runtime.run(stop))
+        try:
+            while not runtime.health()[0]:
+                await asyncio.sleep(0.05)
+            # ~150k values: seconds of pure-Python YAML, then refused (unknown key).
+            cfg.write_text(good + "extra: [" + ",".join(["1"] * 150_000) + "]\n")
+            lag = 0.0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while not any(e.get("state") == "reload_rejected" for e in runtime.recent):
+                assert loop.time() < deadline, "timed out waiting for the reload to be rejected"
+                t0 = loop.time()
+                await asyncio.sleep(0.02)
+                lag = max(lag, loop.time() - t0 - 0.02)
+                assert runtime.health()[0], runtime.health()
+            assert lag < 1.0, f"the event loop stalled {lag:.2f} s during a reload"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+    asyncio.run(asyncio.wait_for(main(), 90))

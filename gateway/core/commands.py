@@ -55,7 +55,7 @@ async def execute(rt: Runtime, kind: str, args: dict[str, Any]) -> tuple[str, st
     if kind == "write":
         outcome, detail = await _write(rt, args)
     elif kind == "reload_rules":
-        reloaded = rt.reload_rules()
+        reloaded = await rt.reload_rules_async()
         if reloaded["ok"]:
             kept = len(reloaded["carried"])
             outcome, detail = "ok", f"{reloaded['rules']} rules, {kept} kept their state"
@@ -112,7 +112,7 @@ async def _write(rt: Runtime, args: dict[str, Any]) -> tuple[str, str]:
     else:
         outcome, detail = "ok", f"{point} = {value}"
     rt.metrics.inc("writes_total", labels=(("outcome", outcome),))
-    rt.event("write", rt.clock(), rule="cloud", point=point, value=number,
+    rt.event("write", rt.clock(), rule="cloud", point=point, value=value,
              outcome=outcome, detail=cmdargs.detail(detail), requested_ts=rt.clock())  # fmt: skip
     return outcome, detail
 
