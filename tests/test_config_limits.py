@@ -235,3 +235,14 @@ def test_file_watch_reloads_without_stalling_the_event_loop(tmp_path: Path) -> N
             await asyncio.wait_for(task, 15)
 
     asyncio.run(asyncio.wait_for(main(), 90))
+
+
+def test_models_test_recording_must_be_a_regular_csv_file(tmp_path: Path) -> None:
+    from gateway.infer.cli import read_recording
+
+    with pytest.raises(ValueError, match="not a regular file"), _memory_capped():
+        read_recording("/dev/zero")
+    wide = tmp_path / "wide.csv"
+    wide.write_text("1," + "p" * 200_000 + ",2\n")
+    with pytest.raises(ValueError, match="not a CSV recording"):
+        read_recording(str(wide))
