@@ -77,6 +77,9 @@ def test_model_names_cannot_leave_the_models_folder(
                 assert res.outcome == "failed" and len(res.detail) < 512, (kind, res)
             res = await bounded(rx.command("demo-gw", "z" * 1000, {}), "RESULT of a long kind")
             assert res.outcome == "failed" and len(res.detail) < 512
+            # An id longer than the commands table keeps is refused, not recorded.
+            res = await bounded(rx.command("demo-gw", "ping", command_id="i" * 5000), "long id")
+            assert res.outcome == "failed" and "command id of 5000" in res.detail, res
 
     run(main(), timeout=90)
     # Logs carry a bounded summary of each command, never its payload.
