@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.bounded import clip
-from gateway.config_input import InputError, read_bounded, read_text
+from gateway.config_input import InputError, read_bounded
 from gateway.infer.backend import make_interpreter
 from gateway.infer.config import ModelConfig
 from gateway.infer.features import check_features, extract, feature_length
@@ -144,12 +144,7 @@ class LoadedModel:
         """Read, verify (sha256), build and check a model; ``file``/``sha256`` override config."""
         path = file or config.file
         expected = sha256 or config.sha256
-        try:
-            content = read_bounded(path, MAX_MODEL_FILE_BYTES, "model file")
-        except FileNotFoundError:
-            raise ModelError(f"model {config.name}: model file {path} not found") from None
-        except InputError as exc:
-            raise ModelError(f"model {config.name}: {exc}") from None
+        content = _read(config.name, path, MAX_MODEL_FILE_BYTES, "model file")
         actual = hashlib.sha256(content).hexdigest()
         if actual != expected:
             raise ModelError(
@@ -263,11 +258,9 @@ def load_reference(path: str, model: str = "") -> Reference:
     """Read a reference file: a regular file of at most :data:`MAX_REFERENCE_BYTES`, JSON
     nested at most :data:`MAX_REFERENCE_DEPTH` deep (checked before parsing)."""
     try:
-        text = read_text(path, MAX_REFERENCE_BYTES, "reference file")
-    except FileNotFoundError:
-        raise ModelError(f"model {model}: reference {path} not found") from None
-    except InputError as exc:
-        raise ModelError(f"model {model}: {exc}") from None
+        text = _read(model, path, MAX_REFERENCE_BYTES, "reference file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"model {model}: reference {path} is not UTF-8 JSON ({exc})") from None
     depth = json_depth(text)
     if depth > MAX_REFERENCE_DEPTH:
         raise ModelError(f"model {model}: reference {path} is nested {depth} levels deep; at "
@@ -283,6 +276,15 @@ def load_reference(path: str, model: str = "") -> Reference:
         raise ModelError(f"model {model}: reference {path} unusable: {clip(str(exc))}") from None
     meta = {k: v for k, v in data.items() if k not in ("windows", "outputs")}
     return Reference(windows, outputs, atol, meta)
+
+
+def _read(model: str, path: str, limit: int, what: str) -> bytes:
+    try:
+        return read_bounded(path, limit, what)
+    except FileNotFoundError:
+        raise ModelError(f"model {model}: {what} {path} not found") from None
+    except InputError as exc:
+        raise ModelError(f"model {model}: {exc}") from None
 
 
 _JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
