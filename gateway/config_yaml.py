@@ -202,7 +202,9 @@ class Reader:
             if key in own:
                 first = own[key][1].start_mark.line + 1
                 self.error(
-                    key_node, join(path, key), f"duplicate key '{key}' (first at line {first})"
+                    key_node,
+                    join(path, clip(key, 64)),
+                    f"duplicate key '{clip(key, 64)}' (first at line {first})",
                 )
                 continue
             own[key] = (key, key_node, value_node)
@@ -261,8 +263,10 @@ class Reader:
             key_path = join(path, key)
             if option is None:
                 valid = ", ".join(section.keys())
-                hint = suggest(key, section.keys())
-                self.error(key_node, key_path, f"unknown key '{key}'{hint}; valid keys: {valid}")
+                hint = suggest(key, section.keys()) if len(key) <= 64 else ""
+                shown = clip(key, 64)
+                self.error(key_node, join(path, shown),
+                           f"unknown key '{shown}'{hint}; valid keys: {valid}")  # fmt: skip
                 continue
             parsed.nodes[option.key] = value_node
             value = self.value(option, value_node, key_path)
