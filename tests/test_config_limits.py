@@ -251,3 +251,19 @@ def test_models_test_recording_must_be_a_regular_csv_file(tmp_path: Path) -> Non
     wide.write_text("1," + "p" * 200_000 + ",2\n")
     with pytest.raises(ValueError, match="not a CSV recording"):
         read_recording(str(wide))
+
+
+def test_rules_test_refuses_bad_files_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    data = tmp_path / "d.csv"
+    data.write_text("ts,a.b\n1,2\n")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("rules: " + "[" * 3000 + "\n")
+    assert main(["rules", "test", str(deep), "--data", str(data)]) != 0
+    assert "nested deeper than 64 levels" in capsys.readouterr().err
+    with _memory_capped():
+        assert main(["rules", "test", str(deep), "--data", "/dev/zero"]) != 0
+    assert "not a regular file" in capsys.readouterr().err
