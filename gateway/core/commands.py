@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import os
 import re
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -179,7 +180,7 @@ async def _store_and_swap(
     ref_name = stored_name(name, sha256, ".reference.json")
     slot = rt.models.slots.get(name) if rt.models is not None else None
     running = slot.model.file if slot is not None and slot.model is not None else None
-    in_use = {n for n in (running and _base(running),) if n}
+    in_use = {os.path.basename(running)} if running else set()
     written: list[str] = []
     try:
         path = await asyncio.to_thread(files.write, model_name, data)
@@ -197,10 +198,6 @@ async def _store_and_swap(
         return "failed", str(result["error"])
     keep = {model_name, *written, *in_use}
     if running is not None:
-        keep.add(_base(running).replace(".tflite", ".reference.json"))
+        keep.add(os.path.basename(running).replace(".tflite", ".reference.json"))
     await asyncio.to_thread(files.prune, name, keep)
     return "ok", str(result.get("summary", ""))
-
-
-def _base(path: str) -> str:
-    return path.rsplit("/", 1)[-1]

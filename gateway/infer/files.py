@@ -10,10 +10,14 @@ one before it are kept (for a manual rollback); older ones and rejected ones are
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import stat
 from pathlib import Path
+
+_log = logging.getLogger("gateway.infer")
 
 #: What a stored model file is called: ``<model>-<first 16 hex digits of its sha256>.tflite``.
 _STORED = re.compile(r"(?P<model>[A-Za-z_][A-Za-z0-9_]*)-[0-9a-f]{16}\.(tflite|reference\.json)")
@@ -75,7 +79,8 @@ class ModelFiles:
             finally:
                 os.close(fd)
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
+            with contextlib.suppress(OSError):  # not every filesystem syncs a directory
+                os.fsync(dfd)
         except OSError as exc:
             _unlink(dfd, tmp)
             raise ModelFileError(f"cannot write {self.folder / name}: {exc.strerror}") from None
@@ -84,10 +89,14 @@ class ModelFiles:
         return str(self.folder / name)
 
     def remove(self, *names: str) -> None:
-        """Remove stored files (rejected versions); missing ones are fine."""
+        """Remove stored files (rejected versions); missing ones are fine, failures logged."""
         if not self.folder.is_dir():
             return
-        dfd = self._open_dir()
+        try:
+            dfd = self._open_dir()
+        except ModelFileError as exc:
+            _log.warning("model files not removed: %s", exc)
+            return
         try:
             for name in names:
                 if _STORED.fullmatch(name):
@@ -99,16 +108,25 @@ class ModelFiles:
         """Remove ``model``'s stored files other than ``keep`` (names), and stale temp files."""
         if not self.folder.is_dir():
             return []
-        dfd = self._open_dir()
+        try:
+            dfd = self._open_dir()
+        except ModelFileError as exc:
+            _log.warning("old model files not removed: %s", exc)
+            return []
         removed = []
         try:
-            for entry in os.listdir(dfd):
+            entries = os.listdir(dfd)
+        except OSError as exc:
+            _log.warning("old model files not removed: %s", exc.strerror)
+            entries = []
+        try:
+            for entry in entries:
                 m = _STORED.fullmatch(entry)
                 stale_tmp = _TMP.fullmatch(entry) is not None
                 if (m and m["model"] == model and entry not in keep) or stale_tmp:
                     try:
                         st = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
-                    except FileNotFoundError:
+                    except OSError:
                         continue
                     if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                         _unlink(dfd, entry)
@@ -119,7 +137,10 @@ class ModelFiles:
 
 
 def _unlink(dfd: int, name: str) -> None:
+    """Best effort: a file that cannot be removed is logged, never an error of the command."""
     try:
         os.unlink(name, dir_fd=dfd)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        _log.warning("cannot remove model file %s: %s", name, exc.strerror)
