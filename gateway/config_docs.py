@@ -17,6 +17,7 @@ from typing import Any
 from gateway.config_input import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
+    MAX_ISSUES,
     MAX_NODES,
     MAX_NUMBER_CHARS,
     MAX_TOTAL_BYTES,
@@ -211,7 +212,7 @@ Editors with a YAML language server can check and complete the file with the JSO
   most {max_nodes} values per file, counting each use of an alias as a copy (so anchors cannot
   blow a small file up, and an anchor cannot contain itself); numbers at most {max_number}
   characters. A file over a limit is refused with its file:line:column, at start, by
-  `gateway check` and on reload (the running rules stay).
+  `gateway check` and on reload (the running rules stay). At most {max_issues} issues are listed.
 
 """
 
@@ -246,6 +247,7 @@ def markdown_reference() -> str:
             max_depth=MAX_DEPTH,
             max_nodes=MAX_NODES,
             max_number=MAX_NUMBER_CHARS,
+            max_issues=MAX_ISSUES,
         )  # fmt: skip
     ]
     for section in SECTIONS:

@@ -33,6 +33,8 @@ MAX_DEPTH = 64
 #: Most YAML nodes in one file, counting every use of an alias as a copy of its target
 #: (the pure-Python composer takes about 5 s and 150 MB for 200k on a desktop CPU).
 MAX_NODES = 200_000
+#: Most issues collected in one load (each costs memory and a line of output).
+MAX_ISSUES = 1000
 #: Longest text of an integer or float scalar (int64 needs 20 digits).
 MAX_NUMBER_CHARS = 64
 

@@ -20,7 +20,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.bounded import clip, clip_repr
-from gateway.config_input import MAX_NUMBER_CHARS, LimitError
+from gateway.config_input import MAX_ISSUES, MAX_NUMBER_CHARS, LimitError
 from gateway.config_input import compose as compose_bounded
 from gateway.config_schema import FORMATS, Option, Section
 from gateway.durations import ACCEPTED_FORMS, parse_duration
@@ -138,6 +138,11 @@ class Reader:
         self._constructor = SafeConstructor()
 
     def error(self, node: Node | None, path: str, message: str) -> None:
+        if len(self.issues) >= MAX_ISSUES:  # a file of nothing but mistakes: enough to act on
+            if len(self.issues) == MAX_ISSUES:
+                msg = f"more than {MAX_ISSUES} issues; only the first are listed, fix those first"
+                self.issues.append(ConfigIssue(self.file, 0, 0, "", msg))
+            return
         mark = node.start_mark if node is not None else None
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         self.issues.append(ConfigIssue(self.file, line, column, path, message))
