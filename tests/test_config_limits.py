@@ -231,14 +231,18 @@ def test_file_watch_reloads_without_stalling_the_event_loop(tmp_path: Path) -> N
             cfg.write_text(good + "extra: [" + ",".join(["1"] * 100_000) + "]\n")
             lag = 0.0
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 60
+            start = loop.time()
+            deadline = start + 60
             while not any(e.get("state") == "reload_rejected" for e in runtime.recent):
                 assert loop.time() < deadline, "timed out waiting for the reload to be rejected"
                 t0 = loop.time()
                 await asyncio.sleep(0.02)
                 lag = max(lag, loop.time() - t0 - 0.02)
                 assert runtime.health()[0], runtime.health()
-            assert lag < 1.0, f"the event loop stalled {lag:.2f} s during a reload"
+            # Relative, not a wall-clock bound (the machine may be loaded): parsed on the loop,
+            # the longest stall is the whole parse; in a worker it is a small part of it.
+            took = loop.time() - start
+            assert lag < 0.5 * took, f"the event loop stalled {lag:.2f} s of a {took:.2f} s reload"
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)
