@@ -10,7 +10,8 @@ import pytest
 from gateway.config import ConfigError, load_config_text
 from gateway.config_rules import load_rule_file
 from gateway.core.points import PointTable
-from gateway.core.runtime import build_point_table, point_periods
+from gateway.core.reload import point_periods
+from gateway.core.runtime import build_point_table
 from gateway.rules import AlarmCleared, AlarmRaised, EventRaised, RuleEngine
 from gateway.rules.replay import Row, replay
 
