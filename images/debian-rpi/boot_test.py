@@ -14,9 +14,15 @@ user network as 10.0.2.2. Checked, each with a bounded wait:
 6. with ``--watchdog`` (the default): the gateway's main process is frozen (SIGSTOP) by a script on
    the boot partition, run through the kernel command line's ``systemd.run=`` (the image itself
    is not changed) when the host opens a port; systemd's watchdog must notice the missing pings,
-   kill the gateway and start it again, and ``/health`` must come back.
+   kill the gateway and start it again, and ``/health`` must come back;
+7. with ``--power-cuts N``: the same VM's power is cut N times during ingest and it boots again
+   from the same disk each time; nothing accepted is lost or stored twice and nothing needs repair
+   (``power_cut.py`` says how "accepted" is known from outside the guest).
+
+The qemu and host-process machinery is in ``guest.py``.
 
     python images/debian-rpi/boot_test.py --image build/images/gateway-rpi-arm64.img.zst
+    python images/debian-rpi/boot_test.py --no-watchdog --power-cuts 10   # make power-cut
 """
 
 from __future__ import annotations
@@ -77,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         help="after the checks, cut the VM's power N times during ingest (power_cut.py)",
     )
     ap.add_argument("--seed", type=int, default=None, help="seed for the power cuts' timing")
+    ap.add_argument(
+        "--self-check-lose-wal",
+        action="store_true",
+        help="delete the queue's WAL from the disk at each cut: the power-cut checks must then fail",
+    )
     args = ap.parse_args(argv)
 
     # SIGTERM (CI's timeout, kill) must still stop qemu and the host processes in `finally`.

@@ -38,11 +38,12 @@ BASE_APPEND = (
     " systemd.journald.forward_to_console=1"
 )
 # A boot that needs a person: emergency/rescue mode, fsck asking for a manual run, a read-only
-# remount after filesystem errors, or a unit of ours that failed.
+# remount after filesystem errors, a unit of ours that failed, or the queue's own alarms
+# (quarantined, lost records) in the journal forwarded to the console.
 BOOT_NEEDS_REPAIR = (
     r"emergency mode|Entering rescue mode|Give root password|RUN fsck MANUALLY"
     r"|EXT4-fs error|Remounting filesystem read-only|Failed to start .*gateway"
-    r"|Dependency failed for .*(gateway|/var/lib/gateway)"
+    r"|Dependency failed for .*(gateway|/var/lib/gateway)|alarm uplink_queue_\w+"
 )
 
 
@@ -65,10 +66,15 @@ def free_port_block(n: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
-def boot_offset(img: Path) -> int:
+def partition(img: Path, index: int) -> tuple[int, int]:
+    """(offset, size) in bytes of partition ``index`` (0 = boot, 1 = root, 2 = data)."""
     table = json.loads(subprocess.run(["sfdisk", "--json", str(img)], check=True, capture_output=True, text=True).stdout)  # fmt: skip
-    first = table["partitiontable"]["partitions"][0]
-    return int(first["start"]) * 512
+    part = table["partitiontable"]["partitions"][index]
+    return int(part["start"]) * 512, int(part["size"]) * 512
+
+
+def boot_offset(img: Path) -> int:
+    return partition(img, 0)[0]
 
 
 def copy_to_boot(img: Path, *files: Path) -> None:

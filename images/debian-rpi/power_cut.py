@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from guest import Lab
+from guest import Lab, partition
 
 from hil_tests.rig import wait_for
 
@@ -105,8 +106,29 @@ def check_queue_intact(status: dict[str, Any], baseline: Witness, last: Witness 
         raise AssertionError("queue not intact: " + "; ".join(problems))
 
 
+def lose_queue_wal(disk: Path, work: Path) -> None:
+    """Self-check of this harness (``--self-check-lose-wal``): delete the queue's WAL from the
+    powered-off disk, losing committed records as a card that dropped them would. A run with it
+    must fail; one that passes means these checks cannot see a loss."""
+    off, size = partition(disk, 2)
+    part = work / "data-partition.img"
+    dd = ["dd", "bs=1M", "status=none", "conv=notrunc"]
+    subprocess.run([*dd, f"if={disk}", f"of={part}", f"skip={off >> 20}", f"count={size >> 20}"], check=True)  # fmt: skip
+    # replay the ext4 journal first (as the guest's mount would), then remove the file
+    subprocess.run(["e2fsck", "-fy", str(part)], capture_output=True, check=False)
+    out = subprocess.run(["debugfs", "-w", "-R", "rm queue/queue.db-wal", str(part)], capture_output=True, text=True, check=True)  # fmt: skip
+    print(f"power-cut: self-check: removed queue/queue.db-wal from the data partition {out.stderr.strip()!r}", flush=True)  # fmt: skip
+    subprocess.run([*dd, f"if={part}", f"of={disk}", f"seek={off >> 20}"], check=True)
+    part.unlink()
+
+
 def run_power_cuts(
-    lab: Lab, n: int, step: Step, boot_timeout: float = 420.0, seed: int | None = None
+    lab: Lab,
+    n: int,
+    step: Step,
+    boot_timeout: float = 420.0,
+    seed: int | None = None,
+    lose_wal: bool = False,
 ) -> Report:
     """Cut the running guest's power ``n`` times during ingest, then drain and verify."""
     seed = random.randrange(1 << 32) if seed is None else seed
@@ -139,6 +161,8 @@ def run_power_cuts(
             + ", ".join(f"{s} next_seq {q}" for s, (_, q) in sorted(last.streams.items())),
             flush=True,
         )
+        if lose_wal:
+            lose_queue_wal(lab.disk, lab.work)
         on = time.monotonic()
         lab.power_on()
         lab.wait_started(boot_timeout, step, f"{tag}: ")
@@ -148,6 +172,12 @@ def run_power_cuts(
         report.recover_s.append(time.monotonic() - on)
         step(f"{tag}: queue intact (same epochs, witnessed seqs kept, nothing quarantined)", lambda: True, 1)  # fmt: skip
 
+    after = telemetry_next(lab)
+    step(
+        "ingest again after the last boot (telemetry being committed)",
+        lambda: telemetry_next(lab) > after,
+        120,
+    )
     final = Witness("the end", time.time(), uplink_streams(lab.status()))
     step(
         "drain: every seq accepted by the end is in the cloud",
