@@ -150,7 +150,8 @@ def run_power_cuts(
             lambda: telemetry_next(lab) > first,  # noqa: B023 - called before the loop moves on
             120,
         )
-        time.sleep(rng.uniform(0.0, 4.0))
+        # right after the start (queue recovery, backlog replay) or in steady ingest
+        time.sleep(rng.uniform(0.0, 12.0))
         st = lab.status()
         last = Witness(tag, time.time(), uplink_streams(st))
         last.cut_ts = lab.power_cut()
