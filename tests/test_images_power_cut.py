@@ -52,7 +52,11 @@ def test_queue_intact_after_a_clean_boot() -> None:
             _status({"telemetry": (7, 520), "events": (7, 9)}, quarantined="q.corrupt-1"),
             "quarantined",
         ),  # fmt: skip
-        (_status({"telemetry": (7, 520), "events": (7, 9)}, epoch_rotations=1), "epoch rotation"),
+        (_status({"telemetry": (7, 520), "events": (7, 9)}, epoch_rotations=1), "epoch_rotations"),
+        (
+            _status({"telemetry": (7, 520), "events": (7, 9)}, lost_records=219),
+            "lost_records = 219",
+        ),
     ],
 )
 def test_queue_not_intact_is_named(status: dict[str, object], says: str) -> None:

@@ -151,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             step("/health = 200 after the restart", lambda: http_status(ports["health"], "/health") == 200, 120)  # fmt: skip
         if args.power_cuts:
             run_power_cuts(
-                lab, args.power_cuts, step, boot_timeout=args.boot_timeout, seed=args.seed
+                lab,
+                args.power_cuts,
+                step,
+                boot_timeout=args.boot_timeout,
+                seed=args.seed,
+                lose_wal=args.self_check_lose_wal,
             )
         ok = True
     finally:

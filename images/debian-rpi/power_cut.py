@@ -86,10 +86,11 @@ def check_queue_intact(status: dict[str, Any], baseline: Witness, last: Witness 
     problems = []
     if up.get("quarantined"):
         problems.append(f"queue quarantined as {up['quarantined']}")
-    if up.get("epoch_rotations"):
-        problems.append(
-            f"{up['epoch_rotations']} epoch rotation(s): the queue was behind the cloud"
-        )
+    # The queue's own loss detection (the cloud's hw ahead of the queue, records missing from or
+    # failing their checksum in the file) and the epoch rotation it leads to: any is a loss.
+    for key in ("lost_records", "loss_events", "corrupt_records", "epoch_rotations"):
+        if up.get(key):
+            problems.append(f"uplink {key} = {up[key]}: the queue lost or damaged accepted records")
     now = uplink_streams(status)
     for stream, (epoch, _) in baseline.streams.items():
         if stream not in now:
