@@ -6,7 +6,7 @@ PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 
 .PHONY: demo test test-native test-pure hil build lint bench soak fuzz chaos clean venv \
-	micropython-check deb image image-test recipes-test docker lint-images ci-images
+	micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -89,8 +89,16 @@ $(ROOTFS): images/debian-rpi/mkrootfs.sh
 image: deb $(ROOTFS)
 	images/debian-rpi/build-image.sh $(ROOTFS) $(IMG)/edge-gateway_$(VERSION)_arm64.deb $(IMG)
 
+# The boot test, then POWER_CUTS power cuts of the same VM during ingest (CI: one, ~3 min more).
+POWER_CUTS ?= 1
 image-test: image
-	$(VPY) images/debian-rpi/boot_test.py --image $(IMG)/gateway-rpi-arm64.img.zst
+	$(VPY) images/debian-rpi/boot_test.py --image $(IMG)/gateway-rpi-arm64.img.zst \
+		--power-cuts $(POWER_CUTS)
+
+# Ten power cuts during ingest, each booted again from the same disk (images/README.md).
+power-cut: image
+	$(VPY) images/debian-rpi/boot_test.py --image $(IMG)/gateway-rpi-arm64.img.zst \
+		--no-watchdog --power-cuts 10 --work $(IMG)/power-cut
 
 recipes-test: deb $(ROOTFS)
 	images/recipes-test.sh $(ROOTFS) $(IMG)/edge-gateway_$(VERSION)_arm64.deb

@@ -14,81 +14,33 @@ user network as 10.0.2.2. Checked, each with a bounded wait:
 6. with ``--watchdog`` (the default): the gateway's main process is frozen (SIGSTOP) by a script on
    the boot partition, run through the kernel command line's ``systemd.run=`` (the image itself
    is not changed) when the host opens a port; systemd's watchdog must notice the missing pings,
-   kill the gateway and start it again, and ``/health`` must come back.
+   kill the gateway and start it again, and ``/health`` must come back;
+7. with ``--power-cuts N``: the same VM's power is cut N times during ingest and it boots again
+   from the same disk each time; nothing accepted is lost or stored twice and nothing needs repair
+   (``power_cut.py`` says how "accepted" is known from outside the guest).
+
+The qemu and host-process machinery is in ``guest.py``.
 
     python images/debian-rpi/boot_test.py --image build/images/gateway-rpi-arm64.img.zst
+    python images/debian-rpi/boot_test.py --no-watchdog --power-cuts 10   # make power-cut
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
-import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml  # noqa: E402
+from guest import GUEST_HOST, ROOT, Lab, copy_to_boot, http_status, stepper  # noqa: E402
+from power_cut import run_power_cuts  # noqa: E402
 
-from gateway.core.processes import ManagedProcess  # noqa: E402
-from hil_tests.rig import Rig, standalone_demo_config, telemetry_samples, wait_for  # noqa: E402
-
-GUEST_HOST = "10.0.2.2"  # the host as qemu's user network presents it to the guest
-
-
-def free_port_block(n: int) -> int:
-    """A base port with ``n`` consecutive free loopback ports (random start: others run tests)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
-
-
-def boot_offset(img: Path) -> int:
-    table = json.loads(subprocess.run(["sfdisk", "--json", str(img)], check=True, capture_output=True, text=True).stdout)  # fmt: skip
-    first = table["partitiontable"]["partitions"][0]
-    return int(first["start"]) * 512
-
-
-def stage_settings(img: Path, work: Path, ports: dict[str, int], gateway_id: str) -> None:
-    """Put a site config and gateway-settings.yaml on the image's boot partition, as a PC would."""
-    cfg = standalone_demo_config()
-    for i, dev in enumerate(cfg["devices"]):
-        dev["host"], dev["port"] = GUEST_HOST, ports["sim"] + i
-    cfg["uplink"]["ack_timeout"] = "3s"
-    settings = {
-        "hostname": "gw-qemu",
-        "gateway_id": gateway_id,
-        "config": "site.yaml",
-        "metrics_listen": "0.0.0.0:9108",
-        "cloud": {"endpoint": f"tcp://{GUEST_HOST}:{ports['cloud']}", "insecure": True},
-    }
-    (work / "site.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (work / "gateway-settings.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    target = f"{img}@@{boot_offset(img)}"
-    for name in ("site.yaml", "gateway-settings.yaml"):
-        subprocess.run(["mcopy", "-o", "-i", target, str(work / name), f"::/{name}"], check=True)
-
+from hil_tests.rig import telemetry_samples  # noqa: E402
 
 FREEZE_SCRIPT = """#!/bin/sh
 # image-test only, run by systemd.run= from the test's kernel command line: when the host opens
@@ -108,30 +60,7 @@ echo "image-test: gateway main process stopped" >/dev/console
 def stage_freeze_script(img: Path, work: Path, port: int) -> None:
     script = work / "freeze-gateway.sh"
     script.write_text(FREEZE_SCRIPT.format(host=GUEST_HOST, port=port))
-    target = f"{img}@@{boot_offset(img)}"
-    subprocess.run(["mcopy", "-o", "-i", target, str(script), "::/freeze-gateway.sh"], check=True)
-
-
-def http_status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-class Console:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def text(self) -> str:
-        try:
-            return self.path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def has(self, pattern: str) -> bool:
-        return re.search(pattern, self.text()) is not None
+    copy_to_boot(img, script)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip freezing the gateway to check systemd's watchdog restart (saves ~90 s)",
     )
+    ap.add_argument(
+        "--power-cuts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the checks, cut the VM's power N times during ingest (power_cut.py)",
+    )
+    ap.add_argument("--seed", type=int, default=None, help="seed for the power cuts' timing")
+    ap.add_argument(
+        "--self-check-lose-wal",
+        action="store_true",
+        help="delete the queue's WAL from the disk at each cut: the power-cut checks must then fail",
+    )
     args = ap.parse_args(argv)
 
     # SIGTERM (CI's timeout, kill) must still stop qemu and the host processes in `finally`.
@@ -154,116 +96,26 @@ def main(argv: list[str] | None = None) -> int:
     work: Path = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    stem = args.image.name.removesuffix(".zst").removesuffix(".img")
-    kernel, initrd = (args.image.parent / f"{stem}.{k}" for k in ("vmlinuz", "initrd"))
-    disk = work / "disk.img"
-    subprocess.run(["zstd", "-q", "-d", "-f", str(args.image), "-o", str(disk)], check=True)
-    gateway_id = "qemu-gw"
-    base = free_port_block(7)
-    ports = {
-        "sim": base,
-        "cloud": base + 3,
-        "pub": base + 4,
-        "health": base + 5,
-        "freeze": base + 6,
-    }
-    stage_settings(disk, work, ports, gateway_id)
-    append = "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 systemd.show_status=1"
-    append += " systemd.journald.forward_to_console=1"
+    lab = Lab(args.image, work, smp=args.smp)
+    append = ""
     if args.watchdog:
-        stage_freeze_script(disk, work, ports["freeze"])
+        stage_freeze_script(lab.disk, work, lab.ports["freeze"])
         # systemd.run= would make its own target the default one: boot multi-user and want it.
         append += " systemd.run=/boot/firmware/freeze-gateway.sh systemd.run_success_action=none"
         append += " systemd.unit=multi-user.target systemd.wants=kernel-command-line.service"
-
-    py = [sys.executable, "-m", "gateway.cli"]
-    logs = work / "logs"
-    console = Console(logs / "console.log")
-    procs = {
-        "sim": ManagedProcess(
-            "sim",
-            [*py, "sim", "--factory", "demo", "--base-port", str(ports["sim"]), "--speed", "4"],
-            logs / "sim.log",
-            cwd=str(ROOT),
-        ),
-        "cloud": ManagedProcess(
-            "cloud",
-            [
-                *py,
-                "cloud",
-                "--insecure",
-                "--bind",
-                f"tcp://127.0.0.1:{ports['cloud']}",
-                "--pub",
-                f"tcp://127.0.0.1:{ports['pub']}",
-                "--db",
-                str(work / "cloud.db"),
-                "--status-interval",
-                "0",
-            ],
-            logs / "cloud.log",
-            cwd=str(ROOT),
-        ),  # fmt: skip
-        "qemu": ManagedProcess(
-            "qemu",
-            [
-                "qemu-system-aarch64",
-                "-M",
-                "virt",
-                "-cpu",
-                "cortex-a72",
-                "-smp",
-                str(args.smp),
-                "-m",
-                "1024",
-                "-nographic",
-                "-monitor",
-                "none",
-                "-kernel",
-                str(kernel),
-                "-initrd",
-                str(initrd),
-                "-append",
-                append,
-                "-drive",
-                f"if=none,file={disk},format=raw,id=d0",
-                "-device",
-                "virtio-blk-pci,drive=d0",
-                "-netdev",
-                f"user,id=n0,hostfwd=tcp:127.0.0.1:{ports['health']}-:9108",
-                "-device",
-                "virtio-net-pci,netdev=n0",
-            ],
-            logs / "console.log",
-        ),  # fmt: skip
-    }
-    # The rig harness reads the cloud store the same way for real rigs and this one.
-    rig = Rig.__new__(Rig)
-    rig.cloud_db, rig.gateway_id = work / "cloud.db", gateway_id
-    steps: list[tuple[str, float]] = []
-
-    def step(name: str, fn: object, timeout: float) -> None:
-        wait_for(fn, timeout, name, interval=0.5)  # type: ignore[arg-type]
-        steps.append((name, time.monotonic() - t0))
-        print(f"image-test: {time.monotonic() - t0:6.1f}s  {name}", flush=True)
+    console, rig, ports = lab.console, lab.rig, lab.ports
+    steps, step = stepper(t0)
 
     ok = False
     try:
-        for p in procs.values():
-            p.start()
-        alive = lambda: procs["qemu"].poll() is None  # noqa: E731
+        lab.start_host()
+        lab.power_on(append)
         step(
             "first-boot settings applied",
-            lambda: console.has(r"gateway-firstboot: applied") or not alive(),
+            lambda: console.has(r"gateway-firstboot: applied") or not lab.alive(),
             args.boot_timeout,
         )
-        step(
-            "systemd: Started gateway.service (READY=1)",
-            lambda: console.has(r"systemd\[1\]: Started gateway\.service") or not alive(),
-            args.boot_timeout,
-        )
-        assert alive(), "qemu exited"
-        assert not console.has(r"Failed to start .*gateway"), "gateway.service failed to start"
+        lab.wait_started(args.boot_timeout, step)
         step("/health = 200 over the emulated network", lambda: http_status(ports["health"], "/health") == 200, 120)  # fmt: skip
         step("telemetry from the guest in the host's cloud store", lambda: rig.cloud_records("telemetry"), 180)  # fmt: skip
 
@@ -293,23 +145,25 @@ def main(argv: list[str] | None = None) -> int:
                 freeze.close()
             step(
                 "systemd restarted gateway.service (READY=1 again)",
-                lambda: (
-                    len(re.findall(r"systemd\[1\]: Started gateway\.service", console.text())) >= 2
-                ),
+                lambda: console.count(r"systemd\[1\]: Started gateway\.service") >= 2,
                 240,
             )
             step("/health = 200 after the restart", lambda: http_status(ports["health"], "/health") == 200, 120)  # fmt: skip
+        if args.power_cuts:
+            run_power_cuts(
+                lab,
+                args.power_cuts,
+                step,
+                boot_timeout=args.boot_timeout,
+                seed=args.seed,
+                lose_wal=args.self_check_lose_wal,
+            )
         ok = True
     finally:
-        for p in reversed(list(procs.values())):
-            if p.name == "qemu":
-                p.kill()  # a power cut: the image must cope with it anyway
-            else:
-                p.stop()
+        lab.stop()
         if not ok:
-            for p in procs.values():
-                print(f"--- {p.name} ---\n{p.log_tail(60)}")
-        disk.unlink(missing_ok=True)
+            print(lab.log_tails())
+        lab.disk.unlink(missing_ok=True)
     print(f"image-test: all checks passed in {time.monotonic() - t0:.0f}s")
     print(f"image-test: {len(steps)} passed, 0 failed")
     return 0

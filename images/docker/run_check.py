@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "images/debian-rpi"))
 
-from boot_test import free_port_block  # noqa: E402
+from guest import free_port_block  # noqa: E402
 
 from gateway.core.processes import ManagedProcess  # noqa: E402
 from hil_tests.rig import wait_for  # noqa: E402
