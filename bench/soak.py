@@ -66,6 +66,7 @@ class Sample:
     phase: str
     gw_rss: float  # MB
     cloud_rss: float | None  # MB; None while the receiver is down
+    gw_anon: float | None  # MB of it anonymous (heap), the rest file-backed (libraries, mmaps)
     depth: int  # records queued, all streams
     oldest_s: float
     link: str
@@ -88,6 +89,17 @@ class Outage:
 
 def mb(proc: psutil.Process) -> float:
     return proc.memory_info().rss / 1e6
+
+
+def anon_mb(pid: int) -> float | None:
+    """RssAnon from /proc (Linux): tells heap growth from file pages mapped in."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
 
 
 def cpu_s(proc: psutil.Process) -> float:
@@ -245,6 +257,7 @@ class Soak:
             cycle=cycle,
             phase=phase,
             gw_rss=mb(gw),
+            gw_anon=anon_mb(gw.pid),
             cloud_rss=cloud_rss,
             depth=queue_depth(st),
             oldest_s=float(up.get("oldest_age_s") or 0.0),
@@ -330,7 +343,8 @@ def report(soak: Soak, run: dict[str, Any], args: argparse.Namespace) -> bool:
           f"median {statistics.median(loads):.1f}, max {max(loads):.1f}")  # fmt: skip
     print("\nRSS, MB (median per phase)   " + "  ".join(f"{'c' + str(c):>16}" for c in
           range(1, args.cycles + 1)))  # fmt: skip
-    for name, med in (("gateway", gw_med), ("receiver", cl_med)):
+    anon_med = phase_medians(soak.samples, "gw_anon")
+    for name, med in (("gateway", gw_med), ("gw heap", anon_med), ("receiver", cl_med)):
         for ph in PHASES:
             cells = [med.get((c, ph)) for c in range(1, args.cycles + 1)]
             row = "  ".join(f"{'-' if v is None else f'{v:.1f}':>16}" for v in cells)
