@@ -97,10 +97,13 @@ class NodeConfig:
 
     node_id: int
     transport: Literal["udp", "uart"] = "udp"
-    listen: str = "0.0.0.0:47800"
+    listen: str = "127.0.0.1:47800"
     port: str = "/dev/ttyAMA0"
     baudrate: int = 115200
     stale_after: float = 30.0
+    key_file: str | None = None  # the node's MAC key (hex); required unless insecure
+    insecure: bool = False  # accept format-1 frames without a MAC from this node
+    discovery: bool = False  # list unconfigured node ids seen on this socket or line
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ class GatewayConfig:
     data_dir: str = "var"
     metrics_listen: str | None = "127.0.0.1:9108"  # host:port for /metrics and /status, None = off
     ring_capacity: int = 128  # samples per point ring buffer (memory: 32 bytes per sample)
+    stall_periods: int = 5  # poll periods without a batch before a device is restarted
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
@@ -483,6 +487,9 @@ class _Loader:
             if sub is None or sub.bad:
                 ok = False
                 continue
+            if key == "node" and not self._node_key(sub, join(path, key)):
+                ok = False
+                continue
             if key == "rtu" and sub.values["stopbits"] not in (1, 1.5, 2):
                 msg = f"stop bits are 1, 1.5 or 2; got {sub.values['stopbits']}"
                 self.main.error(sub.at("stopbits"), join(path, key, "stopbits"), msg)
@@ -490,6 +497,28 @@ class _Loader:
                 continue
             out[key] = cls(**_fields(sub, key))
         return out if ok else None
+
+    def _node_key(self, sub: Parsed, path: str) -> bool:
+        """A node has a readable key file, or says `insecure: true`; not both."""
+        from gateway.drivers.node.keys import NodeKeyError, load_node_key
+
+        key_file, insecure = sub.values["key_file"], sub.values["insecure"]
+        if key_file is None and not insecure:
+            msg = ("required unless insecure: true (unauthenticated node frames must be chosen "
+                   "explicitly; create a key with `python -m gateway.drivers.node.keys new FILE`)")  # fmt: skip
+            self.main.error(sub.at("key_file"), join(path, "key_file"), msg)
+            return False
+        if key_file is not None and insecure:
+            msg = "a node with a key_file is not insecure; remove one of them"
+            self.main.error(sub.at("insecure"), join(path, "insecure"), msg)
+            return False
+        if key_file is not None:
+            try:
+                load_node_key(key_file)
+            except NodeKeyError as exc:
+                self.main.error(sub.at("key_file"), join(path, "key_file"), str(exc))
+                return False
+        return True
 
     def _point_target(self, parsed: Parsed, driver: str) -> None:
         """Each driver finds a point by its own key: address, signal or channel."""

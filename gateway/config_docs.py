@@ -190,7 +190,7 @@ Editors with a YAML language server can check and complete the file with the JSO
 - **Durations** are converted to float seconds. Accepted forms:
   {durations}. Periods (timeouts, poll periods, delays) must be > 0.
 - **Relative paths** (`gateway.data_dir`, `uplink.queue`, `uplink.server_key`, `uplink.key_dir`,
-  `rule_files`) are resolved against the directory of the config file, not the working
+  `devices[].node.key_file`, `rule_files`) are resolved against the directory of the config file, not the working
   directory, so a config means the same wherever the gateway starts. `~` expands to the home
   directory.
 - **null** (`key:` with nothing after it) turns off options documented as nullable; for lists
@@ -215,7 +215,9 @@ Besides each key's own type and range, the loader checks:
 - `reconnect_max` >= `reconnect_min`;
 - rule names are unique across the config file and all rule files;
 - a `write` action's point exists and is `writable`;
-- `uplink.server_key` is set unless `uplink.insecure: true` (plaintext must be chosen explicitly).
+- `uplink.server_key` is set unless `uplink.insecure: true` (plaintext must be chosen explicitly);
+- a node's `key_file` is set unless its `insecure: true` (not both), and the file holds a valid
+  key and is not open to other users.
 
 Expressions (`when`, `clear`, `write.value`) and message templates are compiled by the rule
 engine; the loader only checks that they are present and of the right type.

@@ -202,6 +202,12 @@ _GATEWAY = Section(
                "Samples kept per point in its ring buffer for windows (16 bytes each, twice: "
                "the ring is mirrored so every window is one contiguous view).", 128,
                minimum=2, maximum=1_000_000),
+        Option("stall_periods", "integer",
+               "A polled device that says online but delivers nothing from a poll group for "
+               "this many of its periods (plus the time its requests may spend timing out) is "
+               "stalled: its tasks are "
+               "restarted and `driver_stalled:<device>` is raised while it lasts; 0 turns this off.", 5,
+               minimum=0, maximum=10_000),
     ),
 )  # fmt: skip
 
@@ -320,8 +326,9 @@ _NODE = Section(
     "`port` share one socket or serial line.",
     (
         Option("transport", "choice", "`udp` or `uart`.", "udp", choices=("udp", "uart")),
-        Option("listen", "string", "UDP host:port to receive on.", "0.0.0.0:47800",
-               format="host_port"),
+        Option("listen", "string", "UDP host:port to receive on. The default takes frames from "
+               "this host only; give the address of the interface the nodes reach (or "
+               "0.0.0.0:47800 for all).", "127.0.0.1:47800", format="host_port"),
         Option("port", "string", "Serial device for transport uart.", "/dev/ttyAMA0",
                min_length=1),
         Option("baudrate", "integer", "UART speed in bit/s.", 115200, minimum=1200,
@@ -329,6 +336,16 @@ _NODE = Section(
         Option("node_id", "integer", "The node's id (frames carry it).", minimum=0,
                maximum=65535),
         _duration("stale_after", "No frame for this long: the node goes offline.", 30.0),
+        Option("key_file", "path", "File with the node's secret key in hex (made by `python -m "
+               "gateway.drivers.node.keys new FILE`; not readable by others): every frame "
+               "carries a MAC under it. Required unless `insecure: true`.", None,
+               nullable=True),
+        Option("insecure", "boolean", "Accept this node's frames without a MAC (format 1): "
+               "anyone who reaches the socket or line can send as it. Must be set explicitly "
+               "when no `key_file` is given.", False),
+        Option("discovery", "boolean", "List node ids that are not configured (stats "
+               "`discovered_nodes`, one INFO line each); their frames are still refused. "
+               "Applies to the whole socket or line.", False),
     ),
 )  # fmt: skip
 

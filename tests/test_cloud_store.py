@@ -95,7 +95,7 @@ def test_receiver_protocol_answers(tmp_path: Path) -> None:
                     "s", 5, 2, 77
                 )
                 # Bad CRC -> NACK from hw + 1, nothing stored.
-                bad = wire.Data("s", 5, 3, (b"c",), 12345)
+                bad = wire.Data("s", 5, 3, (b"c",), (12345,))
                 assert await peer.call(bad) == wire.Nack("s", 5, 3)
                 # Gap -> NACK.
                 assert await peer.call(wire.Data.build("s", 5, 4, [b"d"])) == wire.Nack("s", 5, 3)
@@ -111,8 +111,8 @@ def test_receiver_protocol_answers(tmp_path: Path) -> None:
                     {"s": (5, 3), "t": (9, 0)}, 77
                 )
                 # Version mismatch and garbage get ERRORs, the receiver keeps serving.
-                v2 = [b"ACK", msgpack.packb({"v": 2})]
-                reply = await peer.call(v2)
+                v1 = [b"ACK", msgpack.packb({"v": 1})]  # protocol 1: no per-record CRCs
+                reply = await peer.call(v1)
                 assert isinstance(reply, wire.Error) and reply.code == "version"
                 reply = await peer.call([b"DATA", b"\xc1"])
                 assert isinstance(reply, wire.Error) and reply.code == "bad"
@@ -172,7 +172,9 @@ def test_run_subscribe_prints_records_and_gaps(capsys: pytest.CaptureFixture[str
         )
 
         async def publish(seq: int, payload: bytes) -> None:
-            header = msgpack.packb({"v": 1, "gateway": "gw", "stream": "s", "epoch": 3, "seq": seq})
+            header = msgpack.packb(
+                {"v": wire.PROTOCOL_VERSION, "gateway": "gw", "stream": "s", "epoch": 3, "seq": seq}
+            )
             await pub.send_multipart([b"gw/s", header, payload])
 
         out: list[str] = []
@@ -201,3 +203,20 @@ def test_run_subscribe_prints_records_and_gaps(capsys: pytest.CaptureFixture[str
             pub.close(linger=0)
 
     run(scenario())
+
+
+def test_version_2_store_is_upgraded_with_an_alarms_table(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.db"
+    with SQLiteCloudStore(path) as s:
+        s.commit("g", "s", 1, 1, [b"a"])
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE alarms")
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with SQLiteCloudStore(path) as s:
+        assert s.hw("g", "s", 1) == 1
+        s.alarm("g", "duplicate_identity", "two of them")
+        assert [(a.gateway, a.kind) for a in s.alarms()] == [("g", "duplicate_identity")]
+        assert s.alarms("other") == [] and s.has_records("g", "s") and not s.has_records("g", "t")
+        assert s.hw_many("g", {"s": 1, "t": 1}) == {"s": 1, "t": 0}

@@ -15,6 +15,7 @@ import numpy as np
 from gateway.config import load_config
 from gateway.core.model import SampleBatch
 from gateway.core.runtime import Runtime
+from gateway.uplink.queue import peek_state
 
 
 def free_port() -> int:
@@ -156,7 +157,9 @@ def test_alarm_ack_and_state_survive_a_restart(tmp_path: Path) -> None:
         assert len(acks) == 1 and acks[0]["by"] == "operator-7" and acks[0]["active"] is True
 
     with_runtime(cfg, first)
-    saved = json.loads((tmp_path / "data" / "alarms.json").read_text())
+    raw = peek_state(str(tmp_path / "data" / "q.db"), "alarms")  # committed with the events
+    assert raw is not None and not (tmp_path / "data" / "alarms.json").exists()
+    saved = json.loads(raw)
     hot = next(a for a in saved["alarms"] if a["rule"] == "hot")
     assert hot["active"] and hot["acked"] and hot["acked_by"] == "operator-7"
 
@@ -184,3 +187,30 @@ def test_virtual_point_set_goes_to_point_table_and_upstream(tmp_path: Path) -> N
         assert rt.points.infos[pid].device == "virtual" and rt.points.infos[pid].unit == "degF"
 
     with_runtime(cfg, body)
+
+
+def test_alarms_json_of_an_older_version_is_migrated_into_the_queue_once(tmp_path: Path) -> None:
+    cfg = setup(tmp_path)
+    legacy = tmp_path / "data" / "alarms.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps({"version": 1, "alarms": [
+        {"rule": "hot", "active": True, "since": 5.0, "severity": "warning", "message": "hot 91",
+         "acked": False, "acked_by": "", "acked_ts": None},
+    ]}))  # fmt: skip
+
+    async def first(rt: Runtime) -> None:
+        assert alarms(rt)["hot"].state == "active_unacked"  # read from the old file
+        sample(rt, "press1.temp", 10.0, 95.0)  # still hot: not raised again
+        assert not [e for e in rt.recent if e["kind"] == "alarm"]
+        await rt.uplink.flush()
+
+    with_runtime(cfg, first)
+    assert legacy.exists()  # the queue held no state before this start: kept until it does
+    raw = peek_state(str(tmp_path / "data" / "q.db"), "alarms")
+    assert raw is not None and json.loads(raw)["alarms"][0]["message"] == "hot 91"
+
+    async def second(rt: Runtime) -> None:
+        assert alarms(rt)["hot"].state == "active_unacked"  # now from the queue
+
+    with_runtime(cfg, second)
+    assert not legacy.exists() and legacy.with_name("alarms.json.migrated").exists()

@@ -20,6 +20,7 @@ from uplink_support import running_receiver
 from gateway.config import load_config
 from gateway.core.runtime import Runtime
 from gateway.drivers.node import NodeDevice
+from gateway.drivers.node.keys import new_node_key
 from gateway.uplink.store import SQLiteCloudStore
 
 CONFIG = """
@@ -38,7 +39,7 @@ devices:
   - name: tank
     driver: node
     timeout: 200ms
-    node: {{node_id: 12, listen: "127.0.0.1:0"}}
+    node: {{node_id: 12, listen: "127.0.0.1:0", key_file: tank.key}}
     points:
       - {{name: level, channel: 0, type: float32}}
       - {{name: valve, channel: 4, type: float32, writable: true}}
@@ -65,6 +66,7 @@ def test_rtu_and_node_devices_through_the_runtime(tmp_path: Path) -> None:
         async with running_receiver(store) as receiver:
             cfg_file = tmp_path / "gw.yaml"
             (tmp_path / "bus.dbc").write_text(DBC)
+            key = new_node_key(tmp_path / "tank.key")
             channel = f"south-{id(tmp_path)}"
             cfg_file.write_text(CONFIG.format(tmp=tmp_path, endpoint=receiver.endpoint,
                                               tty=line.a, channel=channel))  # fmt: skip
@@ -75,7 +77,7 @@ def test_rtu_and_node_devices_through_the_runtime(tmp_path: Path) -> None:
             assert isinstance(tank, NodeDevice)
             await wait_for(tank.link.opened.is_set, 5.0, "node socket open")
             valve: list[float] = []
-            node = gwnode.Node(gwnode.UdpTransport(*tank.link.address), 12,  # type: ignore[attr-defined]
+            node = gwnode.Node(gwnode.UdpTransport(*tank.link.address), 12, key=key,  # type: ignore[attr-defined]
                                on_write=lambda ch, v: valve.append(v) or True)  # fmt: skip
             done = threading.Event()
 

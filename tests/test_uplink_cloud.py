@@ -12,7 +12,7 @@ import zmq.asyncio
 from uplink_support import bounded, run, running_receiver, wait_until
 
 from gateway.config import UplinkConfig
-from gateway.uplink import keys
+from gateway.uplink import keys, wire
 from gateway.uplink.client import Uplink
 from gateway.uplink.store import SQLiteCloudStore
 from gateway.uplink.subscriber import Gap, Record, Subscriber
@@ -74,7 +74,14 @@ def test_holes_are_filled_from_the_store_and_drops_announced(tmp_path: Path) -> 
             endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
 
             async def publish(seq: int, payload: bytes, **extra: object) -> None:
-                header = {"v": 1, "gateway": "gw", "stream": "s", "epoch": 3, "seq": seq, **extra}
+                header = {
+                    "v": wire.PROTOCOL_VERSION,
+                    "gateway": "gw",
+                    "stream": "s",
+                    "epoch": 3,
+                    "seq": seq,
+                    **extra,
+                }
                 await pub.send_multipart([b"gw/s", msgpack.packb(header), payload])
 
             drops: list[Gap] = []

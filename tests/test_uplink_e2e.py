@@ -249,7 +249,7 @@ def _first_data_only(action: Callable[[wire.Data], list[bytes] | None]):  # type
 
 def test_nack_on_bad_crc_rewinds_and_resends(tmp_path: Path) -> None:
     def corrupt(msg: wire.Data) -> list[bytes]:
-        return wire.encode(replace(msg, crc32=msg.crc32 ^ 1))
+        return wire.encode(replace(msg, crcs=(msg.crcs[0] ^ 1, *msg.crcs[1:])))
 
     up = _with_proxy(tmp_path, _first_data_only(corrupt))
     stats = up.stats()

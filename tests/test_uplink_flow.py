@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from uplink_support import RawPeer, bounded, run, running_receiver, wait_until
 
 from gateway.config import UplinkConfig
@@ -291,5 +292,25 @@ def test_receiver_command_waits_for_a_reconnect(tmp_path: Path) -> None:
             up = Uplink(_config(tmp_path, rx.endpoint), GW)
             async with started(up):
                 assert (await bounded(pending, "ping after connect")).outcome == "ok"
+
+    run(scenario())
+
+
+def test_a_stream_name_the_cloud_would_refuse_is_refused_at_submit(tmp_path: Path) -> None:
+    """The receiver refuses a whole HELLO over one bad stream name (issue 14 item 4), so a record
+    queued under such a name would strand every stream's backlog: refuse it before queueing."""
+    endpoint = _free_endpoint()
+
+    async def scenario() -> None:
+        up = Uplink(_config(tmp_path, endpoint), GW)
+        async with started(up):
+            for bad in ["", "a b", "x" * 65, "\x1b[2J", "-lead"]:
+                with pytest.raises(ValueError, match="stream name"):
+                    up.submit(bad, b"r")
+                with pytest.raises(ValueError, match="stream name"):
+                    up.submit_many(bad, [b"r"])
+            assert up.submit("ok.stream-1", b"r")
+            await up.flush()
+            assert set(up.stats()["streams"]) == {"ok.stream-1"}  # type: ignore[call-overload]
 
     run(scenario())

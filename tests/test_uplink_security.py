@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from uplink_support import RawPeer, bounded, run, running_receiver, wait_until
+from uplink_support import Pki, RawPeer, bounded, make_pki, run, secure_receiver, wait_until
 
 from gateway.cli import main as cli_main
 from gateway.config import UplinkConfig
@@ -21,36 +19,9 @@ from gateway.uplink.receiver import CloudReceiver
 from gateway.uplink.store import SQLiteCloudStore
 
 
-@dataclass
-class Pki:
-    root: Path
-    cloud: keys.KeyPair
-    allow_dir: Path
-    gw_dir: Path
-
-    def gateway(self, name: str, allowed: bool = True) -> keys.KeyPair:
-        pair = keys.create(self.gw_dir, name)
-        if allowed:
-            keys.allow(self.gw_dir / f"{name}.key", self.allow_dir)
-        return pair
-
-    def curve(self, pair: keys.KeyPair, server: bytes | None = None) -> tuple[bytes, bytes, bytes]:
-        assert pair.secret is not None
-        return (server or self.cloud.public, pair.public, pair.secret)
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
-    cloud = keys.create(tmp_path / "cloud", "cloud")
-    return Pki(tmp_path, cloud, tmp_path / "allowed", tmp_path / "gw")
-
-
-@contextlib.asynccontextmanager
-async def secure_receiver(pki: Pki, **kw: object) -> AsyncIterator[CloudReceiver]:
-    store = SQLiteCloudStore(pki.root / "cloud.db")
-    allow = keys.AllowList(pki.allow_dir)
-    async with running_receiver(store, server_key=pki.cloud, allow=allow, **kw) as rx:
-        yield rx
+    return make_pki(tmp_path)
 
 
 def _uplink_config(pki: Pki, endpoint: str, name: str, **kw: object) -> UplinkConfig:

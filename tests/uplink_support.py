@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from gateway.uplink import wire
+from gateway.uplink import keys, wire
 from gateway.uplink.receiver import CloudReceiver
-from gateway.uplink.store import CloudStore
+from gateway.uplink.store import CloudStore, SQLiteCloudStore
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
@@ -59,15 +61,55 @@ async def running_receiver(
         await bounded(task, "receiver shutdown")
 
 
+@dataclass
+class Pki:
+    root: Path
+    cloud: keys.KeyPair
+    allow_dir: Path
+    gw_dir: Path
+
+    def gateway(self, name: str, allowed: bool = True) -> keys.KeyPair:
+        pair = keys.create(self.gw_dir, name)
+        if allowed:
+            keys.allow(self.gw_dir / f"{name}.key", self.allow_dir)
+        return pair
+
+    def curve(self, pair: keys.KeyPair, server: bytes | None = None) -> tuple[bytes, bytes, bytes]:
+        assert pair.secret is not None
+        return (server or self.cloud.public, pair.public, pair.secret)
+
+
+def make_pki(tmp_path: Path) -> Pki:
+    """A cloud key pair in ``tmp_path/cloud``, gateway keys in ``gw``, the allow-list in
+    ``allowed``."""
+    cloud = keys.create(tmp_path / "cloud", "cloud")
+    return Pki(tmp_path, cloud, tmp_path / "allowed", tmp_path / "gw")
+
+
+@contextlib.asynccontextmanager
+async def secure_receiver(pki: Pki, **kw: object) -> AsyncIterator[CloudReceiver]:
+    store = SQLiteCloudStore(pki.root / "cloud.db")
+    allow = keys.AllowList(pki.allow_dir)
+    async with running_receiver(store, server_key=pki.cloud, allow=allow, **kw) as rx:
+        yield rx
+
+
 class RawPeer:
     """A bare DEALER that speaks the wire protocol by hand (for protocol-level tests).
 
     ``curve`` = (server public key, own public key, own secret key), all Z85.
     """
 
-    def __init__(self, endpoint: str, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        curve: tuple[bytes, bytes, bytes] | None = None,
+        routing_id: bytes | None = None,
+    ) -> None:
         self.sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:
+            self.sock.setsockopt(zmq.ROUTING_ID, routing_id)
         if curve is not None:
             self.sock.setsockopt(zmq.CURVE_SERVERKEY, curve[0])
             self.sock.setsockopt(zmq.CURVE_PUBLICKEY, curve[1])

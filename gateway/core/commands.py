@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.core import records
 from gateway.drivers.modbus_tcp import WriteError
 
 if TYPE_CHECKING:
@@ -52,7 +53,18 @@ async def execute(rt: Runtime, kind: str, args: dict[str, Any]) -> tuple[str, st
         return "ok", f"{rule} acknowledged by {by}"
     if kind == "update_model":
         return await update_model(rt, args)
+    if kind == "resend_meta":
+        return resend_meta(rt)
     return "unsupported", f"unknown command {kind!r}"
+
+
+def resend_meta(rt: Runtime) -> tuple[str, str]:
+    """The cloud's store lacks this gateway's point model (e.g. its store was replaced): queue
+    the ``meta`` record again, so telemetry ids stay decodable."""
+    model, payload = records.point_model(rt.config.id, rt.points.infos)
+    if not rt.uplink.submit(records.STREAM_META, payload):
+        return "failed", "the uplink refused the meta record (queue full?)"
+    return "ok", f"point model {model} queued"
 
 
 async def update_model(rt: Runtime, args: dict[str, Any]) -> tuple[str, str]:

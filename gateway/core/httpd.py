@@ -12,7 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from gateway.core.guard import Faults
+
 _log = logging.getLogger(__name__)
+ROUTES = ("/metrics", "/status", "/health")
 
 
 class StatusServer:
@@ -30,6 +33,7 @@ class StatusServer:
         self._status = status
         self._health = health
         self._server: asyncio.Server | None = None
+        self.faults = Faults(_log)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -46,31 +50,40 @@ class StatusServer:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
             parts = head.split(b" ", 2)
             path = parts[1].decode("latin-1") if len(parts) > 1 else "/"
-            if parts[0] != b"GET":
-                code, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
-            elif path == "/metrics":
-                code, ctype = "200 OK", "text/plain; version=0.0.4"
-                body = self._metrics().encode()
-            elif path == "/status":
-                code, ctype = "200 OK", "application/json"
-                body = json.dumps(self._status(), default=str).encode()
-            elif path == "/health" and self._health is not None:
-                # 200 only while the runtime is started and its loop turns (Docker HEALTHCHECK).
-                ok, info = self._health()
-                code = "200 OK" if ok else "503 Service Unavailable"
-                ctype, body = "application/json", json.dumps(info).encode()
+            place = f"status server {path if path in ROUTES else 'other'}"  # bounded labels
+            try:
+                code, ctype, body = self._answer(parts[0], path)
+            except Exception as exc:  # a status bug must never take the gateway down
+                self.faults.failed(place, exc)
+                code, ctype = "500 Internal Server Error", "text/plain"
+                body = f"{type(exc).__name__} (see the gateway log)\n".encode()
             else:
-                code, ctype = "404 Not Found", "text/plain"
-                body = b"try /metrics, /status or /health\n"
+                self.faults.ok(place)
             writer.write(
                 f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode()
                 + body
             )
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError):  # fmt: skip
             pass
-        except Exception:  # a status bug must never take the gateway down
-            _log.exception("status request failed")
+        except Exception as exc:  # a status bug must never take the gateway down
+            self.faults.failed("status server", exc)
         finally:
             writer.close()
+
+    def _answer(self, method: bytes, path: str) -> tuple[str, str, bytes]:
+        if method != b"GET":
+            return "405 Method Not Allowed", "text/plain", b"GET only\n"
+        if path == "/metrics":
+            return "200 OK", "text/plain; version=0.0.4", self._metrics().encode()
+        if path == "/status":
+            return "200 OK", "application/json", json.dumps(self._status(), default=str).encode()
+        if path == "/health" and self._health is not None:
+            # 200 while the runtime is started, its loop turns and nothing is degraded;
+            # 503 with the reasons otherwise (Docker HEALTHCHECK, load balancers, operators).
+            ok, info = self._health()
+            code = "200 OK" if ok else "503 Service Unavailable"
+            return code, "application/json", json.dumps(info, default=str).encode()
+        return "404 Not Found", "text/plain", b"try /metrics, /status or /health\n"

@@ -21,17 +21,18 @@ from typing import Any
 import numpy as np
 
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.core import commands, records, status
+from gateway.core import commands, health, records, status
 from gateway.core.deadband import DeadbandFilter
+from gateway.core.guard import Faults
 from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.core.points import PointTable
 from gateway.core.sdnotify import SystemdNotifier
-from gateway.drivers.modbus_tcp import WriteError
+from gateway.core.supervisor import stop_device
 from gateway.drivers.registry import Device, DeviceFactory
 from gateway.infer.wiring import add_model_points, model_runner
-from gateway.rules.alarms import AlarmStore
+from gateway.rules.alarms import AlarmPersistence, QueueAlarmStore
 from gateway.rules.effects import (
     AlarmAcked,
     AlarmCleared,
@@ -44,12 +45,12 @@ from gateway.rules.effects import (
 from gateway.rules.engine import RuleEngine
 from gateway.rules.errors import RuleError
 from gateway.uplink.client import Uplink
+from gateway.uplink.dirlock import DirLock, DirLocked
 
 _log = logging.getLogger("gateway.runtime")
 
 TICK_S = 0.1  # rule timers (for:) progress at least this often without new samples
 RELOAD_POLL_S = 1.0  # rule files are checked for changes (mtime, size) this often
-HEALTH_STALE_S = 2.0  # /health turns 503 when the run loop has not ticked for this long
 RECENT_EVENTS = 50
 
 
@@ -85,10 +86,13 @@ def point_periods(config: GatewayConfig) -> dict[str, float]:
 
 
 def build_rule_engine(
-    config: GatewayConfig, points: PointTable, previous: RuleEngine | None = None
+    config: GatewayConfig,
+    points: PointTable,
+    previous: RuleEngine | None = None,
+    store: AlarmPersistence | None = None,
 ) -> RuleEngine:
-    """The config's rules over ``points``, alarm state in ``<data_dir>/alarms.json``."""
-    store = AlarmStore(Path(config.data_dir) / "alarms.json")
+    """The config's rules over ``points``; alarm state in ``store`` (a reload keeps the
+    previous engine's)."""
     return RuleEngine(
         config.rules, points, alarm_store=store, previous=previous, periods=point_periods(config)
     )
@@ -112,12 +116,18 @@ class Runtime:
         self.notifier = notifier if notifier is not None else SystemdNotifier()
         self._running = False
         self._last_tick = -1e18
+        self._lock: DirLock | None = None
         self.points = build_point_table(config)
-        self.rules = build_rule_engine(config, self.points)
-        self._watched = self._rule_file_stamps()
+        # Nothing a callback, rule, model or store raises may end a task: see gateway.core.guard.
+        self.faults = Faults(_log)
         self.uplink = Uplink(
-            config.uplink, config.id, clock=clock, command_handler=self._on_command
-        )
+            config.uplink, config.id, clock=clock, command_handler=self._on_command,
+            on_problem=self._uplink_problem,
+        )  # fmt: skip
+        # Alarm state lives in the queue and commits with its alarm events (item 9 of issue 14).
+        store = QueueAlarmStore(self.uplink, legacy=Path(config.data_dir) / "alarms.json")
+        self.rules = build_rule_engine(config, self.points, store=store)
+        self._watched = self._rule_file_stamps()
         self.metrics = Metrics()
         self.rate = RateMeter(time.monotonic)
         self._deadband = DeadbandFilter(self.points)
@@ -131,11 +141,20 @@ class Runtime:
                 f"{dev.name}.{p.name}": self.points.id_of(f"{dev.name}.{p.name}")
                 for p in dev.points
             }
-            self.devices[dev.name] = factory.create(dev, ids, self.on_batch, self.on_device_event)
+            self.devices[dev.name] = factory.create(
+                dev, ids,
+                self.faults.wrap(f"device {dev.name}: on_batch", self.on_batch),
+                self.faults.wrap(f"device {dev.name}: on_event", self.on_device_event),
+            )  # fmt: skip
         self.device_of_point = {
             f"{dev.name}.{p.name}": dev.name for dev in config.devices for p in dev.points
         }
-        self.models = model_runner(config, self.points, self.on_batch, self._model_problem)
+        self.models = model_runner(
+            config, self.points, self.faults.wrap("model outputs", self.on_batch),
+            self._model_problem,
+        )  # fmt: skip
+        self.selfcheck = health.SelfCheck(self)  # storage and driver supervision, /health
+        self.supervisor = self.selfcheck.supervisor
         self._status_server: StatusServer | None = None
         if config.metrics_listen:
             self._status_server = StatusServer(
@@ -145,7 +164,17 @@ class Runtime:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.uplink.start()
+        if self._lock is None:
+            queue_dir = os.path.dirname(os.path.abspath(self.config.uplink.queue))
+            try:
+                self._lock = DirLock([self.config.data_dir, queue_dir]).acquire()
+            except DirLocked as exc:
+                raise RuntimeStartError(str(exc)) from None
+        try:
+            await self.uplink.start()
+        except BaseException:
+            self._release_lock()
+            raise
         self.uplink.submit(records.STREAM_META, self._model_payload)
         if self.uplink.quarantined:
             msg = f"queue file was corrupt; moved to {self.uplink.quarantined}, new epoch started"
@@ -159,6 +188,7 @@ class Runtime:
                 await self._status_server.start()
             except OSError as exc:
                 await self.uplink.stop()
+                self._release_lock()
                 raise RuntimeStartError(
                     f"gateway.metrics_listen {self.config.metrics_listen}: {exc.strerror}; "
                     "choose a free host:port or set metrics_listen: null"
@@ -178,7 +208,7 @@ class Runtime:
     async def run(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, then stop cleanly."""
         await self.start()
-        self._apply(self.rules.initial_effects)
+        self.faults.call("rules: initial effects", self._apply, self.rules.initial_effects)
         next_poll = time.monotonic() + RELOAD_POLL_S
         self._running = True
         self._last_tick = time.monotonic()
@@ -189,10 +219,11 @@ class Runtime:
                     await asyncio.wait_for(stop.wait(), TICK_S)
                 except TimeoutError:
                     pass
-                self._apply(self.rules.tick(self.clock()))
+                self.faults.call("rules: tick", self._rule_tick)
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + RELOAD_POLL_S
-                    self.poll_rule_files()
+                    self.faults.call("rules: reload check", self.poll_rule_files)
+                self.selfcheck.tick()
                 # Liveness comes from this loop only: if it stops turning, the pings stop and
                 # systemd's watchdog restarts the process; /health goes stale the same way.
                 self._last_tick = time.monotonic()
@@ -204,8 +235,9 @@ class Runtime:
             self.notifier.close()
 
     async def stop(self) -> None:
-        for dev in self.devices.values():
-            await dev.stop()
+        await self.selfcheck.stop()
+        for name, dev in self.devices.items():
+            await stop_device(name, dev)
         if self.models is not None:
             self.models.stop()
         if self._write_tasks:
@@ -213,7 +245,13 @@ class Runtime:
         if self._status_server is not None:
             await self._status_server.stop()
         await self.uplink.stop()
+        self._release_lock()
         _log.info("gateway %s stopped", self.config.id)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- data path ----------------------------------------------------------------------------
     def on_batch(self, batch: SampleBatch) -> None:
@@ -226,17 +264,35 @@ class Runtime:
         bad = int(np.count_nonzero(batch.quality != Quality.GOOD))
         if bad:
             self.metrics.inc("samples_bad_total", bad)
+        self.supervisor.seen(int(batch.point_ids[0]))
         self.points.ingest(batch)
+        # Each stage on its own: a rule that fails must not cost the batch its trip upstream.
+        self.faults.call("rules", self._run_rules, batch)
+        self.faults.call("uplink submit", self._submit_telemetry, batch)
+        if self.models is not None:
+            self.faults.call("models", self.models.on_batch, batch)
+
+    def _run_rules(self, batch: SampleBatch) -> None:
         effects = self.rules.process(batch)
         if effects:
             self._apply(effects)
+
+    def _submit_telemetry(self, batch: SampleBatch) -> None:
         upstream = self._deadband(batch)
         if len(upstream):
             self.uplink.submit(
                 records.STREAM_TELEMETRY, records.encode_telemetry(self.model_hash, upstream)
             )
-        if self.models is not None:
-            self.models.on_batch(batch)
+
+    def _rule_tick(self) -> None:
+        self._apply(self.rules.tick(self.clock()))
+
+    def _uplink_problem(self, alarm: str, severity: str, message: str) -> None:
+        """The uplink found damage in its queue (corrupt or lost records): a local alarm."""
+        self._event(
+            "alarm", self.clock(), rule=alarm, state="raised", severity=severity,
+            message=message, values={},
+        )  # fmt: skip
 
     def _model_problem(self, model: str, message: str) -> None:
         """A model was disabled or a swap failed: an alarm upstream, the gateway runs on."""
@@ -286,7 +342,7 @@ class Runtime:
                     "restart the gateway to apply the rest"
                 )
             swaps = self._model_swaps(new)
-            engine = build_rule_engine(new, self.points, previous=self.rules)
+            engine = build_rule_engine(new, self.points, self.rules)
         except ConfigError as exc:
             outcome["error"] = str(exc)
         except RuleError as exc:
@@ -426,7 +482,7 @@ class Runtime:
         device = self.devices[self.device_of_point[req.point]]
         try:
             await device.write(req.point, req.value)
-        except WriteError as exc:
+        except Exception as exc:  # WriteError, or a driver bug: reported the same way
             outcome, detail = "failed", str(exc)
             _log.error("write %s = %s by rule %s failed: %s", req.point, req.value, req.rule, exc)
         else:
@@ -460,15 +516,8 @@ class Runtime:
 
     # -- operability --------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Liveness for ``/health`` (Docker HEALTHCHECK): started and the run loop still turning."""
-        age = time.monotonic() - self._last_tick
-        ok = self._running and age < HEALTH_STALE_S
-        return ok, {
-            "status": "ok" if ok else ("stale" if self._running else "not running"),
-            "gateway": self.config.id,
-            "loop_age_s": round(age, 3) if self._running else None,
-            "uplink": self.uplink.stats().get("link"),
-        }
+        """``/health`` (Docker HEALTHCHECK): started, the run loop turning, no condition active."""
+        return health.health(self)
 
     def render_metrics(self) -> str:
         return self.metrics.render()

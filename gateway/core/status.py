@@ -19,6 +19,21 @@ def describe_metrics(rt: Runtime) -> None:
     m.describe("samples_bad_total", "counter", "Samples with bad quality (timeouts, exceptions)")
     m.describe("alarms_total", "counter", "Alarm transitions by rule and state")
     m.describe("writes_total", "counter", "Device writes executed for rules, by outcome")
+    m.describe(
+        "task_errors_total",
+        "counter",
+        "Exceptions caught where they would have ended a task, by place",
+    )
+    m.describe("driver_restarts_total", "counter", "Stalled devices restarted by the supervisor")
+    m.describe("driver_stalled", "gauge", "1 while a device is online but delivers nothing")
+    m.describe("storage_degraded", "gauge", "1 while local persistence fails (see /health)")
+    m.describe(
+        "alarm_state_save_failures_total",
+        "counter",
+        "Failed writes of alarms.json (state kept in memory and retried)",
+    )
+    m.describe("condition_active", "gauge", "1 while a gateway condition is active")
+    m.describe("condition_episodes_total", "counter", "Times a gateway condition was raised")
     m.add_collector(lambda: collect(rt))
 
 
@@ -47,6 +62,23 @@ def collect(rt: Runtime) -> list[tuple[str, Labels, float]]:
             out.append((f"rule_{key}", (("rule", rule),), float(value)))
     if rt.models is not None:
         out.extend(collect_model_metrics(rt.models))
+    out.extend(collect_selfcheck(rt))
+    return out
+
+
+def collect_selfcheck(rt: Runtime) -> list[tuple[str, Labels, float]]:
+    """Fault isolation, supervision and storage health (gateway.core.guard/supervisor/health)."""
+    out: list[tuple[str, Labels, float]] = [
+        ("task_errors_total", (("where", where),), float(n)) for where, n in task_errors(rt).items()
+    ]
+    for name, st in rt.supervisor.stats().items():
+        labels = (("device", name),)
+        out.append(("driver_restarts_total", labels, float(st["restarts"])))
+        out.append(("driver_stalled", labels, 1.0 if st["stalled"] else 0.0))
+    check = rt.selfcheck
+    out.append(("storage_degraded", (), float("storage_degraded" in check.conditions.active)))
+    out.append(("alarm_state_save_failures_total", (), float(rt.rules.save_errors)))
+    out.extend(check.conditions.metrics())
     return out
 
 
@@ -76,4 +108,17 @@ def status(rt: Runtime) -> dict[str, Any]:
         "uplink": rt.uplink.stats(),
         "models": rt.models.stats() if rt.models is not None else {},
         "recent": list(rt.recent),
+        "problems": {n: c.reason for n, c in rt.selfcheck.conditions.active.items()},
+        "supervisor": rt.supervisor.stats(),
+        "task_errors": task_errors(rt),
     }
+
+
+def task_errors(rt: Runtime) -> dict[str, int]:
+    """Exceptions caught by the runtime, the supervisor and the status server, by place (the
+    drivers count theirs in their stats as ``task_errors``)."""
+    out = dict(rt.faults.total)
+    out.update(rt.supervisor.faults.total)
+    if rt._status_server is not None:
+        out.update(rt._status_server.faults.total)
+    return out

@@ -1,7 +1,8 @@
 """A device's link state, shared by every driver: online/offline announced once per change.
 
 Going offline also hands the runtime one bad-quality NaN sample per point, so rules and the uplink
-see the outage as data and not only as an event.
+see the outage as data and not only as an event. The callbacks are guarded (gateway.core.guard):
+one that raises is counted in ``faults`` and logged once, and never ends the caller's task.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from gateway.core.guard import Faults
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 
 _log = logging.getLogger("gateway.drivers")
@@ -31,8 +33,9 @@ class LinkState:
         self.kind = kind
         self._ids = point_ids
         self._clock = clock
-        self._on_batch = on_batch
-        self._on_event = on_event
+        self.faults = Faults(_log)
+        self._on_batch = self.faults.wrap(f"{kind} {name}: on_batch", on_batch)
+        self._on_event = self.faults.wrap(f"{kind} {name}: on_event", on_event)
         self.online: bool | None = None  # None until the first answer or failure
 
     @property

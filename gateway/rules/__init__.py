@@ -4,7 +4,7 @@ Public entry points: :class:`RuleEngine` (run rules over sample batches), :func:
 (parse and check one expression, also used by ``gateway check``), :class:`RuleError`.
 """
 
-from gateway.rules.alarms import AlarmState, AlarmStore
+from gateway.rules.alarms import AlarmState, AlarmStore, QueueAlarmStore
 from gateway.rules.compiler import CompiledExpr, compile_expression
 from gateway.rules.effects import (
     AlarmAcked,
@@ -28,6 +28,7 @@ __all__ = [
     "AlarmStore",
     "EventRaised",
     "PointSet",
+    "QueueAlarmStore",
     "CompiledExpr",
     "Effect",
     "LogMessage",

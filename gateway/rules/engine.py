@@ -20,8 +20,9 @@ Semantics
 * **Virtual points.** A ``set`` action updates a ``virtual.<name>`` point at once: it goes into the
   point table (ring, last value), and rules that read it run before the next input sample
   (at most :data:`MAX_CASCADE` sets per input sample, against set loops).
-* **Alarm state** (active/cleared x acked/unacked) is kept in an :class:`AlarmStore` when one is
-  given, so a restart neither raises an active alarm again nor forgets an unacknowledged one.
+* **Alarm state** (active/cleared x acked/unacked) is kept in an alarm store when one is given
+  (the runtime's commits it with the alarm events, see :mod:`gateway.rules.alarms`), so a
+  restart neither raises an active alarm again nor forgets an unacknowledged one.
 * **Hot reload.** ``RuleEngine(new_rules, points, previous=old)`` carries the state of every rule
   whose logic did not change (holds, stateful functions, alarms), and the alarm state of all.
 * **Deterministic.** All time comes from sample timestamps and ``tick(now)``; the only clock read
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 from collections.abc import Mapping, Sequence
 
@@ -40,7 +42,7 @@ import numpy as np
 from gateway.config import RuleConfig, SetAction, WriteAction
 from gateway.core.model import Quality, SampleBatch
 from gateway.core.points import PointTable
-from gateway.rules.alarms import AlarmState, AlarmStore
+from gateway.rules.alarms import AlarmPersistence, AlarmState
 from gateway.rules.compiler import EvalContext, Value
 from gateway.rules.effects import AlarmAcked, AlarmCleared, Effect, LogMessage
 from gateway.rules.errors import RuleError
@@ -48,6 +50,7 @@ from gateway.rules.functions import MAX_WINDOW_SAMPLES
 from gateway.rules.rule import Rule, Shared
 
 _GOOD = int(Quality.GOOD)
+_log = logging.getLogger("gateway.rules")
 #: Most virtual-point sets processed after one input sample (a set loop is cut off there).
 MAX_CASCADE = 64
 
@@ -62,7 +65,7 @@ class RuleEngine:
     points : PointTable
         Resolves point names; its last good values seed the engine's view. Rings of points read
         through windows are grown to fit (see ``periods``).
-    alarm_store : AlarmStore, optional
+    alarm_store : AlarmPersistence, optional
         Where alarm states persist across restarts.
     previous : RuleEngine, optional
         The engine being replaced (hot reload): unchanged rules keep their state.
@@ -81,7 +84,7 @@ class RuleEngine:
         rules: Sequence[RuleConfig],
         points: PointTable,
         *,
-        alarm_store: AlarmStore | None = None,
+        alarm_store: AlarmPersistence | None = None,
         previous: RuleEngine | None = None,
         periods: Mapping[str, float] | None = None,
     ) -> None:
@@ -99,7 +102,7 @@ class RuleEngine:
             self._ctx = _seed(points)
             self._shared = Shared(self._ctx, names)
         self._shared.names = names
-        self._store: AlarmStore | None = alarm_store
+        self._store: AlarmPersistence | None = alarm_store
         if alarm_store is None and previous is not None:
             self._store = previous._store
         old = {r.name: r for r in previous._rules} if carry and previous else {}
@@ -120,6 +123,8 @@ class RuleEngine:
         # Compiled: from here on nothing raises, so a failed reload leaves `previous` untouched.
         self._shared.on_alarm = self._on_alarm
         self._alarm_states: dict[str, AlarmState] = {}
+        #: Saves of the alarm state that raised (kept in memory; the next transition retries).
+        self.save_errors = 0
         self.initial_effects: list[Effect] = []
         self._restore_alarms(previous)
         for rule, cfg in zip(self._rules, rules, strict=True):
@@ -300,8 +305,15 @@ class RuleEngine:
         self._save()
 
     def _save(self) -> None:
-        if self._store is not None:
+        if self._store is None:
+            return
+        try:
             self._store.save(list(self._alarm_states.values()))
+        except Exception as exc:  # a store must never end the sample path (the poll task)
+            self.save_errors += 1
+            if self.save_errors == 1 or self.save_errors % 100 == 0:
+                _log.error("alarm state not saved (%s; %d failures); kept in memory", exc,
+                           self.save_errors)  # fmt: skip
 
     def ack(self, rule: str, by: str, ts: float) -> list[Effect]:
         """Acknowledge the alarm of ``rule`` (API for operators and the cloud downlink).

@@ -9,6 +9,35 @@ from gateway.uplink.keys import AllowList, KeyPair
 from gateway.uplink.receiver import CloudReceiver
 from gateway.uplink.store import SQLiteCloudStore
 
+MAX_STATUS_GATEWAYS = 50  # gateways per status round (connected ones first)
+MAX_STATUS_STREAMS = 8  # streams per gateway line
+
+
+def status_lines(receiver: CloudReceiver) -> list[str]:
+    """One status round. Bounded whatever peers send: names are bounded by the wire rules, and
+    so is how many gateways and streams are printed."""
+    status = receiver.status()
+    order = sorted(status, key=lambda gw: (not status[gw]["connected"], gw))
+    lines = []
+    for gw in order[:MAX_STATUS_GATEWAYS]:
+        st = status[gw]
+        streams: dict[str, dict[str, int]] = st["streams"]  # type: ignore[assignment]
+        shown = " ".join(f"{s}={v['hw']}" for s, v in list(streams.items())[:MAX_STATUS_STREAMS])
+        if len(streams) > MAX_STATUS_STREAMS:
+            shown += f" (+{len(streams) - MAX_STATUS_STREAMS} streams)"
+        alarm = " DUPLICATE-IDENTITY" if st["duplicate_identity"] else ""
+        lines.append(
+            f"cloud: {gw} {'up' if st['connected'] else 'down'}{alarm} "
+            f"{st['records_per_s']:.0f} rec/s records={st['records']} "
+            f"dup={st['duplicates']} dropped={st['dropped']} {shown}"
+        )
+    if len(order) > MAX_STATUS_GATEWAYS:
+        lines.append(f"cloud: (+{len(order) - MAX_STATUS_GATEWAYS} more gateways)")
+    bad = {k: v for k, v in receiver.counters().items() if v and k != "auth_accepted"}
+    if bad:
+        lines.append("cloud: rejected/alarms " + " ".join(f"{k}={v}" for k, v in bad.items()))
+    return lines
+
 
 async def run_cloud(
     bind: str,
@@ -49,20 +78,8 @@ async def run_cloud(
         while not task.done():
             await asyncio.wait({task}, timeout=status_interval)
             if print_status and not task.done():
-                for gw, st in receiver.status().items():
-                    streams = " ".join(f"{s}={v['hw']}" for s, v in st["streams"].items())  # type: ignore[attr-defined]
-                    print(
-                        f"cloud: {gw} {'up' if st['connected'] else 'down'} "
-                        f"{st['records_per_s']:.0f} rec/s records={st['records']} "
-                        f"dup={st['duplicates']} dropped={st['dropped']} {streams}",
-                        flush=True,
-                    )
-                bad = {k: v for k, v in receiver.counters().items() if v and k != "auth_accepted"}
-                if bad:
-                    print(
-                        "cloud: rejected " + " ".join(f"{k}={v}" for k, v in bad.items()),
-                        flush=True,
-                    )
+                for line in status_lines(receiver):
+                    print(line, flush=True)
         await task
     finally:
         if not task.done():

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.uplink.queue_schema import record_crc
+
 
 def _connect(path: str) -> sqlite3.Connection:
     if not Path(path).exists():
@@ -27,7 +29,7 @@ def _connect(path: str) -> sqlite3.Connection:
 
 def stats(path: str, now: float | None = None) -> dict[str, Any]:
     """Schema version, epoch, per stream: epoch, next_seq, acked_hw, depth, bytes, oldest age,
-    gaps (count and seqs by reason); commands by outcome; file size."""
+    gaps (count and seqs by reason); commands by outcome; keys of committed state; file size."""
     now = time.time() if now is None else now
     con = _connect(path)
     try:
@@ -73,6 +75,8 @@ def stats(path: str, now: float | None = None) -> dict[str, Any]:
                     "SELECT coalesce(outcome, 'running'), count(*) FROM commands GROUP BY 1"
                 ).fetchall()
             )
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'state'").fetchone():
+            out["state"] = [k for (k,) in con.execute("SELECT key FROM state ORDER BY key")]
         return out
     finally:
         con.close()
@@ -82,9 +86,20 @@ def records(
     path: str, stream: str | None = None, after_seq: int = 0, limit: int | None = None
 ) -> Iterator[tuple[str, int, float, bytes]]:
     """(stream, seq, ts, payload) of queued records in (stream, seq) order."""
+    for s, seq, ts, payload, _ in checked_records(path, stream, after_seq, limit):
+        yield s, seq, ts, payload
+
+
+def checked_records(
+    path: str, stream: str | None = None, after_seq: int = 0, limit: int | None = None
+) -> Iterator[tuple[str, int, float, bytes, bool]]:
+    """Like :func:`records` plus whether the payload still matches its accept-time CRC (a
+    version-2 file has no CRCs: True)."""
     con = _connect(path)
     try:
-        sql = "SELECT stream, seq, ts, payload FROM records WHERE seq > ?"
+        has_crc = any(r[1] == "crc" for r in con.execute("PRAGMA table_info(records)"))
+        crc = "crc" if has_crc else "NULL"
+        sql = f"SELECT stream, seq, ts, payload, {crc} FROM records WHERE seq > ?"
         args: list[Any] = [after_seq]
         if stream is not None:
             sql += " AND stream = ?"
@@ -93,7 +108,8 @@ def records(
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        yield from con.execute(sql, args)
+        for s, seq, ts, payload, stored in con.execute(sql, args):
+            yield s, seq, ts, payload, stored is None or record_crc(payload) == stored
     finally:
         con.close()
 
@@ -113,11 +129,13 @@ def export(
     stream: str | None = None,
     decode: Callable[[bytes], object] | None = None,
 ) -> int:
-    """JSON lines ``{stream, seq, ts, record}`` for every queued record; returns the count."""
+    """JSON lines ``{stream, seq, ts, crc_ok, record}`` for every queued record (``crc_ok``
+    false: the bytes changed since the record was accepted; the gateway will not send it);
+    returns the count."""
     n = 0
-    for s, seq, ts, payload in records(path, stream):
-        out.write(json.dumps({"stream": s, "seq": seq, "ts": ts, "record": _show(payload, decode)},
-                             default=repr) + "\n")  # fmt: skip
+    for s, seq, ts, payload, ok in checked_records(path, stream):
+        line = {"stream": s, "seq": seq, "ts": ts, "crc_ok": ok, "record": _show(payload, decode)}
+        out.write(json.dumps(line, default=repr) + "\n")
         n += 1
     return n
 
@@ -160,9 +178,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
         if args.queue_command == "stats":
             print(json.dumps(stats(path), indent=2))
         elif args.queue_command == "peek":
-            for s, seq, ts, payload in records(path, args.stream, limit=args.n):
+            for s, seq, ts, payload, ok in checked_records(path, args.stream, limit=args.n):
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-                print(f"{s} {seq} {stamp} {json.dumps(_show(payload, decode), default=repr)}")
+                flag = "" if ok else " CORRUPT"
+                print(f"{s} {seq} {stamp}{flag} {json.dumps(_show(payload, decode), default=repr)}")
         else:
             if args.out == "-":
                 n = export(path, sys.stdout, args.stream, decode)
@@ -170,7 +189,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 with open(args.out, "w", encoding="utf-8") as f:
                     n = export(path, f, args.stream, decode)
             print(f"exported {n} records", file=sys.stderr)
-    except (FileNotFoundError, sqlite3.DatabaseError) as exc:
+    except (OSError, sqlite3.Error) as exc:  # missing, unreadable, not a queue: one line
         print(f"gateway queue: {exc}", file=sys.stderr)
         return 1
     return 0

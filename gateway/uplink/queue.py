@@ -14,78 +14,47 @@ the writer's fsync. The on-disk schema is drawn in docs/store-and-forward.md.
 
 Deliberate holes (quota deletes, records refused before they got here) are gap rows: seqs
 without records that the sender announces upstream as DROP.
+
+Every record carries a CRC-32 fixed when it is accepted (:func:`record_crc`), checked when it is
+read for sending (:meth:`DurableQueue.read_checked`) and again by the cloud. Open-time checks
+(corruption vs. unreadable, lost commits) live in gateway.uplink.queue_integrity.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from gateway.uplink.queue_schema import SCHEMA as _SCHEMA
-from gateway.uplink.queue_schema import V1_UPGRADE as _V1_UPGRADE
+from gateway.uplink.queue_integrity import (
+    Loss,
+    QueueCorrupt,
+    QueueError,
+    QueueUnavailable,
+    check_access,
+    connect,
+    describe,
+    new_epoch,
+    open_checked,
+    open_or_quarantine,
+    peek_state,
+)
+from gateway.uplink.queue_schema import SCHEMA_VERSION, Gap, Quota, StreamInfo, record_crc
+
+__all__ = [
+    "SCHEMA_VERSION", "DurableQueue", "Gap", "Loss", "Quota", "QueueCorrupt", "QueueError",
+    "QueueUnavailable", "StreamInfo", "describe", "new_epoch", "open_or_quarantine", "peek_state",
+    "record_crc",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: streams.records/bytes, gaps, commands; version 1 is upgraded
 COMMANDS_KEPT = 10_000  # downlink command ids remembered for deduplication
-
-
-class QueueError(RuntimeError):
-    """The queue file is unusable (foreign schema version) or an operation contradicts it."""
-
-
-class QueueCorrupt(QueueError):
-    """The file is not a readable queue (not SQLite, failed quick_check, unknown version)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
-    """Snapshot of one stream. ``depth``/``bytes``: records (payload bytes) in the file."""
-
-    epoch: int
-    next_seq: int
-    acked_hw: int
-    depth: int = 0
-    bytes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """Per-stream limit of payload bytes in the file; ``drop_oldest`` deletes in segments."""
-
-    max_bytes: int
-    policy: str = "drop_oldest"  # or "block" (enforced by the producer side, see client.py)
-
-    @property
-    def segment(self) -> int:
-        return max(1, self.max_bytes // 16)
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    stream: str
-    first: int
-    last: int
-    reason: str
-
-
-def new_epoch() -> int:
-    """A random non-zero 63-bit id (SQLite INTEGER is signed 64-bit)."""
-    return secrets.randbits(63) or 1
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
 
 
 class DurableQueue:
@@ -116,53 +85,20 @@ class DurableQueue:
         self.quota = quota
         created = not os.path.exists(self.path)
         parent = Path(self.path).resolve().parent
-        parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._w = _connect(self.path)
-        except sqlite3.DatabaseError as exc:
-            raise QueueCorrupt(f"{self.path}: {exc}") from None
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QueueUnavailable(
+                f"uplink queue directory {parent}: cannot create or reach it: {exc.strerror}; "
+                "make it (and the directories above it) accessible and writable for the "
+                "gateway's user, or point uplink.queue elsewhere"
+            ) from None
+        check_access(self.path, str(parent))
+        self._w, rows, self._marker, losses = open_checked(self.path, clock, check, created)
+        #: Accepted records this file no longer holds, found at open (announced by the client).
+        self.losses: list[Loss] = losses
         self._wlock = threading.Lock()
         self._state_lock = threading.Lock()
-        try:
-            if check and not created:
-                result = self._w.execute("PRAGMA quick_check").fetchone()
-                if result is None or result[0] != "ok":
-                    raise QueueCorrupt(f"{self.path}: quick_check: {result and result[0]}")
-            self._w.execute("BEGIN IMMEDIATE")
-            has_streams = self._w.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'streams'"
-            ).fetchone()
-            version = None
-            if has_streams:
-                row = self._w.execute(
-                    "SELECT value FROM meta WHERE key = 'schema_version'"
-                ).fetchone()
-                version = row and row[0]
-                if version == 1:
-                    for stmt in _V1_UPGRADE:
-                        self._w.execute(stmt)
-                    version = SCHEMA_VERSION
-                elif version != SCHEMA_VERSION:
-                    raise QueueCorrupt(
-                        f"{self.path}: queue schema version {version!r}, "
-                        f"this runtime reads version {SCHEMA_VERSION}"
-                    )
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    self._w.execute(stmt)
-            rows = dict(self._w.execute("SELECT key, value FROM meta").fetchall())
-            if not rows:
-                rows = {"schema_version": SCHEMA_VERSION, "epoch": new_epoch(), "created": clock()}
-                self._w.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", rows.items())
-            # A command still "running" was cut off by a crash: never run it again.
-            self._w.execute("UPDATE commands SET outcome = 'interrupted' WHERE outcome IS NULL")
-            self._w.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            self._abort()
-            raise QueueCorrupt(f"{self.path}: {exc}") from None
-        except BaseException:
-            self._abort()
-            raise
         if created:
             # The new file's directory entry must survive a power cut too.
             fd = os.open(parent, os.O_RDONLY)
@@ -178,19 +114,15 @@ class DurableQueue:
                 "SELECT stream, epoch, next_seq, acked_hw, records, bytes FROM streams"
             ).fetchall()
         }
-        self._r = _connect(self.path)
+        #: The streams as opened: seqs up to ``next_seq - 1`` are this file's own history; what
+        #: the cloud holds beyond that (same epoch) was lost here (see client.py).
+        self.opened: dict[str, StreamInfo] = dict(self._streams)
+        self._marker.note({s: (i.epoch, i.next_seq) for s, i in self._streams.items()})
+        self._r = connect(self.path)
         self._rlock = threading.Lock()
         self._closed = False
         #: Seqs dropped by this object's quota deletes, per stream (for metrics).
         self.quota_dropped: dict[str, int] = {}
-
-    def _abort(self) -> None:
-        try:
-            if self._w.in_transaction:
-                self._w.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        self._w.close()
 
     # --- writer side (fsync) -----------------------------------------------------------------
 
@@ -210,8 +142,12 @@ class DurableQueue:
         acks: dict[str, int],
         ts: float | Sequence[float] | None = None,
         refused: Sequence[tuple[str, int, str]] = (),
+        states: dict[str, bytes] | None = None,
     ) -> dict[str, tuple[int, int]]:
         """Append ``records``, record ``refused`` as gaps and apply ``acks``, in ONE transaction.
+
+        ``states`` (key -> value) are written to the ``state`` table in the same transaction
+        (the alarm state commits with its event: a crash keeps both or neither).
 
         ``ts`` is one timestamp for all records, one per record, or None for the clock's now.
         ``refused`` lists (stream, count, reason): records turned away before they reached the
@@ -231,7 +167,7 @@ class DurableQueue:
         with self._state_lock:
             state = dict(self._streams)
         ranges: dict[str, tuple[int, int]] = {}
-        rows: list[tuple[str, int, float, bytes]] = []
+        rows: list[tuple[str, int, float, bytes, int]] = []
         next_of: dict[str, int] = {}
         first_of: dict[str, int] = {}
         added: dict[str, list[int]] = {}  # stream -> [records, bytes] inserted
@@ -241,7 +177,7 @@ class DurableQueue:
                 info = state.get(stream)
                 seq = first_of[stream] = 1 if info is None else info.next_seq
                 added[stream] = [0, 0]
-            rows.append((stream, seq, stamp, payload))
+            rows.append((stream, seq, stamp, payload, record_crc(payload)))
             next_of[stream] = seq + 1
             added[stream][0] += 1
             added[stream][1] += len(payload)
@@ -267,7 +203,7 @@ class DurableQueue:
                     f"ack of {stream!r} up to {hw} but only {info.next_seq - 1} records were assigned"
                 )
             ack_to[stream] = hw
-        if not rows and not ack_to and not gaps:
+        if not rows and not ack_to and not gaps and not states:
             return ranges
         touched = set(ranges) | set(ack_to) | {g[0] for g in gaps}
         with self._wlock:
@@ -277,7 +213,12 @@ class DurableQueue:
             try:
                 if rows:
                     w.executemany(
-                        "INSERT INTO records(stream, seq, ts, payload) VALUES (?, ?, ?, ?)", rows
+                        "INSERT INTO records(stream, seq, ts, payload, crc) VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                if states:
+                    w.executemany(
+                        "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", states.items()
                     )
                 if gaps:
                     w.executemany(
@@ -323,6 +264,7 @@ class DurableQueue:
             with self._state_lock:
                 for s in touched:
                     self._streams[s] = state[s]
+                self._note_marker()
             for s, n in trimmed.items():
                 self.quota_dropped[s] = self.quota_dropped.get(s, 0) + n
         return ranges
@@ -354,13 +296,15 @@ class DurableQueue:
         )
         return replace(info, depth=info.depth - count, bytes=info.bytes - freed), cut - first + 1
 
-    def rotate_epoch(self, stream: str) -> int:
+    def rotate_epoch(self, stream: str, acked: int = 0) -> int:
         """Give ``stream`` a fresh epoch and renumber its queued records from 1.
 
         Used when the cloud's history of the stream contradicts this file (e.g. the file was
-        restored from an older copy): the unacked records then travel as a new, unambiguous
-        history instead of being mistaken for duplicates. Gap rows of the old epoch are dropped
-        (their seqs had no records); the records close ranks. Returns the new epoch.
+        restored from an older copy or lost its newest commits): the unacked records then travel
+        as a new, unambiguous history instead of being mistaken for duplicates. Records with seq
+        <= ``acked`` are deleted first (the cloud holds them in the old epoch). Gap rows of the
+        old epoch are dropped (their seqs had no records); the records close ranks. Returns the
+        new epoch.
         """
         with self._wlock:
             self._check_open()
@@ -372,6 +316,14 @@ class DurableQueue:
             w = self._w
             w.execute("BEGIN IMMEDIATE")
             try:
+                if acked > info.acked_hw:
+                    n, b = w.execute(
+                        "SELECT count(*), coalesce(sum(length(payload)), 0) FROM records "
+                        "WHERE stream = ? AND seq <= ?",
+                        (stream, acked),
+                    ).fetchone()
+                    w.execute("DELETE FROM records WHERE stream = ? AND seq <= ?", (stream, acked))
+                    info = replace(info, depth=info.depth - n, bytes=info.bytes - b)
                 # Two steps so that no intermediate row collides with the (stream, seq) key.
                 w.execute("CREATE TEMP TABLE IF NOT EXISTS renumber(old INTEGER PRIMARY KEY, new)")
                 w.execute("DELETE FROM renumber")
@@ -389,8 +341,9 @@ class DurableQueue:
                 w.execute("DELETE FROM gaps WHERE stream = ?", (stream,))
                 new = StreamInfo(epoch, info.depth + 1, 0, info.depth, info.bytes)
                 w.execute(
-                    "UPDATE streams SET epoch = ?, next_seq = ?, acked_hw = 0 WHERE stream = ?",
-                    (epoch, new.next_seq, stream),
+                    "UPDATE streams SET epoch = ?, next_seq = ?, acked_hw = 0, records = ?, "
+                    "bytes = ? WHERE stream = ?",
+                    (epoch, new.next_seq, new.depth, new.bytes, stream),
                 )
                 w.execute("COMMIT")
             except BaseException:
@@ -398,7 +351,30 @@ class DurableQueue:
                 raise
             with self._state_lock:
                 self._streams[stream] = new
+                self._note_marker()
         return epoch
+
+    def _note_marker(self) -> None:
+        self._marker.note({s: (i.epoch, i.next_seq) for s, i in self._streams.items()})
+
+    def marker_due_in(self) -> float | None:
+        """Seconds until the high-water marker should be written (None: nothing to write)."""
+        return self._marker.due_in()
+
+    def write_marker(self, force: bool = False) -> None:
+        """Fsync the high-water marker if due (the writer thread calls this when idle)."""
+        with self._wlock:
+            if not self._closed:
+                self._marker.write_due(force)
+
+    # --- state committed with records (alarm state) --------------------------------------------
+
+    def get_state(self, key: str) -> bytes | None:
+        """The value last committed for ``key`` by :meth:`apply` (``states``), None if never."""
+        with self._rlock:
+            self._check_open()
+            row = self._r.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     # --- downlink command log ------------------------------------------------------------------
 
@@ -443,13 +419,25 @@ class DurableQueue:
 
     def read(self, stream: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` queued records of ``stream`` with seq > ``after_seq``, in order."""
+        return [(seq, payload) for seq, payload, _ in self.read_checked(stream, after_seq, limit)]
+
+    def read_checked(
+        self, stream: str, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes, int | None]]:
+        """Like :meth:`read` with each record's accept-time CRC, or None where the stored bytes
+        no longer match it (corrupted on disk: never to be sent)."""
         with self._rlock:
             self._check_open()
-            rows: list[tuple[int, bytes]] = self._r.execute(
-                "SELECT seq, payload FROM records WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+            rows = self._r.execute(
+                "SELECT seq, payload, crc FROM records WHERE stream = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
                 (stream, after_seq, limit),
             ).fetchall()
-        return rows  # sqlite3 already yields (int, bytes) for these columns
+        out: list[tuple[int, bytes, int | None]] = []
+        for seq, payload, crc in rows:
+            ok = isinstance(payload, bytes) and record_crc(payload) == crc
+            out.append((seq, payload if ok else b"", crc if ok else None))
+        return out
 
     def gap_at(self, stream: str, seq: int) -> Gap | None:
         """The gap row covering ``seq`` of ``stream``, if any."""
@@ -463,6 +451,15 @@ class DurableQueue:
         if row is None or row[1] < seq:
             return None
         return Gap(stream, int(row[0]), int(row[1]), str(row[2]))
+
+    def next_gap_first(self, stream: str, seq: int) -> int | None:
+        """Where the first gap row of ``stream`` starting after ``seq`` starts, if any."""
+        with self._rlock:
+            self._check_open()
+            row = self._r.execute(
+                "SELECT min(first) FROM gaps WHERE stream = ? AND first > ?", (stream, seq)
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def oldest_ts(self, stream: str) -> float | None:
         """Timestamp of the oldest queued record of ``stream``, None when it is empty."""
@@ -497,6 +494,8 @@ class DurableQueue:
         with self._wlock, self._rlock:
             if self._closed:
                 return
+            self._marker.write_due(force=True)
+            self._marker.close()
             self._closed = True
             self._r.close()
             self._w.close()
@@ -510,29 +509,3 @@ class DurableQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_or_quarantine(
-    path: str | os.PathLike[str],
-    clock: Callable[[], float] = time.time,
-    quota: Quota | None = None,
-) -> tuple[DurableQueue, str | None]:
-    """Open the queue; a corrupt file is moved aside (never deleted) and a fresh one started.
-
-    Returns the queue and the quarantine path (None when the file was fine). The fresh file has
-    a new epoch, so the cloud never deduplicates its records against the old history.
-    """
-    try:
-        return DurableQueue(path, clock, quota), None
-    except QueueCorrupt as exc:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(clock()))
-        dest = f"{path}.corrupt-{stamp}"
-        n = 1
-        while os.path.exists(dest):
-            n += 1
-            dest = f"{path}.corrupt-{stamp}-{n}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(f"{path}{suffix}"):
-                os.replace(f"{path}{suffix}", f"{dest}{suffix}")
-        _log.critical("uplink queue %s is unusable (%s); quarantined as %s", path, exc, dest)
-        return DurableQueue(path, clock, quota), dest

@@ -4,55 +4,53 @@ Per DATA the order is fixed: commit (records + hw in one transaction) -> ACK -> 
 ACK always means "stored", and a subscriber never sees a record the store could lose. Duplicates
 (seq <= hw) are dropped and re-acked; a gap or a bad CRC is answered with NACK{expected: hw+1}.
 
-With CurveZMQ (the default of ``gateway cloud``) the gateway identity is the ZAP User-Id of the
-frames, i.e. the allow-list name of the key that authenticated; HELLO's ``gateway`` field is only
-cross-checked. In plaintext mode it is HELLO's field, bound to the connection's routing id.
-Downlink commands (CMD) go to the gateway's live connection and are re-sent after each of its
-HELLOs until a RESULT comes back.
+Identity: with CurveZMQ (the default of ``gateway cloud``) a gateway is the ZAP User-Id of each
+message's frames, i.e. the allow-list name of the key that authenticated; HELLO's ``gateway``
+field is only cross-checked. In plaintext mode it is HELLO's field. Either way a session exists
+only on the connection that said HELLO (:mod:`gateway.uplink.sessions`): DATA, DROP or RESULT
+from any other connection is refused with ``ERROR{hello_required}``, whatever its routing id.
+
+Fairness: libzmq fair-queues the ROUTER's inbound pipes (one per connection, bounded by RCVHWM),
+and each message costs a bounded amount of work (:class:`~gateway.uplink.limits.Limits`: streams
+per HELLO and gateway, records per DATA, pending commands), with a HELLO's hw lookups in one
+store call. So one gateway cannot stall the others for longer than one bounded message.
 
 Store calls run on one worker thread, so the event loop keeps serving while a commit fsyncs and
-commits are applied in arrival order.
+commits are applied in arrival order. A store file deleted or replaced under the receiver is
+detected before anything is acknowledged from it (:class:`~gateway.uplink.store.StoreReplaced`):
+the store is reopened, the acknowledged seqs it held are announced as ``store_lost`` gaps, and an
+alarm is raised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgpack
 import zmq
 import zmq.asyncio
-from zmq.utils.monitor import parse_monitor_message
 
 from gateway.uplink import wire
+from gateway.uplink.downlink import CommandBook, Downlink
+from gateway.uplink.fanout import Fanout
+from gateway.uplink.gate import Admitted, Gate
 from gateway.uplink.keys import AllowList, KeyPair
-from gateway.uplink.store import CloudStore, SequenceGap
+from gateway.uplink.limits import BoundedDict, GatewayState, LimitExceeded, Limits
+from gateway.uplink.sessions import ConnectionMonitor, DuplicateWatch, Session, SessionTable
+from gateway.uplink.store import STORE_LOST, CloudStore, SequenceGap, StoreReplaced
+from gateway.uplink.storeloss import record_lost
 from gateway.uplink.zap import ZapHandler
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-RATE_WINDOW = 10.0  # seconds over which records/s is computed
-PUB_HWM = 100_000  # records queued per subscriber before PUB drops
-
-
-@dataclass
-class _GatewayState:
-    last_seen: float = 0.0
-    records: int = 0
-    duplicates: int = 0
-    nacks: int = 0
-    dropped: int = 0  # seqs announced as deliberate gaps
-    sessions: int = 0
-    hw: dict[str, tuple[int, int]] = field(default_factory=dict)  # stream -> (epoch, hw)
-    recent: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
+RCV_HWM = 1000  # messages queued per connection before libzmq stops reading it
+META_STREAM = "meta"  # the gateway's point model (gateway/core/records.py)
+WARN_EVERY = 10.0  # seconds between two warnings of one kind (floods are counted, not logged)
 
 
 class CloudReceiver:
@@ -67,14 +65,18 @@ class CloudReceiver:
     store
         Where records go; opened and closed by :meth:`run`.
     credit
-        Records a gateway may have in flight (sent in WELCOME and every ACK).
+        Records a gateway may have in flight (sent in WELCOME and every ACK); also the most
+        records one DATA may carry.
     idle_timeout
         A gateway not heard from for this long is reported as disconnected.
     server_key, allow
         CurveZMQ: the receiver's key pair and the allow-list of gateway keys. Both None means
-        plaintext (identity from HELLO), which :func:`run_cloud` only does when told to.
+        plaintext (identity from HELLO, trusting the network), which :func:`run_cloud` only does
+        when told to.
     max_message
         Largest frame accepted; libzmq disconnects a peer that sends a larger one.
+    limits
+        What one peer may make the receiver hold (:class:`Limits`).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class CloudReceiver:
         server_key: KeyPair | None = None,
         allow: AllowList | None = None,
         max_message: int = wire.MAX_BODY_BYTES,
+        limits: Limits | None = None,
     ) -> None:
         if (server_key is None) != (allow is None):
             raise ValueError("CurveZMQ needs both server_key and allow (or neither: plaintext)")
@@ -102,28 +105,42 @@ class CloudReceiver:
         self.server_key = server_key
         self.allow = allow
         self.max_message = max_message
+        self.limits = limits or Limits()
         self._clock = clock
         self.endpoint: str | None = None
         self.pub_endpoint: str | None = None
         self.ready = asyncio.Event()
-        self._peers: dict[bytes, str] = {}  # routing id -> gateway (authenticated)
-        self._ident_of: dict[str, bytes] = {}  # gateway -> its live routing id
-        self._gateways: dict[str, _GatewayState] = {}
-        self._hw: dict[tuple[str, str, int], int] = {}
+        self._sessions = SessionTable()
+        self._dup = DuplicateWatch(
+            self.limits.duplicate_window, self.limits.duplicate_takeovers, self.limits.max_gateways
+        )
+        self._gateways: BoundedDict[str, GatewayState] = BoundedDict(
+            self.limits.max_gateways, lambda gw, _: not self._sessions.connected(gw)
+        )
+        self._hw: BoundedDict[tuple[str, str, int], int] = BoundedDict(self.limits.max_hw_cache)
         self._executor: ThreadPoolExecutor | None = None
-        self._pub: zmq.asyncio.Socket | None = None
+        self._fanout = Fanout(zmq.asyncio.Context.instance(), None)  # replaced by run()
         self._router: zmq.asyncio.Socket | None = None
+        self._monitor: ConnectionMonitor | None = None
         self._zap: ZapHandler | None = None
-        self._commands: dict[str, _PendingCommand] = {}
-        self.bad_messages = 0
-        self.identity_rejected = 0
-        self.unauthorised = 0
-        self.handshake_failed = 0
-        self.disconnects = 0
+        self._commands = CommandBook(self.limits)
+        self._downlink = Downlink(self._commands, self._send_to, self._warn)
+        self._warned: dict[str, float] = {}
+        # A lost store that could not be reopened yet, and when to try again.
+        self._store_failed: tuple[StoreReplaced, float] | None = None
+        self._gate = Gate(self._sessions, allow, self._warn)
+        self.limit_refused = 0
+        self.duplicate_identity = 0
+        self.store_replaced = 0
+        self.store_lost_seqs = 0
 
     @property
     def secure(self) -> bool:
         return self.server_key is not None
+
+    @property
+    def bad_messages(self) -> int:
+        return self._gate.bad_messages
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; binds, opens the store, closes both on the way out."""
@@ -138,7 +155,8 @@ class CloudReceiver:
         router.setsockopt(zmq.HEARTBEAT_IVL, 2000)
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
         router.setsockopt(zmq.MAXMSGSIZE, self.max_message)  # larger: peer disconnected
-        pub = None
+        router.setsockopt(zmq.RCVHWM, RCV_HWM)
+        fanout: Fanout | None = None
         try:
             await loop.run_in_executor(self._executor, self.store.open)
             if self.server_key is not None and self.allow is not None:
@@ -148,19 +166,12 @@ class CloudReceiver:
                 assert self.server_key.secret is not None
                 router.setsockopt(zmq.CURVE_SECRETKEY, self.server_key.secret)
                 router.setsockopt(zmq.ZAP_DOMAIN, b"gateway")
-            monitor = router.get_monitor_socket(_HANDSHAKE_FAILED)
-            tasks.append(asyncio.create_task(self._count_handshake_failures(monitor)))
+            self._monitor = ConnectionMonitor(router, self._sessions)
+            tasks.append(asyncio.create_task(self._monitor.serve()))
             router.bind(_port0(self.bind))
             self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            if self.pub_bind:
-                pub = ctx.socket(zmq.PUB)
-                pub.setsockopt(zmq.LINGER, 0)
-                # A burst is one DATA (up to 1000 records) per gateway; the default HWM of 1000
-                # would drop within a single burst. Still bounded: slow subscribers lose data.
-                pub.setsockopt(zmq.SNDHWM, PUB_HWM)
-                pub.bind(_port0(self.pub_bind))
-                self.pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
-                self._pub = pub
+            fanout = self._fanout = Fanout(ctx, _port0(self.pub_bind) if self.pub_bind else None)
+            self.pub_endpoint = fanout.endpoint
             self._router = router
             self.ready.set()
             stopper = asyncio.ensure_future(stop.wait())
@@ -188,97 +199,76 @@ class CloudReceiver:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             router.close(linger=0)
-            if pub is not None:
-                pub.close(linger=0)
+            if fanout is not None:
+                fanout.close()
             if self._zap is not None:
                 self._zap.close()
-            self._pub = None
             self.ready.clear()
             ctx.destroy(linger=0)
-            for p in self._commands.values():
-                if not p.future.done():
-                    p.future.set_exception(RuntimeError("receiver stopped"))
+            self._commands.fail_all("receiver stopped")
             await loop.run_in_executor(self._executor, self.store.close)
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def _count_handshake_failures(self, monitor: zmq.asyncio.Socket) -> None:
-        """Socket monitor: failed handshakes (wrong server key, plaintext client, unknown key)
-        and disconnects (dead peers, frames above ``max_message``) are counted, never fatal."""
-        try:
-            while True:
-                event = parse_monitor_message(await monitor.recv_multipart())
-                if event["event"] == zmq.EVENT_DISCONNECTED:
-                    self.disconnects += 1
-                    continue
-                self.handshake_failed += 1
-                _log.warning(
-                    "cloud: handshake failed from %s (wrong server key? not CURVE?)",
-                    event.get("endpoint", b"?").decode(errors="replace")
-                    if isinstance(event.get("endpoint"), bytes)
-                    else event.get("endpoint"),
-                )
-        finally:
-            monitor.close(linger=0)
+    # --- connections ---------------------------------------------------------------------------
+
+    async def _send_to(self, gateway: str, msg: wire.Message) -> None:
+        """Send to ``gateway``'s live session, if it has one."""
+        session = self._sessions.of_gateway(gateway)
+        if session is not None and self._router is not None:
+            await self._router.send_multipart([session.ident, *wire.encode(msg)])
+
+    def _warn(self, kind: str, fmt: str, *args: object) -> None:
+        """A warning at most every WARN_EVERY seconds per kind: a flood is counted, not logged."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -WARN_EVERY) >= WARN_EVERY:
+            self._warned[kind] = now
+            _log.warning(fmt, *args)
 
     async def _store_call(self, fn: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    # --- messages ------------------------------------------------------------------------------
+
     async def _handle(self, router: zmq.asyncio.Socket, frames: list[zmq.Frame]) -> None:
-        if len(frames) < 2:
-            return
+        if self._monitor is not None:
+            self._monitor.drain()
         ident = frames[0].bytes
-        body = [f.bytes for f in frames[1:]]
-        user = str(frames[1].get("User-Id")) if self.secure else None
 
         async def reply(msg: wire.Message) -> None:
             await router.send_multipart([ident, *wire.encode(msg)])
 
-        try:
-            msg = wire.decode(body)
-        except wire.VersionError as exc:
-            self.bad_messages += 1
-            await reply(wire.Error("version", str(exc)))
+        verdict = self._gate.admit(frames)
+        if verdict is None:
             return
-        except wire.WireError as exc:
-            self.bad_messages += 1
-            _log.warning("cloud: bad message: %s", exc)
-            await reply(wire.Error("bad", str(exc)))
+        if isinstance(verdict, wire.Error):
+            await reply(verdict)
             return
-        if not isinstance(msg, wire.Hello | wire.Data | wire.Drop | wire.Result):
-            self.bad_messages += 1
-            await reply(wire.Error("bad", f"unexpected {type(msg).__name__} from a gateway"))
-            return
-        if user is not None and self.allow is not None and not self.allow.has_name(user):
-            self.unauthorised += 1  # its key left the allow-list after it connected
-            self._peers.pop(ident, None)
-            _log.warning("cloud: %s is no longer in the allow-list; refusing it", user)
-            await reply(wire.Error("unauthorised", "key removed from the allow-list"))
-            return
-        if isinstance(msg, wire.Hello):
-            claimed = msg.gateway
-            if user is not None and claimed != user:
-                self.identity_rejected += 1
-                _log.warning("cloud: key of %r claimed to be %r; rejected", user, claimed)
-                await reply(wire.Error("identity", f"authenticated as {user!r}, not {claimed!r}"))
-                return
-        gateway = self._peers.get(ident)
-        if not isinstance(msg, wire.Hello) and gateway is None:
-            await reply(
-                wire.Error("hello_required", f"{_TAG[type(msg)]} before HELLO on this connection")
-            )
-            return
+        msg, session = verdict.msg, verdict.session
+        if self._store_failed is not None:
+            lost_exc, retry_at = self._store_failed
+            if time.monotonic() >= retry_at:
+                await self._store_lost(lost_exc, retry=True)
+            if self._store_failed is not None:
+                return  # no store: acknowledge nothing; the gateway retries after its timeout
         try:
             if isinstance(msg, wire.Hello):
-                await self._on_hello(ident, msg, reply)
-            elif gateway is None:
+                await self._on_hello(verdict, msg, reply)
+            elif session is None:
                 pass
             elif isinstance(msg, wire.Data):
-                await self._on_data(gateway, msg, reply)
+                await self._on_data(session.gateway, msg, reply)
             elif isinstance(msg, wire.Drop):
-                await self._on_drop(gateway, msg, reply)
+                await self._on_drop(session.gateway, msg, reply)
             else:
-                self._on_result(gateway, msg)
+                self._downlink.on_result(session.gateway, msg)
+        except LimitExceeded as exc:
+            self.limit_refused += 1
+            gw = session.gateway if session is not None else getattr(msg, "gateway", "?")
+            self._warn("limit", "cloud: %s refused: %s", gw, exc)
+            await reply(wire.Error("limit", str(exc)))
+        except StoreReplaced as exc:
+            await self._store_lost(exc)
         except zmq.ZMQError:
             raise
         except Exception:
@@ -287,32 +277,71 @@ class CloudReceiver:
             _log.exception("cloud: store failure; not acknowledging")
             self._hw.clear()
 
-    async def _on_hello(self, ident: bytes, msg: wire.Hello, reply: _Reply) -> None:
-        # One live connection per gateway: older routing ids of it are forgotten.
-        for other in [i for i, g in self._peers.items() if g == msg.gateway]:
-            del self._peers[other]
-        self._peers[ident] = msg.gateway
-        self._ident_of[msg.gateway] = ident
-        state = self._gateways.setdefault(msg.gateway, _GatewayState())
-        state.last_seen = self._clock()
+    def _state(self, gateway: str) -> GatewayState:
+        state = self._gateways.get(gateway)
+        if state is None:
+            if self._gateways.full():
+                raise LimitExceeded(
+                    f"{len(self._gateways)} gateways connected, the receiver's limit "
+                    f"(limits.max_gateways)"
+                )
+            state = GatewayState()
+            self._gateways.put(gateway, state)
+        else:
+            self._gateways.touch(gateway)
+        return state
+
+    async def _on_hello(self, door: Admitted, msg: wire.Hello, reply: _Reply) -> None:
+        limit = self.limits.max_streams
+        if len(msg.streams) > limit:
+            raise LimitExceeded(
+                f"HELLO lists {len(msg.streams)} streams; at most {limit} per gateway "
+                "(limits.max_streams)"
+            )
+        state = self._state(msg.gateway)
+        hws = await self._store_call(self.store.hw_many, msg.gateway, msg.streams)
+        now = self._clock()
+        session = Session(door.ident, door.fd, door.user, msg.gateway, now)
+        previous = self._sessions.establish(session)
+        state.last_seen = now
         state.sessions += 1
-        hw: dict[str, tuple[int, int]] = {}
-        for stream, epoch in msg.streams.items():
-            hw[stream] = (epoch, await self._current_hw(msg.gateway, stream, epoch))
-            state.hw[stream] = hw[stream]
-        await reply(wire.Welcome(hw, self.credit))
-        for p in self._commands.values():  # commands not yet answered: (re)send them now
-            if p.gateway == msg.gateway and not p.future.done():
-                await reply(p.msg)
+        state.hw = {s: (e, hws[s]) for s, e in msg.streams.items()}
+        for s, e in msg.streams.items():
+            self._hw.put((msg.gateway, s, e), hws[s])
+        await reply(wire.Welcome(state.hw, self.credit))
+        for command in self._commands.waiting(msg.gateway):  # not answered yet: (re)send them
+            await reply(command)
+        why = self._dup.hello(msg.gateway, msg.streams, previous is not None, now)
+        if why is not None:
+            self.duplicate_identity += 1
+            await self._alarm(msg.gateway, "duplicate_identity", why)
+        if META_STREAM in msg.streams and not state.meta_checked:
+            await self._check_meta(msg.gateway, state)
+
+    async def _check_meta(self, gateway: str, state: GatewayState) -> None:
+        state.meta_checked = True
+        if not await self._store_call(self.store.has_records, gateway, META_STREAM):
+            await self._downlink.request_meta(gateway)
 
     async def _current_hw(self, gateway: str, stream: str, epoch: int) -> int:
         key = (gateway, stream, epoch)
-        if key not in self._hw:
-            self._hw[key] = await self._store_call(self.store.hw, gateway, stream, epoch)
-        return self._hw[key]
+        hw = self._hw.get(key)
+        if hw is None:
+            hw = await self._store_call(self.store.hw, gateway, stream, epoch)
+            self._hw.put(key, hw)
+        return hw
+
+    def _check_stream(self, state: GatewayState, stream: str) -> None:
+        if stream not in state.hw and len(state.hw) >= self.limits.max_streams:
+            raise LimitExceeded(
+                f"a new stream beyond {self.limits.max_streams} streams (limits.max_streams)"
+            )
 
     async def _on_data(self, gateway: str, msg: wire.Data, reply: _Reply) -> None:
-        state = self._gateways.setdefault(gateway, _GatewayState())
+        state = self._state(gateway)
+        self._check_stream(state, msg.stream)
+        if msg.count > self.credit:
+            raise LimitExceeded(f"DATA of {msg.count} records, more than the credit {self.credit}")
         now = self._clock()
         state.last_seen = now
         hw = await self._current_hw(gateway, msg.stream, msg.epoch)
@@ -329,25 +358,26 @@ class CloudReceiver:
                 self.store.commit, gateway, msg.stream, msg.epoch, msg.first_seq, msg.records
             )
         except SequenceGap as gap:  # another writer of the store moved hw
-            self._hw[(gateway, msg.stream, msg.epoch)] = gap.hw
+            self._hw.put((gateway, msg.stream, msg.epoch), gap.hw)
             state.nacks += 1
             await reply(wire.Nack(msg.stream, msg.epoch, gap.hw + 1))
             return
         fresh = new_hw - hw
         state.duplicates += msg.count - fresh
         state.records += fresh
-        state.recent.append((now, fresh))
-        self._hw[(gateway, msg.stream, msg.epoch)] = new_hw
+        state.count_recent(now, fresh)
+        self._hw.put((gateway, msg.stream, msg.epoch), new_hw)
         state.hw[msg.stream] = (msg.epoch, new_hw)
         await reply(wire.Ack(msg.stream, msg.epoch, new_hw, self.credit))
-        if self._pub is not None:
-            topic = f"{gateway}/{msg.stream}".encode()
-            for i, payload in enumerate(msg.records[msg.count - fresh :]):
-                header = _header(gateway, msg.stream, msg.epoch, hw + 1 + i)
-                await self._pub.send_multipart([topic, header, payload])
+        if msg.stream == META_STREAM:
+            state.meta_checked = True
+        await self._fanout.records(
+            gateway, msg.stream, msg.epoch, hw + 1, msg.records[msg.count - fresh :]
+        )
 
     async def _on_drop(self, gateway: str, msg: wire.Drop, reply: _Reply) -> None:
-        state = self._gateways.setdefault(gateway, _GatewayState())
+        state = self._state(gateway)
+        self._check_stream(state, msg.stream)
         state.last_seen = self._clock()
         hw = await self._current_hw(gateway, msg.stream, msg.epoch)
         if msg.first > hw + 1:
@@ -359,19 +389,58 @@ class CloudReceiver:
                 self.store.drop, gateway, msg.stream, msg.epoch, msg.first, msg.last, msg.reason
             )
             state.dropped += msg.last - hw
-            _log.warning(
+            self._warn(
+                "drop",
                 "cloud: %s/%s epoch %d: seqs %d..%d dropped at the gateway (%s)",
                 gateway, msg.stream, msg.epoch, hw + 1, msg.last, msg.reason,
             )  # fmt: skip
-            self._hw[(gateway, msg.stream, msg.epoch)] = msg.last
+            self._hw.put((gateway, msg.stream, msg.epoch), msg.last)
             state.hw[msg.stream] = (msg.epoch, msg.last)
-            if self._pub is not None:
-                header = _header(
-                    gateway, msg.stream, msg.epoch, msg.last, gap=[hw + 1, msg.last, msg.reason]
-                )
-                await self._pub.send_multipart([f"{gateway}/{msg.stream}".encode(), header, b""])
+            await self._fanout.gap(gateway, msg.stream, msg.epoch, hw + 1, msg.last, msg.reason)
             hw = msg.last
         await reply(wire.Ack(msg.stream, msg.epoch, hw, self.credit))
+
+    # --- alarms and a lost store ---------------------------------------------------------------
+
+    async def _alarm(self, gateway: str, kind: str, detail: str) -> None:
+        """Logged at error, stored (``alarms`` table) and published on PUB (topic
+        ``<gateway>/!alarm``, or ``!alarm`` for the receiver itself)."""
+        _log.error("cloud: ALARM %s %s: %s", kind, gateway or "(receiver)", detail)
+        try:
+            await self._store_call(self.store.alarm, gateway, kind, detail)
+        except Exception as exc:  # the alarm is still logged and published
+            _log.error("cloud: could not store the %s alarm: %s", kind, exc)
+        await self._fanout.alarm(gateway, kind, detail, self._clock())
+
+    async def _store_lost(self, exc: StoreReplaced, retry: bool = False) -> None:
+        """The store file went away under us: acknowledge nothing from it, reopen at its path,
+        and announce what it had acknowledged (gateways deleted those records) as lost."""
+        if not retry:
+            self.store_replaced += 1
+            _log.error("cloud: %s; nothing more is acknowledged from it; reopening", exc)
+            self._hw.clear()
+            for state in self._gateways.values():
+                state.meta_checked = False  # the new store may lack point models: ask again
+        try:
+            lost = await self._store_call(self.store.reopen)
+        except Exception as err:
+            self._warn("reopen", "cloud: cannot open the store: %s; acknowledging nothing", err)
+            self._store_failed = (exc, time.monotonic() + 1.0)
+            return
+        self._store_failed = None
+        gaps = await self._store_call(record_lost, self.store, lost, exc.unacked)
+        seqs = sum(b - a + 1 for _, _, _, a, b in gaps)
+        self.store_lost_seqs += seqs
+        await self._alarm(
+            "", "store_replaced",
+            f"{exc}; {seqs} acknowledged seqs in {len(gaps)} streams were in it and are "
+            f"recorded as '{STORE_LOST}' gaps",
+        )  # fmt: skip
+        for gw, stream, epoch, first, last in gaps:
+            await self._fanout.gap(gw, stream, epoch, first, last, STORE_LOST)
+        for gw, state in list(self._gateways.items()):  # HELLO asks the others when they return
+            if self._sessions.connected(gw) and META_STREAM in state.hw:
+                await self._check_meta(gw, state)
 
     # --- downlink commands ---------------------------------------------------------------------
 
@@ -387,42 +456,40 @@ class CloudReceiver:
         """Send a command to ``gateway`` and wait for its RESULT.
 
         Sent now if the gateway is connected and again after each of its HELLOs until answered;
-        a repeated ``command_id`` is the same command (the gateway executes it once).
+        a repeated ``command_id`` is the same command (the gateway executes it once). Raises
+        :class:`LimitExceeded` when too many commands are waiting for an answer.
         """
-        cid = command_id or uuid.uuid4().hex
-        pending = self._commands.get(cid)
-        if pending is None or pending.future.done():
-            fut: asyncio.Future[wire.Result] = asyncio.get_running_loop().create_future()
-            pending = _PendingCommand(gateway, wire.Command(cid, kind, dict(args or {})), fut)
-            self._commands[cid] = pending
-        ident = self._ident_of.get(gateway)
-        if ident is not None and self._router is not None and self._peers.get(ident) == gateway:
-            await self._router.send_multipart([ident, *wire.encode(pending.msg)])
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-        finally:
-            if pending.future.done():
-                self._commands.pop(cid, None)
-
-    def _on_result(self, gateway: str, msg: wire.Result) -> None:
-        pending = self._commands.get(msg.id)
-        if pending is None or pending.gateway != gateway or pending.future.done():
-            return  # an answer to a retry already answered, or not ours
-        pending.future.set_result(msg)
+        return await self._downlink.command(gateway, kind, args, command_id, timeout)
 
     # --- status --------------------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        """Receiver-wide rejections: none of them stops the receiver."""
+        """Receiver-wide rejections and alarms: none of them stops the receiver."""
         zap = self._zap
         return {
-            "bad_messages": self.bad_messages,
+            "bad_messages": self._gate.bad_messages,
             "auth_rejected": zap.rejected if zap else 0,
             "auth_accepted": zap.accepted if zap else 0,
-            "handshake_failed": self.handshake_failed,
-            "disconnects": self.disconnects,
-            "identity_rejected": self.identity_rejected,
-            "unauthorised": self.unauthorised,
+            "handshake_failed": self._monitor.handshake_failed if self._monitor else 0,
+            "disconnects": self._monitor.disconnects if self._monitor else 0,
+            "identity_rejected": self._gate.identity_rejected,
+            "unauthorised": self._gate.unauthorised,
+            "hello_required": self._gate.hello_required,
+            "limit_refused": self.limit_refused,
+            "duplicate_identity": self.duplicate_identity,
+            "store_replaced": self.store_replaced,
+            "store_lost_seqs": self.store_lost_seqs,
+        }
+
+    def sizes(self) -> dict[str, int]:
+        """How much the receiver holds in memory (every one bounded by :class:`Limits`)."""
+        return {
+            "gateways": len(self._gateways),
+            "sessions": len(self._sessions),
+            "hw_cache": len(self._hw),
+            "commands": len(self._commands),
+            "streams": sum(len(st.hw) for st in self._gateways.values()),
+            "duplicate_watch": len(self._dup),
         }
 
     def status(self) -> dict[str, dict[str, object]]:
@@ -430,44 +497,20 @@ class CloudReceiver:
         now = self._clock()
         out: dict[str, dict[str, object]] = {}
         for gateway, st in sorted(self._gateways.items()):
-            while st.recent and st.recent[0][0] < now - RATE_WINDOW:
-                st.recent.popleft()
             out[gateway] = {
-                "connected": gateway in self._peers.values()
+                "connected": self._sessions.connected(gateway)
                 and now - st.last_seen <= self.idle_timeout,
                 "last_seen": st.last_seen,
                 "streams": {s: {"epoch": e, "hw": h} for s, (e, h) in sorted(st.hw.items())},
                 "records": st.records,
-                "records_per_s": sum(n for _, n in st.recent) / RATE_WINDOW,
+                "records_per_s": st.rate(now),
                 "duplicates": st.duplicates,
                 "nacks": st.nacks,
                 "dropped": st.dropped,
                 "sessions": st.sessions,
+                "duplicate_identity": self._dup.active(gateway, now),
             }
         return out
-
-
-@dataclass
-class _PendingCommand:
-    gateway: str
-    msg: wire.Command
-    future: asyncio.Future[wire.Result]
-
-
-_TAG = {wire.Data: "DATA", wire.Drop: "DROP", wire.Result: "RESULT"}
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_DISCONNECTED
-)
-
-
-def _header(gateway: str, stream: str, epoch: int, seq: int, **extra: object) -> bytes:
-    body = {"v": wire.PROTOCOL_VERSION, "gateway": gateway, "stream": stream, "epoch": epoch}
-    body["seq"] = seq
-    body.update(extra)
-    return msgpack.packb(body)
 
 
 _Reply = Callable[[wire.Message], Awaitable[None]]

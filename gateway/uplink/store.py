@@ -8,6 +8,7 @@ database (PostgreSQL/TimescaleDB) can sit behind :class:`CloudStore` with the sa
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-SCHEMA_VERSION = 2  # 2 added `gaps`; a version-1 file is upgraded at open
+_log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3  # 2 added `gaps`, 3 `alarms`; older files are upgraded at open
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)",
@@ -48,7 +51,18 @@ _SCHEMA = (
         received_ts REAL    NOT NULL,
         PRIMARY KEY (gateway, stream, epoch, first)
     )""",
+    """CREATE TABLE IF NOT EXISTS alarms (
+        id      INTEGER PRIMARY KEY,
+        gateway TEXT    NOT NULL,
+        kind    TEXT    NOT NULL,
+        detail  TEXT    NOT NULL,
+        ts      REAL    NOT NULL
+    )""",
 )
+
+#: A DROP reason the receiver writes itself: seqs acked into a store file that was then deleted
+#: or replaced (the gateway had already deleted them).
+STORE_LOST = "store_lost"
 
 
 class SequenceGap(ValueError):
@@ -84,6 +98,31 @@ class StoredGap:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredAlarm:
+    """Something an operator must see later: ``duplicate_identity``, ``store_replaced``, ...
+
+    ``gateway`` is empty for receiver-wide alarms.
+    """
+
+    gateway: str
+    kind: str
+    detail: str
+    ts: float
+
+
+class StoreReplaced(RuntimeError):
+    """The file at the store's path is no longer the one this store wrote (deleted or replaced).
+
+    Nothing written since may be acknowledged. ``unacked`` is ``(gateway, stream, epoch, hw)`` of a
+    commit that went into the old file but must not count (its ACK was never sent).
+    """
+
+    def __init__(self, what: str, unacked: tuple[str, str, int, int] | None = None) -> None:
+        super().__init__(what)
+        self.unacked = unacked
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStatus:
     gateway: str
     stream: str
@@ -102,6 +141,31 @@ class CloudStore(Protocol):
 
     def hw(self, gateway: str, stream: str, epoch: int) -> int:
         """Highest committed seq of (gateway, stream, epoch); 0 when unknown."""
+        ...
+
+    def hw_many(self, gateway: str, streams: dict[str, int]) -> dict[str, int]:
+        """:meth:`hw` of every ``{stream: epoch}`` in one call (a HELLO's lookups)."""
+        ...
+
+    def has_records(self, gateway: str, stream: str) -> bool:
+        """Whether any record of ``stream`` of ``gateway`` is stored (any epoch)."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`StoreReplaced` if the store can no longer keep what it acknowledges."""
+        ...
+
+    def reopen(self) -> list[StreamStatus]:
+        """After :class:`StoreReplaced`: open the store anew at its location; return the streams
+        (with hw) the lost one had, so their acknowledged seqs can be announced as lost."""
+        ...
+
+    def alarm(self, gateway: str, kind: str, detail: str) -> None:
+        """Store an alarm for operators."""
+        ...
+
+    def alarms(self, gateway: str | None = None) -> list[StoredAlarm]:
+        """Stored alarms (of one gateway, or all), oldest first."""
         ...
 
     def commit(
@@ -143,7 +207,13 @@ class CloudStore(Protocol):
 
 
 class SQLiteCloudStore:
-    """:class:`CloudStore` in one SQLite file (WAL, ``synchronous=FULL``)."""
+    """:class:`CloudStore` in one SQLite file (WAL, ``synchronous=FULL``).
+
+    The file's device and inode are taken at open and compared with the path's before every
+    answer that lets a gateway delete records (hw lookups, and after each commit): a file deleted
+    or replaced under a running receiver raises :class:`StoreReplaced` instead of acknowledging
+    into an unlinked file. One ``stat`` per call.
+    """
 
     def __init__(
         self, path: str | os.PathLike[str], clock: Callable[[], float] = time.time
@@ -152,47 +222,108 @@ class SQLiteCloudStore:
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._file_id: tuple[int, int] | None = None
+        self._salvaged: tuple[int, int] | None = None
 
     def open(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                return
-            Path(self.path).resolve().parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            self._open()
+
+    def _open(self) -> None:
+        """Caller holds the lock."""
+        if self._conn is not None:
+            return
+        Path(self.path).resolve().parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
             )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("BEGIN IMMEDIATE")
-                for stmt in _SCHEMA:
-                    conn.execute(stmt)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (SCHEMA_VERSION,),
+            conn.execute(  # versions 1 and 2 only lacked tables created above
+                "UPDATE meta SET value = ? WHERE key = 'schema_version' AND value IN (1, 2)",
+                (SCHEMA_VERSION,),
+            )
+            conn.execute("COMMIT")
+            (version,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if version != SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: store schema version {version!r}, expected {SCHEMA_VERSION}"
                 )
-                conn.execute(  # version 1 only lacked the gaps table, created above
-                    "UPDATE meta SET value = ? WHERE key = 'schema_version' AND value = 1",
-                    (SCHEMA_VERSION,),
-                )
-                conn.execute("COMMIT")
-                (version,) = conn.execute(
-                    "SELECT value FROM meta WHERE key = 'schema_version'"
-                ).fetchone()
-                if version != SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self.path}: store schema version {version!r}, expected {SCHEMA_VERSION}"
-                    )
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+            st = os.stat(self.path)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._file_id = (st.st_dev, st.st_ino)
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    def _replaced(self) -> str | None:
+        """Why the path no longer names our file, or None. Caller holds the lock."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"{self.path} was deleted"
+        except OSError as exc:
+            return f"{self.path} cannot be checked: {exc}"
+        if (st.st_dev, st.st_ino) != self._file_id:
+            return f"{self.path} was replaced by another file"
+        return None
+
+    def _verify(self, unacked: tuple[str, str, int, int] | None = None) -> None:
+        why = self._replaced() if self._conn is not None else None
+        if why is not None:
+            raise StoreReplaced(why, unacked)
+
+    def check(self) -> None:
+        with self._lock:
+            self._verify()
+
+    def reopen(self) -> list[StreamStatus]:
+        with self._lock:  # one step for readers sharing this object: never seen closed
+            old = self._conn
+            lost = self._streams() if old is not None else []
+            if old is not None and self._salvaged != self._file_id:
+                self._salvage()
+                self._salvaged = self._file_id
+            self._conn = None
+            try:
+                self._open()
+            except BaseException:
+                self._conn = old  # keep the old handle: a retry still knows what was lost
+                raise
+            if old is not None:
+                old.close()
+        return lost
+
+    def _salvage(self) -> None:
+        """Copy the deleted file's content (still readable through our handle) next to the path,
+        so what it acknowledged can be recovered by hand. Best effort; caller holds the lock."""
+        aside = f"{self.path}.lost-{int(self._clock())}"
+        try:
+            dest = sqlite3.connect(aside)
+            try:
+                self._db().backup(dest)
+            finally:
+                dest.close()
+        except (sqlite3.Error, OSError) as exc:
+            _log.error("cloud store: could not save the lost store to %s: %s", aside, exc)
+        else:
+            _log.error("cloud store: the lost store's content was saved to %s", aside)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -201,13 +332,50 @@ class SQLiteCloudStore:
 
     def hw(self, gateway: str, stream: str, epoch: int) -> int:
         with self._lock:
+            self._verify()
             return _read_hw(self._db(), gateway, stream, epoch)
+
+    def hw_many(self, gateway: str, streams: dict[str, int]) -> dict[str, int]:
+        with self._lock:
+            self._verify()
+            db = self._db()
+            return {s: _read_hw(db, gateway, s, e) for s, e in streams.items()}
+
+    def has_records(self, gateway: str, stream: str) -> bool:
+        with self._lock:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT 1 FROM records WHERE gateway = ? AND stream = ? LIMIT 1",
+                    (gateway, stream),
+                )
+                .fetchone()
+            )
+        return row is not None
+
+    def alarm(self, gateway: str, kind: str, detail: str) -> None:
+        with self._lock:
+            self._db().execute(
+                "INSERT INTO alarms(gateway, kind, detail, ts) VALUES (?, ?, ?, ?)",
+                (gateway, kind, detail, self._clock()),
+            )
+
+    def alarms(self, gateway: str | None = None) -> list[StoredAlarm]:
+        sql = "SELECT gateway, kind, detail, ts FROM alarms"
+        args: tuple[str, ...] = ()
+        if gateway is not None:
+            sql += " WHERE gateway = ?"
+            args = (gateway,)
+        with self._lock:
+            rows = self._db().execute(sql + " ORDER BY id", args).fetchall()
+        return [StoredAlarm(g, k, d, float(t)) for g, k, d, t in rows]
 
     def commit(
         self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
     ) -> int:
         now = self._clock()
         with self._lock:
+            self._verify()
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -236,6 +404,7 @@ class SQLiteCloudStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            self._verify((gateway, stream, epoch, hw))  # deleted while we committed?
         return new_hw
 
     def drop(
@@ -243,6 +412,7 @@ class SQLiteCloudStore:
     ) -> int:
         now = self._clock()
         with self._lock:
+            self._verify()
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -268,6 +438,7 @@ class SQLiteCloudStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            self._verify((gateway, stream, epoch, hw))
         return last
 
     def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:
@@ -310,14 +481,17 @@ class SQLiteCloudStore:
 
     def gateways(self) -> list[StreamStatus]:
         with self._lock:
-            rows = (
-                self._db()
-                .execute(
-                    "SELECT gateway, stream, epoch, hw, updated_ts FROM streams "
-                    "ORDER BY gateway, stream, updated_ts"
-                )
-                .fetchall()
+            return self._streams()
+
+    def _streams(self) -> list[StreamStatus]:
+        rows = (
+            self._db()
+            .execute(
+                "SELECT gateway, stream, epoch, hw, updated_ts FROM streams "
+                "ORDER BY gateway, stream, updated_ts"
             )
+            .fetchall()
+        )
         return [StreamStatus(g, s, int(e), int(h), float(t)) for g, s, e, h, t in rows]
 
     def __enter__(self) -> SQLiteCloudStore:

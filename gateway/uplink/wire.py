@@ -8,7 +8,7 @@ front of these two. Decoding validates every field, so a malformed or foreign me
 
 from __future__ import annotations
 
-import struct
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,13 +16,28 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: DATA carries one accept-time CRC per record (crcs) instead of crc32
 
 #: Largest epoch/sequence value: both sides store them as SQLite INTEGER (signed 64-bit).
 MAX_INT = (1 << 63) - 1
 
 #: Upper bound for one decoded body; a DATA message of 1000 records of 1 KiB is ~1 MiB.
 MAX_BODY_BYTES = 64 << 20
+
+#: Stream names: short, printable, no spaces. They end up in store keys, PUB topics, logs and
+#: status lines, so a peer must not be able to make them large or control characters.
+MAX_STREAM_NAME = 64
+STREAM_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:/-]{{0,{MAX_STREAM_NAME - 1}}}")
+
+#: Gateway ids (HELLO's ``gateway``): what the config's ``id`` and the allow-list's key names
+#: (``keys.NAME_RE``) allow.
+GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+#: Most streams one HELLO / WELCOME may list (the receiver's own limit is usually lower).
+MAX_HELLO_STREAMS = 1024
+
+#: DROP reasons: short lowercase words (``quota``, ``blocked``, ``overflow``, ...).
+REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class WireError(ValueError):
@@ -57,13 +72,17 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """Gateway -> cloud: ``count`` consecutive records of one stream starting at ``first_seq``."""
+    """Gateway -> cloud: ``count`` consecutive records of one stream starting at ``first_seq``.
+
+    ``crcs``: the CRC-32 of each record, computed when the gateway accepted it (stored with the
+    record in the queue), so the cloud checks the bytes end to end: disk, memory and wire.
+    """
 
     stream: str
     epoch: int
     first_seq: int
     records: tuple[bytes, ...]
-    crc32: int
+    crcs: tuple[int, ...]
 
     @property
     def count(self) -> int:
@@ -74,13 +93,24 @@ class Data:
         return self.first_seq + len(self.records) - 1
 
     @classmethod
-    def build(cls, stream: str, epoch: int, first_seq: int, records: Sequence[bytes]) -> Data:
-        """Make a DATA message with its CRC computed over ``records``."""
+    def build(
+        cls,
+        stream: str,
+        epoch: int,
+        first_seq: int,
+        records: Sequence[bytes],
+        crcs: Sequence[int] | None = None,
+    ) -> Data:
+        """Make a DATA message; ``crcs`` are the records' accept-time CRCs (computed now if None)."""
         recs = tuple(records)
-        return cls(stream, epoch, first_seq, recs, records_crc32(recs))
+        sums = tuple(crcs) if crcs is not None else tuple(map(zlib.crc32, recs))
+        return cls(stream, epoch, first_seq, recs, sums)
 
     def crc_ok(self) -> bool:
-        return records_crc32(self.records) == self.crc32
+        """Every record still has the bytes its CRC was computed over."""
+        return len(self.crcs) == len(self.records) and all(
+            zlib.crc32(r) == c for r, c in zip(self.records, self.crcs, strict=False)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +175,6 @@ class Error:
 Message = Hello | Welcome | Data | Ack | Nack | Error | Drop | Command | Result
 
 
-def records_crc32(records: Sequence[bytes]) -> int:
-    """CRC-32 over the records' lengths (4-byte big-endian each, in order), then their bytes.
-
-    The lengths make the CRC see record boundaries, so two records that swap a byte across
-    their boundary do not checksum the same as the originals. One contiguous length block keeps
-    this to two C calls per message.
-    """
-    lengths = struct.pack(f">{len(records)}I", *map(len, records))
-    return zlib.crc32(b"".join(records), zlib.crc32(lengths))
-
-
 def encode(msg: Message) -> list[bytes]:
     """Encode a message into its ``[type, body]`` frames."""
     body: dict[str, Any]
@@ -166,7 +185,7 @@ def encode(msg: Message) -> list[bytes]:
             "epoch": msg.epoch,
             "first_seq": msg.first_seq,
             "count": len(msg.records),
-            "crc32": msg.crc32,
+            "crcs": list(msg.crcs),
             "records": list(msg.records),
         }
     elif isinstance(msg, Ack):
@@ -223,14 +242,16 @@ def decode(frames: Sequence[bytes]) -> Message:
     try:
         body = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise WireError(f"{tag!r}: body is not valid msgpack: {exc}") from None
+        raise WireError(f"{_clip(tag)}: body is not valid msgpack: {_clip(str(exc))}") from None
     if not isinstance(body, dict):
-        raise WireError(f"{tag!r}: body is {type(body).__name__}, expected a map")
+        raise WireError(f"{_clip(tag)}: body is {type(body).__name__}, expected a map")
     version = body.get("v")
     if version != PROTOCOL_VERSION:
         if isinstance(version, int) and not isinstance(version, bool):
             raise VersionError(version)
-        raise WireError(f"{tag!r}: missing or invalid protocol version field 'v': {version!r}")
+        raise WireError(
+            f"{_clip(tag)}: missing or invalid protocol version field 'v': {_clip(version)}"
+        )
     f = _Fields(tag, body)
     if tag == b"DATA":
         records = f.get("records", list)
@@ -242,32 +263,48 @@ def decode(frames: Sequence[bytes]) -> Message:
         first = f.uint("first_seq", minimum=1)
         if first + count - 1 > MAX_INT:
             raise WireError("b'DATA': sequence overflows 63 bits")
-        return Data(f.text("stream"), f.uint("epoch", 1), first, tuple(records), f.uint("crc32"))
+        crcs = f.get("crcs", list)
+        if len(crcs) != count or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 0xFFFFFFFF for c in crcs
+        ):
+            raise WireError(f"b'DATA': crcs must be {count} integers in [0, 2**32)")
+        return Data(f.stream(), f.uint("epoch", 1), first, tuple(records), tuple(crcs))
     if tag == b"ACK":
-        return Ack(f.text("stream"), f.uint("epoch", 1), f.uint("hw"), f.uint("credit"))
+        return Ack(f.stream(), f.uint("epoch", 1), f.uint("hw"), f.uint("credit"))
     if tag == b"HELLO":
         streams = f.get("streams", dict)
+        _check_count(tag, streams)
         for s, e in streams.items():
             _check_stream(tag, s)
-            _check_uint(tag, f"streams[{s!r}]", e, 1)
-        return Hello(f.text("gateway"), streams)
+            _check_uint(tag, "streams[...]", e, 1)
+        gateway = f.text("gateway")
+        if not GATEWAY_ID_RE.fullmatch(gateway):
+            raise WireError(
+                f"b'HELLO': gateway id {_clip(gateway)} must match {GATEWAY_ID_RE.pattern}"
+            )
+        return Hello(gateway, streams)
     if tag == b"WELCOME":
         hw: dict[str, tuple[int, int]] = {}
-        for s, pair in f.get("hw", dict).items():
+        pairs = f.get("hw", dict)
+        _check_count(tag, pairs)
+        for s, pair in pairs.items():
             _check_stream(tag, s)
             if not isinstance(pair, list) or len(pair) != 2:
-                raise WireError(f"{tag!r}: hw[{s!r}] must be [epoch, hw]")
+                raise WireError(f"{tag!r}: hw[{_clip(s)}] must be [epoch, hw]")
             hw[s] = (_check_uint(tag, "epoch", pair[0], 1), _check_uint(tag, "hw", pair[1], 0))
         return Welcome(hw, f.uint("credit"))
     if tag == b"NACK":
-        return Nack(f.text("stream"), f.uint("epoch", 1), f.uint("expected", 1))
+        return Nack(f.stream(), f.uint("epoch", 1), f.uint("expected", 1))
     if tag == b"ERROR":
         return Error(f.text("code"), f.get("reason", str))
     if tag == b"DROP":
         first, last = f.uint("from", 1), f.uint("to", 1)
         if last < first:
             raise WireError(f"b'DROP': to {last} < from {first}")
-        return Drop(f.text("stream"), f.uint("epoch", 1), first, last, f.text("reason"))
+        reason = f.text("reason")
+        if not REASON_RE.fullmatch(reason):
+            raise WireError(f"b'DROP': reason {_clip(reason)} must match {REASON_RE.pattern}")
+        return Drop(f.stream(), f.uint("epoch", 1), first, last, reason)
     if tag == b"CMD":
         args = f.get("args", dict)
         if not all(isinstance(k, str) for k in args):
@@ -275,18 +312,47 @@ def decode(frames: Sequence[bytes]) -> Message:
         return Command(f.text("id"), f.text("kind"), args)
     if tag == b"RESULT":
         return Result(f.text("id"), f.text("outcome"), f.get("detail", str))
-    raise WireError(f"unknown message type {tag!r}")
+    raise WireError(f"unknown message type {_clip(tag)}")
+
+
+def check_stream_name(name: object) -> str:
+    """``name`` if it is a valid stream name, else :class:`WireError` saying what is allowed.
+
+    Gateways should check names with this before queueing records under them: a name the cloud
+    refuses would strand its records.
+    """
+    if not isinstance(name, str) or not STREAM_NAME_RE.fullmatch(name):
+        raise WireError(
+            f"stream name {_clip(name)} must match {STREAM_NAME_RE.pattern} "
+            f"(at most {MAX_STREAM_NAME} characters)"
+        )
+    return name
+
+
+def _clip(value: object, limit: int = 40) -> str:
+    """repr() for error messages, cut short: peer-controlled values never go out unbounded."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
 def _check_stream(tag: bytes, name: object) -> None:
-    if not isinstance(name, str) or not name:
-        raise WireError(f"{tag!r}: stream names must be non-empty strings, got {name!r}")
+    try:
+        check_stream_name(name)
+    except WireError as exc:
+        raise WireError(f"{tag!r}: {exc}") from None
+
+
+def _check_count(tag: bytes, streams: dict[Any, Any]) -> None:
+    if len(streams) > MAX_HELLO_STREAMS:
+        raise WireError(
+            f"{tag!r}: {len(streams)} streams, the protocol allows at most {MAX_HELLO_STREAMS}"
+        )
 
 
 def _check_uint(tag: bytes, name: str, value: object, minimum: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INT:
         raise WireError(
-            f"{tag!r}: field {name!r} must be an integer in [{minimum}, 2**63), got {value!r}"
+            f"{tag!r}: field {name!r} must be an integer in [{minimum}, 2**63), got {_clip(value)}"
         )
     return value
 
@@ -303,8 +369,15 @@ class _Fields:
             raise WireError(f"{self.tag!r}: missing field {name!r}")
         value = self.body[name]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise WireError(f"{self.tag!r}: field {name!r} must be {kind.__name__}, got {value!r}")
+            raise WireError(
+                f"{self.tag!r}: field {name!r} must be {kind.__name__}, got {_clip(value)}"
+            )
         return value
+
+    def stream(self) -> str:
+        name = self.get("stream", str)
+        _check_stream(self.tag, name)
+        return name  # type: ignore[no-any-return]
 
     def text(self, name: str) -> str:
         value: str = self.get(name, str)

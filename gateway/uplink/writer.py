@@ -10,6 +10,12 @@ the NEW record and counts it (``dropped``, reason ``overflow``): the records alr
 their place, and a producer that outruns the disk for that long loses its freshest data rather than
 blocking the loop. Refused records (overflow here, quota ``block`` in the client) are not silent:
 the next commit gives them sequence numbers in a gap row, announced upstream as DROP.
+
+State that must agree with records (the alarm state and its alarm events) is staged with
+:meth:`GroupCommitWriter.stage_state` and released at the end of the loop turn: the records
+submitted between the first staging and the release, and the state, always commit in ONE
+transaction, so a crash keeps both or neither. A failed commit (disk full, I/O error, read-only
+filesystem) keeps everything in memory and retries; ``io_error`` says why until a commit works.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ class _Batch:
     records: list[tuple[str, bytes]]
     stamps: list[float]
     acks: dict[str, int]
-    rotations: set[str]
+    rotations: dict[str, int]  # stream -> records up to this seq are deleted first
     refused: dict[tuple[str, str], int]
+    states: list[tuple[int, int, dict[str, bytes]]]  # (first, end) submission range, values
+    mark: bool = False  # nothing to commit: write the queue's high-water marker
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +81,11 @@ class GroupCommitWriter:
         self._acks: dict[str, int] = {}
         self._refused: dict[tuple[str, str], int] = {}  # (stream, reason) -> records
         self._pending_bytes: dict[str, int] = {}
-        self._rotations: set[str] = set()
+        self._rotations: dict[str, int] = {}
+        self._hold: int | None = None  # staged state waits for release; records from here wait
+        self._held: dict[str, bytes] = {}
+        self._states: list[tuple[int, int, dict[str, bytes]]] = []
+        self._handed = 0  # submissions handed to a transaction (put back on failure)
         self._since: float | None = None  # monotonic time the oldest pending item arrived
         self._urgent_upto = 0  # commit without delay until this many submissions are durable
         self._taken = 0  # submissions handed to a transaction so far
@@ -82,6 +94,8 @@ class GroupCommitWriter:
         self.dropped = 0
         self.dropped_by: dict[str, int] = {}  # reason -> records refused
         self.errors = 0
+        #: Why the last commit failed (None once a commit succeeded): disk full, read-only, I/O.
+        self.io_error: str | None = None
         self._thread = threading.Thread(target=self._main, name="uplink-writer", daemon=True)
 
     def start(self) -> None:
@@ -153,11 +167,36 @@ class GroupCommitWriter:
                     self._since = time.monotonic()
                     self._cond.notify()
 
-    def rotate(self, stream: str) -> None:
+    def rotate(self, stream: str, acked: int = 0) -> None:
+        """Give ``stream`` a new epoch; records up to ``acked`` (the cloud has them) go first."""
         with self._cond:
-            self._rotations.add(stream)
+            self._rotations[stream] = max(acked, self._rotations.get(stream, 0))
             self._acks.pop(stream, None)  # acks of the old epoch no longer apply
             self._cond.notify()
+
+    def stage_state(self, key: str, value: bytes) -> None:
+        """Hold ``value`` for ``key`` until :meth:`release_states`; records submitted from now
+        until then commit in the same transaction as the state."""
+        with self._cond:
+            if self._hold is None:
+                self._hold = self.submitted
+            self._held[key] = value
+
+    def release_states(self) -> None:
+        """The staged state and the records submitted since the first staging are complete."""
+        with self._cond:
+            if self._hold is None:
+                return
+            self._states.append((self._hold, self.submitted, self._held))
+            self._hold, self._held = None, {}
+            if self._since is None:
+                self._since = time.monotonic()
+            self._cond.notify()
+
+    @property
+    def healthy(self) -> bool:
+        """False while commits fail (see ``io_error``)."""
+        return self.io_error is None
 
     def urge(self) -> int:
         """Commit what is pending now, without waiting out the delay; returns the target count."""
@@ -183,11 +222,19 @@ class GroupCommitWriter:
         """Wait for a batch to be due and take it; None when stopping and nothing is left."""
         with self._cond:
             while True:
-                has_work = bool(self._records or self._acks or self._rotations or self._refused)
+                if self._stopping and self._hold is not None:
+                    self._release_locked()
+                n = self._batch_size()
+                has_work = bool(
+                    n or self._acks or self._rotations or self._refused or self._ready_states(n)
+                )
                 if not has_work:
-                    if self._stopping:
+                    if self._stopping and not self._records:
                         return None
-                    self._cond.wait()
+                    due = self._queue.marker_due_in()
+                    if due is not None and due <= 0:
+                        return _Batch([], [], {}, {}, {}, [], mark=True)
+                    self._cond.wait(due)
                     continue
                 due = (
                     self._stopping
@@ -200,24 +247,55 @@ class GroupCommitWriter:
                     if remaining > 0:
                         self._cond.wait(remaining)
                         continue
-                n = self._max_records
+                states = self._ready_states(n)
+                del self._states[: len(states)]
                 records, stamps = self._records[:n], self._stamps[:n]
                 del self._records[:n], self._stamps[:n]
+                self._handed += n
                 acks, self._acks = self._acks, {}
-                rotations, self._rotations = self._rotations, set()
+                rotations, self._rotations = self._rotations, {}
                 refused, self._refused = self._refused, {}
                 self._since = time.monotonic() if (self._records or self._acks) else None
-                return _Batch(records, stamps, acks, rotations, refused)
+                return _Batch(records, stamps, acks, rotations, refused, states)
+
+    def _batch_size(self) -> int:
+        """Records for the next batch: up to max_records, never beyond a staged state still
+        held, never splitting a released state's group (which may make it longer)."""
+        n = min(self._max_records, len(self._records))
+        if self._hold is not None:
+            n = min(n, max(0, self._hold - self._handed))
+        end = self._handed + n
+        for first, last, _ in self._states:
+            if first < end < last:
+                end = last
+        return min(end - self._handed, len(self._records))
+
+    def _ready_states(self, n: int) -> list[tuple[int, int, dict[str, bytes]]]:
+        end = self._handed + n
+        ready = []
+        for group in self._states:
+            if group[1] > end:
+                break
+            ready.append(group)
+        return ready
+
+    def _release_locked(self) -> None:
+        assert self._hold is not None
+        self._states.append((self._hold, self.submitted, self._held))
+        self._hold, self._held = None, {}
 
     def _put_back(self, b: _Batch) -> None:
         with self._cond:
             self._records[:0] = b.records
             self._stamps[:0] = b.stamps
+            self._handed -= len(b.records)
+            self._states[:0] = b.states
             for s, hw in b.acks.items():
                 self._acks[s] = max(hw, self._acks.get(s, 0))
             for key, n in b.refused.items():
                 self._refused[key] = self._refused.get(key, 0) + n
-            self._rotations |= b.rotations
+            for s, acked in b.rotations.items():
+                self._rotations[s] = max(acked, self._rotations.get(s, 0))
             if self._since is None:
                 self._since = time.monotonic()
 
@@ -226,18 +304,25 @@ class GroupCommitWriter:
             batch = self._take()
             if batch is None:
                 return
+            if batch.mark:
+                self._queue.write_marker()
+                continue
             records = batch.records
             start = time.perf_counter()
             rotated: dict[str, int] = {}
             try:
-                for stream in sorted(batch.rotations):
-                    rotated[stream] = self._queue.rotate_epoch(stream)
+                for stream, acked in sorted(batch.rotations.items()):
+                    rotated[stream] = self._queue.rotate_epoch(stream, acked)
                     batch.acks.pop(stream, None)
-                batch.rotations -= set(rotated)
+                    del batch.rotations[stream]
                 refused = [(s, n, reason) for (s, reason), n in sorted(batch.refused.items())]
-                ranges = self._queue.apply(records, batch.acks, batch.stamps, refused)
+                states: dict[str, bytes] = {}
+                for _, _, values in batch.states:
+                    states.update(values)
+                ranges = self._queue.apply(records, batch.acks, batch.stamps, refused, states)
             except Exception as exc:
                 self.errors += 1
+                self.io_error = f"{type(exc).__name__}: {exc}"
                 if self.errors == 1 or self.errors % 60 == 0:
                     _log.error(
                         "uplink queue commit failed (%s; %d failures so far); retrying every %.1fs",
@@ -251,6 +336,7 @@ class GroupCommitWriter:
                         return
                     self._cond.wait(self.RETRY_DELAY)
                 continue
+            self.io_error = None
             with self._cond:
                 self._taken += len(records)
                 # Counted until committed, so a quota check never misses bytes in transit.
@@ -258,6 +344,7 @@ class GroupCommitWriter:
                     self._pending_bytes[stream] -= len(payload)
             elapsed = (time.perf_counter() - start) * 1000.0
             self._deliver(CommitResult(len(records), ranges, rotated, elapsed))
+            self._queue.write_marker()  # if due: after the delivery, never delaying a flush
 
     def _deliver(self, result: CommitResult) -> None:
         try:

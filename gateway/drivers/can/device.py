@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gateway.config import DeviceConfig
+from gateway.core.guard import Faults, cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.can.dbc import compile_layout, load_dbc
 from gateway.drivers.can.j1939 import PGN_DM1, PGN_TP_CM, PGN_TP_DT, TransportReassembler
@@ -127,8 +128,9 @@ class CanDevice:
             raise ValueError(f"{config.name}: points name DBC signals; set can.dbc")
         layout = compile_layout(config, point_ids, load_dbc(self.can.dbc)) if self.can.dbc else []
         self.decoder = codec.SignalDecoder(layout, self.can.j1939)
-        self._on_batch = on_batch
-        self._on_event = on_event
+        self.faults = Faults(_log)  # a raising callback or decode step never ends the task
+        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
+        self._on_event = self.faults.wrap(f"device {self.name}: on_event", on_event)
         self._clock = clock
         self._all_ids = np.fromiter(point_ids.values(), np.uint32, len(point_ids))
         self._queue: collections.deque[Any] = collections.deque()
@@ -147,24 +149,35 @@ class CanDevice:
         self._task: asyncio.Task[None] | None = None
         self._online: bool | None = None
         self._last_rx = 0.0
+        self._turned = 0.0  # monotonic time the decode loop last woke
         self.frames = self.batches = self.unmatched = self.short = self.dropped = 0
         self.dm1 = self.send_errors = 0
+
+    # Event driven: a bus without traffic is quiet, not stalled (it goes offline after
+    # stale_after). Stalled means the decode loop stopped turning: see task_failure().
+    polled = False
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    def task_failure(self) -> str | None:
+        """Why the receive task ended or stopped turning (it wakes at least once a second)."""
+        why = ended_task(self._task)
+        if why or self._task is None or self._turned == 0.0:
+            return why
+        late = time.monotonic() - self._turned
+        limit = 3.0 * min(self.can.stale_after, 1.0) + self.can.batch_delay + 1.0
+        return f"decode loop has not turned for {late:.1f}s" if late > limit else None
+
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"can:{self.name}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def open_raw_socket(self) -> Any:
         """A non-blocking raw SocketCAN socket bound to the channel (tests substitute one)."""
@@ -251,7 +264,9 @@ class CanDevice:
 
     async def _decode_loop(self) -> None:
         stale = self.can.stale_after
+        place = f"device {self.name}: decode"
         while True:
+            self._turned = time.monotonic()
             try:
                 await asyncio.wait_for(self._wake.wait(), min(stale, 1.0))
             except TimeoutError:
@@ -262,35 +277,38 @@ class CanDevice:
                 if self._raw.count < self.can.batch_frames:
                     await asyncio.sleep(self.can.batch_delay)
                 self._wake.clear()
-                self._decode_raw()
+                self.faults.call(place, self._decode_raw)
                 continue
             if len(self._queue) < self.can.batch_frames:
                 await asyncio.sleep(self.can.batch_delay)
             self._wake.clear()
             while self._queue:
                 n = min(len(self._queue), self.can.batch_frames)
-                self._decode([self._queue.popleft() for _ in range(n)])
+                self.faults.call(place, self._decode, [self._queue.popleft() for _ in range(n)])
 
     # -- decoding ------------------------------------------------------------------------------
     def _decode_raw(self) -> None:
         raw = self._raw
         if raw is None:
             return
-        raw.drain()
-        n = raw.count
-        if n:
-            ids, data, dlc = socketcan_columns(raw.buf, n)
-            cols = self._cols
-            k = len(ids)
-            if k > len(cols.ids):
-                cols.__init__(k)  # type: ignore[misc]
-            cols.ids[:k], cols.data[:k], cols.dlc[:k] = ids, data, dlc
-            keep = (np.frombuffer(raw.buf, CAN_FRAME, n)["can_id"] & 0x60000000) == 0
-            cols.ts[:k] = self._raw_ts[:n][keep]
+        try:
+            raw.drain()
+            n = raw.count
+            if n:
+                ids, data, dlc = socketcan_columns(raw.buf, n)
+                cols = self._cols
+                k = len(ids)
+                if k > len(cols.ids):
+                    cols.__init__(k)  # type: ignore[misc]
+                cols.ids[:k], cols.data[:k], cols.dlc[:k] = ids, data, dlc
+                keep = (np.frombuffer(raw.buf, CAN_FRAME, n)["can_id"] & 0x60000000) == 0
+                cols.ts[:k] = self._raw_ts[:n][keep]
+                raw.count = 0
+                self._decode_columns(k)
+        finally:  # a batch that failed is dropped (counted by the caller), never re-decoded
             raw.count = 0
-            self._decode_columns(k)
-        with contextlib.suppress(Exception):  # resume reading if a full buffer paused it
-            asyncio.get_running_loop().add_reader(raw.sock.fileno(), self._raw_readable)
+            with contextlib.suppress(Exception):  # resume reading if a full buffer paused it
+                asyncio.get_running_loop().add_reader(raw.sock.fileno(), self._raw_readable)
 
     def _decode(self, msgs: list[Any]) -> None:
         self._decode_columns(self._cols.fill(msgs))
@@ -397,4 +415,5 @@ class CanDevice:
             "tp_completed": self.tp.completed,
             "tp_aborted": self.tp.aborted + self.tp.timeouts,
             "send_errors": self.send_errors,
+            "task_errors": self.faults.count,
         }

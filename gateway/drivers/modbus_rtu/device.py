@@ -16,7 +16,6 @@ what a dead slave costs the others on the line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from gateway.config import DeviceConfig
+from gateway.core.guard import cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_rtu.line import (
@@ -83,22 +83,40 @@ class ModbusRtuDevice:
         self.plan = build_plan(wire_config(config), point_ids)
         self.line = line if line is not None else make_line(config, clock)
         self.line.users.append(self)
-        self._on_batch = on_batch
-        self._on_event = on_event
         self._clock = clock
         self._frames = {id(b): rtu_frame(config.unit_id, b.adu_tail[5:]) for g in self.plan.groups
                         for b in g.blocks}  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
         self._link = LinkState(config.name, self.plan.point_ids, clock, on_batch, on_event)
+        self.faults = self._link.faults  # a raising callback or poll step never ends a task
+        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
         self._failures = 0
         self._last_rtt = float("nan")
         self.requests = self.responses = self.timeouts = self.retries = 0
         self.exceptions = self.bad_responses = self.skipped_polls = 0
         self.writes = self.write_errors = 0
 
+    polled = True  # every poll group yields a batch each period while online
+
     @property
     def name(self) -> str:
         return self.config.name
+
+    def cycle_bound(self, group: str) -> float:
+        """Longest a healthy poll cycle of ``group`` may take: each request, with its retries,
+        may wait behind one of every poll group of every slave on the line, all timing out."""
+        blocks = next((len(g.blocks) for g in self.plan.groups if g.name == group), 1)
+        groups = sum(len(u.plan.groups) for u in self.line.users if isinstance(u, ModbusRtuDevice))
+        per_request = (self.rtu.retries + 1) * (self.config.timeout + 256 * self.line.char_s)
+        return blocks * max(groups, 1) * per_request
+
+    def task_failure(self) -> str | None:
+        """Why a poll task or the line's task ended while it should run (None otherwise)."""
+        for task in self._tasks:
+            why = ended_task(task)
+            if why:
+                return why
+        return self.line.task_failure() if self._tasks else None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -116,10 +134,7 @@ class ModbusRtuDevice:
         if not tasks:
             return
         for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            await cancel_and_wait(t)
         await self.line.stop()
 
     # ---------------------------------------------------------------- link state
@@ -160,6 +175,7 @@ class ModbusRtuDevice:
             await asyncio.sleep(self.rtu.connect_delay)
         period = group.period
         due = loop.time()
+        place = f"device {self.name}: poll {group.name}"
         while True:
             if not self.line.opened.is_set():
                 await self.line.opened.wait()
@@ -167,7 +183,12 @@ class ModbusRtuDevice:
                     await asyncio.sleep(self.rtu.connect_delay)
                 due = loop.time()
             for block in group.blocks:
-                await self._poll_block(block)
+                try:
+                    await self._poll_block(block)
+                except Exception as exc:  # a bug or a callback: count it, keep polling
+                    self.faults.failed(place, exc)
+                else:
+                    self.faults.ok(place)
             due += period
             now = loop.time()
             if now - due >= period:
@@ -273,5 +294,6 @@ class ModbusRtuDevice:
             "last_rtt_ms": rtt * 1000.0 if rtt == rtt else float("nan"),
             "writes": self.writes,
             "write_errors": self.write_errors,
+            "task_errors": self.faults.count,
             **self.line.stats(),
         }

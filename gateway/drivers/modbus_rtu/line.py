@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway.config import DeviceConfig, RtuConfig
+from gateway.core.guard import Faults, cancel_and_wait, ended_task
 from gateway.impl import modbus
 
 _log = logging.getLogger(__name__)
@@ -106,11 +107,12 @@ class RtuLine:
         self.requests = self.responses = self.timeouts = self.unexpected = 0
         self.opens = self.open_failures = 0
         self.bytes_in = 0
+        self.faults = Faults(_log)
 
     # -- lifecycle (reference counted: every device on the line starts and stops it) ---------
     async def start(self) -> None:
         self._starts += 1
-        if self._task is None:
+        if self._task is None or self._task.done():  # a line task that died is started again
             self._task = asyncio.create_task(self._supervise(), name=f"rtu-line:{self.name}")
 
     async def stop(self) -> None:
@@ -118,9 +120,7 @@ class RtuLine:
         if self._starts > 0 or self._task is None:
             return
         task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def _supervise(self) -> None:
         attempt = 0
@@ -130,7 +130,7 @@ class RtuLine:
                 self._lost = loop.create_future()
                 try:
                     await self._open()
-                except (OSError, ValueError) as exc:
+                except Exception as exc:  # OSError, ValueError (bad settings); never fatal
                     self.open_failures += 1
                     self._down(f"cannot open {self.name}: {exc}")
                 else:
@@ -158,7 +158,14 @@ class RtuLine:
     def _down(self, reason: str) -> None:
         self._fail_pending(LineClosed(reason))
         for user in self.users:
-            user.line_down(reason)
+            try:
+                user.line_down(reason)
+            except Exception:  # one device's bug must not keep the line from reopening
+                _log.exception("line %s: telling a device it is down failed", self.name)
+
+    def task_failure(self) -> str | None:
+        """Why the line's task ended while devices use it (None while it runs)."""
+        return ended_task(self._task)
 
     def _lose(self, reason: str) -> None:
         if self._lost is not None and not self._lost.done():
@@ -188,7 +195,11 @@ class RtuLine:
             return
         ts = self._clock()
         if self.sniffer is not None:
-            self.sniffer(frames, ts)
+            # Called from the transport: an exception here would close the connection.
+            try:
+                self.sniffer(frames, ts)
+            except Exception as exc:
+                self.faults.failed(f"rtu line {self.name}: sniffed frames", exc)
         else:
             self._frames(frames, ts)
 

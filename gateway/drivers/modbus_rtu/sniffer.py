@@ -13,7 +13,6 @@ for three periods of its slowest poll group (the period the other master is expe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.config import DeviceConfig
+from gateway.core.guard import Faults, cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.modbus_rtu.device import wire_config
 from gateway.drivers.modbus_rtu.line import RtuLine, make_line
@@ -54,7 +54,13 @@ class _Dispatch:
             if req is None or device is None or function & 0x7F != req[0]:
                 self.unmatched += 1
                 continue
-            device.exchange(req[0], req[1], function, body, ts)
+            place = f"device {device.name}: sniffed exchange"
+            try:
+                device.exchange(req[0], req[1], function, body, ts)
+            except Exception as exc:  # one device's fault must not cost the others their frames
+                device.faults.failed(place, exc)
+            else:
+                device.faults.ok(place)
 
 
 class SniffedRtuDevice:
@@ -77,8 +83,9 @@ class SniffedRtuDevice:
         if not isinstance(dispatch, _Dispatch):
             dispatch = _Dispatch(self.line)
         dispatch.devices[config.unit_id] = self
-        self._on_batch = on_batch
-        self._on_event = on_event
+        self.faults = Faults(_log)  # a raising callback never ends a task or the line
+        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
+        self._on_event = self.faults.wrap(f"device {self.name}: on_event", on_event)
         self._clock = clock
         self._by_table: dict[str, list[PointSpec]] = {}
         for spec in self.plan.points.values():
@@ -89,22 +96,26 @@ class SniffedRtuDevice:
         self._watch: asyncio.Task[None] | None = None
         self.decoded = self.ignored = self.exceptions = 0
 
+    polled = False  # another master polls: silence is not a fault of ours
+
     @property
     def name(self) -> str:
         return self.config.name
 
+    def task_failure(self) -> str | None:
+        """Why the staleness watchdog or the line's task ended while running (None otherwise)."""
+        return ended_task(self._watch) or (self.line.task_failure() if self._watch else None)
+
     async def start(self) -> None:
         await self.line.start()
-        if self._watch is None:
+        if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watchdog(), name=f"sniff:{self.name}")
 
     async def stop(self) -> None:
         task, self._watch = self._watch, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await self.line.stop()
 
     async def write(self, point: str, value: float) -> None:
@@ -215,5 +226,6 @@ class SniffedRtuDevice:
             "sniffed_responses": self.decoded,
             "sniffed_ignored": self.ignored,
             "exceptions": self.exceptions,
+            "task_errors": self.faults.count + self.line.faults.count,
             **self.line.stats(),
         }

@@ -13,7 +13,6 @@ exponential backoff and jitter. While offline no further batches are emitted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -23,6 +22,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from gateway.config import DeviceConfig
+from gateway.core.guard import cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_tcp.client import (
@@ -79,6 +79,9 @@ def write_adu(plan: PollPlan, device: str, point: str, value: float) -> bytes:
 class ModbusTcpDevice:
     """One Modbus TCP device: one connection, one poll task per poll group, writes on demand.
 
+    Polled (``polled``): while online, every poll group yields a batch each period, so the
+    runtime's supervisor takes a silent group for a wedged task (gateway.core.supervisor).
+
     Parameters
     ----------
     config : the device's configuration.
@@ -98,13 +101,13 @@ class ModbusTcpDevice:
     ) -> None:
         self.config = config
         self.plan: PollPlan = build_plan(config, point_ids)
-        self._on_batch = on_batch
-        self._on_event = on_event
         self._clock = clock
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._conn: ModbusTcpConnection | None = None
         self._link = LinkState(config.name, self.plan.point_ids, clock, on_batch, on_event)
+        self.faults = self._link.faults  # a raising callback or poll step never ends a task
+        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
         self._failures = 0
         self._attempt = 0  # reconnect backoff exponent; reset by the first answer
         self._close_reason = ""
@@ -120,9 +123,21 @@ class ModbusTcpDevice:
         self.writes = 0
         self.write_errors = 0
 
+    polled = True
+
     @property
     def name(self) -> str:
         return self.config.name
+
+    def cycle_bound(self, group: str) -> float:
+        """Longest a healthy poll cycle of ``group`` may take: each of its requests may wait
+        behind one request of every other group (one in flight), each taking its timeout."""
+        blocks = next((len(g.blocks) for g in self.plan.groups if g.name == group), 1)
+        return blocks * len(self.plan.groups) * self.config.timeout
+
+    def task_failure(self) -> str | None:
+        """Why the connection task ended while it should run (None while it runs or stopped)."""
+        return ended_task(self._task)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -133,10 +148,7 @@ class ModbusTcpDevice:
     async def stop(self) -> None:
         """Cancel the poll tasks and close the socket. Raises no events."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _supervise(self) -> None:
         try:
@@ -146,7 +158,7 @@ class ModbusTcpDevice:
                     await conn.open(
                         self.config.host, self.config.port, max(2 * self.config.timeout, 1.0)
                     )
-                except (TimeoutError, OSError) as exc:
+                except Exception as exc:  # OSError, TimeoutError; anything else alike
                     self.connect_failures += 1
                     self._set_offline(f"connect to {self.config.host}:{self.config.port}: {exc}")
                     await asyncio.sleep(self._backoff())
@@ -215,10 +227,18 @@ class ModbusTcpDevice:
         loop = asyncio.get_running_loop()
         period = group.period
         due = loop.time()
+        place = f"device {self.name}: poll {group.name}"
         try:
             while True:
                 for block in group.blocks:
-                    await self._poll_block(conn, block)
+                    try:
+                        await self._poll_block(conn, block)
+                    except ConnectionClosed:
+                        raise
+                    except Exception as exc:  # a bug or a callback: count it, keep polling
+                        self.faults.failed(place, exc)
+                    else:
+                        self.faults.ok(place)
                 due += period
                 now = loop.time()
                 if now - due >= period:  # whole ticks missed: skip them, run one late tick
@@ -338,4 +358,5 @@ class ModbusTcpDevice:
             "last_rtt_ms": rtt * 1000.0 if rtt == rtt else float("nan"),
             "writes": self.writes,
             "write_errors": self.write_errors,
+            "task_errors": self.faults.count,
         }

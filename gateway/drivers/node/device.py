@@ -1,11 +1,13 @@
 """NodeDevice: one MicroPython sensor node, its readings in and its writes out.
 
-Readings frames are decoded in bulk (compiled ``decode_readings`` into uint8/float64 columns),
-mapped channel -> point id through a 256-entry lookup array and handed over as one
-:class:`SampleBatch`. Every readings frame is acknowledged with its sequence number; a frame
-whose sequence repeats the last one (the node retried because our ACK was lost) is
-acknowledged again but not ingested twice. Writes go out as WRITE frames with the gateway's own
-sequence and wait for the node's WRITE_ACK, retried like the node retries its readings.
+The link hands over only frames whose MAC under the node's key and replay counter checked out
+(or, for a node configured ``insecure: true``, format-1 frames). Readings frames are decoded in
+bulk (compiled ``decode_readings`` into uint8/float64 columns), mapped channel -> point id
+through a 256-entry lookup array and handed over as one :class:`SampleBatch`. Every readings
+frame is acknowledged with its sequence number; a frame whose sequence repeats the last one of
+the same session (the node retried because our ACK was lost) is acknowledged again but not
+ingested twice. Writes go out as WRITE frames with the gateway's own sequence and wait for the
+node's WRITE_ACK, retried like the node retries its readings (each attempt a new counter).
 
 Link state: online at the first frame, offline after ``stale_after`` without one.
 """
@@ -25,6 +27,7 @@ from gateway.config import DeviceConfig
 from gateway.core.model import DeviceEvent, SampleBatch
 from gateway.drivers.linkstate import LinkState
 from gateway.drivers.modbus_tcp.device import WriteError
+from gateway.drivers.node.keys import load_node_key
 from gateway.drivers.node.link import NodeLink, node_link
 from gateway.impl import node_frame as nf
 
@@ -49,12 +52,21 @@ class NodeDevice:
             raise ValueError(f"{config.name}: driver node needs a node section")
         self.config = config
         self.node_id = config.node.node_id
+        nd = config.node
+        if nd.key_file is not None:
+            key: bytes | None = load_node_key(nd.key_file)
+        elif nd.insecure:
+            key = None
+            _log.warning("%s: node %d sends unauthenticated frames (insecure: true): anyone "
+                         "who reaches %s can send its readings", config.name, self.node_id,
+                         nd.listen if nd.transport == "udp" else nd.port)  # fmt: skip
+        else:
+            raise ValueError(f"{config.name}: node needs key_file (or insecure: true)")
         self.link = link if link is not None else node_link(config, {}, clock)
-        if self.node_id in self.link.nodes:
-            raise ValueError(
-                f"{config.name}: node id {self.node_id} is used twice on {self.link.name}"
-            )
-        self.link.nodes[self.node_id] = self
+        try:
+            self.link.add(self.node_id, self, key)
+        except ValueError as exc:
+            raise ValueError(f"{config.name}: {exc}") from None
         self._on_batch = on_batch
         self._on_event = on_event
         self._clock = clock
@@ -71,6 +83,7 @@ class NodeDevice:
         self._channels = np.empty(255, np.uint8)
         self._values = np.empty(255, np.float64)
         self._last_seq: int | None = None
+        self._session = -1
         self._write_seq = 0
         self._acks: dict[int, asyncio.Future[int]] = {}
         self._link = LinkState(config.name, self._all_ids, clock, on_batch, on_event, kind="node")
@@ -78,6 +91,7 @@ class NodeDevice:
         self._watch: asyncio.Task[None] | None = None
         self.readings_frames = self.duplicates = self.bad_payloads = 0
         self.unmapped_readings = self.writes = self.write_errors = 0
+        self.sessions = self.forged = self.replayed = self.unauthenticated = 0
 
     @property
     def name(self) -> str:
@@ -118,7 +132,14 @@ class NodeDevice:
         self._link.down(reason)
 
     # -- frames from the node ---------------------------------------------------------------
-    def frame(self, ftype: int, seq: int, payload: bytes, ts: float, link: NodeLink) -> None:
+    def frame(
+        self, ftype: int, seq: int, payload: bytes, ts: float, link: NodeLink, epoch: int
+    ) -> None:
+        """An authentic, fresh frame of session ``epoch`` (0 for format-1 frames)."""
+        if epoch != self._session:  # a new session: the node's seq restarted or may have
+            self._session = epoch
+            self._last_seq = None
+            self.sessions += 1
         self._last_rx = time.monotonic()
         self._link.up(ts)
         if ftype == nf.T_READINGS:
@@ -128,12 +149,21 @@ class NodeDevice:
             if fut is not None and not fut.done():
                 fut.set_result(payload[0] if payload else 255)
 
+    def refused(self, status: int) -> None:
+        """A frame with this node's id the link refused (its reason in ``status``)."""
+        if status == nf.FORGED:
+            self.forged += 1
+        elif status == nf.REPLAY:
+            self.replayed += 1
+        else:
+            self.unauthenticated += 1
+
     def _readings(self, seq: int, payload: bytes, ts: float, link: NodeLink) -> None:
         n = nf.decode_readings(payload, self._channels, self._values)
         if n < 0:
             self.bad_payloads += 1
             return  # not acknowledged: the node retries, and the count shows the fault
-        link.send(self.node_id, nf.encode_frame(nf.T_ACK, self.node_id, seq))
+        link.send(self.node_id, nf.T_ACK, seq)
         if seq == self._last_seq:
             self.duplicates += 1
             return
@@ -166,12 +196,11 @@ class NodeDevice:
             raise WriteError(f"{point}: {value} out of range ({exc})", refused=True) from None
         self._write_seq = (self._write_seq + 1) & 0xFFFF
         seq = self._write_seq
-        frame = nf.encode_frame(nf.T_WRITE, self.node_id, seq, payload)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._acks[seq] = fut
         try:
             for _ in range(WRITE_ATTEMPTS):
-                if not self.link.send(self.node_id, frame):
+                if not self.link.send(self.node_id, nf.T_WRITE, seq, payload):
                     self.write_errors += 1
                     raise WriteError(f"{point}: node {self.name} has not been heard from")
                 try:
@@ -200,5 +229,9 @@ class NodeDevice:
             "unmapped_readings": self.unmapped_readings,
             "writes": self.writes,
             "write_errors": self.write_errors,
+            "sessions": self.sessions,
+            "forged_frames": self.forged,
+            "replayed_frames": self.replayed,
+            "unauthenticated_frames": self.unauthenticated,
             **self.link.stats(),
         }
