@@ -30,6 +30,7 @@ import argparse
 import csv
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import time
@@ -51,6 +52,7 @@ from hil_tests.rig import (  # noqa: E402
     cloud_process,
     curve_keys,
     gateway_status,
+    read_only,
     wait_for,
 )
 
@@ -214,6 +216,7 @@ class Soak:
         machine_cpu = psutil.cpu_percent()
         self._note_cloud_cpu()
         # The end: no more load; everything the gateway accepted must reach the cloud.
+        problems_under_load = gateway_status(self.status_addr).get("problems") or []
         for p in self.sims:
             p.stop()
         final_drain_s = self.final_drain(t_end)
@@ -233,6 +236,7 @@ class Soak:
             "final_drain_s": final_drain_s,
             "gw_rss_end": gw_rss_end,
             "problems": self.problems,
+            "gateway_problems_at_end": problems_under_load,
             "cpu": {
                 "gateway_pct": gw_cpu / (t_end - t0) * 100,
                 "receivers_pct": sum(self.cloud_cpu.values()) / (t_end - t0) * 100,
@@ -310,6 +314,16 @@ def growth(med: dict[tuple[int, str], float], cycles: int) -> tuple[float, dict[
     return (max(per.values()) if per else float("nan")), per
 
 
+def cloud_alarms(db: Path) -> list[str]:
+    """Alarms the receiver raised (duplicate identity, store replaced...); none in a clean soak."""
+    with read_only(db) as con:
+        try:
+            rows = con.execute("SELECT kind, detail FROM alarms").fetchall()
+        except sqlite3.OperationalError:  # a store from before the alarms table
+            return []
+    return [f"{k}: {d}" for k, d in rows]
+
+
 def report(
     work: Path,
     samples: list[Sample],
@@ -384,6 +398,12 @@ def report(
         f"values in the bench model's range: {scan.out_of_range} outside": scan.out_of_range == 0,
         f"uplink drops: {up.get('dropped', 0)}, gaps declared: 0": not up.get("dropped"),
         f"receiver stopped cleanly every time: {run['problems'] or 'yes'}": not run["problems"],
+        f"cloud alarms raised: {cloud_alarms(work / 'cloud.db') or 'none'}": not cloud_alarms(
+            work / "cloud.db"
+        ),
+        f"gateway /status problems at the end, under load: {run.get('gateway_problems_at_end') or 'none'}": not run.get(
+            "gateway_problems_at_end"
+        ),
         "every outage drained": all(o.drain_s is not None for o in outages),
     }
     print()
