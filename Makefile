@@ -57,11 +57,13 @@ micropython-check:
 	PY=$(PY) sh micropython/check.sh
 
 # Parsers and the rule-expression parser under hypothesis with 20k examples each
-# (compiled == pure, bounded buffers, clean errors); ~9 min. The receiver's message handling
-# (real sockets, up to 12 messages from 2 hostile peers per example) with 10k; ~3 min.
+# (compiled == pure, bounded buffers, clean errors), downlink commands (20k direct, 4k over the
+# wire); ~15 min. The receiver's message handling (real sockets, up to 12 messages from 2 hostile
+# peers per example) with 10k; ~3 min.
 fuzz: build
 	GATEWAY_FUZZ_EXAMPLES=20000 GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -o addopts= -p no:cacheprovider \
-		tests/test_node_frame.py tests/test_can_codec.py tests/test_modbus_parity.py tests/test_rtu_stream.py
+		tests/test_node_frame.py tests/test_can_codec.py tests/test_modbus_parity.py tests/test_rtu_stream.py \
+		tests/test_downlink_fuzz.py
 	GATEWAY_FUZZ_EXAMPLES=10000 $(VPY) -m pytest -q -o addopts= -p no:cacheprovider tests/test_receiver_fuzz.py
 	GATEWAY_FUZZ_EXAMPLES=20000 $(VPY) -m pytest -q -m slow -o addopts= tests/test_rules_fuzz.py
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway.config_input import InputError, read_text
 from gateway.config_rules import read_rule_files, read_virtual_points, rule_positions
 from gateway.config_schema import ACTIONS, REGISTER_WORDS, TABLES
 from gateway.config_yaml import BAD, ConfigError, ConfigIssue, Parsed, Reader, join, suggest
@@ -215,6 +216,7 @@ class GatewayConfig:
     metrics_listen: str | None = "127.0.0.1:9108"  # host:port for /metrics and /status, None = off
     ring_capacity: int = 128  # samples per point ring buffer (memory: 32 bytes per sample)
     stall_periods: int = 5  # poll periods without a batch before a device is restarted
+    max_model_bytes: int = 32 << 20  # largest model file the cloud may send (update_model)
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     uplink: UplinkConfig = field(default_factory=UplinkConfig)
@@ -245,18 +247,16 @@ def load_config(path: str | Path) -> GatewayConfig:
     """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_text(file, what="config file")
     except FileNotFoundError:
         issue = ConfigIssue(str(path), 0, 0, "", "file not found")
         raise ConfigError([issue], unreadable=True) from None
-    except UnicodeDecodeError as exc:
-        issue = ConfigIssue(str(path), 0, 0, "", f"not UTF-8 text ({exc.reason})")
-        raise ConfigError([issue], unreadable=True) from None
-    except OSError as exc:
-        issue = ConfigIssue(str(path), 0, 0, "", f"cannot read: {exc.strerror}")
-        raise ConfigError([issue], unreadable=True) from None
+    except InputError as exc:
+        raise ConfigError([ConfigIssue(str(path), 0, 0, "", str(exc))], unreadable=True) from None
     resolved = file.resolve()
-    return _Loader(str(path), resolved.parent).load(text, str(resolved))
+    loader = _Loader(str(path), resolved.parent)
+    loader.read_bytes += len(text)
+    return loader.load(text, str(resolved))
 
 
 def load_config_text(
@@ -322,6 +322,7 @@ class _Loader:
         self.virtual: set[str] = set()  # declared "virtual.<name>" points
         self.rule_file_paths: list[str] = []
         self.rule_names: dict[str, str] = {}  # name -> "file:line" of its first definition
+        self.read_bytes = 0  # of every file of this load, against config_input.MAX_TOTAL_BYTES
 
     def load(self, text: str, source: str) -> GatewayConfig:
         root = self.main.compose(text)

@@ -14,6 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gateway.config_input import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_ISSUES,
+    MAX_NODES,
+    MAX_NUMBER_CHARS,
+    MAX_TOTAL_BYTES,
+)
 from gateway.config_schema import FORMATS, REQUIRED, SECTIONS, TABLES, Option, Section
 from gateway.durations import ACCEPTED_FORMS, DURATION_PATTERN, format_duration
 
@@ -198,6 +206,13 @@ Editors with a YAML language server can check and complete the file with the JSO
 - Strings that YAML would read as something else must be quoted: `id: "42"`, `unit: "%"`.
 - Standard YAML anchors, aliases and `<<` merge keys work; a key written twice in one mapping is
   an error.
+- **Limits**, checked before a file is parsed: only regular files are read (not `/dev/zero`, a
+  FIFO or a directory), each at most {max_file} bytes and all files of one config (packs after
+  their parameters are substituted) at most {max_total}; nesting at most {max_depth} levels; at
+  most {max_nodes} values per file, counting each use of an alias as a copy (so anchors cannot
+  blow a small file up, and an anchor cannot contain itself); numbers at most {max_number}
+  characters. A file over a limit is refused with its file:line:column, at start, by
+  `gateway check` and on reload (the running rules stay). At most {max_issues} issues are listed.
 
 """
 
@@ -226,7 +241,17 @@ engine; the loader only checks that they are present and of the right type.
 
 def markdown_reference() -> str:
     """The text of ``docs/config.md``."""
-    parts = [_INTRO.format(durations=ACCEPTED_FORMS)]
+    parts = [
+        _INTRO.format(
+            durations=ACCEPTED_FORMS,
+            max_file=MAX_FILE_BYTES,
+            max_total=MAX_TOTAL_BYTES,
+            max_depth=MAX_DEPTH,
+            max_nodes=MAX_NODES,
+            max_number=MAX_NUMBER_CHARS,
+            max_issues=MAX_ISSUES,
+        )  # fmt: skip
+    ]
     for section in SECTIONS:
         parts.append(_markdown_section(section))
     parts.append(_CROSS_CHECKS)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway.config_input import MAX_FILE_BYTES, MAX_TOTAL_BYTES, InputError, read_text
 from gateway.config_schema import TABLES
 from gateway.config_yaml import BAD, Parsed, Reader, join, suggest
 
@@ -66,13 +67,15 @@ def read_rule_files(loader: Any, node: Node | None) -> list[RuleConfig | None]:
             continue
         listed[seen_key] = item.start_mark.line + 1
         try:
-            text = file.read_text(encoding="utf-8")
+            text = read_text(file, min(MAX_FILE_BYTES, MAX_TOTAL_BYTES - loader.read_bytes),
+                             what="rule file")  # fmt: skip
         except FileNotFoundError:
             main.error(written_node, path, f"rule file not found: {file}")
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            main.error(written_node, path, f"cannot read rule file {file}: {exc}")
+        except InputError as exc:
+            main.error(written_node, path, _total_hint(str(exc), loader.read_bytes))
             continue
+        loader.read_bytes += len(text)
         written = str(written_node.value)
         shown = (
             written
@@ -86,8 +89,15 @@ def read_rule_files(loader: Any, node: Node | None) -> list[RuleConfig | None]:
         if substituted is None:
             rules.append(None)
             continue
+        loader.read_bytes += len(substituted) - len(text)
         rules.extend(loader._rule_file(reader, substituted))
     return rules
+
+
+def _total_hint(message: str, read: int) -> str:
+    if read >= MAX_TOTAL_BYTES - MAX_FILE_BYTES:
+        return f"{message} (the config and its rule files together are limited to {MAX_TOTAL_BYTES} bytes)"
+    return message
 
 
 def _param_value(reader: Reader, node: Node, path: str) -> Any:
@@ -163,6 +173,12 @@ def apply_params(
                 )  # fmt: skip
     if len(reader.issues) > before or len(main.issues) > before:
         return None
+    grown = sum(len(_render(values[m.group(1)])) - len(m.group(0)) for m in _PARAM.finditer(text))
+    if len(text) + grown > MAX_FILE_BYTES:
+        main.error(entry, join(entry_path, "params"),
+                   f"the pack is {len(text) + grown} bytes after substituting its parameters; "
+                   f"at most {MAX_FILE_BYTES} are read (shorter values, or fewer uses)")  # fmt: skip
+        return None
     return _PARAM.sub(lambda m: _render(values[m.group(1)]), text)
 
 
@@ -185,10 +201,12 @@ def load_rule_file(
 
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        issue = ConfigIssue(str(path), 0, 0, "", f"cannot read: {exc}")
-        raise ConfigError([issue], unreadable=True) from None
+        text = read_text(file, what="rule file")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), 0, 0, "", "file not found")],
+                          unreadable=True) from None  # fmt: skip
+    except InputError as exc:
+        raise ConfigError([ConfigIssue(str(path), 0, 0, "", str(exc))], unreadable=True) from None
     loader = _Loader(str(path), file.resolve().parent)
     loader.points = None  # no device points: skip target checks
     reader = Reader(str(path), loader.base_dir, loader.issues)

@@ -208,6 +208,10 @@ _GATEWAY = Section(
                "stalled: its tasks are "
                "restarted and `driver_stalled:<device>` is raised while it lasts; 0 turns this off.", 5,
                minimum=0, maximum=10_000),
+        Option("max_model_bytes", "integer",
+               "Largest model file the cloud may send with `update_model` (bytes); larger ones "
+               "are refused before they are hashed or written.", 32 << 20,
+               minimum=1024, maximum=60 << 20),
     ),
 )  # fmt: skip
 

@@ -19,10 +19,14 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway.bounded import clip, clip_repr
+from gateway.config_input import MAX_ISSUES, MAX_NUMBER_CHARS, LimitError
+from gateway.config_input import compose as compose_bounded
 from gateway.config_schema import FORMATS, Option, Section
 from gateway.durations import ACCEPTED_FORMS, parse_duration
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,8 @@ def describe(node: Node, value: Any = None) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
-        return repr(value)
-    return f"{type(value).__name__} {node.value!r}"
+        return clip_repr(value)
+    return f"{type(value).__name__} {clip_repr(node.value)}"
 
 
 class _Bad:
@@ -134,14 +138,26 @@ class Reader:
         self._constructor = SafeConstructor()
 
     def error(self, node: Node | None, path: str, message: str) -> None:
+        if len(self.issues) >= MAX_ISSUES:  # a file of nothing but mistakes: enough to act on
+            if len(self.issues) == MAX_ISSUES:
+                msg = f"more than {MAX_ISSUES} issues; only the first are listed, fix those first"
+                self.issues.append(ConfigIssue(self.file, 0, 0, "", msg))
+            return
         mark = node.start_mark if node is not None else None
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         self.issues.append(ConfigIssue(self.file, line, column, path, message))
 
     def compose(self, text: str) -> Node | None:
-        """Parse ``text`` into a node tree; a syntax error becomes an issue and returns None."""
+        """Parse ``text`` into a node tree; a syntax error or a limit (nesting, size; see
+        :mod:`gateway.config_input`) becomes an issue and returns None."""
         try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
+            return compose_bounded(text)
+        except LimitError as exc:
+            mark = exc.problem_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+            self.issues.append(
+                ConfigIssue(self.file, line, column, "", f"{exc.problem}; not read further")
+            )
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or "invalid YAML"
@@ -159,10 +175,17 @@ class Reader:
 
     def scalar(self, node: Node, path: str) -> Any:
         """The Python value of a scalar node (YAML 1.1 core types), or BAD."""
+        if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+            self.error(node, path, f"a number of {len(node.value)} characters; at most "
+                       f"{MAX_NUMBER_CHARS} are read")  # fmt: skip
+            return BAD
         try:
             return self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.error(node, path, f"cannot read value: {getattr(exc, 'problem', exc)}")
+            return BAD
+        except (ValueError, OverflowError) as exc:  # e.g. a timestamp like 2024-13-45
+            self.error(node, path, f"cannot read value {clip(str(node.value))}: {exc}")
             return BAD
 
     def pairs(self, node: MappingNode, path: str) -> list[tuple[str, Node, Node]]:
@@ -184,7 +207,9 @@ class Reader:
             if key in own:
                 first = own[key][1].start_mark.line + 1
                 self.error(
-                    key_node, join(path, key), f"duplicate key '{key}' (first at line {first})"
+                    key_node,
+                    join(path, clip(key, 64)),
+                    f"duplicate key '{clip(key, 64)}' (first at line {first})",
                 )
                 continue
             own[key] = (key, key_node, value_node)
@@ -243,8 +268,10 @@ class Reader:
             key_path = join(path, key)
             if option is None:
                 valid = ", ".join(section.keys())
-                hint = suggest(key, section.keys())
-                self.error(key_node, key_path, f"unknown key '{key}'{hint}; valid keys: {valid}")
+                hint = suggest(key, section.keys()) if len(key) <= 64 else ""
+                shown = clip(key, 64)
+                self.error(key_node, join(path, shown),
+                           f"unknown key '{shown}'{hint}; valid keys: {valid}")  # fmt: skip
                 continue
             parsed.nodes[option.key] = value_node
             value = self.value(option, value_node, key_path)
@@ -303,7 +330,7 @@ class Reader:
                     self.error(
                         key_node,
                         join(path, key),
-                        f"expected {FORMATS['identifier'].hint}; got {key!r}",
+                        f"expected {FORMATS['identifier'].hint}; got {clip_repr(key)}",
                     )
                     continue
                 period = self.value(item, value_node, join(path, key))
@@ -385,14 +412,16 @@ class Reader:
                 self.error(node, path, f"'{value}' comes later; supported now: {supported}")
             else:
                 hint = suggest(value, option.choices)
-                self.error(node, path, f"expected {expectation(option)}; got {value!r}{hint}")
+                self.error(
+                    node, path, f"expected {expectation(option)}; got {clip_repr(value)}{hint}"
+                )
             return BAD
         if len(value.strip()) < max(option.min_length, 1 if option.kind == "path" else 0):
-            self.error(node, path, f"expected {expectation(option)}; got {value!r}")
+            self.error(node, path, f"expected {expectation(option)}; got {clip_repr(value)}")
             return BAD
         fmt = FORMATS[option.format] if option.format else None
         if fmt is not None and not fmt.check(value):
-            self.error(node, path, f"expected {fmt.hint}; got {value!r}")
+            self.error(node, path, f"expected {fmt.hint}; got {clip_repr(value)}")
             return BAD
         if option.kind == "path":
             return os.path.normpath(self.base_dir / Path(value).expanduser())

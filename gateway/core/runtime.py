@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.bounded import clip
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.core import commands, health, records, status
 from gateway.core.deadband import DeadbandFilter
@@ -98,6 +99,32 @@ def build_rule_engine(
     )
 
 
+def _read_config(source: str) -> GatewayConfig | str:
+    """The config at ``source`` for a reload, or why it cannot be used (bounded text)."""
+    try:
+        return load_config(source)
+    except ConfigError as exc:
+        return _first_issues(exc)
+    except Exception as exc:  # noqa: BLE001 - a bad file must never stop a running gateway
+        _log.exception("rule reload failed while reading %s", source)
+        return _unexpected(source, exc)
+
+
+def _unexpected(source: str, exc: Exception) -> str:
+    return (
+        f"{source}: cannot be applied ({type(exc).__name__}: {clip(str(exc))}); run "
+        "`gateway check` on it"
+    )
+
+
+def _first_issues(err: ConfigError, shown: int = 20) -> str:
+    """The first issues of a rejected reload: enough to act on, bounded for logs and events."""
+    lines = [clip(str(issue), 300) for issue in err.issues[:shown]]
+    if len(err.issues) > shown:
+        lines.append(f"... and {len(err.issues) - shown} more issues (`gateway check` lists all)")
+    return "\n".join(lines)
+
+
 class RuntimeStartError(RuntimeError):
     """The gateway cannot start as configured (the message says what to change)."""
 
@@ -133,7 +160,9 @@ class Runtime:
         self._deadband = DeadbandFilter(self.points)
         self.model_hash, self._model_payload = records.point_model(config.id, self.points.infos)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
-        self._write_tasks: set[asyncio.Task[None]] = set()
+        self._write_tasks: set[asyncio.Task[Any]] = set()
+        self._reload_task: asyncio.Task[dict[str, Any]] | None = None
+        self._reload_lock = asyncio.Lock()
         self.devices: dict[str, Device] = {}
         factory = DeviceFactory(clock)
         for dev in config.devices:
@@ -222,7 +251,7 @@ class Runtime:
                 self.faults.call("rules: tick", self._rule_tick)
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + RELOAD_POLL_S
-                    self.faults.call("rules: reload check", self.poll_rule_files)
+                    self.faults.call("rules: reload check", self._watch_rule_files)
                 self.selfcheck.tick()
                 # Liveness comes from this loop only: if it stops turning, the pings stop and
                 # systemd's watchdog restarts the process; /health goes stale the same way.
@@ -323,16 +352,41 @@ class Runtime:
         self._watched = stamps
         return self.reload_rules()
 
+    def _watch_rule_files(self) -> None:
+        """The run loop's file watch: a changed file is reloaded in the background."""
+        if self._reload_task is not None and not self._reload_task.done():
+            return
+        stamps = self._rule_file_stamps()
+        if stamps == self._watched:
+            return
+        self._watched = stamps
+        self._reload_task = asyncio.get_running_loop().create_task(self.reload_rules_async())
+        self._write_tasks.add(self._reload_task)
+        self._reload_task.add_done_callback(self._write_tasks.discard)
+
     def reload_rules(self) -> dict[str, Any]:
         """Re-read the config file and swap in its rules, all or nothing.
 
-        Also the entry point for a cloud "reload rules" command. Device and virtual-point
-        changes need a restart and are refused. Unchanged rules keep their state (holds,
-        windows, alarms). Returns ``{"ok", "error", "rules", "carried", "replaced"}``.
+        Device and virtual-point changes need a restart and are refused. Unchanged rules keep
+        their state (holds, windows, alarms). A file that cannot be read or used is refused with
+        a bounded message; the running rules stay. Returns ``{"ok", "error", "rules",
+        "carried", "replaced"}``. Blocking; a running gateway uses :meth:`reload_rules_async`.
         """
+        return self._apply_reload(_read_config(self.config.source))
+
+    async def reload_rules_async(self) -> dict[str, Any]:
+        """:meth:`reload_rules` with the files read and parsed in a worker thread, so that a
+        large file does not stall the event loop; one reload at a time. For the file watch and
+        the cloud's ``reload_rules`` command."""
+        async with self._reload_lock:
+            loaded = await asyncio.to_thread(_read_config, self.config.source)
+            return self._apply_reload(loaded)
+
+    def _apply_reload(self, new: GatewayConfig | str) -> dict[str, Any]:
         outcome: dict[str, Any] = {"ok": False, "error": "", "rules": len(self.rules.rule_names)}
+        if isinstance(new, str):
+            return self._reject(outcome, new)
         try:
-            new = load_config(self.config.source)
             if (
                 new.devices != self.config.devices
                 or new.virtual_points != self.config.virtual_points
@@ -342,16 +396,12 @@ class Runtime:
                     "restart the gateway to apply the rest"
                 )
             swaps = self._model_swaps(new)
-            engine = build_rule_engine(new, self.points, self.rules)
-        except ConfigError as exc:
-            outcome["error"] = str(exc)
+            engine = build_rule_engine(new, self.points, previous=self.rules)
         except RuleError as exc:
-            outcome["error"] = str(exc)
-        if outcome["error"]:
-            self.metrics.inc("rule_reloads_total", labels=(("outcome", "rejected"),))
-            _log.error("rule reload rejected, the old rules keep running:\n%s", outcome["error"])
-            self._event("rules", self.clock(), state="reload_rejected", detail=outcome["error"])
-            return outcome
+            return self._reject(outcome, str(exc)[:4000])
+        except Exception as exc:  # noqa: BLE001 - a bad file must never stop a running gateway
+            _log.exception("rule reload failed while applying %s", self.config.source)
+            return self._reject(outcome, _unexpected(self.config.source, exc))
         self.rules = engine
         self.config = dataclasses.replace(
             self.config, rules=new.rules, rule_files=new.rule_files, models=new.models
@@ -373,6 +423,13 @@ class Runtime:
         self._event(
             "rules", self.clock(), state="reloaded", rules=outcome["rules"], replaced=replaced
         )
+        return outcome
+
+    def _reject(self, outcome: dict[str, Any], error: str) -> dict[str, Any]:
+        outcome["error"] = error
+        self.metrics.inc("rule_reloads_total", labels=(("outcome", "rejected"),))
+        _log.error("rule reload rejected, the old rules keep running:\n%s", error)
+        self._event("rules", self.clock(), state="reload_rejected", detail=error)
         return outcome
 
     def _model_swaps(self, new: GatewayConfig) -> list[Any]:

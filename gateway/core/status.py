@@ -30,7 +30,7 @@ def describe_metrics(rt: Runtime) -> None:
     m.describe(
         "alarm_state_save_failures_total",
         "counter",
-        "Failed writes of alarms.json (state kept in memory and retried)",
+        "Alarm-state snapshots the queue could not take (kept in memory, retried with the next)",
     )
     m.describe("condition_active", "gauge", "1 while a gateway condition is active")
     m.describe("condition_episodes_total", "counter", "Times a gateway condition was raised")

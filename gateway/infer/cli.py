@@ -9,28 +9,39 @@ terminal sparkline per output.
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from gateway.bounded import clip
 from gateway.core.model import Quality, SampleBatch
 
 
 def read_recording(path: str) -> list[tuple[float, str, float]]:
+    """Rows ``(ts, point, value)`` of a CSV recording, by time; ValueError says what is wrong."""
+    if not os.path.isfile(path):
+        kind = "not found" if not os.path.exists(path) else "not a regular file"
+        raise ValueError(f"{path}: {kind}; --data takes a CSV file of ts,point,value")
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if not row or row[0].startswith("#"):
-                continue
-            if lineno == 1 and row[0].strip().lower() in ("ts", "time", "timestamp"):
-                continue
-            if len(row) != 3:
-                raise ValueError(f"{path}:{lineno}: expected ts,point,value; got {len(row)} fields")
-            try:
-                rows.append((float(row[0]), row[1].strip(), float(row[2])))
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: ts and value must be numbers: {row}") from None
+        try:
+            for lineno, row in enumerate(csv.reader(f), 1):
+                if not row or row[0].startswith("#"):
+                    continue
+                if lineno == 1 and row[0].strip().lower() in ("ts", "time", "timestamp"):
+                    continue
+                if len(row) != 3:
+                    raise ValueError(f"{path}:{lineno}: expected ts,point,value; got {len(row)} "
+                                     "fields")  # fmt: skip
+                try:
+                    rows.append((float(row[0]), row[1].strip(), float(row[2])))
+                except ValueError:
+                    raise ValueError(f"{path}:{lineno}: ts and value must be numbers: "
+                                     f"{clip(str(row))}") from None  # fmt: skip
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a CSV recording of ts,point,value: {exc}") from None
     rows.sort(key=lambda r: r[0])
     return rows
 

@@ -9,6 +9,7 @@ that exist, a model file that exists). Nothing here imports the interpreter.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -142,11 +143,11 @@ def _model(
                   "model and device names must differ")  # fmt: skip
         else:
             names[name] = line
-    if parsed.ok("file") and not os.path.isfile(values["file"]):
-        error(parsed.at("file"), join(path, "file"), f"model file not found: {values['file']}")
+    if parsed.ok("file") and (problem := _file_problem(values["file"], "model file")):
+        error(parsed.at("file"), join(path, "file"), problem)
     ref = values.get("reference")
-    if parsed.ok("reference") and ref is not None and not os.path.isfile(ref):
-        error(parsed.at("reference"), join(path, "reference"), f"reference file not found: {ref}")
+    if parsed.ok("reference") and ref is not None and (problem := _file_problem(ref, "reference")):
+        error(parsed.at("reference"), join(path, "reference"), problem)
     if parsed.ok("inputs"):
         for j, point in enumerate(values["inputs"]):
             if point not in points:
@@ -205,6 +206,19 @@ def _model(
         outputs=tuple(o for o in outputs if o is not None),
         source=f"{reader.file}:{line}",
     )
+
+
+def _file_problem(path: str, what: str) -> str | None:
+    """Why ``path`` cannot be a model or reference file (missing, not a regular file), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{what} not found: {path}"
+    except OSError as exc:
+        return f"cannot read {what} {path}: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"{what} {path} is not a regular file; only regular files are read"
+    return None
 
 
 def _has_issue_under(reader: Reader, path: str) -> bool:

@@ -12,18 +12,27 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from gateway.bounded import clip
+from gateway.config_input import InputError, read_bounded
 from gateway.infer.backend import make_interpreter
 from gateway.infer.config import ModelConfig
 from gateway.infer.features import check_features, extract, feature_length
 
 _QUANTIZED = (np.int8, np.uint8, np.int16)
+
+#: Largest model file read from disk (a guard against a wrong path; the cloud's limit is
+#: ``gateway.max_model_bytes``) and largest reference file.
+MAX_MODEL_FILE_BYTES = 256 << 20
+MAX_REFERENCE_BYTES = 32 << 20
+#: Deepest JSON nesting of a reference file (it needs 4).
+MAX_REFERENCE_DEPTH = 16
 
 
 class ModelError(ValueError):
@@ -54,14 +63,6 @@ class TensorInfo:
         scale, zp = detail.get("quantization", (0.0, 0))
         return cls(int(detail["index"]), tuple(int(d) for d in detail["shape"]),
                    np.dtype(detail["dtype"]).type, float(scale), int(zp))  # fmt: skip
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _LIMITS = {t: (float(np.iinfo(t).min), float(np.iinfo(t).max)) for t in _QUANTIZED}
@@ -143,10 +144,7 @@ class LoadedModel:
         """Read, verify (sha256), build and check a model; ``file``/``sha256`` override config."""
         path = file or config.file
         expected = sha256 or config.sha256
-        try:
-            content = Path(path).read_bytes()
-        except OSError as exc:
-            raise ModelError(f"model {config.name}: cannot read {path}: {exc.strerror}") from None
+        content = _read(config.name, path, MAX_MODEL_FILE_BYTES, "model file")
         actual = hashlib.sha256(content).hexdigest()
         if actual != expected:
             raise ModelError(
@@ -257,17 +255,52 @@ class Reference:
 
 
 def load_reference(path: str, model: str = "") -> Reference:
+    """Read a reference file: a regular file of at most :data:`MAX_REFERENCE_BYTES`, JSON
+    nested at most :data:`MAX_REFERENCE_DEPTH` deep (checked before parsing)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = _read(model, path, MAX_REFERENCE_BYTES, "reference file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"model {model}: reference {path} is not UTF-8 JSON ({exc})") from None
+    depth = json_depth(text)
+    if depth > MAX_REFERENCE_DEPTH:
+        raise ModelError(f"model {model}: reference {path} is nested {depth} levels deep; at "
+                         f"most {MAX_REFERENCE_DEPTH} (windows and outputs need 4)")  # fmt: skip
+    try:
+        data = json.loads(text)
         windows = np.asarray(data["windows"], np.float64)
         if windows.ndim == 2:
             windows = windows[:, :, None]
         outputs = [np.asarray(o, np.float64).reshape(len(windows), -1) for o in data["outputs"]]
         atol = float(data["atol"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"model {model}: reference {path} unusable: {exc}") from None
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ModelError(f"model {model}: reference {path} unusable: {clip(str(exc))}") from None
     meta = {k: v for k, v in data.items() if k not in ("windows", "outputs")}
     return Reference(windows, outputs, atol, meta)
+
+
+def _read(model: str, path: str, limit: int, what: str) -> bytes:
+    try:
+        return read_bounded(path, limit, what)
+    except FileNotFoundError:
+        raise ModelError(f"model {model}: {what} {path} not found") from None
+    except InputError as exc:
+        raise ModelError(f"model {model}: {exc}") from None
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting of JSON ``text`` (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for m in _JSON_TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,6 +46,8 @@ class DataError(ValueError):
 def read_data(path: str | Path) -> tuple[list[Row], list[str]]:
     """Samples of a CSV or JSONL recording in time order, and every point it names."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise DataError(f"{p}: not a regular file; the data is a CSV or JSONL recording")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -109,7 +111,7 @@ def _jsonl(p: Path, text: str) -> list[Row]:
         where = f"{p}:{lineno}"
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise DataError(f"{where}: invalid JSON: {exc}") from None
         if not isinstance(obj, dict) or "ts" not in obj:
             raise DataError(f"{where}: expected an object with 'ts'")

@@ -76,7 +76,6 @@ def run(
     probe: bool = False,
 ) -> Replay:  # fmt: skip
     """Load rules and data and replay; raises :class:`RulesTestError` with the message to show."""
-    import yaml
 
     from gateway.config import ConfigError, load_config
     from gateway.config_rules import load_rule_file
@@ -87,12 +86,8 @@ def run(
     except DataError as exc:
         raise RulesTestError(str(exc)) from None
     try:
-        try:
-            head = yaml.safe_load(Path(rules_path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            head = None
         periods = estimate_periods(rows)
-        if isinstance(head, dict) and "gateway" in head:
+        if _is_gateway_config(rules_path):
             from gateway.core.runtime import build_point_table
 
             config = load_config(rules_path)
@@ -196,3 +191,18 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--param", action="append", help="rule pack parameter NAME=VALUE (repeatable)")
     s.add_argument("--json", action="store_true", help="print effects as JSON lines")
     s.set_defaults(fn=main)
+
+
+def _is_gateway_config(path: str | Path) -> bool:
+    """A whole gateway config (a top-level ``gateway:``), as opposed to a rule file or pack;
+    read within the config limits (a bad file is reported by the loader that follows)."""
+    from yaml import YAMLError
+    from yaml.nodes import MappingNode
+
+    from gateway.config_input import InputError, compose, read_text
+
+    try:
+        root = compose(read_text(path))
+    except (OSError, InputError, YAMLError):
+        return False
+    return isinstance(root, MappingNode) and any(k.value == "gateway" for k, _ in root.value)

@@ -17,7 +17,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.config import UplinkConfig
-from gateway.uplink import keys, wire
+from gateway.uplink import cmdargs, keys, wire
 from gateway.uplink.outbox import next_message
 from gateway.uplink.queue import DurableQueue, QueueError, StreamInfo
 from gateway.uplink.writer import GroupCommitWriter
@@ -393,31 +393,38 @@ class SessionMixin:
         queue = self._queue
         if queue is None:
             return
-        try:
-            prior = await asyncio.to_thread(queue.command_begin, cmd.id, cmd.kind)
-        except (sqlite3.Error, QueueError) as exc:
-            # Not logged as begun, so not run (it could run twice otherwise): the cloud resends
-            # it after our next HELLO, when the disk may take the write again.
-            _log.error("command %s %s not run: the queue cannot record it (%s)", cmd.id,
-                       cmd.kind, exc)  # fmt: skip
-            return
-        if prior is not None:
-            self._commands_dup += 1
-            if prior[0] == "running":
-                return  # the first delivery is still executing and will answer
-            outcome, detail = prior
+        what = cmdargs.summary(cmd.id, cmd.kind, cmd.args)  # never the arguments themselves
+        refused = cmdargs.refusal(cmd.id, cmd.kind)
+        prior = None
+        if refused:
+            _log.warning("command %s refused: %s", what, refused)
+            outcome, detail = "failed", refused
         else:
-            self._commands_run += 1
             try:
-                outcome, detail = await self._execute(cmd)
-            except Exception as exc:  # a handler bug must not kill the uplink
-                _log.exception("command %s %s failed", cmd.id, cmd.kind)
-                outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
-            try:
-                await asyncio.to_thread(queue.command_end, cmd.id, outcome, detail)
-            except (sqlite3.Error, QueueError) as exc:  # a resend is answered "interrupted"
-                _log.error("command %s outcome not recorded (%s)", cmd.id, exc)
-            _log.info("command %s %s: %s", cmd.id, cmd.kind, outcome)  # args, detail: payloads
+                prior = await asyncio.to_thread(queue.command_begin, cmd.id, cmd.kind)
+            except (sqlite3.Error, QueueError) as exc:
+                # Not logged as begun, so not run (it could run twice otherwise): the cloud
+                # resends it after our next HELLO, when the disk may take the write again.
+                _log.error("command %s not run: the queue cannot record it (%s)", what, exc)
+                return
+            if prior is not None:
+                self._commands_dup += 1
+                if prior[0] == "running":
+                    return  # the first delivery is still executing and will answer
+                outcome, detail = prior
+            else:
+                self._commands_run += 1
+                try:
+                    outcome, detail = await self._execute(cmd)
+                except Exception as exc:  # a handler bug must not kill the uplink
+                    _log.exception("command %s failed", what)
+                    outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+                detail = cmdargs.detail(detail)
+                try:
+                    await asyncio.to_thread(queue.command_end, cmd.id, outcome, detail)
+                except (sqlite3.Error, QueueError) as exc:  # a resend is answered "interrupted"
+                    _log.error("command %s outcome not recorded (%s)", what, exc)
+                _log.info("command %s: %s", what, outcome)  # never the detail: it may echo args
         sock = self._sock
         if sock is not None and self._link == "connected":
             try:
