@@ -184,7 +184,10 @@ class Soak:
         self.start_cloud()
         self.gw.start()
         wait_for(
-            lambda: gateway_status(self.status_addr)["uplink"].get("link") == "connected",
+            lambda: (
+                self.alive() is None
+                and gateway_status(self.status_addr)["uplink"].get("link") == "connected"
+            ),
             60,
             "the gateway's uplink to connect",
         )
@@ -445,7 +448,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.cycles < 3:
         ap.error("--cycles must be >= 3: the first is warm-up, growth compares two after it")
-    work = args.work or ROOT / "build" / "soak" / time.strftime("%Y%m%dT%H%M%S")
+    # Absolute: the gateway resolves key paths against its config file's directory.
+    work = (args.work or ROOT / "build" / "soak" / time.strftime("%Y%m%dT%H%M%S")).resolve()
     if args.report_only:
         saved = json.loads((work / "run.json").read_text())
         args = argparse.Namespace(**{**vars(args), **saved["args"], "work": work})
