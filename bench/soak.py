@@ -183,14 +183,15 @@ class Soak:
             p.start()
         self.start_cloud()
         self.gw.start()
-        wait_for(
+        wait_for(  # true at once when a process died, so the error below is said at once
             lambda: (
-                self.alive() is None
-                and gateway_status(self.status_addr)["uplink"].get("link") == "connected"
+                any(p.poll() is not None for p in [*self.sims, self.gw])
+                or gateway_status(self.status_addr)["uplink"].get("link") == "connected"
             ),
             60,
             "the gateway's uplink to connect",
         )
+        self.alive()
         time.sleep(a.settle)
         gw = psutil.Process(self.gw.pid)
         sim_procs = [psutil.Process(p.pid) for p in self.sims]
