@@ -149,7 +149,11 @@ class Soak:
 
     # -- processes ----------------------------------------------------------------------------
     def start_cloud(self) -> None:
-        self.cloud = cloud_process(self.work, self.bind, self.pub, self.db, self.work / "cloud.log")
+        # Status lines once a day, i.e. never here: `--status-interval 0` makes run_cloud spin
+        # (asyncio.wait(timeout=0) in a loop: a full core), which would swamp the receiver's CPU.
+        self.cloud = cloud_process(
+            self.work, self.bind, self.pub, self.db, self.work / "cloud.log", status_interval=86400
+        )
         self.cloud.start()
 
     def stop_cloud(self) -> None:

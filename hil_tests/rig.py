@@ -76,13 +76,15 @@ def curve_keys(workdir: Path, gateway_id: str) -> dict[str, str]:
     return {"server_key": str(keys_dir / "cloud.key"), "key_dir": str(keys_dir)}
 
 
-def cloud_process(workdir: Path, bind: str, pub: str, db: Path, log: Path) -> ManagedProcess:
+def cloud_process(
+    workdir: Path, bind: str, pub: str, db: Path, log: Path, status_interval: float = 0
+) -> ManagedProcess:
     """``gateway cloud`` with the keys :func:`curve_keys` made in ``workdir`` (not started)."""
     return ManagedProcess(
         "cloud",
         [sys.executable, "-m", "gateway.cli", "cloud", "--keys-dir", str(workdir / "keys"),
          "--allow-dir", str(workdir / "allowed"), "--bind", bind, "--pub", pub, "--db", str(db),
-         "--status-interval", "0"],
+         "--status-interval", str(status_interval)],
         log, cwd=str(ROOT),
     )  # fmt: skip
 
