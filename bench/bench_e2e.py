@@ -9,7 +9,6 @@ reference) and the ratio of CPU spent.
 from __future__ import annotations
 
 import argparse
-import socket
 import sqlite3
 import statistics
 import sys
@@ -24,63 +23,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.loadrig import free_port_block, gateway_config, sim_processes  # noqa: E402
 from gateway.core.processes import ManagedProcess  # noqa: E402
-
-
-def free_port_block(n: int) -> int:
-    """A base port with n consecutive free ports after it (best effort, loopback only)."""
-    for base in range(21000, 60000, 97):
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
-def gateway_config(
-    work: Path, base: int, devices: int, registers: int, period: float, cloud: str, status: str
-) -> dict:
-    devs = []
-    for i in range(devices):
-        points = [
-            {"name": f"r{j}", "address": j, "type": "uint16", "poll": "fast"}
-            for j in range(registers)
-        ]
-        devs.append(
-            {
-                "name": f"dev{i}",
-                "host": "127.0.0.1",
-                "port": base + i,
-                "timeout": "1s",
-                "poll_groups": {"fast": period},
-                "points": points,
-            }
-        )
-    rules = [
-        {
-            "name": f"dev{i}_high",
-            "when": f"dev{i}.r0 > 65000 and dev{i}.r1 >= 0",
-            "for": "1s",
-            "actions": [{"alarm": f"dev{i} high {{dev{i}.r0}}"}],
-        }
-        for i in range(devices)
-    ]
-    return {
-        "gateway": {"id": "bench-gw", "data_dir": str(work / "data"), "metrics_listen": status},
-        "devices": devs,
-        "rules": rules,
-        "uplink": {
-            "endpoints": [cloud],
-            "queue": str(work / "data" / "queue.db"),
-            "insecure": True,
-        },
-    }
 
 
 def delivered(db: Path, t0: float, t1: float) -> int:
@@ -135,29 +79,7 @@ def main() -> int:
         )
     )
     py = [sys.executable, "-m", "gateway.cli", "--log-level", "warning"]
-    # Two simulator processes, so the devices are not the bottleneck on a 2-core machine.
-    half = (args.devices + 1) // 2
-    sims = [
-        ManagedProcess(
-            f"sim{k}",
-            [
-                *py,
-                "sim",
-                "--factory",
-                "bench",
-                "--devices",
-                str(n),
-                "--registers",
-                str(args.registers),
-                "--base-port",
-                str(b),
-            ],
-            work / f"sim{k}.log",
-            cwd=str(ROOT),
-        )
-        for k, (b, n) in enumerate([(base, half), (base + half, args.devices - half)])
-        if n
-    ]
+    sims = sim_processes(work, base, args.devices, args.registers)
     cloud = ManagedProcess(
         "cloud",
         [

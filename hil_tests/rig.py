@@ -7,12 +7,13 @@ queue file, the gateway's ``/status`` endpoint and the devices themselves (pymod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +59,89 @@ def standalone_demo_config() -> dict[str, Any]:
     return cfg
 
 
+def gateway_status(listen: str, timeout: float = 2.0) -> dict[str, Any]:
+    """The gateway's ``/status`` snapshot from its ``metrics_listen`` address (host:port)."""
+    with urllib.request.urlopen(f"http://{listen}/status", timeout=timeout) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+def curve_keys(workdir: Path, gateway_id: str) -> dict[str, str]:
+    """CurveZMQ as in production: a cloud key pair and the gateway's in ``workdir/keys``, the
+    gateway's public key allowed in ``workdir/allowed``; returns the gateway's ``uplink`` entries."""
+    keys_dir = workdir / "keys"
+    keys.create(keys_dir, "cloud", force=True)
+    keys.create(keys_dir, gateway_id, force=True)
+    keys.allow(keys_dir / f"{gateway_id}.key", workdir / "allowed")
+    return {"server_key": str(keys_dir / "cloud.key"), "key_dir": str(keys_dir)}
+
+
+def cloud_process(
+    workdir: Path, bind: str, pub: str, db: Path, log: Path, status_interval: float = 0
+) -> ManagedProcess:
+    """``gateway cloud`` with the keys :func:`curve_keys` made in ``workdir`` (not started)."""
+    return ManagedProcess(
+        "cloud",
+        [sys.executable, "-m", "gateway.cli", "cloud", "--keys-dir", str(workdir / "keys"),
+         "--allow-dir", str(workdir / "allowed"), "--bind", bind, "--pub", pub, "--db", str(db),
+         "--status-interval", str(status_interval)],
+        log, cwd=str(ROOT),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def read_only(db: Path, timeout: float = 10.0) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a SQLite file another process may be writing."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def check_sequences(db: Path, gateway: str) -> dict[str, int]:
+    """The cloud store's promise for one gateway: per (stream, epoch), records and announced gaps
+    (DROPs) together cover 1..hw with no hole and no overlap. Returns records stored per stream;
+    raises AssertionError naming the first hole. Duplicates cannot hide here (the key is the seq):
+    payload-level duplicates are the caller's check."""
+    with read_only(db) as con:
+        rows = con.execute(
+            "SELECT stream, epoch, seq FROM records WHERE gateway = ? ORDER BY stream, epoch, seq",
+            (gateway,),
+        ).fetchall()
+        gap_rows = con.execute(
+            "SELECT stream, epoch, first, last FROM gaps WHERE gateway = ?", (gateway,)
+        ).fetchall()
+        hws = {
+            (s, e): hw
+            for s, e, hw in con.execute(
+                "SELECT stream, epoch, hw FROM streams WHERE gateway = ?", (gateway,)
+            )
+        }
+    spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for stream, epoch, seq in rows:
+        spans.setdefault((stream, epoch), []).append((seq, seq))
+    for stream, epoch, first, last in gap_rows:
+        spans.setdefault((stream, epoch), []).append((first, last))
+    counts: dict[str, int] = {}
+    for (stream, epoch), items in spans.items():
+        items.sort()
+        expected = 1
+        for first, last in items:
+            assert first == expected, (
+                f"{stream}/{epoch}: seq {expected} missing"
+                if first > expected
+                else f"{stream}/{epoch}: seq {first} stored twice or inside a DROP"
+            )
+            expected = last + 1
+        assert hws.get((stream, epoch)) == expected - 1, (
+            f"{stream}/{epoch}: hw {hws.get((stream, epoch))}, records and gaps end at {expected - 1}"
+        )
+    for stream, _epoch, _seq in rows:
+        counts[stream] = counts.get(stream, 0) + 1
+    return counts
+
+
 @dataclass
 class CloudRecord:
     stream: str
@@ -99,26 +183,8 @@ class Rig:
                 cwd=str(ROOT),
             )
         cloud = self.spec["cloud"]
-        self.procs["cloud"] = ManagedProcess(
-            "cloud",
-            [
-                *py,
-                "cloud",
-                "--keys-dir",
-                str(self.workdir / "keys"),
-                "--allow-dir",
-                str(self.workdir / "allowed"),
-                "--bind",
-                cloud["bind"],
-                "--pub",
-                cloud["pub"],
-                "--db",
-                str(self.cloud_db),
-                "--status-interval",
-                "0",
-            ],
-            logs / "cloud.log",
-            cwd=str(ROOT),
+        self.procs["cloud"] = cloud_process(
+            self.workdir, cloud["bind"], cloud["pub"], self.cloud_db, logs / "cloud.log"
         )
         self.procs["gateway"] = ManagedProcess(
             "gateway", [*py, "run", str(self.config_path)], logs / "gateway.log", cwd=str(ROOT)
@@ -145,15 +211,8 @@ class Rig:
                 files[i] = str(source_dir / entry)
             else:
                 entry["include"] = str(source_dir / entry["include"])
-        # CurveZMQ as in production: the rig makes the keys and allows the gateway's.
-        keys_dir = self.workdir / "keys"
-        gw_id = cfg["gateway"]["id"]
-        keys.create(keys_dir, "cloud", force=True)
-        keys.create(keys_dir, gw_id, force=True)
-        keys.allow(keys_dir / f"{gw_id}.key", self.workdir / "allowed")
         cfg["uplink"].pop("insecure", None)
-        cfg["uplink"]["server_key"] = str(keys_dir / "cloud.key")
-        cfg["uplink"]["key_dir"] = str(keys_dir)
+        cfg["uplink"].update(curve_keys(self.workdir, cfg["gateway"]["id"]))
         return cfg
 
     # -- processes ----------------------------------------------------------------------------
@@ -170,10 +229,7 @@ class Rig:
 
     # -- probes -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        url = f"http://{self.spec['gateway']['status']}/status"
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
+        return gateway_status(self.spec["gateway"]["status"])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         wait_for(
@@ -208,11 +264,8 @@ class Rig:
 
     def queue_snapshot(self) -> dict[str, dict[int, bytes]]:
         """Every record the gateway's queue file holds now, per stream: ``{stream: {seq: payload}}``."""
-        con = sqlite3.connect(f"file:{self.queue_path}?mode=ro", uri=True, timeout=5)
-        try:
+        with read_only(self.queue_path, timeout=5) as con:
             rows = con.execute("SELECT stream, seq, payload FROM records").fetchall()
-        finally:
-            con.close()
         out: dict[str, dict[int, bytes]] = {}
         for stream, seq, payload in rows:
             out.setdefault(stream, {})[seq] = bytes(payload)

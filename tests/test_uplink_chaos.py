@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from gateway.core.processes import ManagedProcess
-from gateway.uplink import keys
+from hil_tests.rig import check_sequences, cloud_process, curve_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCER = str(ROOT / "tests" / "uplink_producer.py")
@@ -47,23 +47,14 @@ class ChaosRig:
         self.db = work / "cloud.db"
         self.accepted_log = work / "accepted.log"
         self.status = work / "producer.json"
-        kd = work / "keys"
-        keys.create(kd, "cloud")
-        keys.create(kd, GW)
-        keys.allow(kd / f"{GW}.key", work / "allowed")
+        curve_keys(work, GW)
         self.run_no = 0
         self.cloud = self._cloud()
         self.producer = self._producer()
         self.faults: list[str] = []
 
     def _cloud(self) -> ManagedProcess:
-        return ManagedProcess(
-            "cloud",
-            [sys.executable, "-m", "gateway.cli", "cloud", "--keys-dir", str(self.work / "keys"),
-             "--allow-dir", str(self.work / "allowed"), "--bind", self.endpoint, "--pub",
-             self.pub, "--db", str(self.db), "--status-interval", "0"],
-            self.work / "cloud.log", cwd=str(ROOT),
-        )  # fmt: skip
+        return cloud_process(self.work, self.endpoint, self.pub, self.db, self.work / "cloud.log")
 
     def _producer(self) -> ManagedProcess:
         self.run_no += 1
@@ -143,13 +134,11 @@ class ChaosRig:
         finally:
             con.close()
         per: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        seqs: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for stream, epoch, seq, payload in rows:
+        for stream, _epoch, _seq, payload in rows:
             run, i = (int(x) for x in payload.split(b":"))
             per[stream].append((run, i))
-            seqs[(stream, epoch)].append(seq)
-        for (stream, epoch), ss in seqs.items():
-            assert ss == list(range(1, len(ss) + 1)), f"{stream}/{epoch}: seqs not 1..n in order"
+        check_sequences(self.db, GW)  # no producer here drops: any gap is a hole
+        assert not _gaps(self.db), "a DROP was announced, but nothing was dropped"
         counts = {}
         for stream, items in per.items():
             assert len(items) == len(set(items)), f"{stream}: a record stored twice"
@@ -165,6 +154,14 @@ class ChaosRig:
                     assert got >= last + 1, f"{stream} run {run}: accepted {last + 1}, stored {got}"
             counts[stream] = len(items)
         return counts
+
+
+def _gaps(db: Path) -> list[tuple[str, int, int]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT stream, first, last FROM gaps").fetchall()
+    finally:
+        con.close()
 
 
 def _chaos(tmp_path: Path, seconds: float, min_faults: int, rate: float, flowed: float) -> None:

@@ -170,3 +170,34 @@ def test_fifty_secure_gateways_at_once(tmp_path: Path) -> None:
                 ]
 
     run(scenario(), timeout=120)
+
+
+def test_gateway_cloud_without_status_lines_idles(tmp_path: Path) -> None:
+    """``--status-interval 0`` (no status lines) once spun the receiver's loop on a whole core."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "cloud", "--insecure", "--bind",
+         "tcp://127.0.0.1:0", "--pub", "", "--db", str(tmp_path / "c.db"),
+         "--status-interval", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        p = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "c.db").exists():  # the store is open: start-up is over
+            assert proc.poll() is None, "gateway cloud exited at start"
+            assert time.monotonic() < deadline, "gateway cloud did not open its store in 20 s"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        before, t0 = sum(p.cpu_times()[:2]), time.monotonic()
+        time.sleep(2.0)
+        used, wall = sum(p.cpu_times()[:2]) - before, time.monotonic() - t0
+        assert used < 0.25 * wall, f"an idle receiver used {used:.2f} s of CPU in {wall:.1f} s"
+    finally:
+        proc.terminate()
+        proc.wait(10)

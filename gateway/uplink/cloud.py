@@ -75,9 +75,12 @@ async def run_cloud(
                 f"store {db_path}",
                 flush=True,
             )
+        # status_interval 0 means no status lines: wait for the receiver alone (a zero timeout
+        # would spin this loop on a whole core).
+        interval = status_interval if print_status and status_interval > 0 else None
         while not task.done():
-            await asyncio.wait({task}, timeout=status_interval)
-            if print_status and not task.done():
+            await asyncio.wait({task}, timeout=interval)
+            if interval is not None and not task.done():
                 for line in status_lines(receiver):
                     print(line, flush=True)
         await task
