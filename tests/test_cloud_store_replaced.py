@@ -11,16 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from uplink_support import bounded, run, running_receiver, wait_until
+from uplink_support import bounded, demo_config, run, running_receiver, wait_until
 
-from gateway.config import UplinkConfig, load_config
+from gateway.config import UplinkConfig
 from gateway.core.records import decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
 from gateway.uplink.client import Uplink
 from gateway.uplink.store import SQLiteCloudStore
-
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 
 
 def _acked(up: Uplink) -> int:
@@ -112,19 +110,7 @@ def test_runtime_resends_its_point_model_to_a_store_that_lost_it(tmp_path: Path)
         specs = [dataclasses.replace(s, port=0) for s in demo_factory()]
         store = SQLiteCloudStore(path)
         async with Factory(specs) as factory, running_receiver(store) as rx:
-            base = load_config(DEMO)
-            config = dataclasses.replace(
-                base,
-                data_dir=str(tmp_path),
-                metrics_listen=None,
-                devices=tuple(
-                    dataclasses.replace(d, port=factory.ports[d.name]) for d in base.devices
-                ),
-                uplink=dataclasses.replace(
-                    base.uplink, endpoints=(rx.endpoint,), queue=str(tmp_path / "q.db"),
-                    insecure=True,
-                ),
-            )  # fmt: skip
+            config = demo_config(tmp_path, factory.ports, rx.endpoint, tmp_path / "q.db")
             runtime = Runtime(config)
             stop = asyncio.Event()
             task = asyncio.create_task(runtime.run(stop))

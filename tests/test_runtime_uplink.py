@@ -8,15 +8,12 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from uplink_support import bounded, run, running_receiver, wait_until
+from uplink_support import DEMO, bounded, demo_config, run, running_receiver, wait_until
 
-from gateway.config import load_config
 from gateway.core.records import decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
 from gateway.uplink.store import SQLiteCloudStore
-
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 
 
 def test_cloud_write_command_reaches_the_device_and_corrupt_queue_raises_an_alarm(
@@ -29,18 +26,7 @@ def test_cloud_write_command_reaches_the_device_and_corrupt_queue_raises_an_alar
         specs = [dataclasses.replace(s, port=0) for s in demo_factory()]
         store = SQLiteCloudStore(str(tmp_path / "cloud.db"))
         async with Factory(specs) as factory, running_receiver(store) as rx:
-            base = load_config(DEMO)
-            config = dataclasses.replace(
-                base,
-                data_dir=str(tmp_path),
-                metrics_listen=None,
-                devices=tuple(
-                    dataclasses.replace(d, port=factory.ports[d.name]) for d in base.devices
-                ),
-                uplink=dataclasses.replace(
-                    base.uplink, endpoints=(rx.endpoint,), queue=str(queue), insecure=True
-                ),
-            )
+            config = demo_config(tmp_path, factory.ports, rx.endpoint, queue)
             runtime = Runtime(config)
             stop = asyncio.Event()
             task = asyncio.create_task(runtime.run(stop))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from gateway.config import GatewayConfig, load_config
 from gateway.uplink import keys, wire
 from gateway.uplink.receiver import CloudReceiver
 from gateway.uplink.store import CloudStore, SQLiteCloudStore
@@ -124,3 +126,23 @@ class RawPeer:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+
+
+def demo_config(
+    tmp_path: Path, ports: dict[str, int], endpoint: str, queue: str | Path
+) -> GatewayConfig:
+    """``examples/demo.yaml`` against simulated devices on ``ports`` and a plaintext receiver at
+    ``endpoint``, with its data in ``tmp_path`` (no status listener)."""
+    base = load_config(DEMO)
+    return dataclasses.replace(
+        base,
+        data_dir=str(tmp_path),
+        metrics_listen=None,
+        devices=tuple(dataclasses.replace(d, port=ports[d.name]) for d in base.devices),
+        uplink=dataclasses.replace(
+            base.uplink, endpoints=(endpoint,), queue=str(queue), insecure=True
+        ),
+    )
