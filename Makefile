@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.deps-stamp
 .PHONY: demo test test-native test-pure hil build lint bench soak slow fuzz chaos clean venv \
 	micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
 
-$(STAMP): pyproject.toml requirements-dev.txt
+$(STAMP): pyproject.toml requirements-dev.txt packaging/runtime-requirements.txt
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements-dev.txt

@@ -64,15 +64,15 @@ def version() -> str:
 
 
 def pins() -> list[str]:
-    """The runtime dependencies at the versions CI tests (requirements-dev.txt)."""
+    """The runtime dependencies at the versions CI tests (packaging/runtime-requirements.txt)."""
     found = {}
-    for line in (ROOT / "requirements-dev.txt").read_text().splitlines():
+    for line in (PKG / "runtime-requirements.txt").read_text().splitlines():
         name, _, ver = line.partition("==")
         if name in RUNTIME_DEPS:
             found[name] = f"{name}=={ver.strip()}"
     missing = set(RUNTIME_DEPS) - set(found)
     if missing:
-        raise SystemExit(f"requirements-dev.txt pins none of {sorted(missing)}")
+        raise SystemExit(f"runtime-requirements.txt pins none of {sorted(missing)}")
     return [found[n] for n in RUNTIME_DEPS]
 
 

@@ -37,7 +37,8 @@ for m in 36 34 31 28 27 26 24 17; do plats="$plats --platform manylinux_2_${m}_a
 # shellcheck disable=SC2086,SC2046 # one word per option and per pinned requirement
 "$py" -m pip download -q --only-binary=:all: $plats --platform manylinux2014_aarch64 \
     --python-version 3.11 --implementation cp -d packaging/wheelhouse \
-    $(grep -E '^(pyzmq|msgpack|PyYAML|numpy|setuptools|Cython)==' requirements-dev.txt) wheel
+    $(grep -E '^(pyzmq|msgpack|PyYAML|numpy)==' packaging/runtime-requirements.txt) \
+    $(grep -E '^(setuptools|Cython)==' requirements-dev.txt) wheel
 
 echo "== build $tag"
 t0=$(date +%s)
