@@ -104,3 +104,14 @@ def test_the_stated_limits_and_outcomes_are_the_enforced_ones(tmp_path: Path) ->
     assert outcomes >= {"ok", "failed", "unsupported", "interrupted"}, outcomes
     unnamed = {o for o in outcomes if f"`{o}`" not in text}
     assert not unnamed, f"RESULT outcomes the doc does not explain: {unnamed}"
+
+
+def test_every_other_list_of_command_kinds_names_them_all() -> None:
+    """The README's summary and the CMD row of the message table list the same kinds."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    summary = re.search(r"commands down \(([^)]*)\)", readme)
+    assert summary, "README.md: the sentence 'The cloud can send commands down (...)' is gone"
+    cmd_row = next(line for line in DOC.read_text().splitlines() if line.startswith("| CMD"))
+    for where, text in (("README.md", summary.group(1)), ("the CMD row", cmd_row.split("|")[4])):
+        listed = set(re.findall(r"`(\w+)`", text))
+        assert listed == _code_kinds(), f"{where} lists {listed}, the code has {_code_kinds()}"
