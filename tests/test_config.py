@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config_docs
 from gateway.config import (
     AlarmAction,
     ConfigError,
@@ -28,7 +27,9 @@ from gateway.config import (
     load_config,
     load_config_text,
 )
-from gateway.config_schema import REQUIRED, TABLES
+from gateway.config import docs as config_docs
+from gateway.config.options import REQUIRED
+from gateway.config.schema import TABLES
 from gateway.durations import format_duration, parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,13 +294,13 @@ def test_format_duration_round_trips(seconds: float) -> None:
 
 def test_committed_schema_is_generated() -> None:
     committed = config_docs.SCHEMA_PATH.read_text(encoding="utf-8")
-    assert committed == config_docs.schema_text(), "run: python -m gateway.config_docs"
+    assert committed == config_docs.schema_text(), "run: python -m gateway.config.docs"
     assert json.loads(committed)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
 def test_committed_docs_are_generated() -> None:
     committed = config_docs.DOCS_PATH.read_text(encoding="utf-8")
-    assert committed == config_docs.markdown_reference(), "run: python -m gateway.config_docs"
+    assert committed == config_docs.markdown_reference(), "run: python -m gateway.config.docs"
     for section in TABLES.values():
         for opt in section.options:
             assert f"| `{opt.key}` |" in committed

@@ -1,8 +1,8 @@
 """The ``models:`` section of the config: dataclasses and the cross checks a table cannot express.
 
-The option tables (``model``, ``model_window``, ``model_features``, ``model_output``) live in
-:mod:`gateway.config_schema` with every other table; this module only turns parsed sections into
-:class:`ModelConfig` and checks names and references (unique names, no clash with a device, inputs
+The option tables (``model``, ``model_window``, ``model_features``, ``model_output``) are here too
+(:mod:`gateway.config.schema` lists them with every other table); this module turns parsed
+sections into :class:`ModelConfig` and checks names and references (unique names, no clash with a device, inputs
 that exist, a model file that exists). Nothing here imports the interpreter.
 """
 
@@ -12,12 +12,12 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from yaml.nodes import Node
 
-from gateway.config_schema import TABLES
-from gateway.config_yaml import Parsed, Reader, join, suggest
+from gateway.config.options import Option, Section
+from gateway.config.reader import Parsed, Reader, join, suggest
 
 STATS = ("mean", "std", "rms", "min", "max", "p2p", "crest", "kurtosis", "skew")
 
@@ -83,11 +83,111 @@ class ModelConfig:
         return [f"{self.name}.{o.name}" for o in self.outputs]
 
 
-def _scalars(parsed: Parsed, table: str) -> dict[str, object]:
-    structural = ("section", "section_list", "actions")
-    return {
-        o.field: parsed.values[o.key] for o in TABLES[table].options if o.kind not in structural
-    }
+_MODEL = Section(
+    "model",
+    "models[]",
+    "models[]",
+    "A TFLite model run on windows of points in a worker thread. Each output becomes the point "
+    "`<name>.<output>` with the window's end timestamp, seen by rules, the uplink and other "
+    "models.",
+    (
+        Option("name", "string", "Model name; the first half of its output points. Unique, and "
+               "not the name of a device.", format="identifier"),
+        Option("file", "path", "The .tflite file (relative: to the config file)."),
+        Option("sha256", "string", "SHA-256 of the file, verified at every load; a mismatch "
+               "disables the model and raises an alarm.", format="sha256"),
+        Option("reference", "path", "JSON file with reference windows and the outputs expected "
+               "for them; the start-up and hot-swap self-test runs it. null: no self-test.",
+               None, nullable=True),
+        Option("inputs", "string_list", "Points whose windows feed the model, one channel each.",
+               min_items=1, format="point_ref"),
+        Option("window", "section", "How windows are cut from the inputs' ring buffers.",
+               table="model_window"),
+        Option("features", "section", "Feature extraction between window and model.", {},
+               nullable=True, table="model_features", default_doc="raw window"),
+        Option("outputs", "section_list", "Output points of the model.", min_items=1,
+               table="model_output"),
+        Option("threads", "integer", "Interpreter threads (1 is fastest for small models).", 1,
+               minimum=1, maximum=16),
+        Option("delegate", "choice", "`edgetpu` loads libedgetpu.so.1 and falls back to the CPU "
+               "with a warning when it cannot.", "none", choices=("none", "edgetpu")),
+        Option("queue", "integer", "Windows waiting for the worker; when full the oldest is "
+               "dropped and counted.", 64, minimum=1, maximum=100_000),
+        Option("batch", "integer", "Most windows run in one invoke when several are ready.", 8,
+               minimum=1, maximum=1024),
+        Option("enabled", "boolean", "Disabled models keep their output points but never run.",
+               True),
+    ),
+)  # fmt: skip
+
+_MODEL_WINDOW = Section(
+    "model_window",
+    "models[].window",
+    "models[].window",
+    "A window is `length` samples per input; a new one starts every `hop` samples.",
+    (
+        Option("length", "integer", "Samples per window and input.", minimum=1,
+               maximum=1_000_000),
+        Option("hop", "integer", "Samples between window starts (`length / 2` is 50 % overlap).",
+               minimum=1, maximum=1_000_000),
+        Option("rate", "number", "Resample the inputs to this rate (Hz) by linear interpolation, "
+               "for irregular samples (polling); null: use the newest `length` samples as they "
+               "are (a regularly sampled stream).", None, minimum=0, exclusive_minimum=True,
+               nullable=True),
+        Option("max_gap", "duration", "With `rate`: a gap between samples longer than this "
+               "skips the window (counted); null: 10 sample periods.", None, minimum=0,
+               exclusive_minimum=True, nullable=True),
+        Option("capacity", "integer", "Ring buffer size requested for the input points; null: "
+               "the larger of `gateway.ring_capacity` and twice the samples a window spans.",
+               None, minimum=2, maximum=10_000_000, nullable=True),
+    ),
+)  # fmt: skip
+
+_MODEL_FEATURES = Section(
+    "model_features",
+    "models[].features",
+    "models[].features",
+    "Computed per input channel in the worker; the feature vector must fill the model's input "
+    "tensor (its shape is checked at load).",
+    (
+        Option("kind", "choice", "`raw`: the window itself; `stats`: window statistics; `fft`: "
+               "energies of equal-width frequency bands from 0 to Nyquist (DC excluded).", "raw",
+               choices=("raw", "stats", "fft")),
+        Option("stats", "string_list", "Statistics for `kind: stats`, from mean, std, rms, min, "
+               "max, p2p, crest, kurtosis, skew.",
+               ("mean", "std", "rms", "p2p", "crest", "kurtosis"), min_items=1),
+        Option("bands", "integer", "Frequency bands for `kind: fft`.", 8, minimum=1,
+               maximum=4096),
+        Option("log", "boolean", "`fft`: log10 of the band energies (energy + 1e-12).", False),
+        Option("center", "boolean", "`raw`: subtract the window mean first (`fft` always "
+               "leaves out DC).", False),
+        Option("offset", "number", "Subtracted from every feature ...", 0.0),
+        Option("scale", "number", "... then every feature is multiplied by this.", 1.0,
+               nonzero=True),
+    ),
+)  # fmt: skip
+
+_MODEL_OUTPUT = Section(
+    "model_output",
+    "models[].outputs[]",
+    "models[].outputs[]",
+    "One output point `<model>.<name>`: one element of an output tensor (dequantized for int8 "
+    "models), times `scale` plus `offset`.",
+    (
+        Option("name", "string", "Output name.", format="identifier"),
+        Option("tensor", "integer", "Index into the model's output tensors.", 0, minimum=0),
+        Option("element", "integer", "Element of the tensor's per-window values (row-major).",
+               0, minimum=0),
+        Option("reduce", "choice", "`value`: the element; `argmax` / `max`: index or value of "
+               "the largest element (classifiers).", "value", choices=("value", "argmax", "max")),
+        Option("scale", "number", "Multiplier.", 1.0),
+        Option("offset", "number", "Added after scaling.", 0.0),
+        Option("unit", "string", "Unit of the output point.", ""),
+    ),
+)  # fmt: skip
+
+#: The tables of the ``models:`` section, in document order.
+MODEL_TABLES: Final[tuple[Section, ...]] = (_MODEL, _MODEL_WINDOW, _MODEL_FEATURES, _MODEL_OUTPUT)
 
 
 def read_models(
@@ -104,7 +204,7 @@ def read_models(
     models: list[ModelConfig | None] = []
     for i, item in enumerate(node.value):
         path = join("models", i)
-        parsed = reader.section(item, path, TABLES["model"])
+        parsed = reader.section(item, path, _MODEL)
         if parsed is None:
             models.append(None)
             continue
@@ -155,8 +255,8 @@ def _model(
                 error(node, join(path, "inputs", j),
                       f"unknown point '{point}'{suggest(point, points)}; inputs are device points "
                       "or outputs of models listed earlier")  # fmt: skip
-    window = _sub(reader, parsed, path, "window", "model_window")
-    features = _sub(reader, parsed, path, "features", "model_features")
+    window = _sub(reader, parsed, path, "window", _MODEL_WINDOW)
+    features = _sub(reader, parsed, path, "features", _MODEL_FEATURES)
     if (
         window is not None
         and window.ok("length", "hop")
@@ -175,7 +275,7 @@ def _model(
     node = values.get("outputs")
     for j, item in enumerate(node.value if isinstance(node, Node) else ()):
         opath = join(path, "outputs", j)
-        out = reader.section(item, opath, TABLES["model_output"])
+        out = reader.section(item, opath, _MODEL_OUTPUT)
         if out is None or out.bad:
             outputs.append(None)
             continue
@@ -184,7 +284,7 @@ def _model(
             outputs.append(None)
             continue
         seen.add(out.values["name"])
-        outputs.append(OutputConfig(**_scalars(out, "model_output")))  # type: ignore[arg-type]
+        outputs.append(OutputConfig(**out.fields()))  # type: ignore[arg-type]
     if (
         parsed.bad
         or window is None
@@ -196,10 +296,10 @@ def _model(
     ):
         return None
     return ModelConfig(
-        **_scalars(parsed, "model"),  # type: ignore[arg-type]
-        window=WindowConfig(**_scalars(window, "model_window")),  # type: ignore[arg-type]
+        **parsed.fields(),  # type: ignore[arg-type]
+        window=WindowConfig(**window.fields()),  # type: ignore[arg-type]
         features=(
-            FeatureConfig(**_scalars(features, "model_features"))  # type: ignore[arg-type]
+            FeatureConfig(**features.fields())  # type: ignore[arg-type]
             if features is not None
             else FeatureConfig()
         ),
@@ -225,8 +325,8 @@ def _has_issue_under(reader: Reader, path: str) -> bool:
     return any(i.file == reader.file and i.path.startswith(path + ".") for i in reader.issues)
 
 
-def _sub(reader: Reader, parsed: Parsed, path: str, key: str, table: str) -> Parsed | None:
+def _sub(reader: Reader, parsed: Parsed, path: str, key: str, table: Section) -> Parsed | None:
     node = parsed.values.get(key)
     if not isinstance(node, Node):
         return None
-    return reader.section(node, join(path, key), TABLES[table])
+    return reader.section(node, join(path, key), table)

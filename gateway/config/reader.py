@@ -20,41 +20,15 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.bounded import clip, clip_repr
-from gateway.config_input import MAX_ISSUES, MAX_NUMBER_CHARS, LimitError
-from gateway.config_input import compose as compose_bounded
-from gateway.config_schema import FORMATS, Option, Section
+from gateway.config.errors import ConfigIssue
+from gateway.config.input import MAX_ISSUES, MAX_NUMBER_CHARS, LimitError
+from gateway.config.input import compose as compose_bounded
+from gateway.config.options import FORMATS, Option, Section
 from gateway.durations import ACCEPTED_FORMS, parse_duration
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem in a config file; ``line`` and ``column`` are 1-based, 0 when unknown."""
-
-    file: str
-    line: int
-    column: int
-    path: str  # key path such as "devices[0].points[2].type"; "" for file-level problems
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; carries every issue found in one pass.
-
-    ``unreadable`` is True when the main file itself could not be read or parsed as YAML
-    (``gateway check`` exits 2 then, 1 for an invalid but readable config).
-    """
-
-    def __init__(self, issues: Iterable[ConfigIssue], *, unreadable: bool = False) -> None:
-        self.issues = list(issues)
-        self.unreadable = unreadable
-        super().__init__("\n".join(str(issue) for issue in self.issues))
+_STRUCTURAL = ("section", "section_list", "actions", "rule_file_list", "params")
 
 
 def join(path: str, *keys: str | int) -> str:
@@ -109,6 +83,13 @@ class Parsed:
     values: dict[str, Any] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     bad: set[str] = field(default_factory=set)
+    section: Section | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Dataclass keyword arguments for the scalar options (nested sections and lists are
+        built by the caller)."""
+        options = self.section.options if self.section is not None else ()
+        return {o.field: self.values[o.key] for o in options if o.kind not in _STRUCTURAL}
 
     def at(self, key: str) -> Node:
         """The value node of ``key``, or the mapping itself when the key was absent."""
@@ -149,7 +130,7 @@ class Reader:
 
     def compose(self, text: str) -> Node | None:
         """Parse ``text`` into a node tree; a syntax error or a limit (nesting, size; see
-        :mod:`gateway.config_input`) becomes an issue and returns None."""
+        :mod:`gateway.config.input`) becomes an issue and returns None."""
         try:
             return compose_bounded(text)
         except LimitError as exc:
@@ -262,7 +243,7 @@ class Reader:
         mapping = self.mapping(node, path)
         if mapping is None:
             return None
-        parsed = Parsed(mapping, path)
+        parsed = Parsed(mapping, path, section=section)
         for key, key_node, value_node in self.pairs(mapping, path):
             option = section.get(key)
             key_path = join(path, key)
