@@ -113,7 +113,9 @@ def test_demo_loads_with_expected_values() -> None:
 
 def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_main(str(DEMO)) == 0
-    assert capsys.readouterr().out == f"{DEMO}: OK: 3 devices, 11 points, 8 rules\n"
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{DEMO}: OK: 3 devices, 11 points, 8 rules"
+    assert [line.split(": ")[1] for line in out[:-1]] == ["model bearing_ae", "model motor_state"]
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(HEAD + "devices: [{name: a, port: 0}]\n")
@@ -121,7 +123,7 @@ def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err.splitlines()
     assert err == [
         f"{bad}:3:27: devices[0].port: expected an integer 1..65535; got 0",
-        f"{bad}: 1 issue",
+        f"{bad}: 1 error",
     ]
 
     broken = tmp_path / "broken.yaml"

@@ -11,15 +11,23 @@ Modules of the package (callers need only this entry point):
 - :mod:`~gateway.config.reader` YAML nodes read against a table, with file:line:column;
   :mod:`~gateway.config.input` bounded reading of files (size, depth, node count);
 - :mod:`~gateway.config.errors` ``ConfigError`` / ``ConfigIssue``;
-  :mod:`~gateway.config.check` ``gateway check``.
+  :mod:`~gateway.config.check` ``gateway check``; :mod:`~gateway.config.deps` the libraries a
+  config needs installed (``gateway run`` refuses to start without them).
 """
 
 from __future__ import annotations
 
-from gateway.config.check import check_main
+from gateway.config.check import CheckResult, check_config, check_main
+from gateway.config.deps import Missing, missing_dependencies
 from gateway.config.errors import ConfigError, ConfigIssue, format_issues
 from gateway.config.input import InputError, read_bounded, read_text
-from gateway.config.loader import load_config, load_config_text, load_rule_file
+from gateway.config.loader import (
+    LoadReport,
+    load_config,
+    load_config_text,
+    load_report,
+    load_rule_file,
+)
 from gateway.config.model import (
     Action,
     AlarmAction,
@@ -43,10 +51,10 @@ from gateway.config.model import (
 from gateway.config.models import FeatureConfig, ModelConfig, OutputConfig, WindowConfig
 
 __all__ = [
-    "Action", "AlarmAction", "CanConfig", "ConfigError", "ConfigIssue", "DeviceConfig",
+    "Action", "AlarmAction", "CanConfig", "CheckResult", "LoadReport", "Missing", "ConfigError", "ConfigIssue", "DeviceConfig",
     "EventAction", "FeatureConfig", "GatewayConfig", "InputError", "LogAction", "ModelConfig",
     "NodeConfig", "Order", "OutputConfig", "PointConfig", "RegisterTable", "RegisterType",
     "RtuConfig", "RuleConfig", "SetAction", "UplinkConfig", "VirtualPointConfig", "WindowConfig",
-    "WriteAction", "check_main", "format_issues", "load_config", "load_config_text",
+    "WriteAction", "check_config", "check_main", "load_report", "missing_dependencies", "format_issues", "load_config", "load_config_text",
     "load_rule_file", "read_bounded", "read_text",
 ]  # fmt: skip

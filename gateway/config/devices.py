@@ -11,6 +11,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node
 
 from gateway.config.errors import ConfigIssue
+from gateway.config.input import file_problem
 from gateway.config.model import CanConfig, DeviceConfig, NodeConfig, PointConfig, RtuConfig
 from gateway.config.reader import Parsed, Reader, join, suggest
 from gateway.config.schema import REGISTER_WORDS, TABLES
@@ -32,6 +33,7 @@ class DeviceReading:
     # full point name -> writable (None when its `writable` value was itself wrong);
     # None for a standalone rule file (no devices to check targets against)
     points: dict[str, bool | None] | None
+    marks: dict[str, tuple[int, int, str]]  # device name -> (line, column, path) of its driver
 
     def _devices(self, top: Parsed) -> list[DeviceConfig | None]:
         node = top.values.get("devices")
@@ -52,6 +54,8 @@ class DeviceReading:
                 name = None
             elif name is not None:
                 first[name] = line_of(parsed.at("name"))
+                mark = parsed.at("driver").start_mark
+                self.marks[name] = (mark.line + 1, mark.column + 1, join(path, "driver"))
             devices.append(self._device(parsed, path, name))
         self._shared_lines(devices, node.value)
         return devices
@@ -103,13 +107,26 @@ class DeviceReading:
         points: list[PointConfig | None] = []
         node = values.get("points")
         seen: dict[str, int] = {}
+        read: list[Parsed] = []
         for i, item in enumerate(node.value if isinstance(node, Node) else ()):
             point = self.main.section(item, join(path, "points", i), TABLES["point"])
             if point is not None and parsed.ok("driver"):
                 self._point_target(point, values["driver"])
             points.append(None if point is None else self._point(point, name, groups, seen))
+            if point is not None:
+                read.append(point)
         driver = values["driver"] if parsed.ok("driver") else None
+        if driver in ("modbus_tcp", "modbus_rtu"):
+            self._overlaps(read)
         settings = self._driver_settings(parsed, path, driver)
+        can = settings.get("can") if settings else None
+        if can is not None and can.dbc is None and node is not None and node.value:
+            msg = "the points of a CAN device name DBC signals; set dbc: to the DBC file"
+            self.main.error(parsed.at("can"), join(path, "can", "dbc"), msg)
+            return None
+        if can is not None and can.dbc is not None and (problem := file_problem(can.dbc, "DBC")):
+            self.main.error(parsed.at("can"), join(path, "can", "dbc"), problem)
+            return None
         if None in points or parsed.bad or settings is None:
             return None
         return DeviceConfig(
@@ -239,3 +256,28 @@ class DeviceReading:
                 msg = f"no `poll` given and the device has no 'default' poll group; it has: {known}"
             error(parsed.at("poll"), join(path, "poll"), msg)
         return None if parsed.bad else PointConfig(**parsed.fields())
+
+    def _overlaps(self, points: list[Parsed]) -> None:
+        """Warn when two points of one device read the same registers of one table: valid (one
+        register read two ways) but usually a copied address or a forgotten 32-bit width."""
+        spans = []
+        for p in points:
+            v = p.values
+            if p.ok("address", "table", "type", "name") and v["address"] is not None:
+                words = 1 if v["table"] in _BIT_TABLES else REGISTER_WORDS[v["type"]]
+                spans.append((v["table"], v["address"], v["address"] + words, p))
+        spans.sort(key=lambda span: (span[0], span[1]))
+        for i, (table, start, end, first) in enumerate(spans):
+            for table2, start2, end2, second in spans[i + 1 :]:
+                if table2 != table or start2 >= end:
+                    break
+                a, b = first.values, second.values
+                self.main.warn(second.at("address"), join(second.path, "address"),
+                               f"'{b['name']}' ({b['type']}, {_span(start2, end2)}) overlaps "
+                               f"'{a['name']}' ({a['type']}, {_span(start, end)}, line "
+                               f"{line_of(first.node)}) in the {table} table; check the address "
+                               "(32-bit types take 2 registers, float64 takes 4)")  # fmt: skip
+
+
+def _span(start: int, end: int) -> str:
+    return f"register {start}" if end == start + 1 else f"registers {start}..{end - 1}"

@@ -179,9 +179,14 @@ Check a file without starting anything:
 gateway check examples/demo.yaml
 ```
 
-It prints `FILE: OK: N devices, M points, K rules` and exits 0, or one line per issue and exits
-1 (2 when the file is missing or is not YAML). Every issue is reported in one pass, as
-`file:line:column: key.path: message`, for example
+It reports every error in one pass, each as `file:line:column: key.path: message`: the keys and
+values of the file and its rule files, the rule expressions and templates (compiled as the rule
+engine compiles them), the libraries the configured drivers and models need (named with the
+package to install; `gateway run` refuses to start without them), and the models' self-tests.
+Warnings (valid, but probably not meant) follow as `file:line:column: warning: ...`. The last
+line is the verdict: `FILE: OK: N devices, M points, K rules` on stdout and exit 0 (warnings
+allowed), or `FILE: N errors` on stderr and exit 1; 2 when the file is missing or is not YAML.
+"OK" is never printed before all checks have run. For example
 
 ```
 site.yaml:14:40: devices[0].points[2].type: expected one of bool, int16, uint16, int32, uint32, \
@@ -197,7 +202,9 @@ Editors with a YAML language server can check and complete the file with the JSO
 - **Unknown keys are errors**, so a typo never silently falls back to a default; the message
   names the valid keys and the closest one.
 - **Durations** are converted to float seconds. Accepted forms:
-  {durations}. Periods (timeouts, poll periods, delays) must be > 0.
+  {durations}. Periods (timeouts, poll periods, delays) must be > 0. A bare number is taken
+  as seconds and `gateway check` warns about it (`period: 5` -> write `5s`), since `500` meant
+  as milliseconds would be eight minutes.
 - **Relative paths** (`gateway.data_dir`, `uplink.queue`, `uplink.server_key`, `uplink.key_dir`,
   `devices[].node.key_file`, `rule_files`) are resolved against the directory of the config file, not the working
   directory, so a config means the same wherever the gateway starts. `~` expands to the home
@@ -233,10 +240,15 @@ Besides each key's own type and range, the loader checks:
 - a `write` action's point exists and is `writable`;
 - `uplink.server_key` is set unless `uplink.insecure: true` (plaintext must be chosen explicitly);
 - a node's `key_file` is set unless its `insecure: true` (not both), and the file holds a valid
-  key and is not open to other users.
+  key and is not open to other users;
+- a CAN device with points has a `dbc:` file that exists.
 
 Expressions (`when`, `clear`, `write.value`) and message templates are compiled by the rule
-engine; the loader only checks that they are present and of the right type.
+engine: at start, on reload and by `gateway check`, which also checks that the library of each
+configured driver and model is installed (pyserial for `modbus_rtu` and `node` on a serial port,
+python-can for a CAN interface other than `socketcan`, cantools for a DBC, LiteRT or
+tflite-runtime for models) and warns, without failing, when two points of one Modbus device read
+the same registers of one table (counting the 2 or 4 registers of 32- and 64-bit types).
 """
 
 

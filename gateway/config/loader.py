@@ -8,6 +8,7 @@ once the whole file, rule files included, is free of issues.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from gateway.config.devices import DeviceReading
 from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.input import InputError, read_text
-from gateway.config.model import GatewayConfig, RuleConfig, UplinkConfig
-from gateway.config.models import read_models
+from gateway.config.model import DeviceConfig, GatewayConfig, RuleConfig, UplinkConfig
+from gateway.config.models import ModelConfig, declared_outputs, read_models
 from gateway.config.reader import Parsed, Reader
 from gateway.config.rules import RuleReading, apply_params
 from gateway.config.schema import TABLES
@@ -36,18 +37,70 @@ def load_config(path: str | Path) -> GatewayConfig:
         With every issue found (file:line:column, key path, message); ``unreadable`` is set
         when the file is missing or is not YAML.
     """
+    text, loader = _open(path, "config file")
+    return loader.load(text, str(Path(path).resolve()))
+
+
+@dataclass
+class LoadReport:
+    """Everything one load found, for ``gateway check``: the config when it is valid, and what
+    could still be checked when it is not.
+
+    ``rules`` are the rules read without an issue (their expressions can be compiled even when
+    another part of the file is wrong); ``points`` maps every point name declared by a device,
+    a virtual point or a model output to whether it is writable (None: unknown, its
+    ``writable`` was itself wrong); ``devices`` and ``models`` are those read without an issue
+    (models carry their own ``source``), ``marks`` gives each device's ``driver`` as
+    ``(line, column, key path)``.
+    """
+
+    file: str
+    config: GatewayConfig | None
+    issues: list[ConfigIssue]
+    warnings: list[ConfigIssue]
+    unreadable: bool = False
+    rules: list[RuleConfig] = field(default_factory=list)
+    points: dict[str, bool | None] = field(default_factory=dict)
+    virtual: set[str] = field(default_factory=set)
+    devices: list[DeviceConfig] = field(default_factory=list)
+    models: list[ModelConfig] = field(default_factory=list)
+    marks: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+
+
+def load_report(path: str | Path) -> LoadReport:
+    """Load ``path`` like :func:`load_config`, but return what was found instead of raising."""
+    try:
+        text, loader = _open(path, "config file")
+    except ConfigError as err:
+        return LoadReport(str(path), None, err.issues, [], unreadable=True)
+    config: GatewayConfig | None = None
+    unreadable = False
+    try:
+        config = loader.load(text, str(Path(path).resolve()))
+    except ConfigError as err:
+        unreadable = err.unreadable
+    points = dict(loader.points or {})
+    points.update({name: False for name in loader.virtual})
+    points.update({name: False for name in loader.model_outputs})
+    return LoadReport(
+        str(path), config, loader.issues, loader.warnings, unreadable, loader.clean_rules,
+        points, set(loader.virtual), loader.clean_devices, loader.clean_models, loader.marks,
+    )  # fmt: skip
+
+
+def _open(path: str | Path, what: str) -> tuple[str, Loader]:
+    """The text of a config or rule file and a loader for it; ConfigError if unreadable."""
     file = Path(path)
     try:
-        text = read_text(file, what="config file")
+        text = read_text(file, what=what)
     except FileNotFoundError:
         issue = ConfigIssue(str(path), 0, 0, "", "file not found")
         raise ConfigError([issue], unreadable=True) from None
     except InputError as exc:
         raise ConfigError([ConfigIssue(str(path), 0, 0, "", str(exc))], unreadable=True) from None
-    resolved = file.resolve()
-    loader = Loader(str(path), resolved.parent)
+    loader = Loader(str(path), file.resolve().parent)
     loader.read_bytes += len(text)
-    return loader.load(text, str(resolved))
+    return text, loader
 
 
 def load_config_text(
@@ -69,17 +122,9 @@ def load_rule_file(
     Write and set targets are not checked against devices here; the replay builds its point
     table from the data and the rules. Raises :class:`ConfigError`.
     """
-    file = Path(path)
-    try:
-        text = read_text(file, what="rule file")
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue(str(path), 0, 0, "", "file not found")],
-                          unreadable=True) from None  # fmt: skip
-    except InputError as exc:
-        raise ConfigError([ConfigIssue(str(path), 0, 0, "", str(exc))], unreadable=True) from None
-    loader = Loader(str(path), file.resolve().parent)
+    text, loader = _open(path, "rule file")
     loader.points = None  # no device points: skip target checks
-    reader = Reader(str(path), loader.base_dir, loader.issues)
+    reader = Reader(str(path), loader.base_dir, loader.issues, loader.warnings)
     entry = MappingNode("tag:yaml.org,2002:map", [])
     given = {k: (v, ScalarNode("tag:yaml.org,2002:str", k)) for k, v in (params or {}).items()}
     substituted = apply_params(reader, text, given, reader, entry, "--param")
@@ -97,7 +142,8 @@ class Loader(DeviceReading, RuleReading):
     def __init__(self, file: str, base_dir: Path) -> None:
         self.base_dir = base_dir
         self.issues: list[ConfigIssue] = []
-        self.main = Reader(file, base_dir, self.issues)
+        self.warnings: list[ConfigIssue] = []
+        self.main = Reader(file, base_dir, self.issues, self.warnings)
         self.files = [file]
         # full point name -> writable (None when its `writable` value was itself wrong);
         # None for a standalone rule file (no devices to check targets against)
@@ -106,6 +152,12 @@ class Loader(DeviceReading, RuleReading):
         self.rule_file_paths: list[str] = []
         self.rule_names: dict[str, str] = {}  # name -> "file:line" of its first definition
         self.read_bytes = 0  # of every file of this load, against input.MAX_TOTAL_BYTES
+        # for `gateway check`: what was read without an issue, and where
+        self.clean_rules: list[RuleConfig] = []
+        self.clean_devices: list[DeviceConfig] = []
+        self.clean_models: list[ModelConfig] = []
+        self.model_outputs: set[str] = set()
+        self.marks: dict[str, tuple[int, int, str]] = {}
 
     def load(self, text: str, source: str) -> GatewayConfig:
         root = self.main.compose(text)
@@ -115,8 +167,9 @@ class Loader(DeviceReading, RuleReading):
                 self.main.error(None, "", "empty config; expected a mapping with a 'gateway' key")
             raise ConfigError(self.issues, unreadable=syntax_error)
         config = self._root(root, source)
+        order = {file: i for i, file in enumerate(self.files)}
+        self.warnings.sort(key=lambda issue: (order[issue.file], issue.line, issue.column))
         if self.issues or config is None:
-            order = {file: i for i, file in enumerate(self.files)}
             self.issues.sort(key=lambda issue: (order[issue.file], issue.line, issue.column))
             raise ConfigError(self.issues)
         return config
@@ -137,6 +190,9 @@ class Loader(DeviceReading, RuleReading):
         uplink = self._uplink(top)
         devices_named = {d.name for d in devices if d is not None}
         models = read_models(self.main, top.values.get("models"), self.points or {}, devices_named)
+        self.clean_devices = [d for d in devices if d is not None]
+        self.clean_models = [m for m in models if m is not None]
+        self.model_outputs = declared_outputs(top.values.get("models"))
         if self.issues or gateway is None or uplink is None:
             return None
         return GatewayConfig(

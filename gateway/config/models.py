@@ -8,14 +8,13 @@ that exist, a model file that exists). Nothing here imports the interpreter.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from yaml.nodes import Node
 
+from gateway.config.input import file_problem
 from gateway.config.options import Option, Section
 from gateway.config.reader import Parsed, Reader, join, suggest
 
@@ -216,6 +215,21 @@ def read_models(
     return models
 
 
+def declared_outputs(node: object) -> set[str]:
+    """``<model>.<output>`` of every entry of a ``models:`` node whose names can be read, wrong
+    or not: what rules may refer to, so a model with an issue is not also an unknown point."""
+    names: set[str] = set()
+    for item in node.value if isinstance(node, Node) else ():
+        keys = {getattr(k, "value", None): v for k, v in getattr(item, "value", ())}
+        model = keys.get("name")
+        if model is not None and isinstance(model.value, str):
+            for item_out in getattr(keys.get("outputs"), "value", ()):
+                for key, value in getattr(item_out, "value", ()):
+                    if getattr(key, "value", None) == "name" and isinstance(value.value, str):
+                        names.add(f"{model.value}.{value.value}")
+    return names
+
+
 def _output_names(parsed: Parsed) -> list[str]:
     node = parsed.values.get("outputs")
     names = []
@@ -243,10 +257,10 @@ def _model(
                   "model and device names must differ")  # fmt: skip
         else:
             names[name] = line
-    if parsed.ok("file") and (problem := _file_problem(values["file"], "model file")):
+    if parsed.ok("file") and (problem := file_problem(values["file"], "model file")):
         error(parsed.at("file"), join(path, "file"), problem)
     ref = values.get("reference")
-    if parsed.ok("reference") and ref is not None and (problem := _file_problem(ref, "reference")):
+    if parsed.ok("reference") and ref is not None and (problem := file_problem(ref, "reference")):
         error(parsed.at("reference"), join(path, "reference"), problem)
     if parsed.ok("inputs"):
         for j, point in enumerate(values["inputs"]):
@@ -306,19 +320,6 @@ def _model(
         outputs=tuple(o for o in outputs if o is not None),
         source=f"{reader.file}:{line}",
     )
-
-
-def _file_problem(path: str, what: str) -> str | None:
-    """Why ``path`` cannot be a model or reference file (missing, not a regular file), or None."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return f"{what} not found: {path}"
-    except OSError as exc:
-        return f"cannot read {what} {path}: {exc.strerror}"
-    if not stat.S_ISREG(mode):
-        return f"{what} {path} is not a regular file; only regular files are read"
-    return None
 
 
 def _has_issue_under(reader: Reader, path: str) -> bool:

@@ -24,7 +24,7 @@ from gateway.config.errors import ConfigIssue
 from gateway.config.input import MAX_ISSUES, MAX_NUMBER_CHARS, LimitError
 from gateway.config.input import compose as compose_bounded
 from gateway.config.options import FORMATS, Option, Section
-from gateway.durations import ACCEPTED_FORMS, parse_duration
+from gateway.durations import ACCEPTED_FORMS, format_duration, parse_duration
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
@@ -110,12 +110,21 @@ class Reader:
         Directory that relative ``path`` options are resolved against.
     issues : list of ConfigIssue
         Shared across files, so one load reports the config and its rule files together.
+    warnings : list of ConfigIssue, optional
+        Where :meth:`warn` records what is valid but probably not meant (shared like ``issues``).
     """
 
-    def __init__(self, file: str, base_dir: Path, issues: list[ConfigIssue]) -> None:
+    def __init__(
+        self,
+        file: str,
+        base_dir: Path,
+        issues: list[ConfigIssue],
+        warnings: list[ConfigIssue] | None = None,
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.issues = issues
+        self.warnings: list[ConfigIssue] = [] if warnings is None else warnings
         self._constructor = SafeConstructor()
 
     def error(self, node: Node | None, path: str, message: str) -> None:
@@ -127,6 +136,14 @@ class Reader:
         mark = node.start_mark if node is not None else None
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         self.issues.append(ConfigIssue(self.file, line, column, path, message))
+
+    def warn(self, node: Node | None, path: str, message: str) -> None:
+        """Record a warning: valid, but probably not what the writer meant."""
+        if len(self.warnings) >= MAX_ISSUES:
+            return
+        mark = node.start_mark if node is not None else None
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        self.warnings.append(ConfigIssue(self.file, line, column, path, message))
 
     def compose(self, text: str) -> Node | None:
         """Parse ``text`` into a node tree; a syntax error or a limit (nesting, size; see
@@ -362,6 +379,9 @@ class Reader:
             except ValueError:
                 self.error(node, path, f"expected {expectation(option)}; got {got}")
                 return BAD
+            if not isinstance(value, str) and number > 0 and _in_bounds(option, number):
+                self.warn(node, path, f"duration {got} has no unit and is taken as {number:g} "
+                          f"seconds; write {format_duration(number)} to say so")  # fmt: skip
         elif isinstance(value, str):
             unquote = " (remove the quotes)" if _numeric(value) else ""
             self.error(node, path, f"expected {expectation(option)}; got {got}{unquote}")

@@ -156,6 +156,8 @@ class RuleReading:
     rule_file_paths: list[str]
     rule_names: dict[str, str]  # name -> "file:line" of its first definition
     read_bytes: int  # of every file of this load, against input.MAX_TOTAL_BYTES
+    warnings: list[ConfigIssue]
+    clean_rules: list[RuleConfig]  # rules read without an issue (`gateway check` compiles them)
 
     def _rules(self, reader: Reader, parsed: Parsed, key: str) -> list[RuleConfig | None]:
         node = parsed.values.get(key)
@@ -164,6 +166,7 @@ class RuleReading:
         return [self._rule(reader, item, join("rules", i)) for i, item in enumerate(node.value)]
 
     def _rule(self, reader: Reader, node: Node, path: str) -> RuleConfig | None:
+        before = len(self.issues)
         parsed = reader.section(node, path, TABLES["rule"])
         if parsed is None:
             return None
@@ -195,12 +198,15 @@ class RuleReading:
             extra.update(repeat_count=rep.values["count"], repeat_within=rep.values["within"])
         if parsed.bad or None in actions or not actions:
             return None
-        return RuleConfig(
+        rule = RuleConfig(
             **parsed.fields(),
             actions=tuple(a for a in actions if a is not None),
             source=source,
             **extra,
         )
+        if len(self.issues) == before:
+            self.clean_rules.append(rule)
+        return rule
 
     def _action(self, reader: Reader, node: Node, path: str) -> Action | None:
         mapping = reader.mapping(node, path, "an action: alarm, event, write, set or log")
@@ -332,7 +338,7 @@ class RuleReading:
                 if Path(written).is_absolute()
                 else os.path.normpath(os.path.join(os.path.dirname(main.file), written))
             )
-            reader = Reader(shown, self.base_dir, self.issues)
+            reader = Reader(shown, self.base_dir, self.issues, self.warnings)
             self.files.append(shown)
             self.rule_file_paths.append(str(file))
             substituted = apply_params(reader, text, params, main, item, path)
