@@ -137,6 +137,29 @@ rules:
     assert proc.stderr.splitlines()[-1] == "gw.yaml: 1 error"
 
 
+def test_every_part_of_a_rule_is_compiled_and_located(tmp_path: Path) -> None:
+    write(tmp_path, HEAD + """\
+devices:
+  - name: d
+    points:
+      - {name: t, address: 0, type: float32}
+      - {name: w, address: 2, writable: true}
+rules:
+  - name: r1
+    when: d.t > > 3
+    clear: d.q < 1
+    actions:
+      - log: "{d.zz}"
+      - write: {point: d.w, value: "d.t +"}
+""")  # fmt: skip
+    proc = gateway("check", "gw.yaml", cwd=tmp_path)
+    assert proc.returncode == 1
+    located = [line.split(": rule 'r1', ")[0] for line in proc.stderr.splitlines() if "r1" in line]
+    assert located == ["gw.yaml:10:17", "gw.yaml:11:12", "gw.yaml:13:16", "gw.yaml:14:42"]
+    assert "log message: unknown point 'd.zz' at column 2" in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "gw.yaml: 4 errors"
+
+
 def test_rule_file_errors_come_with_main_file_errors(tmp_path: Path) -> None:
     write(tmp_path, "- name: bad\n  when: nosuch.point > 1\n  actions: [log: x]\n", "r.yaml")
     write(tmp_path, HEAD + "gateway_typo: 1\nrule_files: [r.yaml]\n")

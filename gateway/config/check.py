@@ -19,7 +19,7 @@ from typing import TextIO
 from gateway.config.deps import missing_dependencies
 from gateway.config.errors import ConfigIssue
 from gateway.config.loader import LoadReport, load_report
-from gateway.config.model import RuleConfig
+from gateway.config.model import LogAction, RuleConfig
 from gateway.config.models import ModelConfig
 
 
@@ -130,12 +130,34 @@ def _rule_errors(
     for rule in rules:
         try:
             RuleEngine([rule], table)
+            continue
         except RuleError as exc:
-            file, line = _file_line(exc.source or rule.source)
-            column = exc.file_column or exc.column or 0
-            issue = ConfigIssue(file, line, column if line else 0, "", exc.message)
-            found.append(Finding(issue, exc.pointer()))
+            first = exc
+        # The engine stops at a rule's first error: compile its parts one by one for the rest.
+        errors: dict[str, RuleError] = {}
+        for part in _parts(rule):
+            try:
+                RuleEngine([part], table)
+            except RuleError as exc:
+                errors.setdefault(str(exc), exc)
+        for error in errors.values() or [first]:
+            file, line = _file_line(error.source or rule.source)
+            # without a file column, error.column counts inside the expression, not the line
+            issue = ConfigIssue(file, line, error.file_column or 0, "", error.message)
+            found.append(Finding(issue, error.pointer()))
     return found
+
+
+def _parts(rule: RuleConfig) -> list[RuleConfig]:
+    """The rule cut into pieces that compile on their own: its condition (with its hysteresis),
+    its clear condition, and each action under an always-true condition."""
+    log = (LogAction("-"),)
+    bare = dataclasses.replace(rule, when="1", clear=None, hysteresis=None, actions=log)
+    parts = [dataclasses.replace(rule, clear=None, actions=log)]
+    if rule.clear is not None:
+        parts.append(dataclasses.replace(bare, clear=rule.clear))
+    parts += [dataclasses.replace(bare, actions=(action,)) for action in rule.actions]
+    return parts
 
 
 def _file_line(source: str) -> tuple[str, int]:

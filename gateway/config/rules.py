@@ -129,14 +129,39 @@ def apply_params(
 
 
 def rule_positions(parsed: Parsed) -> tuple[tuple[str, int, int], ...]:
+    """Where the one-line expressions and templates of a rule start, so the rule engine's errors
+    point into the file: ``(label, line, column)`` with the engine's labels (``when``, ``clear``,
+    ``log message``, ``write dev.point value``); a label used twice in the rule is left out."""
+    found: list[tuple[str, Node | None]] = [
+        (key, parsed.nodes.get(key)) for key in ("when", "clear")
+    ]
+    actions = parsed.nodes.get("actions")
+    for item in actions.value if isinstance(actions, SequenceNode) else ():
+        if not isinstance(item, MappingNode) or len(item.value) != 1:
+            continue
+        kind = str(item.value[0][0].value)
+        fields = _scalar_fields(item.value[0][1])
+        if kind in ("alarm", "event", "log"):
+            found.append(
+                (f"{kind} message", item.value[0][1] if not fields else fields.get("message"))
+            )
+        elif kind in ("write", "set") and "point" in fields:
+            found.append((f"{kind} {fields['point'].value} value", fields.get("value")))
+    labels = [label for label, _ in found]
     out = []
-    for key in ("when", "clear"):
-        node = parsed.nodes.get(key)
+    for label, node in found:
         if isinstance(node, ScalarNode) and node.start_mark.line == node.end_mark.line:
             quoted = 1 if node.style in ("'", '"') else 0
-            if node.style in (None, "", "'", '"'):
-                out.append((key, node.start_mark.line + 1, node.start_mark.column + 1 + quoted))
+            if node.style in (None, "", "'", '"') and labels.count(label) == 1:
+                out.append((label, node.start_mark.line + 1, node.start_mark.column + 1 + quoted))
     return tuple(out)
+
+
+def _scalar_fields(node: Node) -> dict[str, ScalarNode]:
+    """The scalar values of a mapping node by key ({} for anything else)."""
+    if not isinstance(node, MappingNode):
+        return {}
+    return {str(k.value): v for k, v in node.value if isinstance(v, ScalarNode)}
 
 
 def _issue(reader: Reader, line: int, column: int, message: str) -> ConfigIssue:
