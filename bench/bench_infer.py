@@ -32,10 +32,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.config import load_config  # noqa: E402
+from gateway.config import (  # noqa: E402
+    FeatureConfig,
+    ModelConfig,
+    OutputConfig,
+    WindowConfig,
+    load_config,  # noqa: E402
+)
 from gateway.core.model import SampleBatch  # noqa: E402
 from gateway.core.points import PointTable  # noqa: E402
-from gateway.infer.config import FeatureConfig, ModelConfig, OutputConfig, WindowConfig  # noqa: E402
 from gateway.infer.features import extract  # noqa: E402
 from gateway.infer.model import LoadedModel  # noqa: E402
 from gateway.infer.runner import ModelRunner  # noqa: E402

@@ -45,11 +45,18 @@ def load_or_exit(path: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config.deps import missing_dependencies
     from gateway.core.runtime import Runtime, RuntimeStartError
     from gateway.rules.errors import RuleError
     from gateway.uplink.client import UplinkError
 
     config = load_or_exit(args.config)
+    missing = missing_dependencies(config.devices, config.models)
+    for gap in missing:
+        print(f"{args.config}: {gap}", file=sys.stderr)
+    if missing:
+        print(f"{args.config}: not started; `gateway check` lists every problem", file=sys.stderr)
+        return 1
     try:
         runtime = Runtime(config)
         run_until_signal(runtime.run)
@@ -60,23 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.config import check_main
-    from gateway.core.runtime import build_point_table
-    from gateway.rules.engine import RuleEngine
-    from gateway.rules.errors import RuleError
+    from gateway.config.check import check_main
 
-    code = check_main(args.config)
-    if code != 0:
-        return code
-    config = load_or_exit(args.config)
-    try:
-        RuleEngine(config.rules, build_point_table(config))
-    except RuleError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    from gateway.infer.cli import check_models
-
-    return check_models(args.config)
+    return check_main(args.config)
 
 
 def cmd_models_test(args: argparse.Namespace) -> int:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, ModelConfig, load_config
 from gateway.drivers.sim import MotorModel
-from gateway.infer.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.yaml"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config_docs
 from gateway.config import (
     AlarmAction,
     ConfigError,
@@ -28,7 +27,9 @@ from gateway.config import (
     load_config,
     load_config_text,
 )
-from gateway.config_schema import REQUIRED, TABLES
+from gateway.config import docs as config_docs
+from gateway.config.options import REQUIRED
+from gateway.config.schema import TABLES
 from gateway.durations import format_duration, parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,9 @@ def test_demo_loads_with_expected_values() -> None:
 
 def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_main(str(DEMO)) == 0
-    assert capsys.readouterr().out == f"{DEMO}: OK: 3 devices, 11 points, 8 rules\n"
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{DEMO}: OK: 3 devices, 11 points, 8 rules"
+    assert [line.split(": ")[1] for line in out[:-1]] == ["model bearing_ae", "model motor_state"]
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(HEAD + "devices: [{name: a, port: 0}]\n")
@@ -120,7 +123,7 @@ def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err.splitlines()
     assert err == [
         f"{bad}:3:27: devices[0].port: expected an integer 1..65535; got 0",
-        f"{bad}: 1 issue",
+        f"{bad}: 1 error",
     ]
 
     broken = tmp_path / "broken.yaml"
@@ -293,13 +296,13 @@ def test_format_duration_round_trips(seconds: float) -> None:
 
 def test_committed_schema_is_generated() -> None:
     committed = config_docs.SCHEMA_PATH.read_text(encoding="utf-8")
-    assert committed == config_docs.schema_text(), "run: python -m gateway.config_docs"
+    assert committed == config_docs.schema_text(), "run: python -m gateway.config.docs"
     assert json.loads(committed)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
 def test_committed_docs_are_generated() -> None:
     committed = config_docs.DOCS_PATH.read_text(encoding="utf-8")
-    assert committed == config_docs.markdown_reference(), "run: python -m gateway.config_docs"
+    assert committed == config_docs.markdown_reference(), "run: python -m gateway.config.docs"
     for section in TABLES.values():
         for opt in section.options:
             assert f"| `{opt.key}` |" in committed

@@ -21,7 +21,7 @@ import pytest
 from gateway_support import ROOT, demo_workdir
 
 from gateway.config import ConfigError, load_config
-from gateway.config_input import MAX_FILE_BYTES
+from gateway.config.input import MAX_FILE_BYTES
 from gateway.core import commands
 from gateway.core.runtime import Runtime
 

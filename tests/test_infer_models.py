@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from infer_support import MODELS, ROOT, demo_config, demo_model
 
-from gateway.config import ConfigError, load_config_text
+from gateway.config import ConfigError, FeatureConfig, load_config_text
 from gateway.core.model import Quality, SampleBatch
 from gateway.core.runtime import build_point_table
 from gateway.infer import backend
-from gateway.infer.config import FeatureConfig
 from gateway.infer.model import LoadedModel, ModelError, dequantize, load_reference, quantize
 from gateway.infer.runner import ModelRunner
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from infer_support import MODELS, demo_config, demo_model
 
+from gateway.config import FeatureConfig, WindowConfig
 from gateway.core.model import SampleBatch
 from gateway.core.points import PointTable
 from gateway.core.runtime import Runtime, build_point_table
 from gateway.impl import ringbuf
-from gateway.infer.config import FeatureConfig, WindowConfig
 from gateway.infer.features import extract, grid, resample
 
 W = WindowConfig(length=32, hop=8, rate=10.0)

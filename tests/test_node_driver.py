@@ -399,8 +399,7 @@ devices:
 
 
 def test_config_binds_loopback_and_needs_a_key_file_or_insecure(tmp_path: Path) -> None:
-    from gateway.config import check_main, load_config_text
-    from gateway.config_yaml import ConfigError
+    from gateway.config import ConfigError, check_main, load_config_text
 
     def load(extra: str) -> Any:
         return load_config_text(NODE_YAML.format(extra=extra), base_dir=tmp_path)

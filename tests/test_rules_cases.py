@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_schema import ACTIONS, TABLES
+from gateway.config.schema import ACTIONS, TABLES
 from gateway.rules.nodes import FUNCTIONS
 from gateway.rules.testcmd import RulesTestError, compare, run
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config_text
-from gateway.config_rules import load_rule_file
+from gateway.config import ConfigError, load_config_text, load_rule_file
 from gateway.core.points import PointTable
 from gateway.core.reload import point_periods
 from gateway.core.runtime import build_point_table

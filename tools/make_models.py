@@ -49,8 +49,8 @@ from tflite_writer import (  # noqa: E402
     softmax_options,
 )  # fmt: skip
 
+from gateway.config import FeatureConfig, WindowConfig  # noqa: E402
 from gateway.drivers.sim.signals import MotorModel  # noqa: E402
-from gateway.infer.config import FeatureConfig, WindowConfig  # noqa: E402
 from gateway.infer.features import extract, resample  # noqa: E402
 
 WINDOW = WindowConfig(length=128, hop=32, rate=10.0)

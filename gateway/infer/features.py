@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from gateway.infer.config import FeatureConfig, WindowConfig
+from gateway.config import FeatureConfig, WindowConfig
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -20,9 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.bounded import clip
-from gateway.config_input import InputError, read_bounded
+from gateway.config import ModelConfig
+from gateway.config.input import InputError, read_bounded
 from gateway.infer.backend import make_interpreter
-from gateway.infer.config import ModelConfig
 from gateway.infer.features import check_features, extract, feature_length
 
 _QUANTIZED = (np.int8, np.uint8, np.int16)

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gateway.config import ModelConfig
 from gateway.core.model import Quality, SampleBatch
 from gateway.core.points import PointTable
 from gateway.infer.backend import RuntimeUnavailable, load_backend
-from gateway.infer.config import ModelConfig
 from gateway.infer.features import resample
 from gateway.infer.model import LoadedModel, ModelError
 

@@ -77,8 +77,7 @@ def run(
 ) -> Replay:  # fmt: skip
     """Load rules and data and replay; raises :class:`RulesTestError` with the message to show."""
 
-    from gateway.config import ConfigError, load_config
-    from gateway.config_rules import load_rule_file
+    from gateway.config import ConfigError, load_config, load_rule_file
     from gateway.rules.errors import RuleError
 
     try:
@@ -199,7 +198,7 @@ def _is_gateway_config(path: str | Path) -> bool:
     from yaml import YAMLError
     from yaml.nodes import MappingNode
 
-    from gateway.config_input import InputError, compose, read_text
+    from gateway.config.input import InputError, compose, read_text
 
     try:
         root = compose(read_text(path))

@@ -99,6 +99,19 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES, what: str = "file")
         ) from None
 
 
+def file_problem(path: str, what: str) -> str | None:
+    """Why ``path`` cannot be read as a ``what`` file (missing, not a regular file), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{what} not found: {path}"
+    except OSError as exc:
+        return f"cannot read {what} {path}: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"{what} {path} is not a regular file; only regular files are read"
+    return None
+
+
 def _too_big(what: str, path: str | Path, size: int, limit: int) -> str:
     return (
         f"{what} {path} has {size} bytes or more; at most {limit} are read (is it the right "

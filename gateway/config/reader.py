@@ -20,41 +20,15 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.bounded import clip, clip_repr
-from gateway.config_input import MAX_ISSUES, MAX_NUMBER_CHARS, LimitError
-from gateway.config_input import compose as compose_bounded
-from gateway.config_schema import FORMATS, Option, Section
-from gateway.durations import ACCEPTED_FORMS, parse_duration
+from gateway.config.errors import ConfigIssue
+from gateway.config.input import MAX_ISSUES, MAX_NUMBER_CHARS, LimitError
+from gateway.config.input import compose as compose_bounded
+from gateway.config.options import FORMATS, Option, Section
+from gateway.durations import ACCEPTED_FORMS, format_duration, parse_duration
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem in a config file; ``line`` and ``column`` are 1-based, 0 when unknown."""
-
-    file: str
-    line: int
-    column: int
-    path: str  # key path such as "devices[0].points[2].type"; "" for file-level problems
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; carries every issue found in one pass.
-
-    ``unreadable`` is True when the main file itself could not be read or parsed as YAML
-    (``gateway check`` exits 2 then, 1 for an invalid but readable config).
-    """
-
-    def __init__(self, issues: Iterable[ConfigIssue], *, unreadable: bool = False) -> None:
-        self.issues = list(issues)
-        self.unreadable = unreadable
-        super().__init__("\n".join(str(issue) for issue in self.issues))
+_STRUCTURAL = ("section", "section_list", "actions", "rule_file_list", "params")
 
 
 def join(path: str, *keys: str | int) -> str:
@@ -109,6 +83,13 @@ class Parsed:
     values: dict[str, Any] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     bad: set[str] = field(default_factory=set)
+    section: Section | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Dataclass keyword arguments for the scalar options (nested sections and lists are
+        built by the caller)."""
+        options = self.section.options if self.section is not None else ()
+        return {o.field: self.values[o.key] for o in options if o.kind not in _STRUCTURAL}
 
     def at(self, key: str) -> Node:
         """The value node of ``key``, or the mapping itself when the key was absent."""
@@ -129,12 +110,21 @@ class Reader:
         Directory that relative ``path`` options are resolved against.
     issues : list of ConfigIssue
         Shared across files, so one load reports the config and its rule files together.
+    warnings : list of ConfigIssue, optional
+        Where :meth:`warn` records what is valid but probably not meant (shared like ``issues``).
     """
 
-    def __init__(self, file: str, base_dir: Path, issues: list[ConfigIssue]) -> None:
+    def __init__(
+        self,
+        file: str,
+        base_dir: Path,
+        issues: list[ConfigIssue],
+        warnings: list[ConfigIssue] | None = None,
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.issues = issues
+        self.warnings: list[ConfigIssue] = [] if warnings is None else warnings
         self._constructor = SafeConstructor()
 
     def error(self, node: Node | None, path: str, message: str) -> None:
@@ -147,9 +137,17 @@ class Reader:
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         self.issues.append(ConfigIssue(self.file, line, column, path, message))
 
+    def warn(self, node: Node | None, path: str, message: str) -> None:
+        """Record a warning: valid, but probably not what the writer meant."""
+        if len(self.warnings) >= MAX_ISSUES:
+            return
+        mark = node.start_mark if node is not None else None
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        self.warnings.append(ConfigIssue(self.file, line, column, path, message))
+
     def compose(self, text: str) -> Node | None:
         """Parse ``text`` into a node tree; a syntax error or a limit (nesting, size; see
-        :mod:`gateway.config_input`) becomes an issue and returns None."""
+        :mod:`gateway.config.input`) becomes an issue and returns None."""
         try:
             return compose_bounded(text)
         except LimitError as exc:
@@ -262,7 +260,7 @@ class Reader:
         mapping = self.mapping(node, path)
         if mapping is None:
             return None
-        parsed = Parsed(mapping, path)
+        parsed = Parsed(mapping, path, section=section)
         for key, key_node, value_node in self.pairs(mapping, path):
             option = section.get(key)
             key_path = join(path, key)
@@ -381,6 +379,9 @@ class Reader:
             except ValueError:
                 self.error(node, path, f"expected {expectation(option)}; got {got}")
                 return BAD
+            if not isinstance(value, str) and number > 0 and _in_bounds(option, number):
+                self.warn(node, path, f"duration {got} has no unit and is taken as {number:g} "
+                          f"seconds; write {format_duration(number)} to say so")  # fmt: skip
         elif isinstance(value, str):
             unquote = " (remove the quotes)" if _numeric(value) else ""
             self.error(node, path, f"expected {expectation(option)}; got {got}{unquote}")

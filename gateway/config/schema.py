@@ -1,160 +1,17 @@
 """The option tables of the config file: one table per section, the single source of truth.
 
-Each option is declared once (key, type, default, constraints, description), Fluent Bit style.
-The loader validates against these tables, :func:`json_schema` turns them into the JSON Schema
-that editors use, and :func:`gateway.config_docs.markdown_reference` renders ``docs/config.md``
-from them, so validation, editor hints and documentation cannot drift apart.
-The YAML-facing checks that a table cannot express (cross references, uniqueness) live in
-:mod:`gateway.config`.
+The loader (:mod:`gateway.config.loader`) validates against these tables and
+:mod:`gateway.config.docs` renders the JSON Schema and ``docs/config.md`` from them. The checks
+that a table cannot express (cross references, uniqueness) live in the loader's modules.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final
 
-Kind = Literal[
-    "string",  # a YAML string
-    "integer",
-    "number",  # int or float, finite
-    "boolean",
-    "duration",  # seconds: number or "500ms" / "2s" / "5m" / "1h"
-    "choice",  # a string from `choices`
-    "path",  # a string; relative paths are resolved against the config file's directory
-    "path_list",
-    "string_list",
-    "duration_map",  # mapping identifier -> duration (poll groups)
-    "section",  # a nested mapping described by another table
-    "section_list",  # a list of such mappings
-    "actions",  # a rule's action list (alarm | event | write | set | log)
-    "rule_file_list",  # rule_files: paths, or {include: path, params: {...}} mappings
-    "params",  # a mapping identifier -> number | string | boolean | null (rule pack params)
-    "value",  # a write value: number, string or boolean, kept as expression text
-]
-
-
-class _Required:
-    """Marker for options without a default: the key must be present."""
-
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Final = _Required()
-
-
-@dataclass(frozen=True)
-class Format:
-    """A named string format: a regex (also emitted as JSON Schema ``pattern``) and its prose."""
-
-    pattern: str
-    hint: str
-    ports: tuple[int, int] | None = None  # range of the ``:port`` suffix, checked beyond the regex
-
-    def check(self, text: str) -> bool:
-        """True if ``text`` matches the pattern and, if any, its port is in range."""
-        if re.fullmatch(self.pattern, text) is None:
-            return False
-        if self.ports is not None:
-            port = int(text.rsplit(":", 1)[1])
-            return self.ports[0] <= port <= self.ports[1]
-        return True
-
-
-_HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
-
-FORMATS: Final[dict[str, Format]] = {
-    "identifier": Format(
-        r"^[A-Za-z_][A-Za-z0-9_]*$", "an identifier: a letter or '_', then letters, digits, '_'"
-    ),
-    "gateway_id": Format(
-        r"^[A-Za-z0-9_.-]{1,64}$",
-        "1 to 64 letters, digits, '_', '-' or '.' (the id is part of ZeroMQ topics "
-        "'<id>/<stream>', so no '/' and no spaces)",
-    ),
-    "rule_name": Format(
-        r"^[A-Za-z_][A-Za-z0-9_.-]*$",
-        "a name: a letter or '_', then letters, digits, '_', '-' or '.'",
-    ),
-    "host": Format(r"^[^\s/]+$", "a host name or IP address"),
-    "host_port": Format(
-        rf"^{_HOST}:[0-9]{{1,5}}$", "host:port with port 0..65535, e.g. 127.0.0.1:9108", (0, 65535)
-    ),
-    "tcp_endpoint": Format(
-        rf"^tcp://{_HOST}:[0-9]{{1,5}}$",
-        "tcp://host:port with port 1..65535, e.g. tcp://cloud.example.com:7000",
-        (1, 65535),
-    ),
-    "point_ref": Format(
-        r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$", "a full point name 'device.point'"
-    ),
-    "sha256": Format(r"^[0-9a-f]{64}$", "64 lowercase hex digits (`sha256sum FILE`)"),
-}
-
-
-@dataclass(frozen=True)
-class Option:
-    """One key of a config section.
-
-    ``attr`` names the dataclass field when it differs from the YAML key (``for`` -> ``for_``).
-    ``minimum``/``maximum`` bound numbers and durations; ``exclusive_minimum`` makes the lower
-    bound strict (periods must be > 0). ``planned`` lists choices that are known but not yet
-    implemented, so the error can say "comes later" instead of "unknown". ``nullable`` scalars
-    accept ``null`` as None; nullable containers read ``null`` as empty.
-    """
-
-    key: str
-    kind: Kind
-    doc: str
-    default: Any = REQUIRED
-    attr: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_minimum: bool = False
-    nonzero: bool = False
-    min_length: int = 0
-    min_items: int = 0
-    choices: tuple[str, ...] = ()
-    planned: tuple[str, ...] = ()
-    format: str | None = None
-    nullable: bool = False
-    table: str | None = None
-    default_doc: str | None = None
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-    @property
-    def field(self) -> str:
-        """The dataclass field this key fills."""
-        return self.attr or self.key
-
-
-@dataclass(frozen=True)
-class Section:
-    """A table of options and where it sits in the YAML document (for docs)."""
-
-    name: str
-    where: str
-    title: str
-    doc: str
-    options: tuple[Option, ...]
-
-    def get(self, key: str) -> Option | None:
-        return next((opt for opt in self.options if opt.key == key), None)
-
-    def keys(self) -> list[str]:
-        return [opt.key for opt in self.options]
-
-
-def _duration(
-    key: str, doc: str, default: Any, *, period: bool = True, attr: str | None = None
-) -> Option:
-    """A duration option; periods must be strictly positive, other durations >= 0."""
-    return Option(key, "duration", doc, default, attr=attr, minimum=0, exclusive_minimum=period)
-
+from gateway.config.models import MODEL_TABLES
+from gateway.config.options import REQUIRED, Option, Section
+from gateway.config.options import duration_option as _duration
 
 _ROOT = Section(
     "root",
@@ -572,114 +429,11 @@ _UPLINK = Section(
     ),
 )  # fmt: skip
 
-_MODEL = Section(
-    "model",
-    "models[]",
-    "models[]",
-    "A TFLite model run on windows of points in a worker thread. Each output becomes the point "
-    "`<name>.<output>` with the window's end timestamp, seen by rules, the uplink and other "
-    "models.",
-    (
-        Option("name", "string", "Model name; the first half of its output points. Unique, and "
-               "not the name of a device.", format="identifier"),
-        Option("file", "path", "The .tflite file (relative: to the config file)."),
-        Option("sha256", "string", "SHA-256 of the file, verified at every load; a mismatch "
-               "disables the model and raises an alarm.", format="sha256"),
-        Option("reference", "path", "JSON file with reference windows and the outputs expected "
-               "for them; the start-up and hot-swap self-test runs it. null: no self-test.",
-               None, nullable=True),
-        Option("inputs", "string_list", "Points whose windows feed the model, one channel each.",
-               min_items=1, format="point_ref"),
-        Option("window", "section", "How windows are cut from the inputs' ring buffers.",
-               table="model_window"),
-        Option("features", "section", "Feature extraction between window and model.", {},
-               nullable=True, table="model_features", default_doc="raw window"),
-        Option("outputs", "section_list", "Output points of the model.", min_items=1,
-               table="model_output"),
-        Option("threads", "integer", "Interpreter threads (1 is fastest for small models).", 1,
-               minimum=1, maximum=16),
-        Option("delegate", "choice", "`edgetpu` loads libedgetpu.so.1 and falls back to the CPU "
-               "with a warning when it cannot.", "none", choices=("none", "edgetpu")),
-        Option("queue", "integer", "Windows waiting for the worker; when full the oldest is "
-               "dropped and counted.", 64, minimum=1, maximum=100_000),
-        Option("batch", "integer", "Most windows run in one invoke when several are ready.", 8,
-               minimum=1, maximum=1024),
-        Option("enabled", "boolean", "Disabled models keep their output points but never run.",
-               True),
-    ),
-)  # fmt: skip
-
-_MODEL_WINDOW = Section(
-    "model_window",
-    "models[].window",
-    "models[].window",
-    "A window is `length` samples per input; a new one starts every `hop` samples.",
-    (
-        Option("length", "integer", "Samples per window and input.", minimum=1,
-               maximum=1_000_000),
-        Option("hop", "integer", "Samples between window starts (`length / 2` is 50 % overlap).",
-               minimum=1, maximum=1_000_000),
-        Option("rate", "number", "Resample the inputs to this rate (Hz) by linear interpolation, "
-               "for irregular samples (polling); null: use the newest `length` samples as they "
-               "are (a regularly sampled stream).", None, minimum=0, exclusive_minimum=True,
-               nullable=True),
-        Option("max_gap", "duration", "With `rate`: a gap between samples longer than this "
-               "skips the window (counted); null: 10 sample periods.", None, minimum=0,
-               exclusive_minimum=True, nullable=True),
-        Option("capacity", "integer", "Ring buffer size requested for the input points; null: "
-               "the larger of `gateway.ring_capacity` and twice the samples a window spans.",
-               None, minimum=2, maximum=10_000_000, nullable=True),
-    ),
-)  # fmt: skip
-
-_MODEL_FEATURES = Section(
-    "model_features",
-    "models[].features",
-    "models[].features",
-    "Computed per input channel in the worker; the feature vector must fill the model's input "
-    "tensor (its shape is checked at load).",
-    (
-        Option("kind", "choice", "`raw`: the window itself; `stats`: window statistics; `fft`: "
-               "energies of equal-width frequency bands from 0 to Nyquist (DC excluded).", "raw",
-               choices=("raw", "stats", "fft")),
-        Option("stats", "string_list", "Statistics for `kind: stats`, from mean, std, rms, min, "
-               "max, p2p, crest, kurtosis, skew.",
-               ("mean", "std", "rms", "p2p", "crest", "kurtosis"), min_items=1),
-        Option("bands", "integer", "Frequency bands for `kind: fft`.", 8, minimum=1,
-               maximum=4096),
-        Option("log", "boolean", "`fft`: log10 of the band energies (energy + 1e-12).", False),
-        Option("center", "boolean", "`raw`: subtract the window mean first (`fft` always "
-               "leaves out DC).", False),
-        Option("offset", "number", "Subtracted from every feature ...", 0.0),
-        Option("scale", "number", "... then every feature is multiplied by this.", 1.0,
-               nonzero=True),
-    ),
-)  # fmt: skip
-
-_MODEL_OUTPUT = Section(
-    "model_output",
-    "models[].outputs[]",
-    "models[].outputs[]",
-    "One output point `<model>.<name>`: one element of an output tensor (dequantized for int8 "
-    "models), times `scale` plus `offset`.",
-    (
-        Option("name", "string", "Output name.", format="identifier"),
-        Option("tensor", "integer", "Index into the model's output tensors.", 0, minimum=0),
-        Option("element", "integer", "Element of the tensor's per-window values (row-major).",
-               0, minimum=0),
-        Option("reduce", "choice", "`value`: the element; `argmax` / `max`: index or value of "
-               "the largest element (classifiers).", "value", choices=("value", "argmax", "max")),
-        Option("scale", "number", "Multiplier.", 1.0),
-        Option("offset", "number", "Added after scaling.", 0.0),
-        Option("unit", "string", "Unit of the output point.", ""),
-    ),
-)  # fmt: skip
-
 #: Every section, in document order.
 SECTIONS: Final[tuple[Section, ...]] = (
     _ROOT, _GATEWAY, _DEVICE, _RTU, _CAN, _NODE, _POINT, _RULE, _REPEAT, _ALARM, _EVENT, _WRITE,
     _SET, _LOG, _RULE_FILE, _INCLUDE, _VIRTUAL_POINT, _UPLINK,
-    _MODEL, _MODEL_WINDOW, _MODEL_FEATURES, _MODEL_OUTPUT,
+    *MODEL_TABLES,
 )  # fmt: skip
 TABLES: Final[dict[str, Section]] = {section.name: section for section in SECTIONS}
 #: Action kinds a rule may use; each is a one-key mapping `{kind: ...}`.

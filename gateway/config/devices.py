@@ -1,0 +1,283 @@
+"""Devices and their points: the checks of the ``devices:`` section a table cannot express.
+
+Unique names, one set of settings per shared serial line or node socket, the driver's own
+settings section, the key each driver finds a point by, and register ranges that fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from yaml.nodes import MappingNode, Node
+
+from gateway.config.errors import ConfigIssue
+from gateway.config.input import file_problem
+from gateway.config.model import CanConfig, DeviceConfig, NodeConfig, PointConfig, RtuConfig
+from gateway.config.reader import Parsed, Reader, join, suggest
+from gateway.config.schema import REGISTER_WORDS, TABLES
+
+_READ_ONLY_TABLES = ("input", "discrete")
+_BIT_TABLES = ("coil", "discrete")
+
+
+def line_of(node: Node) -> int:
+    """1-based line of a node, for "first at line N" messages."""
+    return int(node.start_mark.line) + 1
+
+
+class DeviceReading:
+    """The device part of a load (mixed into :class:`gateway.config.loader.Loader`)."""
+
+    main: Reader
+    issues: list[ConfigIssue]
+    # full point name -> writable (None when its `writable` value was itself wrong);
+    # None for a standalone rule file (no devices to check targets against)
+    points: dict[str, bool | None] | None
+    marks: dict[str, tuple[int, int, str]]  # device name -> (line, column, path) of its driver
+
+    def _devices(self, top: Parsed) -> list[DeviceConfig | None]:
+        node = top.values.get("devices")
+        if not isinstance(node, Node):
+            return []
+        first: dict[str, int] = {}
+        devices: list[DeviceConfig | None] = []
+        for i, item in enumerate(node.value):
+            path = join("devices", i)
+            parsed = self.main.section(item, path, TABLES["device"])
+            if parsed is None:
+                devices.append(None)
+                continue
+            name = parsed.values["name"] if parsed.ok("name") else None
+            if name is not None and name in first:
+                msg = f"duplicate device name '{name}' (first at line {first[name]})"
+                self.main.error(parsed.at("name"), join(path, "name"), msg)
+                name = None
+            elif name is not None:
+                first[name] = line_of(parsed.at("name"))
+                mark = parsed.at("driver").start_mark
+                self.marks[name] = (mark.line + 1, mark.column + 1, join(path, "driver"))
+            devices.append(self._device(parsed, path, name))
+        self._shared_lines(devices, node.value)
+        return devices
+
+    def _shared_lines(self, devices: list[DeviceConfig | None], items: list[Node]) -> None:
+        """Devices on one serial line or node socket must agree on it and differ in address."""
+        lines: dict[tuple[str, str], tuple[int, DeviceConfig]] = {}
+        used: dict[tuple[str, str, int], str] = {}
+        for i, dev in enumerate(devices):
+            if dev is None:
+                continue
+            if dev.rtu is not None:
+                rtu = dev.rtu
+                where = rtu.port if rtu.transport == "serial" else f"{dev.host}:{dev.port}"
+                line, unit = ("rtu", where), dev.unit_id
+                if not rtu.sniff and not 1 <= unit <= 247:
+                    msg = f"Modbus RTU slave ids are 1..247; got {unit}"
+                    self.main.error(items[i], join("devices", i, "unit_id"), msg)
+                first = lines.setdefault(line, (i, dev))
+                other = first[1].rtu
+                assert other is not None
+                settings = ("baudrate", "bytesize", "parity", "stopbits", "rs485", "inter_frame",
+                            "sniff")  # fmt: skip
+                diff = [k for k in settings if getattr(other, k) != getattr(rtu, k)]
+                if diff:
+                    msg = (f"shares line {where} with device '{first[1].name}' but differs in "
+                           f"{', '.join(diff)}; one line has one set of settings")  # fmt: skip
+                    self.main.error(items[i], join("devices", i, "rtu"), msg)
+            elif dev.node is not None:
+                nd = dev.node
+                line = ("node", nd.listen if nd.transport == "udp" else nd.port)
+                unit = nd.node_id
+            else:
+                continue
+            key = (*line, unit)
+            if key in used:
+                what = "unit_id" if line[0] == "rtu" else "node.node_id"
+                msg = f"{what} {unit} is already used by device '{used[key]}' on {line[1]}"
+                self.main.error(items[i], join("devices", i, what), msg)
+            used[key] = dev.name
+
+    def _device(self, parsed: Parsed, path: str, name: str | None) -> DeviceConfig | None:
+        values = parsed.values
+        if parsed.ok("reconnect_min", "reconnect_max"):
+            if values["reconnect_max"] < values["reconnect_min"]:
+                msg = f"must be >= reconnect_min ({values['reconnect_min']:g} s)"
+                self.main.error(parsed.at("reconnect_max"), join(path, "reconnect_max"), msg)
+        groups = values["poll_groups"] if parsed.ok("poll_groups") else None
+        points: list[PointConfig | None] = []
+        node = values.get("points")
+        seen: dict[str, int] = {}
+        read: list[Parsed] = []
+        for i, item in enumerate(node.value if isinstance(node, Node) else ()):
+            point = self.main.section(item, join(path, "points", i), TABLES["point"])
+            if point is not None and parsed.ok("driver"):
+                self._point_target(point, values["driver"])
+            points.append(None if point is None else self._point(point, name, groups, seen))
+            if point is not None:
+                read.append(point)
+        driver = values["driver"] if parsed.ok("driver") else None
+        if driver in ("modbus_tcp", "modbus_rtu"):
+            self._overlaps(read)
+        settings = self._driver_settings(parsed, path, driver)
+        can = settings.get("can") if settings else None
+        if can is not None and can.dbc is None and node is not None and node.value:
+            msg = "the points of a CAN device name DBC signals; set dbc: to the DBC file"
+            self.main.error(parsed.at("can"), join(path, "can", "dbc"), msg)
+            return None
+        if can is not None and can.dbc is not None and (problem := file_problem(can.dbc, "DBC")):
+            self.main.error(parsed.at("can"), join(path, "can", "dbc"), problem)
+            return None
+        if None in points or parsed.bad or settings is None:
+            return None
+        return DeviceConfig(
+            **parsed.fields(),
+            points=tuple(p for p in points if p is not None),
+            **settings,
+        )
+
+    def _driver_settings(
+        self, parsed: Parsed, path: str, driver: str | None
+    ) -> dict[str, Any] | None:
+        """The rtu/can/node section the driver needs; the others must be absent."""
+        out: dict[str, Any] = {}
+        ok = True
+        for key, cls in (("rtu", RtuConfig), ("can", CanConfig), ("node", NodeConfig)):
+            node = parsed.values.get(key)
+            if key in parsed.bad:
+                ok = False
+                continue
+            if driver is None:
+                continue
+            if node is None:
+                if driver == f"modbus_{key}" or driver == key:
+                    if key == "rtu":  # every rtu key has a default; still say which line
+                        mark = parsed.node.start_mark
+                        node = MappingNode("tag:yaml.org,2002:map", [], mark, mark)
+                    else:
+                        msg = f"driver {driver} needs a `{key}:` section (see docs/config.md)"
+                        self.main.error(parsed.node, join(path, key), msg)
+                        ok = False
+                        continue
+                else:
+                    continue
+            elif not (driver == key or driver == f"modbus_{key}"):
+                msg = f"`{key}` settings do not apply to driver {driver}; remove them"
+                self.main.error(parsed.at(key), join(path, key), msg)
+                ok = False
+                continue
+            sub = self.main.section(node, join(path, key), TABLES[key])
+            if sub is None or sub.bad:
+                ok = False
+                continue
+            if key == "node" and not self._node_key(sub, join(path, key)):
+                ok = False
+                continue
+            if key == "rtu" and sub.values["stopbits"] not in (1, 1.5, 2):
+                msg = f"stop bits are 1, 1.5 or 2; got {sub.values['stopbits']}"
+                self.main.error(sub.at("stopbits"), join(path, key, "stopbits"), msg)
+                ok = False
+                continue
+            out[key] = cls(**sub.fields())
+        return out if ok else None
+
+    def _node_key(self, sub: Parsed, path: str) -> bool:
+        """A node has a readable key file, or says `insecure: true`; not both."""
+        from gateway.drivers.node.keys import NodeKeyError, load_node_key
+
+        key_file, insecure = sub.values["key_file"], sub.values["insecure"]
+        if key_file is None and not insecure:
+            msg = ("required unless insecure: true (unauthenticated node frames must be chosen "
+                   "explicitly; create a key with `python -m gateway.drivers.node.keys new FILE`)")  # fmt: skip
+            self.main.error(sub.at("key_file"), join(path, "key_file"), msg)
+            return False
+        if key_file is not None and insecure:
+            msg = "a node with a key_file is not insecure; remove one of them"
+            self.main.error(sub.at("insecure"), join(path, "insecure"), msg)
+            return False
+        if key_file is not None:
+            try:
+                load_node_key(key_file)
+            except NodeKeyError as exc:
+                self.main.error(sub.at("key_file"), join(path, "key_file"), str(exc))
+                return False
+        return True
+
+    def _point_target(self, parsed: Parsed, driver: str) -> None:
+        """Each driver finds a point by its own key: address, signal or channel."""
+        need = {"can": "signal", "node": "channel"}.get(driver, "address")
+        if need in parsed.bad:
+            return
+        if parsed.values.get(need) is None:
+            msg = f"missing required key '{need}'"
+            if need != "address":
+                msg += f" (points of driver {driver} need it)"
+            self.main.error(parsed.node, join(parsed.path, need), msg)
+            parsed.bad.add(need)
+
+    def _point(
+        self, parsed: Parsed, device: str | None, groups: dict[str, float] | None,
+        seen: dict[str, int],
+    ) -> PointConfig | None:  # fmt: skip
+        values, path, error = parsed.values, parsed.path, self.main.error
+        if "type" not in parsed.nodes and values["table"] in _BIT_TABLES:
+            values["type"] = "bool"
+        if parsed.ok("name"):
+            name = values["name"]
+            if name in seen:
+                msg = f"duplicate point name '{name}' (first at line {seen[name]})"
+                error(parsed.at("name"), join(path, "name"), msg)
+            else:
+                seen[name] = line_of(parsed.at("name"))
+                if device is not None and self.points is not None:
+                    writable = values["writable"] if parsed.ok("writable") else None
+                    self.points[f"{device}.{name}"] = writable
+        table, kind = values["table"], values["type"]
+        if parsed.ok("table", "type"):
+            if table in _BIT_TABLES and kind != "bool":
+                msg = f"points in the {table} table are bool; got type '{kind}'"
+                error(parsed.at("type"), join(path, "type"), msg)
+            elif table not in _BIT_TABLES and kind == "bool":
+                msg = f"bool points belong in the coil or discrete table; got table '{table}'"
+                error(parsed.at("type"), join(path, "type"), msg)
+            elif parsed.ok("address") and values["address"] is not None:
+                words = REGISTER_WORDS[kind]
+                if values["address"] + words > 65536:
+                    msg = (f"{kind} needs {words} registers, so the address must be "
+                           f"<= {65536 - words}; got {values['address']}")  # fmt: skip
+                    error(parsed.at("address"), join(path, "address"), msg)
+        if parsed.ok("table", "writable") and values["writable"] and table in _READ_ONLY_TABLES:
+            msg = f"points in the {table} table are read-only; writable must be false"
+            error(parsed.at("writable"), join(path, "writable"), msg)
+        if groups is not None and parsed.ok("poll") and values["poll"] not in groups:
+            poll, known = values["poll"], ", ".join(groups)
+            if "poll" in parsed.nodes:
+                msg = f"unknown poll group '{poll}'{suggest(poll, groups)}; the device has: {known}"
+            else:
+                msg = f"no `poll` given and the device has no 'default' poll group; it has: {known}"
+            error(parsed.at("poll"), join(path, "poll"), msg)
+        return None if parsed.bad else PointConfig(**parsed.fields())
+
+    def _overlaps(self, points: list[Parsed]) -> None:
+        """Warn when two points of one device read the same registers of one table: valid (one
+        register read two ways) but usually a copied address or a forgotten 32-bit width."""
+        spans = []
+        for p in points:
+            v = p.values
+            if p.ok("address", "table", "type", "name") and v["address"] is not None:
+                words = 1 if v["table"] in _BIT_TABLES else REGISTER_WORDS[v["type"]]
+                spans.append((v["table"], v["address"], v["address"] + words, p))
+        spans.sort(key=lambda span: (span[0], span[1]))
+        for i, (table, start, end, first) in enumerate(spans):
+            for table2, start2, end2, second in spans[i + 1 :]:
+                if table2 != table or start2 >= end:
+                    break
+                a, b = first.values, second.values
+                self.main.warn(second.at("address"), join(second.path, "address"),
+                               f"'{b['name']}' ({b['type']}, {_span(start2, end2)}) overlaps "
+                               f"'{a['name']}' ({a['type']}, {_span(start, end)}, line "
+                               f"{line_of(first.node)}) in the {table} table; check the address "
+                               "(32-bit types take 2 registers, float64 takes 4)")  # fmt: skip
+
+
+def _span(start: int, end: int) -> str:
+    return f"register {start}" if end == start + 1 else f"registers {start}..{end - 1}"
