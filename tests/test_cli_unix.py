@@ -218,6 +218,12 @@ def test_subscribe_prints_json_lines_with_point_names_and_stops_on_ctrl_c(tmp_pa
                 assert rec["gateway"] == "demo-gw" and rec["seq"] >= 1
                 late = await subscriber(pub, db)
                 blind = await subscriber(pub, tmp_path / "none.db")
+                piped = await asyncio.create_subprocess_exec(
+                    "/bin/bash", "-c",
+                    f"{' '.join(GATEWAY)} subscribe --connect {pub} --db {db} | head -1; "
+                    "echo rc=${PIPESTATUS[0]} >&2",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+                )  # fmt: skip
                 rec = await bounded(telemetry_line(late, False), "telemetry (late one)", 20)
                 assert {s["point"] for s in rec["record"]["samples"]} <= names
                 rec = await bounded(telemetry_line(blind, False), "telemetry (no store)", 20)
@@ -226,6 +232,9 @@ def test_subscribe_prints_json_lines_with_point_names_and_stops_on_ctrl_c(tmp_pa
                 assert await stop(late) == ""
                 err = await stop(blind)
                 assert "none.db" in err and len(err.splitlines()) == 1, err
+                out, err = await bounded(piped.communicate(), "subscribe | head -1 to end", 20)
+                assert strict_json(out.decode())["gateway"] == "demo-gw"
+                assert err.decode().splitlines() == ["rc=141"], err  # quiet: no traceback
             finally:
                 halt.set()
                 await bounded(task, "the runtime to stop", 15)
