@@ -129,7 +129,8 @@ class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """``(default: X)`` where there is an X: not for flags, empty strings and "none"."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, "") or action.default is argparse.SUPPRESS:
+        default = action.default
+        if default is None or default is False or default == "" or default is argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
 
