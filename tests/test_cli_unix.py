@@ -79,6 +79,16 @@ def test_help_shows_defaults_and_global_options_work_after_the_subcommand(tmp_pa
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
+def test_a_mistyped_endpoint_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    out = gateway("subscribe", "--connect", "localhost:7001")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--connect" in out.stderr and "tcp://" in out.stderr
+    db = str(tmp_path / "c.db")
+    out = gateway("cloud", "--insecure", "--bind", "localhost:7000", "--db", db)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--bind localhost:7000" in out.stderr
+
+
 @pytest.fixture
 def big_queue(tmp_path: Path) -> Path:
     """A queue with the demo's point model, 3000 telemetry records (about 2 MB as JSON: far more

@@ -9,6 +9,8 @@ import os
 import signal
 import sys
 
+import zmq
+
 from gateway.uplink.keys import AllowList, KeyPair
 from gateway.uplink.receiver import CloudReceiver
 from gateway.uplink.store import SQLiteCloudStore
@@ -149,16 +151,24 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         allow_dir = args.allow_dir
         os.makedirs(allow_dir, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
-    run_until_signal(
-        lambda stop: run_cloud(
-            args.bind,
-            args.pub,
-            args.db,
-            status_interval=args.status_interval,
-            stop=stop,
-            print_status=args.status_interval > 0,
-            server_key=server_key,
-            allow_dir=allow_dir,
+    try:
+        run_until_signal(
+            lambda stop: run_cloud(
+                args.bind,
+                args.pub,
+                args.db,
+                status_interval=args.status_interval,
+                stop=stop,
+                print_status=args.status_interval > 0,
+                server_key=server_key,
+                allow_dir=allow_dir,
+            )
         )
-    )
+    except zmq.ZMQError as exc:  # a mistyped or busy endpoint: which, and what one looks like
+        print(
+            f"gateway cloud: --bind {args.bind} / --pub {args.pub}: {exc} "
+            "(endpoints like tcp://127.0.0.1:7000; a port in use: choose another)",
+            file=sys.stderr,
+        )
+        return 2
     return 0

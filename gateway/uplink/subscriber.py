@@ -279,5 +279,9 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     from gateway.cli import run_until_signal
 
     names = PointNames(store_lookup(args.db), hint=f" on the PUB socket nor in --db {args.db}")
-    run_until_signal(lambda stop: run_subscribe(args.connect, args.topic, stop, names))
+    try:
+        run_until_signal(lambda stop: run_subscribe(args.connect, args.topic, stop, names))
+    except zmq.ZMQError as exc:  # a mistyped endpoint: say which and what one looks like
+        print(f"gateway subscribe: --connect: {exc} (e.g. tcp://127.0.0.1:7001)", file=sys.stderr)
+        return 2
     return 0
