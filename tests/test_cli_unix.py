@@ -171,7 +171,11 @@ def test_ctrl_c_during_start_up_is_quiet() -> None:
         [*GATEWAY, "subscribe", "--connect", "tcp://127.0.0.1:9", "--db", "/nonexistent"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
-    time.sleep(0.4)  # python is up, the CLI's modules are still importing (> 1 s here)
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 20
+    while "zmq" not in maps.read_text():  # the CLI is loading its modules (for a second or more)
+        assert proc.poll() is None, "gateway subscribe exited at start"
+        assert time.monotonic() < deadline, "gateway subscribe did not load pyzmq in 20 s"
+        time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode in (130, 0), err
@@ -217,7 +221,7 @@ def test_subscribe_prints_json_lines_with_point_names_and_stops_on_ctrl_c(tmp_pa
             pub = rx.pub_endpoint
             assert pub is not None and rx.endpoint is not None
             early = await subscriber(pub, db)
-            await asyncio.sleep(4)  # its imports and the SUB join, before the gateway starts
+            await asyncio.sleep(1)  # a head start (if it has not joined yet, --db names it)
             config = demo_config(tmp_path, factory.ports, rx.endpoint, tmp_path / "q.db")
             halt = asyncio.Event()
             task = asyncio.create_task(Runtime(config).run(halt))
