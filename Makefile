@@ -4,31 +4,47 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
+# What `make build`/`make demo` install: the runtime (packaging/runtime-requirements.txt), the
+# build tools and the simulator, at the versions pinned in requirements-dev.txt; not the
+# test, lint and type-check tools (`make test`/`make lint` add those: requirements-dev.txt).
+DEMO_PKGS := setuptools wheel Cython pymodbus
+DEMO_PINS = $(shell grep -E '^($(subst $(SPACE),|,$(DEMO_PKGS)))(==.*)?$$' requirements-dev.txt)
+SPACE := $(subst ,, )
 
 .PHONY: demo test test-native test-pure hil build lint bench soak slow fuzz chaos clean venv \
 	micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
 
-$(STAMP): pyproject.toml requirements-dev.txt packaging/runtime-requirements.txt
+$(VPY):
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+
+# The project itself is installed editable: `.venv/bin/gateway`, and `import gateway` finds this
+# tree and the extensions `make build` compiles in place (not compiled here a second time).
+$(DEMO_STAMP): pyproject.toml requirements-dev.txt packaging/runtime-requirements.txt | $(VPY)
+	$(PIP) install -q -r packaging/runtime-requirements.txt $(DEMO_PINS)
+	GATEWAY_PUREPYTHON=1 $(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(STAMP): pyproject.toml requirements-dev.txt packaging/runtime-requirements.txt | $(VPY)
 	$(PIP) install -q -r requirements-dev.txt
-	touch $(STAMP)
+	touch $@
 
-venv: $(STAMP)
+venv: $(DEMO_STAMP)
 
-build: $(STAMP)
+build: $(DEMO_STAMP)
 	$(VPY) setup.py -q build_ext --inplace
 
 demo: build
-	$(VPY) -m gateway.cli demo
+	$(VPY) -m gateway demo
 
-test: build lint-images
+test: $(STAMP) build lint-images
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q tests hil_tests
 	GATEWAY_PUREPYTHON=1 $(VPY) -m pytest -q tests
 
 # A real rig: make hil RIG=rig.yaml (see hil_tests/README.md); JUnit XML + summary in build/hil/.
 RIG ?=
-hil: build
+hil: $(STAMP) build
 	mkdir -p build/hil
 	GATEWAY_REQUIRE_NATIVE=1 $(if $(RIG),GATEWAY_RIG=$(abspath $(RIG))) $(VPY) -m pytest -q hil_tests \
 		--junitxml=build/hil/junit.xml --hil-summary=build/hil/summary.txt
@@ -38,18 +54,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check gateway tests hil_tests bench
 	$(VENV)/bin/mypy gateway
 
-bench: build
+bench: $(STAMP) build
 	$(VPY) bench/run_all.py
 
 # The real pipeline for SOAK_MINUTES (default 60) at 10,000 datapoints/s with the cloud receiver
 # stopped for a third of every quarter (5 min every 15 min); passes on RSS growth < 2 MB after
 # warm-up and 0 lost or duplicated (bench/soak.py). `make soak SOAK_MINUTES=6`: a smoke run.
 SOAK_MINUTES ?= 60
-soak: build
+soak: $(STAMP) build
 	SOAK_MINUTES=$(SOAK_MINUTES) GATEWAY_REQUIRE_NATIVE=1 $(VPY) bench/soak.py
 
 # Every test marked slow (the chaos runs and the long rule-parser fuzz).
-slow: build
+slow: $(STAMP) build
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -m slow -o addopts= tests hil_tests
 
 # The node SDK against MicroPython's stubs, in its own venv (.venv-mpy); ~1 min the first time.
@@ -60,7 +76,7 @@ micropython-check:
 # (compiled == pure, bounded buffers, clean errors), downlink commands (20k direct, 4k over the
 # wire); ~15 min. The receiver's message handling (real sockets, up to 12 messages from 2 hostile
 # peers per example) with 10k; ~3 min.
-fuzz: build
+fuzz: $(STAMP) build
 	GATEWAY_FUZZ_EXAMPLES=20000 GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -o addopts= -p no:cacheprovider \
 		tests/test_node_frame.py tests/test_can_codec.py tests/test_modbus_parity.py tests/test_rtu_stream.py \
 		tests/test_downlink_fuzz.py
@@ -69,7 +85,7 @@ fuzz: build
 
 # Uplink fault runs: 60 s chaos (>= 24 SIGKILL/SIGSTOP faults at 1500 rec/s) and a 10-minute
 # outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together.
-chaos: build
+chaos: $(STAMP) build
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -s -m slow -o addopts= tests/test_uplink_chaos.py
 
 clean:

@@ -1,5 +1,10 @@
 """The ``gateway`` command: run | demo | check | cloud | subscribe | sim | keys | queue | rules test |
-models."""
+models.
+
+It behaves like a Unix tool: ``--version``; the global options are accepted before and after the
+subcommand; every ``--help`` shows the defaults; a closed pipe (``| head``) ends it quietly with
+141 and Ctrl-C with 130 (or 0 where Ctrl-C is the normal way to stop: run, cloud, subscribe...).
+"""
 
 from __future__ import annotations
 
@@ -78,56 +83,6 @@ def cmd_models_test(args: argparse.Namespace) -> int:
     return test_main(args.config, args.model, args.data, plot=args.plot)
 
 
-def cmd_cloud(args: argparse.Namespace) -> int:
-    from gateway.uplink import keys
-    from gateway.uplink.cloud import run_cloud
-
-    server_key = None
-    allow_dir = None
-    if args.insecure:
-        logging.getLogger("gateway").warning(
-            "INSECURE: accepting plaintext, unauthenticated gateways on %s (--insecure); "
-            "any host that reaches this port can write as any gateway",
-            args.bind,
-        )
-    else:
-        secret = args.secret_key or os.path.join(args.keys_dir, "cloud.key_secret")
-        try:
-            server_key = keys.load_secret(secret)
-        except keys.KeyError_ as exc:
-            print(
-                f"gateway cloud: {exc}\n  create the receiver's key pair with "
-                f"`gateway keys new --dir {args.keys_dir} --name cloud`, allow gateways with "
-                f"`gateway keys allow GW.key --allow-dir {args.allow_dir}`, or pass --insecure",
-                file=sys.stderr,
-            )
-            return 2
-        allow_dir = args.allow_dir
-        os.makedirs(allow_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
-    run_until_signal(
-        lambda stop: run_cloud(
-            args.bind,
-            args.pub,
-            args.db,
-            status_interval=args.status_interval,
-            stop=stop,
-            print_status=args.status_interval > 0,
-            server_key=server_key,
-            allow_dir=allow_dir,
-        )
-    )
-    return 0
-
-
-def cmd_subscribe(args: argparse.Namespace) -> int:
-    from gateway.core.records import decode
-    from gateway.uplink.subscriber import run_subscribe
-
-    run_until_signal(lambda stop: run_subscribe(args.connect, args.topic, decode=decode, stop=stop))
-    return 0
-
-
 def cmd_sim(args: argparse.Namespace) -> int:
     from gateway.drivers.sim import bench_factory, demo_factory, run_factory
 
@@ -163,11 +118,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` where there is an X: not for flags, empty strings and "none"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == "" or default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class GatewayParser(argparse.ArgumentParser):
+    """Every (sub)command's help shows its defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*args, **kwargs)
+
+
+def add_global_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """Options every subcommand takes, before or after its name (``gateway queue peek
+    --log-level debug``): only the top level has the default, so a later one wins."""
+    p.add_argument(
+        "--log-level",
+        default="info" if top else argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+        help="log messages from this level up (stderr)" + ("" if top else " (default: info)"),
+    )
+
+
+def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``p`` (subcommands of subcommands included)."""
+    out: list[argparse.ArgumentParser] = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases: once
+                out += [child, *_subparsers(child)]
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from gateway import __version__
+
+    p = GatewayParser(
         prog="gateway", description="Edge gateway runtime: devices -> rules -> durable uplink."
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_global_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("run", help="run the gateway with a config file")
@@ -177,33 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "check", help="validate a config file and its rules; non-zero exit if invalid"
     )
-    s.add_argument("config")
+    s.add_argument("config", help="gateway YAML config")
     s.set_defaults(fn=cmd_check)
 
-    s = sub.add_parser("cloud", help="run the cloud receiver (ROUTER + SQLite store + PUB fan-out)")
-    s.add_argument(
-        "--bind", default="tcp://127.0.0.1:7000", help="ROUTER endpoint gateways connect to"
-    )
-    s.add_argument("--pub", default="tcp://127.0.0.1:7001", help="PUB endpoint for subscribers")
-    s.add_argument("--db", default="var/cloud.db", help="SQLite store file")
-    s.add_argument(
-        "--status-interval", type=float, default=2.0, help="seconds between status lines; 0 = off"
-    )
-    s.add_argument(
-        "--insecure", action="store_true", help="accept plaintext, unauthenticated gateways"
-    )
-    s.add_argument(
-        "--keys-dir", default="var/cloud/keys", help="directory of the receiver's cloud.key_secret"
-    )
-    s.add_argument(
-        "--secret-key", default=None, help="the receiver's key file (overrides --keys-dir)"
-    )
-    s.add_argument(
-        "--allow-dir",
-        default="var/cloud/allowed",
-        help="allow-list: one NAME.key per gateway (re-read on change, no restart needed)",
-    )
-    s.set_defaults(fn=cmd_cloud)
+    from gateway.uplink.cloud import add_parser as add_cloud_parser
+
+    add_cloud_parser(sub)
 
     from gateway.uplink.inspect import add_parser as add_queue_parser
     from gateway.uplink.keys import add_parser as add_keys_parser
@@ -211,14 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     add_queue_parser(sub)
 
-    s = sub.add_parser("subscribe", help="print records the cloud publishes")
-    s.add_argument("--connect", default="tcp://127.0.0.1:7001")
-    s.add_argument("--topic", default="", help="topic prefix, e.g. 'demo-gw/events'")
-    s.set_defaults(fn=cmd_subscribe)
+    from gateway.uplink.subscriber import add_parser as add_subscribe_parser
+
+    add_subscribe_parser(sub)
 
     s = sub.add_parser("sim", help="simulated Modbus TCP devices (pymodbus servers) on loopback")
-    s.add_argument("--factory", choices=["demo", "bench"], default="demo")
-    s.add_argument("--base-port", type=int, default=5020)
+    s.add_argument("--factory", choices=["demo", "bench"], default="demo", help="which devices")
+    s.add_argument("--base-port", type=int, default=5020, help="first device's TCP port")
     s.add_argument("--devices", type=int, default=50, help="bench factory: number of devices")
     s.add_argument("--registers", type=int, default=20, help="bench factory: registers per device")
     s.add_argument(
@@ -248,13 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--plain", action="store_true", help="print status lines instead of a live screen"
     )
     s.set_defaults(fn=cmd_demo)
+    for child in _subparsers(p):
+        add_global_options(child, top=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    return int(args.fn(args) or 0)
+    try:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.log_level)
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside the commands that take it as "stop"
+        return 128 + signal.SIGINT
+    except BrokenPipeError:  # `gateway ... | head`: the reader has gone, so has our output
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sqlite3
 from pathlib import Path
@@ -168,7 +169,7 @@ def test_run_subscribe_prints_records_and_gaps(capsys: pytest.CaptureFixture[str
         pub.bind("tcp://127.0.0.1:*")
         stop = asyncio.Event()
         task = asyncio.create_task(
-            run_subscribe(pub.getsockopt_string(zmq.LAST_ENDPOINT), "gw/", bytes.decode, stop)
+            run_subscribe(pub.getsockopt_string(zmq.LAST_ENDPOINT), "gw/", stop)
         )
 
         async def publish(seq: int, payload: bytes) -> None:
@@ -189,14 +190,16 @@ def test_run_subscribe_prints_records_and_gaps(capsys: pytest.CaptureFixture[str
         try:
 
             async def joined() -> None:  # PUB/SUB joins asynchronously: repeat seq 1
-                while not saw("gw/s 3:1 hello", out):
+                while not saw('"seq": 1, "record": {"undecodable"', out):
                     await publish(1, b"hello")
                     await asyncio.sleep(0.01)
 
             await bounded(joined(), "the subscriber to print a record")
             await publish(4, b"four")
             await wait_until(lambda: saw("GAP gw/s epoch 3: 2..3 missing", err), "a gap report")
-            assert "gw/s 3:4 four" in "".join(out)
+            lines = [json.loads(x) for x in "".join(out).splitlines()]
+            four = {"gateway": "gw", "stream": "s", "epoch": 3, "seq": 4}
+            assert {**four, "record": {**lines[-1]["record"], "base64": "Zm91cg=="}} == lines[-1]
         finally:
             stop.set()
             await bounded(task, "run_subscribe to stop")

@@ -42,7 +42,7 @@ def test_cli_peek_and_export(
     assert cli_main(["queue", "stats", "--file", str(queue_file)]) == 0
     assert json.loads(capsys.readouterr().out)["streams"]["telemetry"]["next_seq"] == 6
     assert cli_main(["queue", "peek", "--file", str(queue_file), "-n", "1"]) == 0
-    assert capsys.readouterr().out.startswith("telemetry ")
+    assert json.loads(capsys.readouterr().out)["stream"] == "telemetry"
     out = tmp_path / "x.jsonl"
     assert cli_main(["queue", "export", "--file", str(queue_file), "--out", str(out)]) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
+import os
 import signal
+import sys
+
+import zmq
 
 from gateway.uplink.keys import AllowList, KeyPair
 from gateway.uplink.receiver import CloudReceiver
@@ -88,3 +94,81 @@ async def run_cloud(
         if not task.done():
             stop.set()
             await task
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``gateway cloud`` on the CLI's subparsers."""
+    s = sub.add_parser("cloud", help="run the cloud receiver (ROUTER + SQLite store + PUB fan-out)")
+    s.add_argument(
+        "--bind", default="tcp://127.0.0.1:7000", help="ROUTER endpoint gateways connect to"
+    )
+    s.add_argument("--pub", default="tcp://127.0.0.1:7001", help="PUB endpoint for subscribers")
+    s.add_argument("--db", default="var/cloud.db", help="SQLite store file")
+    s.add_argument(
+        "--status-interval", type=float, default=2.0, help="seconds between status lines; 0 = off"
+    )
+    s.add_argument(
+        "--insecure", action="store_true", help="accept plaintext, unauthenticated gateways"
+    )
+    s.add_argument(
+        "--keys-dir", default="var/cloud/keys", help="directory of the receiver's cloud.key_secret"
+    )
+    s.add_argument(
+        "--secret-key", default=None, help="the receiver's key file (overrides --keys-dir)"
+    )
+    s.add_argument(
+        "--allow-dir",
+        default="var/cloud/allowed",
+        help="allow-list: one NAME.key per gateway (re-read on change, no restart needed)",
+    )
+    s.set_defaults(fn=cmd_cloud)
+
+
+def cmd_cloud(args: argparse.Namespace) -> int:
+    from gateway.cli import run_until_signal
+    from gateway.uplink import keys
+
+    server_key = None
+    allow_dir = None
+    if args.insecure:
+        logging.getLogger("gateway").warning(
+            "INSECURE: accepting plaintext, unauthenticated gateways on %s (--insecure); "
+            "any host that reaches this port can write as any gateway",
+            args.bind,
+        )
+    else:
+        secret = args.secret_key or os.path.join(args.keys_dir, "cloud.key_secret")
+        try:
+            server_key = keys.load_secret(secret)
+        except keys.KeyError_ as exc:
+            print(
+                f"gateway cloud: {exc}\n  create the receiver's key pair with "
+                f"`gateway keys new --dir {args.keys_dir} --name cloud`, allow gateways with "
+                f"`gateway keys allow GW.key --allow-dir {args.allow_dir}`, or pass --insecure",
+                file=sys.stderr,
+            )
+            return 2
+        allow_dir = args.allow_dir
+        os.makedirs(allow_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
+    try:
+        run_until_signal(
+            lambda stop: run_cloud(
+                args.bind,
+                args.pub,
+                args.db,
+                status_interval=args.status_interval,
+                stop=stop,
+                print_status=args.status_interval > 0,
+                server_key=server_key,
+                allow_dir=allow_dir,
+            )
+        )
+    except zmq.ZMQError as exc:  # a mistyped or busy endpoint: which, and what one looks like
+        print(
+            f"gateway cloud: --bind {args.bind} / --pub {args.pub}: {exc} "
+            "(endpoints like tcp://127.0.0.1:7000; a port in use: choose another)",
+            file=sys.stderr,
+        )
+        return 2
+    return 0

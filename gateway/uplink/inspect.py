@@ -7,16 +7,17 @@ operator can see what is waiting and why without stopping anything.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.core.records import STREAM_META, point_model
 from gateway.uplink.queue_schema import record_crc
+from gateway.uplink.recordjson import PointNames, dumps, shown
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -114,28 +115,35 @@ def checked_records(
         con.close()
 
 
-def _show(payload: bytes, decode: Callable[[bytes], object] | None) -> object:
-    if decode is not None:
-        try:
-            return decode(payload)
-        except Exception:
-            pass
-    return {"base64": base64.b64encode(payload).decode()}
+def point_names(path: str, config: Any = None) -> PointNames:
+    """Names for the queue's telemetry: from its own ``meta`` records (the gateway queues its point
+    model at every start) and, given the gateway's config, from the model that config builds."""
+    names = PointNames(hint=" in the queue" + ("" if config is not None else " (pass --config)"))
+    names.learn_payloads(p for _, _, _, p, _ in checked_records(path, STREAM_META))
+    if config is not None:
+        from gateway.core.runtime import build_point_table
+
+        _, payload = point_model(config.id, build_point_table(config).infos)
+        names.learn_payloads([payload])
+    return names
 
 
 def export(
     path: str,
     out: TextIO,
     stream: str | None = None,
-    decode: Callable[[bytes], object] | None = None,
+    names: PointNames | None = None,
+    limit: int | None = None,
 ) -> int:
     """JSON lines ``{stream, seq, ts, crc_ok, record}`` for every queued record (``crc_ok``
-    false: the bytes changed since the record was accepted; the gateway will not send it);
-    returns the count."""
+    false: the bytes changed since the record was accepted; the gateway will not send it;
+    telemetry with point names, see :mod:`gateway.uplink.recordjson`); returns the count."""
+    names = names or point_names(path)
     n = 0
-    for s, seq, ts, payload, ok in checked_records(path, stream):
-        line = {"stream": s, "seq": seq, "ts": ts, "crc_ok": ok, "record": _show(payload, decode)}
-        out.write(json.dumps(line, default=repr) + "\n")
+    for s, seq, ts, payload, ok in checked_records(path, stream, limit=limit):
+        record = shown(s, path, payload, names)
+        line = {"stream": s, "seq": seq, "ts": ts, "crc_ok": ok, "record": record}
+        out.write(dumps(line) + "\n")
         n += 1
     return n
 
@@ -146,12 +154,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     qs = q.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
     for name, text in (
         ("stats", "depth, bytes, oldest age, gaps per stream"),
-        ("peek", "the oldest queued records, decoded"),
+        ("peek", "the oldest queued records as JSON lines"),
         ("export", "every queued record as JSON lines"),
     ):
         s = qs.add_parser(name, help=text)
         where = s.add_mutually_exclusive_group(required=True)
-        where.add_argument("--config", help="gateway YAML: use its uplink.queue")
+        where.add_argument(
+            "--config", help="gateway YAML: use its uplink.queue (and name its points)"
+        )
         where.add_argument("--file", help="the queue file itself")
         if name != "stats":
             s.add_argument("--stream", default=None, help="only this stream")
@@ -163,32 +173,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from gateway.core.records import decode
-
-    path = args.file
+    path, config = args.file, None
     if path is None:
         from gateway.config import ConfigError, load_config
 
         try:
-            path = load_config(args.config).uplink.queue
+            config = load_config(args.config)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
+        path = config.uplink.queue
     try:
         if args.queue_command == "stats":
             print(json.dumps(stats(path), indent=2))
-        elif args.queue_command == "peek":
-            for s, seq, ts, payload, ok in checked_records(path, args.stream, limit=args.n):
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-                flag = "" if ok else " CORRUPT"
-                print(f"{s} {seq} {stamp}{flag} {json.dumps(_show(payload, decode), default=repr)}")
+            return 0
+        names = point_names(path, config)
+        limit = args.n if args.queue_command == "peek" else None
+        if args.queue_command == "peek" or args.out == "-":
+            n = export(path, sys.stdout, args.stream, names, limit)
         else:
-            if args.out == "-":
-                n = export(path, sys.stdout, args.stream, decode)
-            else:
-                with open(args.out, "w", encoding="utf-8") as f:
-                    n = export(path, f, args.stream, decode)
+            with open(args.out, "w", encoding="utf-8") as f:
+                n = export(path, f, args.stream, names)
+        if args.queue_command == "export":
             print(f"exported {n} records", file=sys.stderr)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): the CLI ends quietly
     except (OSError, sqlite3.Error) as exc:  # missing, unreadable, not a queue: one line
         print(f"gateway queue: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ DROP) are not holes: they arrive as notices, are counted (``dropped``) and go to
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import dataclasses
@@ -23,6 +24,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.uplink import wire
+from gateway.uplink.recordjson import PointNames, dumps, shown, store_lookup
 from gateway.uplink.store import CloudStore
 
 
@@ -219,10 +221,13 @@ class Subscriber:
 async def run_subscribe(
     connect: str,
     topic: str = "",
-    decode: Callable[[bytes], object] | None = None,
     stop: asyncio.Event | None = None,
+    names: PointNames | None = None,
 ) -> None:
-    """Print every record (one line each) until ``stop`` is set — ``gateway subscribe``."""
+    """Print every record as a JSON line until ``stop`` is set — ``gateway subscribe``.
+
+    Lines: ``{"gateway", "stream", "epoch", "seq", "record"}``, telemetry with point names
+    (:mod:`gateway.uplink.recordjson`); holes in the sequence go to stderr."""
 
     def report(gap: Gap) -> None:
         print(
@@ -231,6 +236,7 @@ async def run_subscribe(
             flush=True,
         )
 
+    names = names or PointNames()
     stop = stop or asyncio.Event()
     with Subscriber(connect, topic, on_gap=report) as sub:
         stopper = asyncio.ensure_future(stop.wait())
@@ -242,10 +248,40 @@ async def run_subscribe(
                     nxt.cancel()
                     break
                 rec = nxt.result()
-                try:
-                    shown = decode(rec.payload) if decode else rec.payload
-                except Exception as exc:  # a consumer tool shows bad payloads, it does not die
-                    shown = f"<undecodable: {exc}> {rec.payload!r}"
-                print(f"{rec.gateway}/{rec.stream} {rec.epoch}:{rec.seq} {shown}", flush=True)
+                line = {
+                    "gateway": rec.gateway,
+                    "stream": rec.stream,
+                    "epoch": rec.epoch,
+                    "seq": rec.seq,
+                    "record": shown(rec.stream, rec.gateway, rec.payload, names),
+                }
+                print(dumps(line), flush=True)
         finally:
             stopper.cancel()
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``gateway subscribe`` on the CLI's subparsers."""
+    s = sub.add_parser(
+        "subscribe", help="print the records the cloud publishes, one JSON object per line"
+    )
+    s.add_argument("--connect", default="tcp://127.0.0.1:7001", help="the receiver's PUB endpoint")
+    s.add_argument("--topic", default="", help="topic prefix, e.g. 'demo-gw/events'")
+    s.add_argument(
+        "--db",
+        default="var/cloud.db",
+        help="the receiver's store (read-only): point names of gateways started before this",
+    )
+    s.set_defaults(fn=cmd_subscribe)
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from gateway.cli import run_until_signal
+
+    names = PointNames(store_lookup(args.db), hint=f" on the PUB socket nor in --db {args.db}")
+    try:
+        run_until_signal(lambda stop: run_subscribe(args.connect, args.topic, stop, names))
+    except zmq.ZMQError as exc:  # a mistyped endpoint: say which and what one looks like
+        print(f"gateway subscribe: --connect: {exc} (e.g. tcp://127.0.0.1:7001)", file=sys.stderr)
+        return 2
+    return 0

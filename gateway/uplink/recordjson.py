@@ -1,0 +1,144 @@
+"""Uplink records as JSON lines, with point names: what ``gateway subscribe`` and ``gateway queue
+peek|export`` print.
+
+Telemetry carries numeric point ids and the hash of the point model they refer to (see
+:mod:`gateway.core.records`); the names come from that model's ``meta`` record, which these tools
+learn from the records they pass and, when a record refers to a model they have not seen, look up
+where it is kept (the queue file, the cloud store, the gateway's config). Every line is valid JSON
+(``jq`` reads it): bytes become base64, NaN and infinities ``null``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from gateway.core import records
+
+#: ``lookup(gateway)`` -> the payloads of that gateway's ``meta`` records, newest first.
+ModelLookup = Callable[[str], Iterable[bytes]]
+
+_RETRY_S = 1.0  # a model not found is looked up again at most this often (it may arrive later)
+
+
+class PointNames:
+    """Point model hash -> point names, from the meta records seen and from ``lookup``."""
+
+    def __init__(self, lookup: ModelLookup | None = None, hint: str = "") -> None:
+        self._decoder = records.ModelDecoder()
+        self._known: set[str] = set()
+        self._lookup = lookup
+        self._tried: dict[str, float] = {}
+        self._warned: set[str] = set()
+        self._hint = hint
+
+    def learn(self, rec: dict[str, Any]) -> None:
+        """Take a decoded ``point_model`` record (others are ignored)."""
+        if rec.get("kind") == "point_model" and isinstance(rec.get("model"), str):
+            self._decoder.add_model(rec)
+            self._known.add(rec["model"])
+
+    def learn_payloads(self, payloads: Iterable[bytes]) -> None:
+        for payload in payloads:
+            try:
+                self.learn(records.decode(payload))
+            except Exception:  # a damaged meta record names nothing: skip it
+                continue
+
+    def samples(self, gateway: str, rec: dict[str, Any]) -> list[dict[str, Any]]:
+        """A telemetry record's columns as ``[{point, ts, value, quality}]``; a point of a model
+        found nowhere is ``#id`` (said once on stderr)."""
+        model = rec.get("model", "")
+        if model not in self._known:
+            self._find(gateway, model)
+        return [
+            {"point": name, "ts": ts, "value": x, "quality": q}
+            for name, ts, x, q in self._decoder.samples(rec)
+        ]
+
+    def _find(self, gateway: str, model: str) -> None:
+        now = time.monotonic()
+        if self._lookup is not None and now - self._tried.get(model, -_RETRY_S) >= _RETRY_S:
+            self._tried[model] = now
+            try:
+                self.learn_payloads(self._lookup(gateway))
+            except (OSError, sqlite3.Error) as exc:
+                self._warn(model, f"{gateway}: point names unavailable: {exc}")
+                return
+        if model not in self._known:
+            self._warn(
+                model,
+                f"{gateway}: point model {model} not seen (yet){self._hint}; points shown as #id",
+            )
+
+    def _warn(self, model: str, text: str) -> None:
+        if model not in self._warned:
+            self._warned.add(model)
+            print(text, file=sys.stderr, flush=True)
+
+
+def shown(stream: str, gateway: str, payload: bytes, names: PointNames) -> Any:
+    """One record for a JSON line: decoded, telemetry with point names, else base64."""
+    try:
+        rec = records.decode(payload)
+    except Exception as exc:  # a consumer tool shows bad payloads, it does not die
+        return {"undecodable": str(exc), "base64": base64.b64encode(payload).decode()}
+    names.learn(rec)
+    if stream == records.STREAM_TELEMETRY and isinstance(rec.get("id"), list):
+        try:
+            samples = names.samples(gateway, rec)
+        except (KeyError, TypeError, ValueError) as exc:
+            return {
+                "undecodable": f"telemetry: {exc}",
+                "base64": base64.b64encode(payload).decode(),
+            }
+        rest = {k: v for k, v in rec.items() if k not in ("id", "ts", "x", "q")}
+        return {**rest, "samples": samples}
+    return rec
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with bytes as ``{"base64": ...}``, non-finite floats as None, keys as strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return {"base64": base64.b64encode(bytes(obj)).decode()}
+    if obj is None or isinstance(obj, str | int | bool):
+        return obj
+    return str(obj)  # msgpack ExtType or the like: a string, never a repr that looks like JSON
+
+
+def dumps(obj: Any) -> str:
+    """One JSON line (no newline)."""
+    return json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False)
+
+
+def store_lookup(db: str) -> ModelLookup:
+    """Meta records of a gateway from a cloud store file, read-only (the receiver keeps running)."""
+
+    def lookup(gateway: str) -> list[bytes]:
+        if not Path(db).exists():
+            raise FileNotFoundError(f"no cloud store at {db} (--db)")
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = con.execute(
+                "SELECT payload FROM records WHERE gateway = ? AND stream = ? "
+                "ORDER BY epoch DESC, seq DESC LIMIT 100",
+                (gateway, records.STREAM_META),
+            ).fetchall()
+        finally:
+            con.close()
+        return [bytes(p) for (p,) in rows]
+
+    return lookup
