@@ -23,7 +23,14 @@ from typing import Any
 from gateway.core.processes import ManagedProcess
 from gateway.demo.ports import DemoPorts, busy_message, busy_ports
 from gateway.demo.scratch import DemoSetupError, prepare_workdir, scratch_config
-from gateway.demo.screen import PlainLog, SubscriberView, frame, render_lines, summary_line
+from gateway.demo.screen import (
+    PlainLog,
+    SubscriberView,
+    fit,
+    frame,
+    render_lines,
+    summary_line,
+)
 
 SCREEN_PERIOD, PLAIN_PERIOD = 1.0, 0.5  # seconds between status polls
 
@@ -141,15 +148,17 @@ class Output:
                 print(line, flush=True)
             return
         size = shutil.get_terminal_size()
-        lines = render_lines(status, view, coil, started, size.columns, size.lines)
+        lines = render_lines(status, view, coil, started, size.columns, size.lines, self.ellipsis)
         sys.stdout.write(frame(lines, color=True))
         sys.stdout.flush()
 
     def close(self, status: dict[str, Any] | None, view: SubscriberView) -> None:
-        if not self.plain:
-            sys.stdout.write("\n")
-        if status is not None:
-            print(f"{time.strftime('%H:%M:%S')} summary {summary_line(status, view)}", flush=True)
+        if status is None:
+            return
+        line = f"{time.strftime('%H:%M:%S')} summary {summary_line(status, view)}"
+        if not self.plain:  # below the last frame, which stays on the screen
+            line = "\n" + fit(line, shutil.get_terminal_size().columns, self.ellipsis)
+        print(line, flush=True)
 
 
 async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:

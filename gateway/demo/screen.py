@@ -43,7 +43,7 @@ class SubscriberView:
 
     def summary(self) -> str:
         recs = "  ".join(f"{s} {n:,}" for s, n in sorted(self.counts.items()))
-        return f"records {recs or '0'}   samples {self.samples:,}   gaps {self.gaps}"
+        return f"gaps {self.gaps}  samples {self.samples:,}  records: {recs or 'none yet'}"
 
 
 def fit(line: str, width: int, ellipsis: str = "…") -> str:
@@ -88,6 +88,7 @@ def render_lines(
     started: float,
     width: int,
     height: int,
+    ellipsis: str = "…",
 ) -> list[tuple[str, str]]:
     """The screen as ``(text, sgr)`` lines, at most ``height`` of them, none wider than ``width``.
 
@@ -98,7 +99,7 @@ def render_lines(
     head = [(f"Edge gateway demo   running {up // 60:02d}:{up % 60:02d}   Ctrl-C stops", BOLD)]
     if status is None:
         rows = [*head, ("waiting for the gateway's status endpoint ...", "")]
-        return [(fit(t, width), s) for t, s in rows][:height]
+        return [(fit(t, width, ellipsis), s) for t, s in rows][:height]
     devs = "  ".join(
         f"{n} {'online' if st.get('connected') else 'OFFLINE'} {st.get('last_rtt_ms', 0):.1f}ms"
         for n, st in status["devices"].items()
@@ -136,20 +137,20 @@ def render_lines(
         f"DEVICE   press1 run coil, read from the simulated device: {coil_text}",
         {True: GREEN, False: YELLOW, None: ""}[coil],
     )
-    cloud_line = (f"CLOUD -> SUBSCRIBER  {view.summary()}", "")
+    cloud_line = (f"CLOUD    to subscriber: {view.summary()}", "")
     fixed = [*top, *table, alarm_line, coil_line, cloud_line]
     room = height - len(fixed) - 1  # the "RULE ACTIVITY" title
     recent = [
-        f"  {_fmt_ts(ev.get('ts'))} {text}"
+        (f"  {_fmt_ts(ev.get('ts'))} {text}", RED if ev.get("state") == "raised" else "")
         for ev in status.get("recent", [])
         if ev.get("kind") in ("alarm", "write", "log", "rule_event") and (text := activity_line(ev))
     ]
     activity: list[tuple[str, str]] = []
     if room > 0:
         activity = [("RULE ACTIVITY (newest last)", BOLD)]
-        activity += [(t, "") for t in recent[-room:]]
+        activity += recent[-room:]
     lines = [*top, *table, alarm_line, *activity, coil_line, cloud_line]
-    return [(fit(t, width), s) for t, s in lines][:height]
+    return [(fit(t, width, ellipsis), s) for t, s in lines][:height]
 
 
 def frame(lines: list[tuple[str, str]], color: bool) -> str:
