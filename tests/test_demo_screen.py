@@ -9,7 +9,6 @@ import pytest
 
 from gateway.demo.screen import PlainLog, SubscriberView, render_lines
 
-
 NOW = time.time()
 
 
@@ -21,8 +20,12 @@ def status(n_points: int = 14, n_recent: int = 40, connected: bool = True) -> di
         "samples_total": 123456,
         "devices": {d: {"connected": connected, "last_rtt_ms": 1.5} for d in ("press1", "pump1")},
         "points": [
-            {"name": f"device{i}.a_rather_long_point_name", "value": 1234.5678, "unit": "degC",
-             "quality": "good" if i % 3 else "uncertain"}
+            {
+                "name": f"device{i}.a_rather_long_point_name",
+                "value": 1234.5678,
+                "unit": "degC",
+                "quality": "good" if i % 3 else "uncertain",
+            }
             for i in range(n_points)
         ],  # fmt: skip
         "alarms": [{"rule": f"rule{i}", "severity": "major", "active": True} for i in range(9)],
