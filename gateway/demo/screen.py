@@ -187,7 +187,7 @@ class PlainLog:
         stamp = _fmt_ts(now)
         for name, st in status["devices"].items():
             up = bool(st.get("connected"))
-            if self.connected.get(name) != up:
+            if self.connected.get(name, False) != up:  # not "OFFLINE" while it first connects
                 out.append(f"{stamp} device {name} {'online' if up else 'OFFLINE'}")
                 self.connected[name] = up
         link = status["uplink"].get("link")
