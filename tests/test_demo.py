@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load_config
 from gateway.demo.ports import PORT_COUNT, DemoPorts, busy_ports
-from gateway.demo.scratch import MARKER, DemoSetupError, prepare_workdir
+from gateway.demo.scratch import MARKER, DemoSetupError, prepare_workdir, scratch_config
 from gateway.uplink import keys
 from gateway.uplink.queue import DurableQueue
 
@@ -206,3 +207,38 @@ def test_demo_screen_fits_an_80x24_terminal() -> None:
         lines = CSI.sub("", f).replace("\r", "").split("\n")
         assert len(lines) <= 24, lines
         assert max(len(ln) for ln in lines) <= 80, [ln for ln in lines if len(ln) > 80]
+
+
+def test_scratch_copy_keeps_rules_and_models_and_points_everything_else_inside(
+    tmp_path: Path,
+) -> None:
+    original = load_config(ROOT / "examples" / "demo.yaml")
+    work = prepare_workdir(str(tmp_path / "w"))
+    copy = load_config(scratch_config(ROOT / "examples" / "demo.yaml", work, DemoPorts(41000)))
+    assert [r.name for r in copy.rules] == [r.name for r in original.rules]
+    assert [(m.file, m.sha256) for m in copy.models] == [
+        (m.file, m.sha256) for m in original.models
+    ]
+    assert copy.data_dir == str(work / "data") and copy.uplink.queue.startswith(str(work))
+    assert copy.uplink.key_dir == str(work / "keys")
+    assert copy.uplink.endpoints == ("tcp://127.0.0.1:41003",)
+    assert copy.metrics_listen == "127.0.0.1:41005"
+    assert {d.name: (d.host, d.port) for d in copy.devices} == {
+        "press1": ("127.0.0.1", 41000),
+        "pump1": ("127.0.0.1", 41001),
+        "motor1": ("127.0.0.1", 41002),
+    }
+
+
+def test_demo_refuses_a_config_with_real_devices(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    shutil.copy(ROOT / "packaging" / "gateway.yaml.example", config)
+    out = subprocess.run(
+        [*DEMO_CMD, "--config", str(config), "--base-port", str(free_block())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert out.returncode == 1 and "plc1" in out.stderr and "simulat" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
