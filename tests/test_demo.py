@@ -242,3 +242,28 @@ def test_demo_refuses_a_config_with_real_devices(tmp_path: Path) -> None:
     )
     assert out.returncode == 1 and "plc1" in out.stderr and "simulat" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_demo_into_a_pipe_closed_early_stops_cleanly() -> None:
+    """`gateway demo | head -2`: no traceback, no process and no scratch folder left behind."""
+    base = free_block()
+    proc = subprocess.Popen(
+        [*DEMO_CMD, "--duration", "4", "--base-port", str(base)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline().decode()
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as head does
+    try:
+        proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the demo did not stop within 40 s of its reader leaving") from None
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err, err
+    scratch = Path(re.search(r"scratch folder (\S+),", first).group(1))  # type: ignore[union-attr]
+    assert not scratch.exists()
+    assert busy_ports(DemoPorts(base)) == [], "a child outlived the demo"

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -178,10 +180,15 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         print(busy_message(ports, busy), file=sys.stderr)
         return 1
     owned = args.workdir is None
+    try:  # before the workdir is emptied: it may hold the config (a previous run's copy)
+        source = Path(args.config).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"gateway demo: {args.config}: cannot read it: {exc}", file=sys.stderr)
+        return 1
     try:
         work = prepare_workdir(args.workdir)
         try:
-            copy = scratch_config(Path(args.config), work, ports)
+            copy = scratch_config(Path(args.config), work, ports, source)
             config = load_config(copy)
         except (DemoSetupError, ConfigError):
             if owned:
@@ -230,12 +237,15 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         for p in reversed(procs):
             p.stop()
         await sub_task
-        out.close(status, view)
-        if owned and code == 0:
+        removed = owned and code == 0
+        if removed:  # before printing: a closed stdout must not leave the folder behind
             shutil.rmtree(work, ignore_errors=True)
-            print("stopped; scratch folder removed (keep it with --workdir DIR)")
-        else:
-            print(f"stopped; logs in {work / 'logs'}")
+        with contextlib.suppress(BrokenPipeError):  # the reader left: say nothing more
+            out.close(status, view)
+            if removed:
+                print("stopped; scratch folder removed (keep it with --workdir DIR)")
+            else:
+                print(f"stopped; logs in {work / 'logs'}")
     return code
 
 
@@ -250,5 +260,10 @@ def run_demo(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         result = await _demo(args, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except BrokenPipeError:  # `gateway demo | head`: children are stopped, the folder is gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush cannot fail
+        return 1
     return result

@@ -84,16 +84,21 @@ def _sample(names: list[str]) -> str:
     return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
-def scratch_config(config_path: Path, work: Path, ports: DemoPorts) -> Path:
+def scratch_config(
+    config_path: Path, work: Path, ports: DemoPorts, text: str | None = None
+) -> Path:
     """Write the demo's copy of ``config_path`` into ``work`` and return its path.
 
     The copy keeps the rules, rule packs and models (their paths made absolute, since the copy
     lives elsewhere) and replaces everything that reaches outside: the data dir, queue and keys
     go into ``work``, every device is the demo simulator's device of that name on loopback, the
     uplink and status endpoints are the demo's ports. A device the simulator does not have is
-    refused: the demo must not poll, let alone write to, a real machine.
+    refused: the demo must not poll, let alone write to, a real machine. ``text`` is the
+    config's content when it was read already.
     """
-    raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    if text is None:
+        text = config_path.read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
     if not isinstance(raw, dict):
         raise DemoSetupError(f"{config_path}: not a gateway config (a YAML mapping)")
     base = Path(os.path.abspath(config_path)).parent
