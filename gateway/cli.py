@@ -215,12 +215,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_rules_parser(sub)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
-    s.add_argument("--config", default="examples/demo.yaml")
+    from gateway.demo.ports import DEFAULT_BASE_PORT, PORT_COUNT, parse_base_port
+
+    s.add_argument(
+        "--config",
+        default="examples/demo.yaml",
+        help="config to demo; only read: the demo runs a copy in its scratch folder",
+    )
     s.add_argument(
         "--duration", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)"
     )
     s.add_argument(
-        "--plain", action="store_true", help="print status lines instead of a live screen"
+        "--plain",
+        action="store_true",
+        help="one line per event instead of a live screen (the default when stdout is not a tty)",
+    )
+    s.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="scratch folder to keep (new, empty or a previous demo's); default: a temporary "
+        "folder removed at the end",
+    )
+    s.add_argument(
+        "--base-port",
+        type=parse_base_port,
+        metavar="N",
+        default=DEFAULT_BASE_PORT,
+        help=f"first of the {PORT_COUNT} loopback ports the demo uses: devices N..N+2, cloud "
+        f"N+3/N+4, gateway status N+5 (default {DEFAULT_BASE_PORT})",
     )
     s.set_defaults(fn=cmd_demo)
     for child in _subparsers(p):

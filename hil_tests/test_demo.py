@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from gateway.demo.ports import DemoPorts, busy_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_shows_data_flowing_end_to_end(tmp_path: Path) -> None:
     for folder in ("examples", "rules"):  # the config, its models and the rule packs it includes
         shutil.copytree(ROOT / folder, tmp_path / folder)
-    config = tmp_path / "examples" / "demo.yaml"  # its data dir lands in tmp_path/var
+    config = tmp_path / "examples" / "demo.yaml"
+    base = next(b for b in range(31000, 32000, 6) if not busy_ports(DemoPorts(b)))
+    work = tmp_path / "work"
     out = subprocess.run(
         [
             sys.executable,
@@ -28,6 +33,10 @@ def test_demo_shows_data_flowing_end_to_end(tmp_path: Path) -> None:
             "12",
             "--config",
             str(config),
+            "--workdir",
+            str(work),
+            "--base-port",
+            str(base),
         ],
         capture_output=True,
         text=True,
@@ -35,11 +44,13 @@ def test_demo_shows_data_flowing_end_to_end(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    last = out.stdout.rsplit("--- ", 1)[-1]
-    assert "press1 online" in last and "motor1 online" in last, last
-    assert "link connected" in last, last
+    lines = out.stdout.splitlines()
+    for said in ("device press1 online", "device motor1 online", "uplink link connected"):
+        assert any(ln[9:] == said for ln in lines), lines
+    last = [ln for ln in lines if " summary " in ln][-1]
     assert "gaps 0" in last, last
-    received = int(last.split("telemetry ", 2)[2].split()[0].replace(",", ""))
+    received = int(re.search(r"telemetry ([\d,]+)", last).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert received > 50, last
     assert "\x1b[" not in out.stdout, "plain output must not carry terminal escapes"
-    assert (tmp_path / "var" / "demo" / "cloud.db").exists()
+    assert (work / "cloud" / "cloud.db").exists() and (work / "data" / "queue.db").exists()
+    assert not (tmp_path / "var").exists(), "the config's own data_dir is not the demo's"

@@ -100,7 +100,7 @@ def test_demo_loads_with_expected_values() -> None:
     assert restart.actions[0] == WriteAction("press1.run", "1") and restart.clear is None
     assert unsteady.for_ == 5.0 and unsteady.severity == "minor"
     zone_d = next(r for r in packs if r.name == "motor1_iso10816_zone_d")
-    assert zone_d.when == "rms(motor1.vibration, 2s) > 7.1" and zone_d.for_ == 2.0
+    assert zone_d.when == "rms(motor1.vibration, 10s) > 7.1" and zone_d.for_ == 10.0
     assert zone_d.source.endswith("rules/iso10816.yaml:44")
 
     up = cfg.uplink

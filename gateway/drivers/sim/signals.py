@@ -123,16 +123,23 @@ class PumpModel(_Clocked):
 
 
 class MotorModel(_Clocked):
-    """An induction motor whose vibration sits near 4 mm/s, with an excursion to ~8.2 mm/s for
-    ``excursion_len`` seconds every ``excursion_every`` seconds (first at ``excursion_at``),
-    long enough to trip a "vibration > 7.1 for 3 s" rule. Current rises with vibration.
+    """An induction motor whose vibration sits near 4 mm/s (zone B of ISO 10816-3 group 1 on a
+    rigid foundation), with an excursion to ``excursion_level`` mm/s for ``excursion_len``
+    seconds every ``excursion_every`` seconds (first at ``excursion_at``). Current rises with
+    vibration.
+
+    The default level, 8.2 mm/s, is an overload (zone D while it lasts): the class the models of
+    tools/make_models.py learn as "overload". The demo's motor (:func:`demo_factory`) has normal
+    load excursions instead, to 5 mm/s: briefly above the zone B/C boundary, far below zone D,
+    and in zone B as the 10 s RMS that ISO 10816 judges.
 
     An injectable bearing fault (``bearing_fault_at`` seconds, None: never; for
-    ``bearing_fault_len`` seconds every ``bearing_fault_every`` seconds, 0: once) makes the
-    vibration swell at 0.7 Hz by about 1.2 mm/s and get noisier while its level stays far below
-    the 7.1 mm/s zone limit: a threshold rule misses it, the bearing_ae model does not.
+    ``bearing_fault_len`` seconds every ``bearing_fault_every`` seconds, 0: once) adds a 3.1 Hz
+    swell of 1.5 mm/s and more noise while the RMS level stays below the zone C limit: a
+    threshold rule misses it, the bearing_ae model does not.
     """
 
+    BASE = 4.0  # mm/s RMS: upper zone B of ISO 10816-3 group 1, rigid foundation
     FAULT_HZ, FAULT_AMP, FAULT_NOISE = 3.1, 1.5, 0.5
 
     def __init__(
@@ -141,6 +148,7 @@ class MotorModel(_Clocked):
         excursion_at: float = 30.0,
         excursion_every: float = 40.0,
         excursion_len: float = 5.0,
+        excursion_level: float = 8.2,
         bearing_fault_at: float | None = None,
         bearing_fault_every: float = 0.0,
         bearing_fault_len: float = math.inf,
@@ -149,10 +157,11 @@ class MotorModel(_Clocked):
         self.excursion_at = excursion_at
         self.excursion_every = excursion_every
         self.excursion_len = excursion_len
+        self.excursion_level = excursion_level
         self.bearing_fault_at = bearing_fault_at
         self.bearing_fault_every = bearing_fault_every
         self.bearing_fault_len = bearing_fault_len
-        self.vib = 4.0
+        self.vib = self.BASE
         self.temp = 52.0
 
     def bearing_fault(self) -> bool:
@@ -173,11 +182,12 @@ class MotorModel(_Clocked):
         dt = self._advance(t)
         if dt <= 0.0:
             return
-        self.vib = first_order(self.vib, 8.2 if self.in_excursion() else 4.0, dt, 0.3)
-        self.temp = first_order(self.temp, 55.0 + 0.5 * (self.vib - 4.0), dt, 60.0)
+        target = self.excursion_level if self.in_excursion() else self.BASE
+        self.vib = first_order(self.vib, target, dt, 0.3)
+        self.temp = first_order(self.temp, 55.0 + 0.5 * (self.vib - self.BASE), dt, 60.0)
 
     def values(self) -> dict[str, float]:
-        current = 12.0 + 0.4 * (self.vib - 4.0) + self.noise(0.15)
+        current = 12.0 + 0.4 * (self.vib - self.BASE) + self.noise(0.15)
         vib = self.vib + self.noise(0.25)
         if self.bearing_fault():
             swell = math.sin(2.0 * math.pi * self.FAULT_HZ * self.t)
