@@ -215,3 +215,26 @@ def test_plot_time_axis_shows_dates_not_epoch_seconds(
     assert labels and any(":" in label for label in labels), labels
     assert not any(label.replace(".", "").isdigit() and float(label) > 1e8 for label in labels)
     assert "UTC" in fig.axes[-1].get_xlabel()
+
+
+def test_export_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    table = PointTable()
+    table.add("dev.x", "dev", "float64")
+    model, meta = records.point_model("gw", table.infos)
+    db = tmp_path / "cloud.db"
+    with SQLiteCloudStore(str(db)) as store:
+        store.commit("gw", records.STREAM_META, 1, 1, [meta])
+        ids = np.zeros(50, np.uint32)
+        store.commit("gw", records.STREAM_TELEMETRY, 1, 1, [
+            records.encode_telemetry(model, SampleBatch(ids, T0 + i + np.arange(50) / 50,
+                                                        np.arange(50.0), np.zeros(50, np.uint8)))
+            for i in range(2000)
+        ])  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "export", "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"ts,point,value,quality\n"
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 0, err
+    assert "Traceback" not in err

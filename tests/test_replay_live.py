@@ -95,6 +95,8 @@ def test_a_recorded_live_run_replays_to_the_same_effects_at_the_same_times(tmp_p
         async with Factory(specs, clock) as factory, running_receiver(store) as receiver:
             config = demo_config(tmp_path, factory.ports, receiver.endpoint, tmp_path / "q.db")
             runtime = Runtime(config, clock=clock)
+            if hasattr(runtime, "rule_clock"):  # its holdback is in clock time: 1 s of wall time
+                runtime.rule_clock.holdback *= SPEED
             live = EngineLog(runtime)
             stop = asyncio.Event()
             run = asyncio.create_task(runtime.run(stop))

@@ -36,7 +36,7 @@ QUALITY = {"good": 0, "uncertain": 1, "bad": 2, "0": 0, "1": 1, "2": 2}
 QUALITY_NAMES = ("good", "uncertain", "bad")
 MAX_BYTES = 256 * 1024 * 1024
 MAX_LINE = 64 * 1024
-MAX_ROWS = 5_000_000
+MAX_ROWS = 1_000_000  # ~300 MB of rows in memory: what a Pi can spare
 FORMATS = ("csv", "jsonl")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 

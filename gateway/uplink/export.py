@@ -128,6 +128,9 @@ def main(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"gateway export: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `gateway export ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _time(opt: str, text: str | None) -> float | None:
