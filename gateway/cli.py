@@ -205,14 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     msub = s.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     m = msub.add_parser("test", help="run a configured model over a recording, print its outputs")
     m.add_argument("model", help="model name from the config's models:")
-    m.add_argument("--data", required=True, help="CSV recording: ts,point,value")
+    m.add_argument("--data", required=True, help="recording (.csv ts,point,value or .jsonl)")
     m.add_argument("--config", default="examples/demo.yaml", help="gateway config declaring it")
     m.add_argument("--plot", action="store_true", help="add a sparkline per output")
     m.set_defaults(fn=cmd_models_test)
 
     from gateway.rules.testcmd import add_parser as add_rules_parser
+    from gateway.uplink.export import add_parser as add_export_parser
 
     add_rules_parser(sub)
+    add_export_parser(sub)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     from gateway.demo.ports import DEFAULT_BASE_PORT, PORT_COUNT, parse_base_port

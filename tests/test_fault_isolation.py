@@ -192,6 +192,8 @@ def test_failing_rules_and_rule_tick_end_neither_polling_nor_the_run_loop(
 
             rt.rules.process = broken  # type: ignore[method-assign]
             rt.rules.tick = broken  # type: ignore[method-assign]
+            # Batches tick the rule clock's grid themselves; the loop's own tick call is this.
+            rt.rule_clock.advance = broken  # type: ignore[method-assign]
             stop = asyncio.Event()
             run = asyncio.create_task(rt.run(stop))
             try:

@@ -1,49 +1,30 @@
 """``gateway models test MODEL --data FILE`` and the model part of ``gateway check``.
 
-The data file is a CSV recording ``ts,point,value`` (header optional; the format ``gateway rules
-test`` replays): it goes through the same point table, window cutting, features and model as in
-the gateway, and every output is printed as ``ts,<model>.<output>,value``; ``--plot`` adds a
-terminal sparkline per output.
+The data file is a recording as ``gateway export`` writes it and ``gateway rules test`` replays it
+(CSV ``ts,point,value[,quality]`` or wide, or JSONL; see :mod:`gateway.rules.recording`): it goes
+through the same point table, window cutting, features and model as in the gateway, and every
+output is printed as ``ts,<model>.<output>,value`` (itself a recording, so the outputs can be
+replayed through rules); ``--plot`` adds a terminal sparkline per output with its time span.
 """
 
 from __future__ import annotations
 
-import csv
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from gateway.bounded import clip
 from gateway.core.model import Quality, SampleBatch
+from gateway.rules.recording import Row
+from gateway.timefmt import iso
 
 
-def read_recording(path: str) -> list[tuple[float, str, float]]:
-    """Rows ``(ts, point, value)`` of a CSV recording, by time; ValueError says what is wrong."""
-    if not os.path.isfile(path):
-        kind = "not found" if not os.path.exists(path) else "not a regular file"
-        raise ValueError(f"{path}: {kind}; --data takes a CSV file of ts,point,value")
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        try:
-            for lineno, row in enumerate(csv.reader(f), 1):
-                if not row or row[0].startswith("#"):
-                    continue
-                if lineno == 1 and row[0].strip().lower() in ("ts", "time", "timestamp"):
-                    continue
-                if len(row) != 3:
-                    raise ValueError(f"{path}:{lineno}: expected ts,point,value; got {len(row)} "
-                                     "fields")  # fmt: skip
-                try:
-                    rows.append((float(row[0]), row[1].strip(), float(row[2])))
-                except ValueError:
-                    raise ValueError(f"{path}:{lineno}: ts and value must be numbers: "
-                                     f"{clip(str(row))}") from None  # fmt: skip
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a CSV recording of ts,point,value: {exc}") from None
-    rows.sort(key=lambda r: r[0])
-    return rows
+def read_recording(path: str) -> list[Row]:
+    """Samples ``(ts, point, value, quality)`` of a recording in file order (any format
+    ``gateway export`` writes, see :mod:`gateway.rules.recording`); ValueError says what is wrong."""
+    from gateway.rules.recording import read_recording as read
+
+    return read(path)[0]
 
 
 def test_main(config_path: str, model: str, data: str, plot: bool = False) -> int:
@@ -81,16 +62,18 @@ def test_main(config_path: str, model: str, data: str, plot: bool = False) -> in
     if not slot.running:
         return 1
     wanted = set(chosen[0].inputs)
-    unknown = {p for _, p, _ in rows if p not in points}
+    unknown = {r[1] for r in rows if r[1] not in points}
     if unknown:
-        print(f"{data}: ignoring unknown points: {', '.join(sorted(unknown))}", file=sys.stderr)
-    used = [(t, p, v) for t, p, v in rows if p in wanted]
+        print(
+            f"{data}: ignoring unknown points: {', '.join(sorted(unknown)[:20])}", file=sys.stderr
+        )
+    used = [r for r in rows if r[1] in wanted]
     if not used:
         print(f"{data}: no samples of {', '.join(sorted(wanted))}", file=sys.stderr)
         return 1
-    for t, p, v in used:  # one sample at a time, as a poll would deliver them
+    for t, p, v, q in used:  # one sample at a time, as a poll would deliver them
         ids = np.array([points.id_of(p)], np.uint32)
-        batch = SampleBatch.uniform(ids, t, np.array([v]), Quality.GOOD)
+        batch = SampleBatch.uniform(ids, t, np.array([v]), Quality(q))
         points.ingest(batch)
         runner.on_batch(batch)
         runner.run_pending()
@@ -101,6 +84,8 @@ def test_main(config_path: str, model: str, data: str, plot: bool = False) -> in
     print(f"# {model}: {st['inferred']} windows, {st['skipped']} skipped, latency p50 "
           f"{st['latency_p50_s'] * 1e6:.0f} us", file=sys.stderr)  # fmt: skip
     if plot:
+        if out:
+            print(f"{'':>24} {iso(out[0][0])} .. {iso(out[-1][0])}")
         for key, name in names.items():
             series = np.array([v for _, i, v in out if i == key])
             print(f"{name:>24} {sparkline(series)}  [{series.min():.3g} .. {series.max():.3g}]")

@@ -10,11 +10,13 @@ sets, events and logs marked. Needs matplotlib (optional extra ``plot``).
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from gateway.rules.effects import (  # noqa: E402
@@ -27,8 +29,34 @@ from gateway.rules.effects import (  # noqa: E402
 )
 from gateway.rules.nodes import Compare, Const, PointRef, children  # noqa: E402
 from gateway.rules.replay import Replay  # noqa: E402
+from gateway.timefmt import is_relative  # noqa: E402
 
 MAX_PANELS = 6
+_EPOCH_DAYS = float(mdates.date2num(datetime(1970, 1, 1, tzinfo=UTC)))
+
+
+class _Axis:
+    """Sample time -> x: matplotlib dates (UTC, shown as readable times) for epoch recordings,
+    plain seconds for hand-written ones that start near 0."""
+
+    def __init__(self, relative: bool) -> None:
+        self.relative = relative
+        self.scale = 1.0 if relative else 1.0 / 86400.0
+
+    def __call__(self, ts: float) -> float:
+        return ts if self.relative else ts / 86400.0 + _EPOCH_DAYS
+
+    def span(self, seconds: float) -> float:
+        return seconds * self.scale
+
+    def label(self, ax: plt.Axes, legend: str) -> None:
+        if self.relative:
+            ax.set_xlabel(f"time [s]  ({legend})")
+            return
+        loc = mdates.AutoDateLocator(tz=UTC)
+        ax.xaxis.set_major_locator(loc)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, tz=UTC))
+        ax.set_xlabel(f"time (UTC)  ({legend})")
 
 
 def _thresholds(result: Replay) -> dict[str, list[tuple[float, str]]]:
@@ -62,14 +90,15 @@ def _thresholds(result: Replay) -> dict[str, list[tuple[float, str]]]:
 def plot_replay(result: Replay, path: str | Path) -> None:
     """Write the timeline of ``result`` to ``path`` (PNG)."""
     engine = result.engine
+    x = _Axis(is_relative(max((r[0] for r in result.rows), default=0.0)))
     series: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     bad: dict[str, list[float]] = defaultdict(list)
-    for ts, name, value, q in result.rows:
+    for ts, name, value, q in sorted(result.rows, key=lambda r: r[0]):
         if q == 0:
-            series[name][0].append(ts)
+            series[name][0].append(x(ts))
             series[name][1].append(value)
         else:
-            bad[name].append(ts)
+            bad[name].append(x(ts))
     read: list[str] = []
     if engine is not None:
         names = [i.name for i in engine._points.infos]
@@ -92,7 +121,7 @@ def plot_replay(result: Replay, path: str | Path) -> None:
         colors = iter(["tab:purple", "tab:blue", "tab:brown", "tab:olive", "tab:cyan"] * 4)
         for label, (point, pts) in result.probes.items():
             if point == name and pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=2, label=label,
+                ax.plot([x(p[0]) for p in pts], [p[1] for p in pts], lw=2, label=label,
                         color=next(colors))  # fmt: skip
                 for level, text in thresholds.get(label, []):
                     ax.axhline(level, ls="--", lw=0.9, color="tab:red")
@@ -111,34 +140,34 @@ def plot_replay(result: Replay, path: str | Path) -> None:
     lane = axes[-1]
     holds = {r.name: r.hold for r in engine._rules} if engine is not None else {}
     open_at: dict[str, float] = {}
-    end = result.rows[-1][0] if result.rows else 1.0
+    end = x(max((r[0] for r in result.rows), default=1.0))
     y = {name: i for i, name in enumerate(rules)}
     for eff in result.effects:
         row = y.get(eff.rule, -1)
+        at = x(eff.ts)
         if isinstance(eff, AlarmRaised):
-            open_at[eff.rule] = eff.ts
+            open_at[eff.rule] = at
             for ax in axes[:-1]:
-                ax.axvline(eff.ts, color="tab:red", lw=1, alpha=0.7)
+                ax.axvline(at, color="tab:red", lw=1, alpha=0.7)
             if holds.get(eff.rule):
-                lane.barh(row, holds[eff.rule], left=eff.ts - holds[eff.rule], height=0.5,
+                hold = x.span(holds[eff.rule])
+                lane.barh(row, hold, left=at - hold, height=0.5,
                           color="none", edgecolor="tab:red", hatch="///")  # fmt: skip
-            lane.annotate(eff.message[:60], (eff.ts, row + 0.3), fontsize=7)
+            lane.annotate(eff.message[:60], (at, row + 0.3), fontsize=7)
         elif isinstance(eff, AlarmCleared) and eff.rule in open_at:
             start = open_at.pop(eff.rule)
-            lane.barh(row, eff.ts - start, left=start, height=0.5, color="tab:red", alpha=0.5)
+            lane.barh(row, at - start, left=start, height=0.5, color="tab:red", alpha=0.5)
             for ax in axes[:-1]:
-                ax.axvline(eff.ts, color="tab:green", lw=1, alpha=0.7)
+                ax.axvline(at, color="tab:green", lw=1, alpha=0.7)
         else:
             marker = {WriteRequest: "v", PointSet: "s", EventRaised: "*", LogMessage: "o"}
             m = marker.get(type(eff), "x")
-            lane.plot([eff.ts], [row], marker=m, color="black", ms=6)
+            lane.plot([at], [row], marker=m, color="black", ms=6)
     for name, start in open_at.items():
         lane.barh(y[name], end - start, left=start, height=0.5, color="tab:red", alpha=0.5)
     lane.set_yticks(range(len(rules)), rules, fontsize=8)
     lane.set_ylim(-0.7, max(len(rules), 1) - 0.3)
-    lane.set_xlabel(
-        "time [s]  (red bar: active, hatched: for-hold; v write, s set, * event, o log)"
-    )
+    x.label(lane, "red bar: active, hatched: for-hold; v write, s set, * event, o log")
     lane.grid(alpha=0.3)
     fig.suptitle(f"rule replay: {len(result.rows)} samples, {len(result.effects)} effects")
     fig.tight_layout()

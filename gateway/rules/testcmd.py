@@ -26,6 +26,7 @@ from gateway.rules.replay import (
     replay,
     table_for,
 )
+from gateway.timefmt import Stamps
 
 
 class RulesTestError(Exception):
@@ -87,6 +88,7 @@ def run(
     try:
         periods = estimate_periods(rows)
         if _is_gateway_config(rules_path):
+            from gateway.core.reload import build_rule_engine
             from gateway.core.runtime import build_point_table
 
             config = load_config(rules_path)
@@ -94,7 +96,8 @@ def run(
             for name in names:
                 if name not in points:
                     raise RulesTestError(f"{data_path}: point {name!r} is not in {rules_path}")
-            engine = RuleEngine(config.rules, points, periods=periods)
+            # Built as the runtime builds it (same ring sizes), so windows see the same samples.
+            engine = build_rule_engine(config, points)
         else:
             rules = load_rule_file(rules_path, params)
             points = table_for(rules, names)
@@ -141,8 +144,9 @@ def main(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     records = result.records()
+    stamps = Stamps()
     for eff in result.effects:
-        print(json.dumps(effect_record_jsonable(eff)) if args.json else describe(eff))
+        print(json.dumps(effect_record_jsonable(eff)) if args.json else describe(eff, stamps))
     stats = result.engine.stats() if result.engine else {}
     fired = sum(int(s["firings"]) for s in stats.values())
     print(
@@ -184,7 +188,10 @@ def add_parser(sub: Any) -> None:
     rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="SUBCOMMAND")
     s = rsub.add_parser("test", help="replay a recording through rules; print what fires when")
     s.add_argument("rules", help="rule file, rule pack or gateway config")
-    s.add_argument("--data", required=True, help="recording: .csv (long or wide) or .jsonl")
+    s.add_argument(
+        "--data", required=True,
+        help="recording (as `gateway export` writes): .csv (ts,point,value or wide) or .jsonl",
+    )  # fmt: skip
     s.add_argument("--plot", help="write a timeline plot (PNG) of the signals and firings")
     s.add_argument("--expect", help="expected effects (JSONL); exit 1 on any difference")
     s.add_argument("--param", action="append", help="rule pack parameter NAME=VALUE (repeatable)")

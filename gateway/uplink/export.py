@@ -1,0 +1,217 @@
+"""``gateway export``: recordings out of the cloud store, for ``gateway rules test`` and
+``gateway models test``.
+
+Reads the receiver's SQLite store (:mod:`gateway.uplink.store`) read-only (``mode=ro``; a running
+receiver is not disturbed and nothing is written), decodes the telemetry with the gateway's point
+model (the ``meta`` stream) into named samples, and writes them as a long CSV
+(``ts,point,value,quality``) or JSONL recording (:mod:`gateway.rules.recording`), in the order
+the gateway processed them: the order a replay must follow to make the gateway's decisions.
+
+Points of the ``virtual`` device are left out unless named in ``--points``: rules compute them
+(``set`` actions), so a replay recomputes them rather than reading them. (Not to be confused with
+``gateway queue export``, which reads a gateway's own outbox.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from gateway.core.records import STREAM_META, STREAM_TELEMETRY, ModelDecoder, decode
+from gateway.rules.recording import FORMATS, DataError, Row, format_of, parse_ts, write_recording
+
+
+class ExportError(Exception):
+    """A store or a selection that cannot be exported; ``str()`` is what to print."""
+
+
+def open_store(path: str | Path) -> sqlite3.Connection:
+    """The cloud store at ``path``, read-only; ExportError when it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        kind = "not found" if not p.exists() else "not a regular file"
+        raise ExportError(f"{p}: {kind}; --db takes the receiver's store (gateway cloud --db)")
+    uri = f"file:{quote(str(p.resolve()))}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as exc:
+        raise ExportError(f"{p}: not a cloud store ({exc})") from None
+    if not {"records", "streams"} <= tables:
+        db.close()
+        raise ExportError(f"{p}: not a cloud store (no records table); give the file that "
+                          "`gateway cloud --db` writes")  # fmt: skip
+    return db
+
+
+def gateways(db: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in db.execute("SELECT DISTINCT gateway FROM streams ORDER BY gateway")]
+
+
+def _payloads(db: sqlite3.Connection, gateway: str, stream: str) -> Iterator[bytes]:
+    """Payloads of one stream in the order the gateway sent them: epochs (random ids) in the
+    order they arrived, records by sequence number within each."""
+    sql = (
+        "SELECT r.payload FROM records r JOIN ("
+        "  SELECT epoch, MIN(rowid) AS first FROM records WHERE gateway = ? AND stream = ?"
+        "  GROUP BY epoch) e ON r.epoch = e.epoch "
+        "WHERE r.gateway = ? AND r.stream = ? ORDER BY e.first, r.seq"
+    )
+    for (payload,) in db.execute(sql, (gateway, stream, gateway, stream)):
+        yield bytes(payload)
+
+
+class Selection:
+    """Which samples to export: point names or patterns (``press1.*``) and ``start <= ts < end``."""
+
+    def __init__(
+        self, points: list[str] | None = None, start: float | None = None, end: float | None = None,
+    ) -> None:  # fmt: skip
+        self.points = points
+        self.start = start
+        self.end = end
+
+    def wants(self, name: str, device: str, ts: float) -> bool:
+        if self.start is not None and ts < self.start:
+            return False
+        if self.end is not None and ts >= self.end:
+            return False
+        if self.points is None:
+            return device != "virtual"
+        return any(name == p or fnmatch.fnmatchcase(name, p) for p in self.points)
+
+
+def samples(
+    db: sqlite3.Connection, gateway: str, sel: Selection, warn: Any = None
+) -> Iterator[Row]:
+    """Named samples of ``gateway`` (``(ts, point, value, quality)``) chosen by ``sel``."""
+    models = ModelDecoder()
+    devices: dict[str, str] = {}
+    bad = unknown = 0
+    for payload in _payloads(db, gateway, STREAM_META):
+        try:
+            rec = decode(payload)
+            models.add_model(rec)
+            for p in rec["points"]:
+                devices[str(p["name"])] = str(p.get("device", ""))
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    for payload in _payloads(db, gateway, STREAM_TELEMETRY):
+        try:
+            rows = models.samples(decode(payload))
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        for name, ts, x, q in rows:
+            if name.startswith("#"):
+                unknown += 1
+                continue
+            ts = float(ts)
+            if not sel.wants(name, devices.get(name, ""), ts):
+                continue
+            q = int(q)
+            yield (ts, name, float("nan") if x is None or q else float(x), q)
+    if warn is not None and (bad or unknown):
+        warn(f"skipped {bad} undecodable records and {unknown} samples of an unknown point model")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return _export(args)
+    except ExportError as exc:
+        print(f"gateway export: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `gateway export ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _time(opt: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_ts(opt, text)
+    except DataError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    fmt = args.format or (format_of(args.output) if args.output else None) or "csv"
+    sel = Selection(
+        [p.strip() for p in args.points.split(",") if p.strip()] if args.points else None,
+        _time("--from", args.start), _time("--to", args.end),
+    )  # fmt: skip
+    db = open_store(args.db)
+    try:
+        known = gateways(db)
+        gateway = args.gateway
+        if gateway is None:
+            if len(known) != 1:
+                names = ", ".join(known) or "none"
+                raise ExportError(f"{args.db} holds {len(known)} gateways ({names}); choose one "
+                                  "with --gateway")  # fmt: skip
+            gateway = known[0]
+        elif gateway not in known:
+            raise ExportError(f"{args.db}: no gateway {gateway!r}; it holds: "
+                              f"{', '.join(known) or 'none'}")  # fmt: skip
+
+        def warn(msg: str) -> None:
+            print(f"gateway export: {msg}", file=sys.stderr)
+
+        rows = samples(db, gateway, sel, warn)
+        try:
+            n = _write(rows, args.output, fmt)
+        except sqlite3.Error as exc:
+            raise ExportError(f"{args.db}: read failed: {exc}") from None
+    finally:
+        db.close()
+    if n == 0:
+        warn(f"no samples of {gateway} matched (points {args.points or 'all'}, "
+             f"from {args.start or 'start'} to {args.end or 'end'})")  # fmt: skip
+        return 1
+    print(f"gateway export: {n} samples of {gateway} written to {args.output or 'stdout'}",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _write(rows: Iterator[Row], output: str | None, fmt: str) -> int:
+    if not output or output == "-":
+        return write_recording(rows, sys.stdout, fmt)
+    tmp = f"{output}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            n = write_recording(rows, f, fmt)
+        os.replace(tmp, output)  # a failed export leaves no half-written recording behind
+    except OSError as exc:
+        raise ExportError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return n
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``gateway export`` under the ``gateway`` command's subparsers."""
+    s = sub.add_parser(
+        "export",
+        help="write recordings from the cloud store (for `rules test` / `models test`)",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("--db", required=True, help="the receiver's store (gateway cloud --db)")
+    s.add_argument("--gateway", help="gateway id (default: the only one in the store)")
+    s.add_argument("--points", help="comma-separated point names or patterns (press1.*)")
+    s.add_argument("--from", dest="start", metavar="T",
+                   help="first time (epoch seconds or ISO 8601, UTC if no offset)")  # fmt: skip
+    s.add_argument("--to", dest="end", metavar="T", help="end time, exclusive")
+    s.add_argument("--format", choices=FORMATS,
+                   help="recording format (default: from -o's extension, else csv)")  # fmt: skip
+    s.add_argument("-o", "--output", help="output file (default: stdout)")
+    s.set_defaults(fn=main)
