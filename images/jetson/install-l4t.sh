@@ -21,7 +21,7 @@ if [ "${1:-}" = --settings ]; then
     settings=$2
     shift 2
 fi
-[ $# -eq 2 ] || { sed -n '2,18p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
 l4t=$1
 deb=$2
 die() { echo "jetson: $*" >&2; exit 1; }
