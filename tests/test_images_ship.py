@@ -102,3 +102,31 @@ def test_jetson_verify_catches_modules_built_for_another_python(tmp_path: Path) 
 def test_jetson_build_names_where_it_looked_for_headers() -> None:
     with pytest.raises(SystemExit, match=r"no Python 2\.5 headers .*--include DIR"):
         native_wheel.find_include("2.5", "/nonexistent")
+
+
+def _dockerfile_requirements_step() -> str:
+    """The command in Dockerfile.arm64's build stage that writes /wheels/requirements.txt."""
+    text = (ROOT / "Dockerfile.arm64").read_text().replace("\\\n", " ")
+    steps = [
+        s.strip()
+        for line in text.splitlines()
+        if line.startswith("RUN")
+        for s in line[3:].split("&&")
+    ]
+    writes = [s for s in steps if "/wheels/requirements.txt" in s and "-r " not in s]
+    assert len(writes) == 1, writes
+    return writes[0]
+
+
+def test_the_container_build_installs_every_runtime_pin(tmp_path: Path) -> None:
+    """The step runs for real (sh, in a scratch copy of the build context): what the image's pip
+    installs from must be all of runtime-requirements.txt, not a chosen few."""
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "runtime-requirements.txt").write_text(PINS.read_text())
+    step = _dockerfile_requirements_step().replace("/wheels/", f"{tmp_path}/wheels/")
+    subprocess.run(["sh", "-ec", step], cwd=tmp_path, check=True, timeout=10)
+    sys.path.insert(0, str(ROOT / "images"))
+    import product_probe
+
+    installed = product_probe.read_pins(str(tmp_path / "wheels/requirements.txt"))
+    assert installed == product_probe.read_pins(str(PINS))
