@@ -31,13 +31,15 @@ else
     echo "$want" >"$stamp"
 fi
 
-echo "== wheelhouse (linux/arm64 wheels, downloaded on the host)"
+echo "== wheelhouse (linux/arm64 cp311 wheels of every runtime pin and their dependencies, on the host)"
 plats=""
 for m in 36 34 31 28 27 26 24 17; do plats="$plats --platform manylinux_2_${m}_aarch64"; done
+# Every dependency has an arm64 wheel today; one that has only an sdist stops the build here, by
+# name, rather than inside the emulated build (build it into a wheel on the host: pip wheel).
 # shellcheck disable=SC2086,SC2046 # one word per option and per pinned requirement
 "$py" -m pip download -q --only-binary=:all: $plats --platform manylinux2014_aarch64 \
     --python-version 3.11 --implementation cp -d packaging/wheelhouse \
-    $(grep -E '^(pyzmq|msgpack|PyYAML|numpy)==' packaging/runtime-requirements.txt) \
+    -r packaging/runtime-requirements.txt \
     $(grep -E '^(setuptools|Cython)==' requirements-dev.txt) wheel
 
 echo "== build $tag"

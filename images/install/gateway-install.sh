@@ -11,6 +11,7 @@
 # enables gateway-firstboot.service, which applies that file at boot.
 # A foreign-architecture root runs dpkg under qemu-user (binfmt_misc must be enabled).
 set -eu
+here=$(cd "$(dirname "$0")" && pwd)
 
 settings=""
 firstboot=0
@@ -51,6 +52,14 @@ install_root() {
     fi
     env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$root" /opt/gateway/bin/gateway --help >/dev/null \
         || die "the installed gateway does not start in $root"
+    # The compiled modules must load under the root's own python3 (on a Jetson rootfs: 3.10).
+    cp "$here/../product_probe.py" "$root/tmp/gateway-product-probe.py"
+    if ! env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$root" \
+        /opt/gateway/bin/python3 -I /tmp/gateway-product-probe.py; then
+        echo "gateway-install: WARNING: the compiled modules do not load in $root; the gateway runs on" \
+            "its pure-Python twins (slower). Build the package with compiled extensions for $root's python3." >&2
+    fi
+    rm -f "$root/tmp/gateway-product-probe.py"
     echo "gateway-install: edge-gateway $(dpkg-deb -f "$deb" Version) installed in $root"
 }
 

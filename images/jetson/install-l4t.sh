@@ -7,7 +7,9 @@
 # Linux_for_Tegra/rootfs, run `sudo ./apply_binaries.sh`, run this script, then flash
 # (`sudo ./flash.sh jetson-orin-nano-devkit internal` or l4t_initrd_flash.sh). This script may run
 # before apply_binaries.sh as well. The package must match the rootfs's Python: L4T r36 (Ubuntu
-# 22.04) has Python 3.10, so build it with `packaging/build_deb.py --arch arm64 --python 3.10`.
+# 22.04) has Python 3.10, so build it with `packaging/build_deb.py --arch arm64 --python 3.10`;
+# the compiled extensions for 3.10 come from images/jetson/native_wheel.py. The installer loads them
+# under the rootfs's own python3 (qemu-user) and warns if they do not load.
 #
 # Jetsons have no FAT boot partition a PC can write, so first-boot settings are read from
 # /boot/gateway-settings.yaml on the rootfs (copied there by --settings) and the config stays in
@@ -19,7 +21,7 @@ if [ "${1:-}" = --settings ]; then
     settings=$2
     shift 2
 fi
-[ $# -eq 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
 l4t=$1
 deb=$2
 die() { echo "jetson: $*" >&2; exit 1; }

@@ -13,4 +13,7 @@ dpkg -i /tmp/edge-gateway.deb
 rm -f /tmp/edge-gateway.deb
 systemctl enable gateway-firstboot.service
 /opt/gateway/bin/gateway --help >/dev/null
+# The whole product: compiled modules (not the pure twins) and every driver's library and LiteRT.
+GATEWAY_REQUIRE_NATIVE=1 /opt/gateway/bin/python3 -I -c \
+    'import gateway.impl, serial, can, cantools, ai_edge_litert.interpreter'
 CHROOT
