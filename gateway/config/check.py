@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from gateway.config.deps import missing_dependencies
+from gateway.config.deps import CANTOOLS, installed, missing_dependencies
 from gateway.config.errors import ConfigIssue
 from gateway.config.loader import LoadReport, load_report
-from gateway.config.model import LogAction, RuleConfig
+from gateway.config.model import DeviceConfig, LogAction, RuleConfig
 from gateway.config.models import ModelConfig
 
 
@@ -67,6 +67,7 @@ def check_config(path: str, *, self_test: bool = True) -> CheckResult:
             result.errors.append(Finding(ConfigIssue(path, line, column, key, str(gap))))
         else:
             result.errors.append(_model_finding(report, gap.name, str(gap)))
+    result.errors += _signal_errors(report, report.devices)
     if self_test and report.models and not missing:
         _self_test(report, report.models, result)
     if not result.errors and report.config is not None:
@@ -145,6 +146,32 @@ def _rule_errors(
             # without a file column, error.column counts inside the expression, not the line
             issue = ConfigIssue(file, line, error.file_column or 0, "", error.message)
             found.append(Finding(issue, error.pointer()))
+    return found
+
+
+def _signal_errors(report: LoadReport, devices: Iterable[DeviceConfig]) -> list[Finding]:
+    """Each CAN point's DBC signal as the driver will lay it out at start: a float, multiplexed
+    or CAN FD signal that ``gateway run`` cannot decode is an error here, not a refusal there."""
+    if not installed(CANTOOLS):  # reported as a missing library
+        return []
+    from gateway.drivers.can.dbc import DbcError, compile_layout, load_dbc
+
+    found = []
+    for device in devices:
+        if device.can is None or device.can.dbc is None:
+            continue
+        line, column, key = report.marks.get(device.name, (0, 0, ""))
+        try:
+            db = load_dbc(device.can.dbc)
+        except DbcError as exc:
+            found.append(Finding(ConfigIssue(report.file, line, column, key, str(exc))))
+            continue
+        for point in device.points:
+            one = dataclasses.replace(device, points=(point,))
+            try:
+                compile_layout(one, {f"{device.name}.{point.name}": 0}, db)
+            except DbcError as exc:
+                found.append(Finding(ConfigIssue(report.file, line, column, key, str(exc))))
     return found
 
 

@@ -121,11 +121,14 @@ class Runtime(RuleReloads):
                 f"{dev.name}.{p.name}": self.points.id_of(f"{dev.name}.{p.name}")
                 for p in dev.points
             }
-            self.devices[dev.name] = factory.create(
-                dev, ids,
-                self.faults.wrap(f"device {dev.name}: on_batch", self.on_batch),
-                self.faults.wrap(f"device {dev.name}: on_event", self.on_device_event),
-            )  # fmt: skip
+            try:
+                self.devices[dev.name] = factory.create(
+                    dev, ids,
+                    self.faults.wrap(f"device {dev.name}: on_batch", self.on_batch),
+                    self.faults.wrap(f"device {dev.name}: on_event", self.on_device_event),
+                )  # fmt: skip
+            except ValueError as exc:  # a DBC that does not fit what the driver decodes
+                raise RuntimeStartError(f"device {dev.name}: {exc}") from None
         self.device_of_point = {
             f"{dev.name}.{p.name}": dev.name for dev in config.devices for p in dev.points
         }

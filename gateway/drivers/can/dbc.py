@@ -53,6 +53,11 @@ def compile_layout(
             raise DbcError(f"{full}: IEEE float signals are not supported")
         if sig.multiplexer_ids:
             raise DbcError(f"{full}: multiplexed signals are not supported")
+        if not 0 <= sig.start <= 63 or not 1 <= sig.length <= 64:
+            raise DbcError(
+                f"{full}: signal {sig_name!r} lies beyond the first 8 bytes of {msg_name} "
+                "(CAN FD payloads are not supported)"
+            )
         if msg.is_extended_frame:
             key = EXTENDED | msg.frame_id
             if j1939:
