@@ -7,12 +7,12 @@ loopback, so it must not pull a web framework into a process that should fit in 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from gateway.core.guard import Faults
+from gateway.jsonsafe import dumps
 
 _log = logging.getLogger(__name__)
 ROUTES = ("/metrics", "/status", "/health")
@@ -79,11 +79,11 @@ class StatusServer:
         if path == "/metrics":
             return "200 OK", "text/plain; version=0.0.4", self._metrics().encode()
         if path == "/status":
-            return "200 OK", "application/json", json.dumps(self._status(), default=str).encode()
+            return "200 OK", "application/json", dumps(self._status()).encode()
         if path == "/health" and self._health is not None:
             # 200 while the runtime is started, its loop turns and nothing is degraded;
             # 503 with the reasons otherwise (Docker HEALTHCHECK, load balancers, operators).
             ok, info = self._health()
             code = "200 OK" if ok else "503 Service Unavailable"
-            return code, "application/json", json.dumps(info, default=str).encode()
+            return code, "application/json", dumps(info).encode()
         return "404 Not Found", "text/plain", b"try /metrics, /status or /health\n"

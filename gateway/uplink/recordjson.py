@@ -11,8 +11,6 @@ where it is kept (the queue file, the cloud store, the gateway's config). Every 
 from __future__ import annotations
 
 import base64
-import json
-import math
 import sqlite3
 import sys
 import time
@@ -21,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core import records
+from gateway.jsonsafe import dumps, jsonable
 
 #: ``lookup(gateway)`` -> the payloads of that gateway's ``meta`` records, newest first.
+__all__ = ["PointNames", "dumps", "jsonable", "shown", "store_lookup"]
+
 ModelLookup = Callable[[str], Iterable[bytes]]
 
 _RETRY_S = 1.0  # a model not found is looked up again at most this often (it may arrive later)
@@ -102,26 +103,6 @@ def shown(stream: str, gateway: str, payload: bytes, names: PointNames) -> Any:
         rest = {k: v for k, v in rec.items() if k not in ("id", "ts", "x", "q")}
         return {**rest, "samples": samples}
     return rec
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with bytes as ``{"base64": ...}``, non-finite floats as None, keys as strings."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return {"base64": base64.b64encode(bytes(obj)).decode()}
-    if obj is None or isinstance(obj, str | int | bool):
-        return obj
-    return str(obj)  # msgpack ExtType or the like: a string, never a repr that looks like JSON
-
-
-def dumps(obj: Any) -> str:
-    """One JSON line (no newline)."""
-    return json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False)
 
 
 def store_lookup(db: str) -> ModelLookup:

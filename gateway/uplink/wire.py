@@ -151,7 +151,7 @@ class Command:
     """Cloud -> gateway: a downlink command; ``id`` makes retries idempotent."""
 
     id: str
-    kind: str  # write | reload_rules | ping
+    kind: str  # one of gateway.core.commands (docs/store-and-forward.md "Downlink commands")
     args: dict[str, Any]
 
 
