@@ -22,6 +22,7 @@ import numpy as np
 from gateway.config import GatewayConfig
 from gateway.core import commands, health, records, status
 from gateway.core.deadband import DeadbandFilter
+from gateway.core.drops import SourceDrops
 from gateway.core.guard import Faults
 from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
@@ -106,6 +107,7 @@ class Runtime(RuleReloads):
         self.metrics = Metrics()
         self.rate = RateMeter(time.monotonic)
         self._deadband = DeadbandFilter(self.points)
+        self._drops = SourceDrops(self.metrics, _log, time.monotonic)
         self.model_hash, self._model_payload = records.point_model(config.id, self.points.infos)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
         self._write_tasks: set[asyncio.Task[Any]] = set()
@@ -256,10 +258,22 @@ class Runtime(RuleReloads):
 
     def _submit_telemetry(self, batch: SampleBatch) -> None:
         upstream = self._deadband(batch)
-        if len(upstream):
-            self.uplink.submit(
-                records.STREAM_TELEMETRY, records.encode_telemetry(self.model_hash, upstream)
-            )
+        if not len(upstream):
+            return
+        # Back-pressure: while the queue cannot take more, drop here, before encoding (the
+        # cheapest place), counted and announced; memory stays at uplink.buffer_bytes.
+        why = self.uplink.refusal(records.STREAM_TELEMETRY)
+        if why is None:
+            payload = records.encode_telemetry(self.model_hash, upstream)
+            if self.uplink.submit(records.STREAM_TELEMETRY, payload):
+                self._drops.accepted()
+                return
+            why = "overflow"  # refused and announced by the uplink itself
+        else:
+            self.uplink.refuse(records.STREAM_TELEMETRY, why)
+        self._drops.dropped(
+            self.points.infos[int(upstream.point_ids[0])].device, len(upstream), why
+        )
 
     def _rule_tick(self) -> None:
         self._apply(self.rules.tick(self.clock()))
