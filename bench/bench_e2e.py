@@ -116,6 +116,15 @@ def wait_ready(gw: ManagedProcess, status: str, timeout: float) -> bool:
     return False
 
 
+def samples_total(status: str) -> float:
+    """The gateway's own count of samples polled so far (``gateway_samples_total``)."""
+    with urllib.request.urlopen(f"http://{status}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("gateway_samples_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
 @dataclass
 class Result:
     devices: int
@@ -127,6 +136,7 @@ class Result:
     rss: list[float]  # MB, once a second
     ref_cpu: float
     ref_rss: float
+    polled: float = 0.0  # fraction of the offered load the gateway actually polled in the window
 
     @property
     def ratio(self) -> float:
@@ -163,12 +173,12 @@ def run_once(
         if not wait_ready(gw, status, 120.0):
             raise RuntimeError(f"the gateway did not start:\n{gw.log_tail()}")
         time.sleep(warmup)
-        t0 = time.time()
+        s0, t0 = samples_total(status), time.time()
         spy = start_profile(gw.pid, duration, profile) if profile else None
         cpu, rss = measure(psutil.Process(gw.pid), duration)
         if spy is not None and profile:
             finish_profile(spy, profile)
-        t1 = time.time()
+        s1, t1 = samples_total(status), time.time()
         time.sleep(2.0)  # let the last group commits and acks land
         gw.stop()
         cloud.stop()
@@ -194,7 +204,7 @@ def run_once(
         shutil.rmtree(work, ignore_errors=True)
     return Result(
         devices, registers, period, devices * registers / period, n / expected, cpu, rss,
-        ref_cpu, max(ref_rss),
+        ref_cpu, max(ref_rss), (s1 - s0) / expected,
     )  # fmt: skip
 
 
@@ -205,6 +215,7 @@ def median_result(runs: list[Result]) -> Result:
         mid.devices, mid.registers, mid.period, mid.offered,
         statistics.median(r.delivered for r in runs), statistics.median(r.cpu for r in runs),
         mid.rss, statistics.median(r.ref_cpu for r in runs), mid.ref_rss,
+        statistics.median(r.polled for r in runs),
     )  # fmt: skip
 
 
@@ -215,7 +226,10 @@ def report(r: Result, runs: int) -> None:
         f"load: {r.devices} devices x {r.registers} registers every {r.period * 1000:.0f} ms"
         f" = {r.offered:,.0f} datapoints/s offered ({runs} run(s), medians)"
     )
-    print(f"gateway: delivered {r.delivered * 100:.1f} % of the window's datapoints to the cloud")
+    print(
+        f"gateway: delivered {r.delivered * 100:.1f} % of the window's datapoints to the cloud "
+        f"(polled {r.polled * 100:.1f} %: a shortfall there is poll cadence on a busy machine)"
+    )
     print(
         f"gateway: CPU {r.cpu:.1f} % of one core; RSS median {statistics.median(rss):.1f} MB, "
         f"first {rss[0]:.1f} MB, last {rss[-1]:.1f} MB, peak {max(rss):.1f} MB "
