@@ -1,9 +1,11 @@
 """The runtime supervisor: wires drivers -> point table -> rules -> uplink in one asyncio loop.
 
 Every stage is synchronous on the hot path except I/O: a driver hands a poll's :class:`SampleBatch` to
-:meth:`Runtime.on_batch`, which records it, runs the rules over every sample, and submits one telemetry
-record to the uplink (whose writer thread does the fsync). Effects the rules produce (alarms, writes,
-logs) are executed here, because only the runtime knows both the rules and the drivers.
+:meth:`Runtime.on_batch`, which records it and runs the rules over every sample; at the end of the loop
+turn the turn's batches go to the uplink as one telemetry record (whose writer thread does the fsync),
+or are dropped at the source, counted and announced while the uplink cannot take them. Effects the
+rules produce (alarms, writes, logs) are executed here, because only the runtime knows both the rules
+and the drivers.
 """
 
 from __future__ import annotations
