@@ -182,6 +182,7 @@ class UplinkConfig:
     queue: str = "var/queue.db"  # SQLite file of the durable queue
     batch_max_records: int = 1000  # group commit: at most this many records ...
     batch_max_delay: float = 0.05  # ... or this many seconds, whichever first
+    buffer_bytes: int = 8 * 1024 * 1024  # payload waiting for a commit; beyond: dropped at source
     ack_timeout: float = 5.0  # seconds without an ACK before the socket is reopened and replayed
     max_in_flight: int = 10000  # records sent but not acked (the cloud's credit caps it further)
     insecure: bool = False  # plaintext TCP; must be chosen explicitly (CurveZMQ otherwise)

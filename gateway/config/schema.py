@@ -411,6 +411,11 @@ _UPLINK = Section(
         Option("batch_max_records", "integer", "Group commit: at most this many records ...",
                1000, minimum=1),
         _duration("batch_max_delay", "... or this long, whichever comes first.", 0.05),
+        Option("buffer_bytes", "integer", "Memory between the drivers and the queue file: "
+               "payload bytes waiting for their commit. When the disk cannot keep up, new "
+               "telemetry is dropped at the source (counted per device in "
+               "`gateway_samples_dropped_total`, announced upstream as a `backpressure` gap): "
+               "memory is bounded by this, never by the load.", 8 * 1024 * 1024, minimum=4096),
         _duration("ack_timeout", "Time without an ACK before the link is reopened and "
                   "replayed.", 5.0),
         Option("max_in_flight", "integer", "Records sent but not yet acknowledged.", 10000,

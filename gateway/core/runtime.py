@@ -1,9 +1,11 @@
 """The runtime supervisor: wires drivers -> point table -> rules -> uplink in one asyncio loop.
 
 Every stage is synchronous on the hot path except I/O: a driver hands a poll's :class:`SampleBatch` to
-:meth:`Runtime.on_batch`, which records it, runs the rules over every sample, and submits one telemetry
-record to the uplink (whose writer thread does the fsync). Effects the rules produce (alarms, writes,
-logs) are executed here, because only the runtime knows both the rules and the drivers.
+:meth:`Runtime.on_batch`, which records it and runs the rules over every sample; at the end of the loop
+turn the turn's batches go to the uplink as one telemetry record (whose writer thread does the fsync),
+or are dropped at the source, counted and announced while the uplink cannot take them. Effects the
+rules produce (alarms, writes, logs) are executed here, because only the runtime knows both the rules
+and the drivers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from gateway.config import GatewayConfig
 from gateway.core import commands, health, records, status
 from gateway.core.deadband import DeadbandFilter
+from gateway.core.drops import SourceDrops
 from gateway.core.guard import Faults
 from gateway.core.httpd import StatusServer
 from gateway.core.metrics import Metrics, RateMeter
@@ -109,6 +112,8 @@ class Runtime(RuleReloads):
         self.metrics = Metrics()
         self.rate = RateMeter(time.monotonic)
         self._deadband = DeadbandFilter(self.points)
+        self._drops = SourceDrops(self.metrics, _log, time.monotonic)
+        self._turn: list[SampleBatch] = []  # upstream telemetry of this loop turn
         self.model_hash, self._model_payload = records.point_model(config.id, self.points.infos)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
         self._write_tasks: set[asyncio.Task[Any]] = set()
@@ -227,6 +232,7 @@ class Runtime(RuleReloads):
             await asyncio.wait(self._write_tasks, timeout=5.0)
         if self._status_server is not None:
             await self._status_server.stop()
+        self._flush_telemetry()
         await self.uplink.stop()
         self._release_lock()
         _log.info("gateway %s stopped", self.config.id)
@@ -261,11 +267,43 @@ class Runtime(RuleReloads):
             self._apply(effects)
 
     def _submit_telemetry(self, batch: SampleBatch) -> None:
+        """Telemetry of one loop turn goes upstream as ONE record (see _flush_telemetry)."""
         upstream = self._deadband(batch)
-        if len(upstream):
-            self.uplink.submit(
-                records.STREAM_TELEMETRY, records.encode_telemetry(self.model_hash, upstream)
-            )
+        if not len(upstream):
+            return
+        if not self._turn:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush_telemetry)
+            except RuntimeError:  # no loop (a synchronous caller): nothing to coalesce with
+                self._turn.append(upstream)
+                self._flush_telemetry()
+                return
+        self._turn.append(upstream)
+
+    def _flush_telemetry(self) -> None:
+        """Coalesce the turn's batches into one record: the per-record costs (encoding, queue
+        row, CRC, DATA, store row) are paid once per turn, not once per poll response. Under
+        load more responses land in one turn, so the cost per sample falls as the load grows."""
+        batches, self._turn = self._turn, []
+        if batches:
+            self.faults.call("uplink submit", self._submit_upstream, batches)
+
+    def _submit_upstream(self, batches: list[SampleBatch]) -> None:
+        # Back-pressure: while the queue cannot take more, drop here, before encoding (the
+        # cheapest place), counted and announced; memory stays at uplink.buffer_bytes.
+        why = self.uplink.refusal(records.STREAM_TELEMETRY)
+        if why is None:
+            merged = batches[0] if len(batches) == 1 else SampleBatch.concat(batches)
+            payload = records.encode_telemetry(self.model_hash, merged)
+            if self.uplink.submit(records.STREAM_TELEMETRY, payload):
+                self._drops.accepted()
+                return
+            why = "overflow"  # refused and announced by the uplink itself
+        else:
+            self.uplink.refuse(records.STREAM_TELEMETRY, why)
+        infos = self.points.infos
+        for b in batches:
+            self._drops.dropped(infos[int(b.point_ids[0])].device, len(b), why)
 
     def _rule_tick(self) -> None:
         self._apply(self.rule_clock.advance(self.rules, self.clock()))

@@ -200,6 +200,7 @@ class Uplink(SessionMixin):
             self.config.batch_max_delay,
             cap,
             self._clock,
+            max_bytes=self.config.buffer_bytes,
         )
         if self._early_states:
             for key, value in self._early_states.items():
@@ -259,7 +260,7 @@ class Uplink(SessionMixin):
         if self._writer is None:
             raise UplinkError("uplink not started")
         self._check_stream(stream)
-        if not self.accepting(stream):
+        if self._blocked(stream):
             self._writer.refuse(stream, "blocked")
             return False
         return self._writer.submit(stream, bytes(payload))
@@ -270,9 +271,8 @@ class Uplink(SessionMixin):
         if self._writer is None:
             raise UplinkError("uplink not started")
         self._check_stream(stream)
-        if not self.accepting(stream):
-            for _ in payloads:
-                self._writer.refuse(stream, "blocked")
+        if self._blocked(stream):
+            self._writer.refuse(stream, "blocked", len(payloads))
             return 0
         return self._writer.submit_many(stream, [bytes(p) for p in payloads])
 
@@ -285,11 +285,32 @@ class Uplink(SessionMixin):
                 self._valid_streams.add(stream)
 
     def accepting(self, stream: str) -> bool:
-        """False while ``stream`` is at its quota under policy ``block`` (producers back off)."""
+        """False while producers of ``stream`` must back off (see :meth:`refusal`)."""
+        return self.refusal(stream) is None
+
+    def refusal(self, stream: str) -> str | None:
+        """Why a new record of ``stream`` would be turned away now, else None: ``blocked``
+        (at its quota under policy ``block``) or ``backpressure`` (``uplink.buffer_bytes`` are
+        waiting for the disk). A producer then drops at the source and calls :meth:`refuse`."""
+        if self._writer is not None and self._writer.full:
+            return "backpressure"
+        return "blocked" if self._blocked(stream) else None
+
+    def _blocked(self, stream: str) -> bool:
+        """``stream`` is at its quota under policy ``block``."""
         q, queue, writer = self._quota, self._queue, self._writer
         if q is None or q.policy != "block" or queue is None or writer is None:
-            return True
-        return queue.info(stream).bytes + writer.pending_bytes(stream) < q.max_bytes
+            return False
+        return queue.info(stream).bytes + writer.pending_bytes(stream) >= q.max_bytes
+
+    def refuse(self, stream: str, reason: str, n: int = 1) -> None:
+        """Count ``n`` records a producer dropped at the source (``reason`` as :meth:`refusal`
+        said); the next commit gives them seqs in one gap row, announced upstream as DROP."""
+        if self._writer is None:
+            raise UplinkError("uplink not started")
+        if not wire.REASON_RE.fullmatch(reason):
+            raise ValueError(f"drop reason {reason!r} must match {wire.REASON_RE.pattern}")
+        self._writer.refuse(stream, reason, n)
 
     async def flush(self) -> None:
         """Return once everything submitted so far is fsync'd."""
@@ -377,9 +398,10 @@ class Uplink(SessionMixin):
 
         ``link`` ("connected"/"connecting"/"down"), ``endpoint``, ``streams`` {stream: depth
         (queued, not acked), next_seq, acked_hw, epoch, bytes}; totals: submitted, committed,
-        dropped (all reasons) and dropped_by {overflow, blocked, quota, corrupt, lost},
+        dropped (all reasons) and dropped_by {overflow, blocked, backpressure, quota, corrupt,
+        lost},
         drops_sent (DROP messages), commands, commands_duplicate, secure, quarantined, pending
-        (in memory), write_errors, read_errors, io_error (why the queue cannot be written or
+        (in memory), pending_bytes (what they hold, bounded by buffer_bytes), write_errors, read_errors, io_error (why the queue cannot be written or
         read now, else None), healthy, corrupt_records and lost_records (seqs announced as such
         gaps), loss_events (losses detected), sent, acks, nacks, retransmits, reconnects,
         epoch_rotations, in_flight, credit, commit_batches, last_commit_ms, oldest_age_s
@@ -425,6 +447,8 @@ class Uplink(SessionMixin):
             "secure": self._curve is not None,
             "quarantined": self.quarantined,
             "pending": writer.pending if writer else 0,
+            "pending_bytes": writer.buffered if writer else 0,
+            "buffer_bytes": self.config.buffer_bytes,
             "write_errors": writer.errors if writer else self._final_writer[2],
             "read_errors": self._read_errors,
             "io_error": self.io_error,

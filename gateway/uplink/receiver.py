@@ -16,7 +16,8 @@ per HELLO and gateway, records per DATA, pending commands), with a HELLO's hw lo
 store call. So one gateway cannot stall the others for longer than one bounded message.
 
 Store calls run on one worker thread, so the event loop keeps serving while a commit fsyncs and
-commits are applied in arrival order. A store file deleted or replaced under the receiver is
+commits are applied in arrival order. DATA is group-committed (:mod:`gateway.uplink.commitgroup`):
+the messages waiting on the socket are stored in one transaction, then acknowledged. A store file deleted or replaced under the receiver is
 detected before anything is acknowledged from it (:class:`~gateway.uplink.store.StoreReplaced`):
 the store is reopened, the acknowledged seqs it held are announced as ``store_lost`` gaps, and an
 alarm is raised.
@@ -35,6 +36,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.uplink import wire
+from gateway.uplink.commitgroup import CommitGroup, gather
 from gateway.uplink.downlink import CommandBook, Downlink
 from gateway.uplink.fanout import Fanout
 from gateway.uplink.gate import Admitted, Gate
@@ -77,6 +79,10 @@ class CloudReceiver:
         Largest frame accepted; libzmq disconnects a peer that sends a larger one.
     limits
         What one peer may make the receiver hold (:class:`Limits`).
+    group_max_messages, group_max_delay
+        Group commit: at most this many messages per transaction, waiting at most this long
+        (seconds) for more once one has arrived. 0 s: take only what is already waiting (the
+        time a commit takes is the window; nothing waits longer than the commit before it).
     """
 
     def __init__(
@@ -92,6 +98,8 @@ class CloudReceiver:
         allow: AllowList | None = None,
         max_message: int = wire.MAX_BODY_BYTES,
         limits: Limits | None = None,
+        group_max_messages: int = 256,
+        group_max_delay: float = 0.0,
     ) -> None:
         if (server_key is None) != (allow is None):
             raise ValueError("CurveZMQ needs both server_key and allow (or neither: plaintext)")
@@ -106,6 +114,13 @@ class CloudReceiver:
         self.allow = allow
         self.max_message = max_message
         self.limits = limits or Limits()
+        if group_max_messages < 1 or group_max_delay < 0:
+            raise ValueError("group_max_messages must be >= 1 and group_max_delay >= 0")
+        self.group_max_messages = group_max_messages
+        self.group_max_delay = group_max_delay
+        self._group = CommitGroup()
+        self.group_commits = 0  # transactions of DATA
+        self.group_messages = 0  # DATA messages they stored
         self._clock = clock
         self.endpoint: str | None = None
         self.pub_endpoint: str | None = None
@@ -175,18 +190,25 @@ class CloudReceiver:
             self._router = router
             self.ready.set()
             stopper = asyncio.ensure_future(stop.wait())
-            recv = asyncio.ensure_future(router.recv_multipart(copy=False))
+            recv: asyncio.Future[Any] | None = None
             try:
                 while True:
+                    if recv is None:
+                        recv = asyncio.ensure_future(router.recv_multipart(copy=False))
                     await asyncio.wait({stopper, recv}, return_when="FIRST_COMPLETED")
                     if not recv.done():
                         break
-                    frames = recv.result()
-                    await self._handle(router, frames)
-                    recv = asyncio.ensure_future(router.recv_multipart(copy=False))
+                    group, recv = await gather(
+                        router, recv.result(), stopper,
+                        self.group_max_messages, self.group_max_delay,
+                    )  # fmt: skip
+                    for frames in group:
+                        await self._handle(router, frames)
+                    await self._commit_group()
             finally:
                 stopper.cancel()
-                recv.cancel()
+                if recv is not None:
+                    recv.cancel()
         finally:
             self._router = None
             # Stop the monitor while its reader socket is still open: libzmq sends monitor
@@ -225,12 +247,39 @@ class CloudReceiver:
             self._warned[kind] = now
             _log.warning(fmt, *args)
 
+    async def _commit_group(self) -> None:
+        """Store the staged DATA in one transaction, then send their replies in order."""
+        if not self._group:
+            return
+        group = self._group.take()
+        results: list[int | SequenceGap] = []
+        if group.items:
+            try:
+                results = await self._store_call(self.store.commit_many, group.items)
+            except StoreReplaced as exc:
+                await self._store_lost(exc)
+                return
+            except Exception:
+                # No ACK, so the gateways replay after their ack timeout. The cached hw may be
+                # stale now; reload it from the store next time.
+                _log.exception("cloud: store failure; not acknowledging")
+                self._hw.clear()
+                return
+            self.group_commits += 1
+            self.group_messages += len(group.items)
+        for fn in group.after:
+            await fn(results)
+
     async def _store_call(self, fn: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # --- messages ------------------------------------------------------------------------------
 
     async def _handle(self, router: zmq.asyncio.Socket, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2 or frames[1].bytes != b"DATA":
+            # Anything but DATA: what came before is committed and answered first, before this
+            # message costs any work (a hostile one must not delay the ACKs of others).
+            await self._commit_group()
         if self._monitor is not None:
             self._monitor.drain()
         ident = frames[0].bytes
@@ -325,6 +374,9 @@ class CloudReceiver:
 
     async def _current_hw(self, gateway: str, stream: str, epoch: int) -> int:
         key = (gateway, stream, epoch)
+        hw = self._group.hw(key)  # DATA of this stream waits in the group: its hw after it
+        if hw is not None:
+            return hw
         hw = self._hw.get(key)
         if hw is None:
             hw = await self._store_call(self.store.hw, gateway, stream, epoch)
@@ -347,32 +399,51 @@ class CloudReceiver:
         hw = await self._current_hw(gateway, msg.stream, msg.epoch)
         if not msg.crc_ok() or msg.first_seq > hw + 1:
             state.nacks += 1
-            await reply(wire.Nack(msg.stream, msg.epoch, hw + 1))
+            nack = wire.Nack(msg.stream, msg.epoch, hw + 1)
+            self._group.then(lambda _: reply(nack))
             return
         if msg.last_seq <= hw:
             state.duplicates += msg.count
-            await reply(wire.Ack(msg.stream, msg.epoch, hw, self.credit))
+            ack = wire.Ack(msg.stream, msg.epoch, hw, self.credit)
+            self._group.then(lambda _: reply(ack))  # hw may be one the group is storing
             return
-        try:
-            new_hw = await self._store_call(
-                self.store.commit, gateway, msg.stream, msg.epoch, msg.first_seq, msg.records
-            )
-        except SequenceGap as gap:  # another writer of the store moved hw
-            self._hw.put((gateway, msg.stream, msg.epoch), gap.hw)
+        index = self._group.stage(
+            (gateway, msg.stream, msg.epoch, msg.first_seq, msg.records), msg.last_seq
+        )
+
+        async def stored(results: list[int | SequenceGap]) -> None:
+            await self._on_stored(gateway, state, msg, hw, results[index], reply)
+
+        self._group.then(stored)
+
+    async def _on_stored(
+        self,
+        gateway: str,
+        state: GatewayState,
+        msg: wire.Data,
+        hw: int,
+        result: int | SequenceGap,
+        reply: _Reply,
+    ) -> None:
+        """One DATA of a group commit is durable: ACK it, then publish its new records."""
+        key = (gateway, msg.stream, msg.epoch)
+        if isinstance(result, SequenceGap):  # another writer of the store moved hw
+            self._hw.put(key, result.hw)
             state.nacks += 1
-            await reply(wire.Nack(msg.stream, msg.epoch, gap.hw + 1))
+            await reply(wire.Nack(msg.stream, msg.epoch, result.hw + 1))
             return
-        fresh = new_hw - hw
+        new_hw = result
+        fresh = max(0, min(msg.count, new_hw - hw))
         state.duplicates += msg.count - fresh
         state.records += fresh
-        state.count_recent(now, fresh)
-        self._hw.put((gateway, msg.stream, msg.epoch), new_hw)
+        state.count_recent(self._clock(), fresh)
+        self._hw.put(key, new_hw)
         state.hw[msg.stream] = (msg.epoch, new_hw)
         await reply(wire.Ack(msg.stream, msg.epoch, new_hw, self.credit))
         if msg.stream == META_STREAM:
             state.meta_checked = True
         await self._fanout.records(
-            gateway, msg.stream, msg.epoch, hw + 1, msg.records[msg.count - fresh :]
+            gateway, msg.stream, msg.epoch, new_hw - fresh + 1, msg.records[msg.count - fresh :]
         )
 
     async def _on_drop(self, gateway: str, msg: wire.Drop, reply: _Reply) -> None:
@@ -479,6 +550,8 @@ class CloudReceiver:
             "duplicate_identity": self.duplicate_identity,
             "store_replaced": self.store_replaced,
             "store_lost_seqs": self.store_lost_seqs,
+            "group_commits": self.group_commits,
+            "group_messages": self.group_messages,
         }
 
     def sizes(self) -> dict[str, int]:

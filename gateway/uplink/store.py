@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+#: One DATA message for :meth:`CloudStore.commit_many`: (gateway, stream, epoch, first_seq,
+#: payloads).
+CommitItem = tuple[str, str, int, int, Sequence[bytes]]
+
 _log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3  # 2 added `gaps`, 3 `alarms`; older files are upgraded at open
@@ -113,13 +117,14 @@ class StoredAlarm:
 class StoreReplaced(RuntimeError):
     """The file at the store's path is no longer the one this store wrote (deleted or replaced).
 
-    Nothing written since may be acknowledged. ``unacked`` is ``(gateway, stream, epoch, hw)`` of a
-    commit that went into the old file but must not count (its ACK was never sent).
+    Nothing written since may be acknowledged. ``unacked`` lists ``(gateway, stream, epoch, hw)``
+    per stream of a (group) commit that went into the old file but must not count (its ACKs were
+    never sent): ``hw`` is the stream's hw before that commit.
     """
 
-    def __init__(self, what: str, unacked: tuple[str, str, int, int] | None = None) -> None:
+    def __init__(self, what: str, unacked: Sequence[tuple[str, str, int, int]] = ()) -> None:
         super().__init__(what)
-        self.unacked = unacked
+        self.unacked = list(unacked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +179,14 @@ class CloudStore(Protocol):
         """Store the records above hw and the new hw atomically; return the new hw.
 
         Raises :class:`SequenceGap` when ``first_seq > hw + 1``.
+        """
+        ...
+
+    def commit_many(self, items: Sequence[CommitItem]) -> list[int | SequenceGap]:
+        """Group commit: several DATA messages' records and hws in ONE transaction (one fsync).
+
+        Per item, in order, as :meth:`commit` does it: the new hw, or a :class:`SequenceGap`
+        (that item is not stored; the others are). All or nothing on any other error.
         """
         ...
 
@@ -284,7 +297,7 @@ class SQLiteCloudStore:
             return f"{self.path} was replaced by another file"
         return None
 
-    def _verify(self, unacked: tuple[str, str, int, int] | None = None) -> None:
+    def _verify(self, unacked: Sequence[tuple[str, str, int, int]] = ()) -> None:
         why = self._replaced() if self._conn is not None else None
         if why is not None:
             raise StoreReplaced(why, unacked)
@@ -373,39 +386,59 @@ class SQLiteCloudStore:
     def commit(
         self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
     ) -> int:
+        (result,) = self.commit_many([(gateway, stream, epoch, first_seq, payloads)])
+        if isinstance(result, SequenceGap):
+            raise result
+        return result
+
+    def commit_many(self, items: Sequence[CommitItem]) -> list[int | SequenceGap]:
         now = self._clock()
+        results: list[int | SequenceGap] = []
+        before: dict[tuple[str, str, int], int] = {}  # hw of each stream before this commit
         with self._lock:
             self._verify()
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                hw = _read_hw(db, gateway, stream, epoch)
-                if first_seq > hw + 1:
-                    raise SequenceGap(hw, first_seq)
-                skip = hw + 1 - first_seq  # leading duplicates
-                fresh = payloads[skip:]
-                if not fresh:
+                hws: dict[tuple[str, str, int], int] = {}
+                rows: list[tuple[str, str, int, int, bytes, float]] = []
+                for gateway, stream, epoch, first_seq, payloads in items:
+                    key = (gateway, stream, epoch)
+                    hw = hws.get(key)
+                    if hw is None:
+                        hw = before[key] = _read_hw(db, gateway, stream, epoch)
+                    if first_seq > hw + 1:
+                        results.append(SequenceGap(hw, first_seq))
+                        continue
+                    fresh = payloads[hw + 1 - first_seq :]  # leading duplicates skipped
+                    rows.extend(
+                        (gateway, stream, epoch, hw + 1 + i, p, now) for i, p in enumerate(fresh)
+                    )
+                    hws[key] = hw + len(fresh)
+                    results.append(hws[key])
+                changed = [(*k, hw, now) for k, hw in hws.items() if hw > before[k]]
+                if not changed:
                     db.execute("ROLLBACK")
-                    return hw
+                    return results
                 db.executemany(
                     "INSERT INTO records(gateway, stream, epoch, seq, payload, received_ts) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(gateway, stream, epoch, hw + 1 + i, p, now) for i, p in enumerate(fresh)],
+                    rows,
                 )
-                new_hw = hw + len(fresh)
-                db.execute(
+                db.executemany(
                     "INSERT INTO streams(gateway, stream, epoch, hw, updated_ts) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(gateway, stream, epoch) "
                     "DO UPDATE SET hw = excluded.hw, updated_ts = excluded.updated_ts",
-                    (gateway, stream, epoch, new_hw, now),
+                    changed,
                 )
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            self._verify((gateway, stream, epoch, hw))  # deleted while we committed?
-        return new_hw
+            # Deleted while we committed? Then none of these may be acknowledged.
+            self._verify([(*k, before[k]) for k, hw in hws.items() if hw > before[k]])
+        return results
 
     def drop(
         self, gateway: str, stream: str, epoch: int, first: int, last: int, reason: str
@@ -438,7 +471,7 @@ class SQLiteCloudStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            self._verify((gateway, stream, epoch, hw))
+            self._verify([(gateway, stream, epoch, hw)])
         return last
 
     def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:

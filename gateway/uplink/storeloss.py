@@ -9,6 +9,8 @@ in the same epoch) and the loss is stored and published like any announced gap, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.uplink.store import STORE_LOST, CloudStore, StreamStatus
 
 #: (gateway, stream, epoch, first, last) of one recorded loss.
@@ -16,19 +18,18 @@ LostRange = tuple[str, str, int, int, int]
 
 
 def record_lost(
-    store: CloudStore, lost: list[StreamStatus], unacked: tuple[str, str, int, int] | None
+    store: CloudStore, lost: list[StreamStatus], unacked: Sequence[tuple[str, str, int, int]]
 ) -> list[LostRange]:
     """Record what ``lost`` (the old file's streams) had acknowledged beyond ``store``'s hw.
 
-    ``unacked`` is the commit that noticed the loss: it went into the old file but was never
-    acknowledged, so the gateway still has it and its range is not lost. Runs on the store
-    thread.
+    ``unacked`` is the (group) commit that noticed the loss, per stream with its hw before: it
+    went into the old file but was never acknowledged, so the gateway still has it and its range
+    is not lost. Runs on the store thread.
     """
+    before = {(g, s, e): hw for g, s, e, hw in unacked}
     gaps: list[LostRange] = []
     for st in lost:
-        acked = st.hw
-        if unacked is not None and (st.gateway, st.stream, st.epoch) == unacked[:3]:
-            acked = unacked[3]
+        acked = before.get((st.gateway, st.stream, st.epoch), st.hw)
         have = store.hw(st.gateway, st.stream, st.epoch)
         if acked > have:
             store.drop(st.gateway, st.stream, st.epoch, have + 1, acked, STORE_LOST)

@@ -36,7 +36,7 @@ GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: Most streams one HELLO / WELCOME may list (the receiver's own limit is usually lower).
 MAX_HELLO_STREAMS = 1024
 
-#: DROP reasons: short lowercase words (``quota``, ``blocked``, ``overflow``, ...).
+#: DROP reasons: short lowercase words (``quota``, ``blocked``, ``overflow``, ``backpressure``, ...).
 REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
@@ -136,7 +136,7 @@ class Nack:
 class Drop:
     """Gateway -> cloud: seqs ``first``..``last`` of (stream, epoch) were dropped on purpose.
 
-    Encoded with the keys ``from``/``to``; ``reason`` is ``quota``, ``blocked`` or ``overflow``.
+    Encoded with the keys ``from``/``to``; ``reason`` is ``quota``, ``blocked``, ``overflow`` or ``backpressure``.
     """
 
     stream: str

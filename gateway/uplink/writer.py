@@ -5,10 +5,13 @@ whatever is pending into one transaction, at the latest ``max_delay`` after the 
 item arrived or as soon as ``max_records`` are waiting. Results go back to the loop with
 ``call_soon_threadsafe``, so the loop never blocks on the disk.
 
-Memory is bounded: at most ``pending_cap`` records wait in memory. Beyond that ``submit`` drops
-the NEW record and counts it (``dropped``, reason ``overflow``): the records already accepted keep
-their place, and a producer that outruns the disk for that long loses its freshest data rather than
-blocking the loop. Refused records (overflow here, quota ``block`` in the client) are not silent:
+Memory is bounded by configuration, never by load: at most ``pending_cap`` records and
+``max_bytes`` bytes (payload plus a fixed per-record overhead) wait in memory, counted until their
+commit succeeds. Producers ask :attr:`GroupCommitWriter.full` first and drop at the source while
+it is set (the runtime's back-pressure); ``submit`` itself takes up to an eighth more (room for
+alarms and events behind a telemetry flood) and beyond that drops the NEW record and counts it
+(``dropped``, reason ``overflow``): the records already accepted keep their place, and a producer
+that outruns the disk loses its freshest data rather than blocking the loop. Refused records (overflow here, quota ``block`` in the client) are not silent:
 the next commit gives them sequence numbers in a gap row, announced upstream as DROP.
 
 State that must agree with records (the alarm state and its alarm events) is staged with
@@ -57,6 +60,7 @@ class GroupCommitWriter:
     """Batches records/acks into fsync'd transactions on a dedicated thread."""
 
     RETRY_DELAY = 1.0  # seconds before retrying a failed commit (disk full, I/O error)
+    RECORD_OVERHEAD = 128  # bytes a pending record costs besides its payload (tuple, stamp, list)
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class GroupCommitWriter:
         max_delay: float,
         pending_cap: int,
         clock: Callable[[], float] = time.time,
+        max_bytes: int | None = None,
     ) -> None:
         self._queue = queue
         self._loop = loop
@@ -74,6 +79,9 @@ class GroupCommitWriter:
         self._max_records = max_records
         self._max_delay = max_delay
         self._cap = pending_cap
+        self.max_bytes = max_bytes if max_bytes is not None else 1 << 62
+        self._hard_bytes = self.max_bytes + self.max_bytes // 8
+        self.buffered = 0  # bytes held for records not yet committed (see RECORD_OVERHEAD)
         self._clock = clock
         self._cond = threading.Condition()
         self._records: list[tuple[str, bytes]] = []
@@ -104,11 +112,17 @@ class GroupCommitWriter:
     def submit(self, stream: str, payload: bytes) -> bool:
         """Queue one record for the next commit; False if it was dropped (memory cap)."""
         with self._cond:
-            if len(self._records) >= self._cap or self._stopping:
+            size = len(payload) + self.RECORD_OVERHEAD
+            if (
+                len(self._records) >= self._cap
+                or self.buffered + size > self._hard_bytes
+                or self._stopping
+            ):
                 self._refuse(stream, "overflow")
                 return False
             self._records.append((stream, payload))
             self._pending_bytes[stream] = self._pending_bytes.get(stream, 0) + len(payload)
+            self.buffered += size
             self._stamps.append(self._clock())
             self.submitted += 1
             if self._since is None:
@@ -123,14 +137,21 @@ class GroupCommitWriter:
         with self._cond:
             room = 0 if self._stopping else max(0, self._cap - len(self._records))
             take = payloads[:room]
-            for _ in range(len(payloads) - len(take)):
-                self._refuse(stream, "overflow")
+            size = 0
+            for i, p in enumerate(take):
+                if self.buffered + size + len(p) + self.RECORD_OVERHEAD > self._hard_bytes:
+                    take = take[:i]
+                    break
+                size += len(p) + self.RECORD_OVERHEAD
+            if len(payloads) > len(take):
+                self._refuse(stream, "overflow", len(payloads) - len(take))
             if not take:
                 return 0
             before = len(self._records)
             self._records.extend((stream, p) for p in take)
             self._stamps.extend([self._clock()] * len(take))
             self._pending_bytes[stream] = self._pending_bytes.get(stream, 0) + sum(map(len, take))
+            self.buffered += size
             self.submitted += len(take)
             if self._since is None:
                 self._since = time.monotonic()
@@ -139,18 +160,26 @@ class GroupCommitWriter:
                 self._cond.notify()
             return len(take)
 
-    def refuse(self, stream: str, reason: str) -> None:
-        """Count a record the producer side turned away (quota ``block``); it becomes a gap."""
+    def refuse(self, stream: str, reason: str, n: int = 1) -> None:
+        """Count ``n`` records the producer side turned away (quota ``block``, back-pressure);
+        they become one gap."""
         with self._cond:
-            self._refuse(stream, reason)
+            self._refuse(stream, reason, n)
 
-    def _refuse(self, stream: str, reason: str) -> None:
-        self.dropped += 1
-        self.dropped_by[reason] = self.dropped_by.get(reason, 0) + 1
+    @property
+    def full(self) -> bool:
+        """True while the bytes waiting for a commit are at ``max_bytes``: producers drop at
+        the source (back-pressure). One comparison, no lock: a stale answer only moves the
+        moment of the first drop by one record."""
+        return self.buffered >= self.max_bytes
+
+    def _refuse(self, stream: str, reason: str, n: int = 1) -> None:
+        self.dropped += n
+        self.dropped_by[reason] = self.dropped_by.get(reason, 0) + n
         if self._stopping:
             return
         key = (stream, reason)
-        self._refused[key] = self._refused.get(key, 0) + 1
+        self._refused[key] = self._refused.get(key, 0) + n
         if self._since is None:
             self._since = time.monotonic()
             self._cond.notify()
@@ -342,6 +371,7 @@ class GroupCommitWriter:
                 # Counted until committed, so a quota check never misses bytes in transit.
                 for stream, payload in records:
                     self._pending_bytes[stream] -= len(payload)
+                    self.buffered -= len(payload) + self.RECORD_OVERHEAD
             elapsed = (time.perf_counter() - start) * 1000.0
             self._deliver(CommitResult(len(records), ranges, rotated, elapsed))
             self._queue.write_marker()  # if due: after the delivery, never delaying a flush
