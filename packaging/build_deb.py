@@ -187,6 +187,15 @@ def download_deps(arch: str, cache: Path) -> Path:
 def build_pure_wheel(name: str, constraints: list[str], out: Path) -> None:
     """Build ``name`` (at its tested version) from its sdist; refuse anything not pure Python."""
     pinned = next((c for c in constraints if c.split("==")[0].lower() == name.lower()), name)
+    try:
+        files = importlib.metadata.distribution(name).files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    if any(f.suffix in (".so", ".pyd") for f in files):  # no need to build it to know
+        raise SystemExit(
+            f"{pinned} has no {PYVER} wheel for this architecture and is not pure Python: "
+            "pin a version with an aarch64 wheel in runtime-requirements.txt"
+        )
     tmp = out / "tmp"
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-binary", ":all:",
          "-w", str(tmp), pinned])  # fmt: skip

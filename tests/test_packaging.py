@@ -97,3 +97,10 @@ def test_transitive_dependencies_are_held_at_the_tested_versions() -> None:
     held = dict(c.split("==", 1) for c in build_deb.host_constraints())
     assert held["numpy"] == importlib.metadata.version("numpy")
     assert "python-can" in held and not any(n.startswith("edge-gateway") for n in held)
+
+
+def test_a_dependency_with_c_code_and_no_wheel_is_refused_by_name(tmp_path: Path) -> None:
+    """The sdist fallback builds pure-Python packages only; numpy would need cross-compiling."""
+    with pytest.raises(SystemExit, match=r"numpy==.* not pure Python: pin a version"):
+        build_deb.build_pure_wheel("numpy", build_deb.host_constraints(), tmp_path)
+    assert not list(tmp_path.iterdir())
