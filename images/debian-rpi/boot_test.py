@@ -68,7 +68,7 @@ def product_checks(lab: Lab, step: Callable[[str, Callable[[], Any], float], Non
     assert all(f.endswith("-aarch64-linux-gnu.so") for f in files.values()), files
 
     def samples(point: str) -> list[float]:
-        recs = rig.cloud_records("telemetry")
+        recs = rig.cloud_records("meta") + rig.cloud_records("telemetry")  # point models: meta
         return [v for _, v in telemetry_samples(recs, point) if v is not None]
 
     def rtu_in_cloud() -> bool:
