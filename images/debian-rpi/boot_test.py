@@ -79,12 +79,13 @@ def product_checks(lab: Lab, step: Callable[[str, Callable[[], Any], float], Non
     assert all(8.0 < a < 20.0 for a in samples("motor2.current")), "motor2.current off scale"
 
     def can_in_cloud() -> bool:
-        return len(set(samples("truck.rpm"))) >= 5 and bool(samples("truck.torque"))
+        return len(set(samples("truck.rpm"))) >= 5 and len(set(samples("truck.torque"))) >= 5
 
     step("CAN on vcan0 decoded with the DBC: truck signals in the cloud", can_in_cloud, 180)
     rpm = samples("truck.rpm")
     assert all(1500.0 <= r <= 2475.0 for r in rpm), sorted(set(rpm))[:10]
-    assert set(samples("truck.torque")) == {10.0}, set(samples("truck.torque"))
+    torque = set(samples("truck.torque"))
+    assert len(torque) >= 5 and torque <= set(map(float, range(-20, 20))), sorted(torque)
     step("TFLite: bearing_ae scores on the RTU motor in the cloud", lambda: samples("bearing_ae.score"), 180)  # fmt: skip
 
     def model_alarm() -> list[dict[str, Any]]:

@@ -123,7 +123,8 @@ IMPORTS = (
     "import platform, serial, can, cantools, ai_edge_litert.interpreter, zmq, msgpack, yaml, numpy;"
     " print('ok on', platform.machine())"
 )
-#: J1939 EEC1 (examples/truck.dbc) every 100 ms: engine speed ramps 1500..2475 rpm, torque 10 %.
+#: J1939 EEC1 (examples/truck.dbc) every 100 ms: engine speed ramps 1500..2475 rpm and torque
+#: -20..19 %, so any 40 frames in a row differ in both signals.
 CAN_SENDER = """import time
 
 import can
@@ -133,7 +134,8 @@ print("image-test: CAN sender on vcan0", flush=True)
 i = 0
 while True:
     raw = int((1500 + (i % 40) * 25) / 0.125)
-    data = bytes([0xFF, 0xFF, 125 + 10, raw & 0xFF, raw >> 8, 0xFF, 0xFF, 0xFF])
+    torque = 125 + (i % 40) - 20
+    data = bytes([0xFF, 0xFF, torque, raw & 0xFF, raw >> 8, 0xFF, 0xFF, 0xFF])
     bus.send(can.Message(arbitration_id=0x0CF004FE, is_extended_id=True, data=data))
     i += 1
     time.sleep(0.1)
