@@ -83,9 +83,9 @@ def product_checks(lab: Lab, step: Callable[[str, Callable[[], Any], float], Non
 
     step("CAN on vcan0 decoded with the DBC: truck signals in the cloud", can_in_cloud, 180)
     rpm = samples("truck.rpm")
-    assert all(1500.0 <= r <= 2475.0 for r in rpm), sorted(set(rpm))[:10]
+    assert all(1500.0 <= r < 7750.0 for r in rpm), sorted(set(rpm))[:10]
     torque = set(samples("truck.torque"))
-    assert len(torque) >= 5 and torque <= set(map(float, range(-20, 20))), sorted(torque)
+    assert len(torque) >= 5 and torque <= set(map(float, range(-125, 126))), sorted(torque)
     step("TFLite: bearing_ae scores on the RTU motor in the cloud", lambda: samples("bearing_ae.score"), 180)  # fmt: skip
 
     def model_alarm() -> list[dict[str, Any]]:

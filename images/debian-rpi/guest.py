@@ -123,8 +123,9 @@ IMPORTS = (
     "import platform, serial, can, cantools, ai_edge_litert.interpreter, zmq, msgpack, yaml, numpy;"
     " print('ok on', platform.machine())"
 )
-#: J1939 EEC1 (examples/truck.dbc) every 100 ms: engine speed ramps 1500..2475 rpm and torque
-#: -20..19 %, so any 40 frames in a row differ in both signals.
+#: J1939 EEC1 (examples/truck.dbc) every 100 ms: engine speed ramps up by 0.125 rpm a frame from
+#: 1500 rpm and torque cycles through -125..125 %, so no two frames of a run (83 min) are alike
+#: and a repeated (point, ts, value) in the cloud can only be a record stored twice.
 CAN_SENDER = """import time
 
 import can
@@ -133,9 +134,8 @@ bus = can.Bus(interface="socketcan", channel="vcan0")
 print("image-test: CAN sender on vcan0", flush=True)
 i = 0
 while True:
-    raw = int((1500 + (i % 40) * 25) / 0.125)
-    torque = 125 + (i % 40) - 20
-    data = bytes([0xFF, 0xFF, torque, raw & 0xFF, raw >> 8, 0xFF, 0xFF, 0xFF])
+    raw = 12000 + i % 50000
+    data = bytes([0xFF, 0xFF, i % 251, raw & 0xFF, raw >> 8, 0xFF, 0xFF, 0xFF])
     bus.send(can.Message(arbitration_id=0x0CF004FE, is_extended_id=True, data=data))
     i += 1
     time.sleep(0.1)
