@@ -1,13 +1,15 @@
 """Build the one runtime package every route installs: ``edge-gateway_VERSION_ARCH.deb``.
 
-The package holds a self-contained virtualenv under ``/opt/gateway`` (the project's wheel plus its
-pinned dependencies as binary wheels, bytecode precompiled), the hardened systemd unit, a sysusers
+The package holds a self-contained virtualenv under ``/opt/gateway`` (the project's wheel plus every
+runtime dependency of packaging/runtime-requirements.txt and theirs, as binary wheels, bytecode precompiled), the hardened systemd unit, a sysusers
 entry for the ``gateway`` user, ``/etc/gateway/`` and ``/var/lib/gateway/queue``. It depends only on
 Debian's ``python3`` (3.11, bookworm), so it installs offline on a Pi, a Jetson rootfs or in a chroot.
 
 For arm64 the Cython extensions are cross-compiled with ``aarch64-linux-gnu-gcc`` (seconds, against
 ~7x slower under emulation) and the dependency wheels come from the registry as
-``manylinux_2_17_aarch64`` binaries, downloaded on the host once and cached under ``build/``.
+``manylinux_2_*_aarch64`` binaries (pure-Python sdists built into wheels on the host), downloaded
+on the host once and cached under ``build/``; their own dependencies are held at the versions of
+the venv that runs this script (the one CI tests).
 
     python packaging/build_deb.py --arch arm64 --out build/images
 """
@@ -18,8 +20,10 @@ import argparse
 import compileall
 import email.utils
 import gzip
+import importlib.metadata
 import os
 import py_compile
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +40,6 @@ ARCHES = {
     "arm64": ("aarch64", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu"),
     "amd64": ("x86_64", None, "x86_64-linux-gnu"),
 }
-RUNTIME_DEPS = ("pyzmq", "msgpack", "PyYAML", "numpy")
 # bookworm has glibc 2.36; pip does not expand a manylinux tag to older ones, so list them.
 GLIBC_MINORS = (36, 34, 31, 28, 27, 26, 24, 17)
 
@@ -64,16 +67,31 @@ def version() -> str:
 
 
 def pins() -> list[str]:
-    """The runtime dependencies at the versions CI tests (packaging/runtime-requirements.txt)."""
-    found = {}
-    for line in (PKG / "runtime-requirements.txt").read_text().splitlines():
-        name, _, ver = line.partition("==")
-        if name in RUNTIME_DEPS:
-            found[name] = f"{name}=={ver.strip()}"
-    missing = set(RUNTIME_DEPS) - set(found)
-    if missing:
-        raise SystemExit(f"runtime-requirements.txt pins none of {sorted(missing)}")
-    return [found[n] for n in RUNTIME_DEPS]
+    """Every runtime dependency at the version CI tests: all of packaging/runtime-requirements.txt
+    (the drivers' libraries and LiteRT too: a flashed gateway runs every driver it can configure)."""
+    found = []
+    for raw in (PKG / "runtime-requirements.txt").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, ver = line.partition("==")
+        if not sep or not name.strip() or not ver.strip():
+            raise SystemExit(f"runtime-requirements.txt: {raw!r}: pin as NAME==VERSION")
+        found.append(f"{name.strip()}=={ver.strip()}")
+    if not found:
+        raise SystemExit("runtime-requirements.txt pins nothing")
+    return found
+
+
+def host_constraints() -> list[str]:
+    """``NAME==VERSION`` of everything installed beside the build's Python (the venv CI tests
+    with), so the dependencies' own dependencies go into the package at the tested versions."""
+    out = []
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and not name.startswith("edge-gateway") and dist.version:
+            out.append(f"{name}=={dist.version}")
+    return sorted(set(out), key=str.lower)
 
 
 def pure_build() -> bool:
@@ -124,19 +142,71 @@ def build_wheel(arch: str, out: Path) -> Path:
 
 
 def download_deps(arch: str, cache: Path) -> Path:
-    """Binary wheels of the runtime dependencies for ``arch`` (cached)."""
+    """Binary wheels of the runtime dependencies and theirs for ``arch`` (cached).
+
+    A dependency published only as an sdist is built into a wheel on the host, which works for
+    pure-Python ones (``py3-none-any``, any machine); one with C code and no wheel for ``arch``
+    stops the build with its name (cross-building it is not attempted).
+    """
     dest = cache / f"wheels-{arch}-py{PYVER}"
     stamp = dest / ".pins"
-    want = "\n".join(pins())
+    constraints = host_constraints()
+    want = "\n".join([*pins(), "--", *constraints])
     if stamp.exists() and stamp.read_text() == want:
         return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest)]
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    cfile = dest / "constraints.txt"
+    cfile.write_text("\n".join(constraints) + "\n")
+    local = dest / "built"
+    local.mkdir()
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
+           "-c", str(cfile), "--find-links", str(local),
+           "--python-version", PYVER, "--implementation", "cp"]  # fmt: skip
     for p in platforms(arch):
         cmd += ["--platform", p]
-    run([*cmd, "--python-version", PYVER, "--implementation", "cp", *pins()])
+    built: set[str] = set()
+    while True:
+        log(" ".join([*cmd[:6], "...", *pins()]))
+        res = subprocess.run([*cmd, *pins()], capture_output=True, text=True)
+        if res.returncode == 0:
+            break
+        sys.stderr.write(res.stderr)
+        missing = re.search(r"No matching distribution found for ([A-Za-z0-9_.\-]+)", res.stderr)
+        if missing is None or missing.group(1).lower() in built:
+            raise SystemExit(f"pip download of the {arch} wheels failed (exit {res.returncode})")
+        name = missing.group(1)
+        build_pure_wheel(name, constraints, local)
+        built.add(name.lower())
+    for whl in local.glob("*.whl"):
+        shutil.copy2(whl, dest / whl.name)
     stamp.write_text(want)
     return dest
+
+
+def build_pure_wheel(name: str, constraints: list[str], out: Path) -> None:
+    """Build ``name`` (at its tested version) from its sdist; refuse anything not pure Python."""
+    pinned = next((c for c in constraints if c.split("==")[0].lower() == name.lower()), name)
+    try:
+        files = importlib.metadata.distribution(name).files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    if any(f.suffix in (".so", ".pyd") for f in files):  # no need to build it to know
+        raise SystemExit(
+            f"{pinned} has no {PYVER} wheel for this architecture and is not pure Python: "
+            "pin a version with an aarch64 wheel in runtime-requirements.txt"
+        )
+    tmp = out / "tmp"
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-binary", ":all:",
+         "-w", str(tmp), pinned])  # fmt: skip
+    for whl in tmp.glob("*.whl"):
+        if not whl.name.endswith("-none-any.whl"):
+            raise SystemExit(
+                f"{pinned} has no {PYVER} wheel for this architecture and is not pure Python "
+                f"({whl.name}): pin a version with an aarch64 wheel in runtime-requirements.txt"
+            )
+        whl.replace(out / whl.name)
+    shutil.rmtree(tmp)
 
 
 def make_venv(stage: Path, wheel: Path, deps: Path, arch: str) -> None:
@@ -156,7 +226,7 @@ def make_venv(stage: Path, wheel: Path, deps: Path, arch: str) -> None:
     for so in (site / "gateway/_native").glob("*.so"):
         run([strip, "--strip-unneeded", str(so)])  # ours only: vendored wheels are left as built
     shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts with the build host's shebang
-    for tests in [*site.glob("numpy/**/tests"), site / "zmq/tests"]:
+    for tests in [*site.glob("numpy/**/tests"), site / "zmq/tests", *site.glob("can/**/tests")]:
         shutil.rmtree(tests, ignore_errors=True)  # the dependencies' own test suites: 10 MB
     for lib in site.glob("*.libs/*.so*"):
         lib.chmod(0o644)

@@ -3,7 +3,7 @@
 A flashed card is personalised on a PC by dropping one file on its FAT boot partition (the only
 partition every OS can write). At boot, ``gateway-firstboot.service`` runs this script before
 ``gateway.service``; it writes ``/etc/gateway/gateway.yaml`` (on the persistent data partition in
-the image), copies key files next to it, validates the result with ``gateway check`` and renames the
+the image), copies key files and the files the config names (DBCs, models, rule packs) next to it, validates the result with ``gateway check`` and renames the
 settings file to ``gateway-settings.applied.yaml`` so it is not applied twice. Private key files are
 removed from the boot partition once copied. A file that does not validate is left in place, the old
 config keeps running, and the reason is written to ``gateway-settings.error.txt`` beside it, where
@@ -102,6 +102,34 @@ def build_config(settings: dict[str, Any], boot: Path, current: Path) -> dict[st
     return cfg
 
 
+def side_files(cfg: dict[str, Any], config_dir: Path, boot: Path) -> list[tuple[Path, str]]:
+    """(source, path relative to /etc/gateway) of the files the ``config:`` file names relative
+    to itself (CAN DBCs, node keys, model and reference files, rule packs): they travel with it,
+    as they would beside it on a PC. Absolute paths are the target's own and are left alone."""
+    names: list[str] = []
+    for dev in cfg.get("devices") or []:
+        if isinstance(dev, dict):
+            names += [(dev.get("can") or {}).get("dbc"), (dev.get("node") or {}).get("key_file")]
+    for model in cfg.get("models") or []:
+        if isinstance(model, dict):
+            names += [model.get("file"), model.get("reference")]
+    for pack in cfg.get("rule_files") or []:
+        names.append(pack.get("include") if isinstance(pack, dict) else pack)
+    out: list[tuple[Path, str]] = []
+    for name in names:
+        if not isinstance(name, str) or not name or Path(name).is_absolute():
+            continue
+        src = (config_dir / name).resolve()
+        if ".." in Path(name).parts or not src.is_relative_to(boot.resolve()):
+            raise SettingsError(
+                f"{SETTINGS}: config names {name!r}: keep the files it uses in its folder "
+                "(or below it) on the boot partition, or give an absolute path on the target"
+            )
+        if src.is_file():  # a missing one is left to `gateway check`, which names it
+            out.append((src, name))
+    return out
+
+
 def _gateway_gid(root: Path) -> int | None:
     if str(root) != "/":
         return None  # building or testing an offline tree: ownership is set by its installer
@@ -140,18 +168,20 @@ def apply(boot: Path, root: Path, check_cmd: list[str]) -> bool:
                 "# Written by gateway-firstboot from the boot partition's gateway-settings.yaml.\n"
                 + yaml.safe_dump(cfg, sort_keys=False)
             )
-            keyfiles: list[tuple[Path, str]] = []
+            copied: list[tuple[Path, str]] = []
             if cloud.get("server_key"):
                 src = boot / cloud["server_key"]
                 if not src.is_file():
                     raise SettingsError(f"{SETTINGS}: cloud.server_key: {src} does not exist")
-                keyfiles.append((src, "keys/" + src.name))
+                copied.append((src, "keys/" + src.name))
             if cloud.get("gateway_keys"):
                 kdir = boot / cloud["gateway_keys"]
                 if not kdir.is_dir():
                     raise SettingsError(f"{SETTINGS}: cloud.gateway_keys: {kdir} is not a folder")
-                keyfiles += [(f, "keys/gateway/" + f.name) for f in sorted(kdir.iterdir())]
-            for src, rel in keyfiles:  # staged beside the config so `gateway check` sees them
+                copied += [(f, "keys/gateway/" + f.name) for f in sorted(kdir.iterdir())]
+            if settings.get("config"):
+                copied += side_files(cfg, (boot / settings["config"]).parent, boot)
+            for src, rel in copied:  # staged beside the config so `gateway check` sees them
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, stage / rel)
             res = subprocess.run(
@@ -162,7 +192,7 @@ def apply(boot: Path, root: Path, check_cmd: list[str]) -> bool:
                     "the resulting gateway config is invalid:\n"
                     + (res.stdout + res.stderr).replace(str(staged), "gateway.yaml").strip()
                 )
-            for _, rel in keyfiles:
+            for _, rel in copied:
                 _install(stage / rel, etc / rel, gid, 0o640)
             _install(staged, etc / "gateway.yaml", gid, 0o640)
         _remove_secrets(boot, cloud)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -132,3 +133,43 @@ def test_read_only_etc_keeps_the_hostname_for_this_boot_only(tree: tuple[Path, P
     )
     assert firstboot.apply(boot, root, CHECK)
     assert (root / "etc/gateway/gateway.yaml").exists()
+
+
+def test_files_the_config_names_travel_with_it(tree: tuple[Path, Path]) -> None:
+    """A DBC, a model and its reference named relative to the site config arrive beside it."""
+    boot, root = tree
+    examples = ROOT / "examples"
+    (boot / "site/models").mkdir(parents=True)
+    shutil.copy(examples / "truck.dbc", boot / "site/truck.dbc")
+    for f in ("bearing_ae.tflite", "bearing_ae.ref.json"):
+        shutil.copy(examples / "models" / f, boot / "site/models" / f)
+    cfg = yaml.safe_load((examples / "demo.yaml").read_text())
+    cfg["models"] = cfg["models"][:1]
+    cfg.pop("rule_files")
+    cfg["devices"].append(
+        {"name": "truck", "driver": "can",
+         "can": {"interface": "socketcan", "channel": "vcan0", "dbc": "truck.dbc"},
+         "points": [{"name": "rpm", "signal": "EEC1.EngineSpeed"}]}
+    )  # fmt: skip
+    (boot / "site/site.yaml").write_text(yaml.safe_dump(cfg))
+    (boot / "gateway-settings.yaml").write_text("config: site/site.yaml\ncloud: {insecure: true}\n")
+    assert firstboot.apply(boot, root, CHECK)
+    etc = root / "etc/gateway"
+    assert (etc / "truck.dbc").read_bytes() == (examples / "truck.dbc").read_bytes()
+    model = (examples / "models/bearing_ae.tflite").read_bytes()
+    assert (etc / "models/bearing_ae.tflite").read_bytes() == model
+    assert (etc / "models/bearing_ae.ref.json").is_file()
+
+
+def test_a_config_naming_files_outside_its_folder_is_refused(tree: tuple[Path, Path]) -> None:
+    boot, root = tree
+    (boot / "site").mkdir()
+    (boot / "x.dbc").write_text('VERSION ""\n')
+    cfg = {
+        "devices": [{"name": "t", "driver": "can", "can": {"channel": "vcan0", "dbc": "../x.dbc"}}]
+    }
+    (boot / "site/site.yaml").write_text(yaml.safe_dump(cfg))
+    (boot / "gateway-settings.yaml").write_text("config: site/site.yaml\n")
+    with pytest.raises(firstboot.SettingsError, match="keep the files it uses in its folder"):
+        firstboot.apply(boot, root, CHECK)
+    assert not (root / "etc/gateway/gateway.yaml").exists()

@@ -86,8 +86,11 @@ def test_holes_and_overlaps_are_named(
     assert any(says in p for p in problems), problems
 
 
-def _telemetry(model: str, ids: list[int], ts: list[float]) -> tuple[str, bytes]:
-    body = {"v": 1, "model": model, "id": ids, "ts": ts, "x": [0.0] * len(ids), "q": [0] * len(ids)}
+def _telemetry(
+    model: str, ids: list[int], ts: list[float], x: list[float] | None = None
+) -> tuple[str, bytes]:
+    xs = [0.0] * len(ids) if x is None else x
+    body = {"v": 1, "model": model, "id": ids, "ts": ts, "x": xs, "q": [0] * len(ids)}
     return "telemetry", msgpack.packb(body)
 
 
@@ -95,6 +98,12 @@ def test_a_sample_stored_twice_is_counted() -> None:
     rows = [_telemetry("m", [1, 2], [10.0, 10.0]), _telemetry("m", [1], [11.0]), _telemetry("m", [1], [10.0])]  # fmt: skip
     times, dup = pc.sample_times(rows)
     assert dup == 1 and times == [10.0, 10.0, 11.0]
+
+
+def test_two_values_of_a_point_stamped_alike_are_two_samples_not_a_duplicate() -> None:
+    rows = [_telemetry("m", [1, 1], [10.0, 10.0], [1500.0, 1525.0])]
+    assert pc.sample_times(rows) == ([10.0, 10.0], 0)
+    assert pc.sample_times([*rows, _telemetry("m", [1], [10.0], [1525.0])])[1] == 1
 
 
 def test_timeline_pauses_must_span_a_cut_and_lose_little() -> None:

@@ -6,6 +6,7 @@ The venv, the cross-compiled extensions and a real install are covered by `make 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import shutil
 import subprocess
@@ -77,3 +78,29 @@ def test_dpkg_deb_builds_and_lists_it(staged: Path, tmp_path: Path) -> None:
     assert "root/root" in listing and "./var/lib/gateway/queue/" in listing
     fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Version", "Depends"], check=True, capture_output=True, text=True).stdout  # fmt: skip
     assert "Version: 0.1.0" in fields
+
+
+def test_the_package_pins_every_runtime_requirement() -> None:
+    """The .deb installs the whole runtime list (drivers' libraries and LiteRT included)."""
+    listed = [
+        line.split("==")[0]
+        for line in (ROOT / "packaging/runtime-requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    pinned = [p.split("==")[0] for p in build_deb.pins()]
+    assert pinned == listed
+    assert {"pyserial", "python-can", "cantools", "ai-edge-litert"} <= set(pinned)
+    assert all("==" in p for p in build_deb.pins())
+
+
+def test_transitive_dependencies_are_held_at_the_tested_versions() -> None:
+    held = dict(c.split("==", 1) for c in build_deb.host_constraints())
+    assert held["numpy"] == importlib.metadata.version("numpy")
+    assert "python-can" in held and not any(n.startswith("edge-gateway") for n in held)
+
+
+def test_a_dependency_with_c_code_and_no_wheel_is_refused_by_name(tmp_path: Path) -> None:
+    """The sdist fallback builds pure-Python packages only; numpy would need cross-compiling."""
+    with pytest.raises(SystemExit, match=r"numpy==.* not pure Python: pin a version"):
+        build_deb.build_pure_wheel("numpy", build_deb.host_constraints(), tmp_path)
+    assert not list(tmp_path.iterdir())

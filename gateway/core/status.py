@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING, Any
 
+from gateway import impl
 from gateway.core.metrics import Labels
 from gateway.core.model import Quality
 from gateway.infer.wiring import collect_model_metrics
@@ -111,6 +113,22 @@ def status(rt: Runtime) -> dict[str, Any]:
         "problems": {n: c.reason for n, c in rt.selfcheck.conditions.active.items()},
         "supervisor": rt.supervisor.stats(),
         "task_errors": task_errors(rt),
+        "native": native_report(),
+    }
+
+
+def native_report() -> dict[str, Any]:
+    """Which twin of each hot path runs (gateway/impl.py): on a target, ``loaded: false`` means a
+    package built for another machine or Python fell back to the slower pure-Python code."""
+    files = {
+        name: os.path.basename(getattr(getattr(impl, name), "__file__", "") or "")
+        for name in impl.NATIVE_MODULES
+    }
+    return {
+        "loaded": all(v == "native" for v in impl.IMPLEMENTATION.values()),
+        "modules": dict(impl.IMPLEMENTATION),
+        "files": files,
+        "forced_pure": os.environ.get("GATEWAY_PUREPYTHON") == "1",
     }
 
 

@@ -1,21 +1,26 @@
 """Boot the Raspberry Pi image under ``qemu-system-aarch64 -M virt`` and check it end to end.
 
 What a person flashing a card would see, without the card: the image is decompressed as shipped,
-``gateway-settings.yaml`` and a site config are copied onto its FAT boot partition with mtools (as a
-PC would), and the guest boots Debian's kernel and initrd from the image. The host runs the demo's
-simulated Modbus devices and a cloud receiver on loopback; the guest reaches them through qemu's
-user network as 10.0.2.2. Checked, each with a bounded wait:
+``gateway-settings.yaml`` and a site config (with the DBC and model files it names) are copied onto
+its FAT boot partition with mtools (as a PC would), and the guest boots Debian's kernel and initrd
+from the image. The host runs the demo's simulated Modbus TCP devices, a Modbus RTU motor on the
+host end of the guest's emulated UART (a qemu pty, ``rtu_slave.py``) and a cloud receiver on
+loopback; the guest reaches them through qemu's user network as 10.0.2.2. A script on the boot
+partition, run through the kernel command line's ``systemd.run=`` (the image itself is not
+changed), brings up ``vcan0`` and sends J1939 frames on it. Checked, each with a bounded wait:
 
 1. the first-boot unit applied the settings (console);
 2. systemd reports ``Started gateway.service`` (``Type=notify``: only after the runtime's READY=1);
 3. ``/health`` answers 200 through a forwarded port;
 4. telemetry from the gateway id in the settings reaches the host's cloud store;
 5. a value written on a simulated device on the host arrives in the cloud (the guest polls it);
-6. with ``--watchdog`` (the default): the gateway's main process is frozen (SIGSTOP) by a script on
-   the boot partition, run through the kernel command line's ``systemd.run=`` (the image itself
-   is not changed) when the host opens a port; systemd's watchdog must notice the missing pings,
-   kill the gateway and start it again, and ``/health`` must come back;
-7. with ``--power-cuts N``: the same VM's power is cut N times during ingest and it boots again
+6. the product on the target: the package's venv imports every runtime dependency, ``/status``
+   says the cross-compiled extensions are loaded, the RTU motor's points, the CAN bus's decoded
+   signals and the ``bearing_ae`` model's scores reach the cloud, and the model's alarm too;
+7. with ``--watchdog`` (the default): the gateway's main process is frozen (SIGSTOP) by the guest
+   script when the host opens a port; systemd's watchdog must notice the missing pings, kill the
+   gateway and start it again, and ``/health`` must come back;
+8. with ``--power-cuts N``: the same VM's power is cut N times during ingest and it boots again
    from the same disk each time; nothing accepted is lost or stored twice and nothing needs repair
    (``power_cut.py`` says how "accepted" is known from outside the guest).
 
@@ -28,39 +33,72 @@ The qemu and host-process machinery is in ``guest.py``.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from guest import GUEST_HOST, ROOT, Lab, copy_to_boot, http_status, stepper  # noqa: E402
+from guest import ROOT, Lab, http_status, stepper  # noqa: E402
 from power_cut import run_power_cuts  # noqa: E402
 
 from hil_tests.rig import telemetry_samples  # noqa: E402
 
-FREEZE_SCRIPT = """#!/bin/sh
-# image-test only, run by systemd.run= from the test's kernel command line: when the host opens
-# port {port}, freeze the gateway's main process as a hung event loop would look to systemd.
-# systemd.run= is a oneshot the boot waits for, so the waiting runs as its own transient unit.
-if [ "$1" != wait ]; then
-    exec systemd-run --no-block --unit=image-test-freeze /bin/sh "$0" wait
-fi
-until python3 -c 'import socket; socket.create_connection(("{host}", {port}), 2)' 2>/dev/null; do
-    sleep 1
-done
-systemctl kill --signal=SIGSTOP --kill-whom=main gateway.service
-echo "image-test: gateway main process stopped" >/dev/console
-"""
 
+def product_checks(lab: Lab, step: Callable[[str, Callable[[], Any], float], None]) -> None:
+    """Every driver, the native code and a model on the target, checked from outside the guest."""
+    console, rig = lab.console, lab.rig
+    step("guest: vcan0 up (vcan module, iproute2)", lambda: console.has(r"image-test: vcan0 (up|FAILED)"), 60)  # fmt: skip
+    assert console.has(r"image-test: vcan0 up"), "the guest could not bring up vcan0"
+    step("guest: the venv imports every runtime dependency", lambda: console.has(r"image-test: venv imports"), 60)  # fmt: skip
+    assert console.has(r"image-test: venv imports: ok on aarch64"), re.findall(r"image-test: venv imports.*", console.text())  # fmt: skip
 
-def stage_freeze_script(img: Path, work: Path, port: int) -> None:
-    script = work / "freeze-gateway.sh"
-    script.write_text(FREEZE_SCRIPT.format(host=GUEST_HOST, port=port))
-    copy_to_boot(img, script)
+    def native() -> dict[str, Any]:
+        report: dict[str, Any] = lab.status()["native"]
+        return report
+
+    step("/status: the compiled modules are loaded", lambda: native()["loaded"], 30)
+    files = native()["files"]
+    assert all(f.endswith("-aarch64-linux-gnu.so") for f in files.values()), files
+
+    def samples(point: str) -> list[float]:
+        recs = rig.cloud_records("meta") + rig.cloud_records("telemetry")  # point models: meta
+        return [v for _, v in telemetry_samples(recs, point) if v is not None]
+
+    def rtu_in_cloud() -> bool:
+        current, vib = samples("motor2.current"), samples("motor2.vibration")
+        return len(current) >= 20 and len(set(vib)) >= 20
+
+    step("Modbus RTU over the guest's UART: motor2 points in the cloud", rtu_in_cloud, 180)
+    assert all(8.0 < a < 20.0 for a in samples("motor2.current")), "motor2.current off scale"
+
+    def can_in_cloud() -> bool:
+        return len(set(samples("truck.rpm"))) >= 5 and len(set(samples("truck.torque"))) >= 5
+
+    step("CAN on vcan0 decoded with the DBC: truck signals in the cloud", can_in_cloud, 180)
+    rpm = samples("truck.rpm")
+    assert all(1500.0 <= r < 7750.0 for r in rpm), sorted(set(rpm))[:10]
+    torque = set(samples("truck.torque"))
+    assert len(torque) >= 5 and torque <= set(map(float, range(-125, 126))), sorted(torque)
+    step("TFLite: bearing_ae scores on the RTU motor in the cloud", lambda: samples("bearing_ae.score"), 180)  # fmt: skip
+
+    def model_alarm() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in rig.cloud_events()
+            if e.get("kind") == "alarm"
+            and e.get("rule") == "motor2_bearing_anomaly"
+            and e.get("state") == "raised"
+        ]
+
+    step("the model's score raised its alarm, in the cloud", model_alarm, 180)
+    assert max(samples("bearing_ae.score")) > 0.195
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,20 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     work: Path = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    lab = Lab(args.image, work, smp=args.smp)
-    append = ""
-    if args.watchdog:
-        stage_freeze_script(lab.disk, work, lab.ports["freeze"])
-        # systemd.run= would make its own target the default one: boot multi-user and want it.
-        append += " systemd.run=/boot/firmware/freeze-gateway.sh systemd.run_success_action=none"
-        append += " systemd.unit=multi-user.target systemd.wants=kernel-command-line.service"
+    lab = Lab(args.image, work, smp=args.smp, freeze=args.watchdog)
     console, rig, ports = lab.console, lab.rig, lab.ports
     steps, step = stepper(t0)
 
     ok = False
     try:
         lab.start_host()
-        lab.power_on(append)
+        lab.power_on()
         step(
             "first-boot settings applied",
             lambda: console.has(r"gateway-firstboot: applied") or not lab.alive(),
@@ -136,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         step("a value written on the host's simulated device reaches the cloud", setpoint_arrived, 120)  # fmt: skip
+        product_checks(lab, step)
         if args.watchdog:
             freeze = socket.create_server(("127.0.0.1", ports["freeze"]))
             try:

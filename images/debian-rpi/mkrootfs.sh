@@ -14,9 +14,11 @@ suite=${SUITE:-bookworm}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 
 # force-confold keeps the /etc/default/raspi-firmware written below (no conffile prompt).
-# Kernel, Pi firmware, systemd, python3 and the tools the first boot needs. No ssh server: the image
+# Kernel (with its modules: can, can_raw, vcan, the USB serial and CAN adapters), Pi firmware,
+# systemd, python3 and the tools the first boot needs; iproute2 and can-utils bring a CAN bus up
+# (`ip link set can0 up type can bitrate 250000`) and watch it (candump). No ssh server: the image
 # has no login until its owner adds one (see images/README.md).
-packages="systemd-sysv,udev,kmod,dbus,systemd-timesyncd,iproute2,netbase,ca-certificates,\
+packages="systemd-sysv,udev,kmod,dbus,systemd-timesyncd,iproute2,can-utils,netbase,ca-certificates,\
 linux-image-arm64,raspi-firmware,firmware-brcm80211,initramfs-tools,zstd,\
 e2fsprogs,dosfstools,python3,python3-venv,less,procps"
 

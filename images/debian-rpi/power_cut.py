@@ -17,7 +17,7 @@ How "accepted" is known from outside the guest:
   was lost, replaced or rolled back behind the cloud), and per epoch the stored seqs and declared
   gaps cover 1..hw exactly, with gaps only for a declared reason (quota, blocked, overflow).
 - **An independent count** that does not trust sequence numbers: the samples' own timestamps.
-  Every telemetry sample is stored once (no (model, point, ts) twice), and every pause in the
+  Every telemetry sample is stored once (no (model, point, ts, value) twice), and every pause in the
   sample timeline longer than ``GAP_S`` spans a cut; the data sampled before a cut but never
   stored (``lost window``) stays below ``LOST_WINDOW_S`` (the group commit is 50 ms; a longer
   window means committed records vanished, even if the queue reused their seqs).
@@ -275,8 +275,10 @@ def contiguity_problems(
 
 
 def sample_times(records: list[tuple[str, bytes]]) -> tuple[list[float], int]:
-    """Sorted timestamps of every telemetry sample, and how many (model, point, ts) came twice."""
-    seen: set[tuple[str, int, float]] = set()
+    """Sorted timestamps of every telemetry sample, and how many (model, point, ts, value) came
+    twice. A record stored twice repeats its values; two different values of one point stamped
+    alike are two samples (a CAN drain stamps its frames with one clock reading)."""
+    seen: set[tuple[str, int, float, float]] = set()
     dup = 0
     for stream, payload in records:
         if stream != "telemetry":
@@ -284,12 +286,12 @@ def sample_times(records: list[tuple[str, bytes]]) -> tuple[list[float], int]:
         body = msgpack.unpackb(payload, raw=False)
         if "id" not in body:
             continue
-        for pid, ts in zip(body["id"], body["ts"], strict=True):
-            key = (str(body.get("model")), int(pid), float(ts))
+        for pid, ts, x in zip(body["id"], body["ts"], body["x"], strict=True):
+            key = (str(body.get("model")), int(pid), float(ts), float("nan" if x is None else x))
             if key in seen:
                 dup += 1
             seen.add(key)
-    return sorted(ts for _, _, ts in seen), dup
+    return sorted(k[2] for k in seen), dup
 
 
 def timeline_problems(
