@@ -8,6 +8,7 @@ import functools
 import itertools
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -213,6 +214,35 @@ async def _raw_path(tmp_path: Path) -> None:
     assert sink.values(0) == [1000.0 + i for i in range(300)]
     assert sink.values(1) == [5.0] * 300
     assert dev.stats()["frames"] == 300 + len(frames)
+
+
+@in_loop
+async def test_raw_frames_drained_together_keep_their_own_receive_times(tmp_path: Path) -> None:
+    """Frames that queue up while the loop is busy are drained in one go; each keeps the time
+    the kernel received it (on the device's clock), not the time of the drain."""
+    dev, sink, _ = device(tmp_path, j1939=True, address=0xF9)
+    dev._clock = lambda: time.time() + 1000.0  # an injected clock: its axis must be kept
+    dev.can = dataclasses.replace(dev.can, interface="socketcan")
+    ours, bus = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    dev.open_raw_socket = lambda: ours  # type: ignore[method-assign]
+    frame = [raw(can.Message(arbitration_id=0x0CF00401, data=bytes((0, 0, 130))
+                             + ((1000 + i) * 8).to_bytes(2, "little") + bytes(3)))
+             for i in range(2)]  # fmt: skip
+    await dev.start()
+    try:
+        await wait_for(lambda: dev.stats()["connected"], 5.0, "socket open")
+        bus.send(frame[0])
+        time.sleep(0.3)  # blocks the loop, as a busy loop would: both frames wait for one drain
+        bus.send(frame[1])
+        t_sent = time.time() + 1000.0
+        await wait_for(lambda: len(sink.values(0)) == 2, 5.0, "both frames decoded")
+    finally:
+        await dev.stop()
+        bus.close()
+    ts = [float(t) for b in sink.batches for i, t in zip(b.point_ids, b.ts, strict=True) if i == 0]
+    assert 0.25 < ts[1] - ts[0] < 0.5, ts
+    assert abs(ts[1] - t_sent) < 0.2, (ts, t_sent)
 
 
 def test_example_config_resolves_its_signals() -> None:

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -82,31 +83,64 @@ def socketcan_columns(buf: bytes | bytearray | memoryview, n: int) -> tuple[Any,
     return frames["can_id"] & CAN_ID_MASK, frames["data"], np.minimum(frames["len"], 8)
 
 
+#: SO_TIMESTAMP (SCM_TIMESTAMP): the kernel's receive time of each frame, as a struct timeval.
+SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)
+_TIMEVAL = struct.Struct("@ll")
+
+
 class RawSocketCanReader:
     """Reads SocketCAN frames straight into a buffer of 16-byte slots (``interface: socketcan``).
 
     The loop wakes on the socket's readability; one wake drains every queued frame with
-    ``recv_into`` (one syscall per frame, no Python object per frame), then the batch decodes
+    ``recvmsg_into`` (one syscall per frame, no Python object per frame), then the batch decodes
     from the buffer. python-can stays the path for every other interface.
+
+    Each frame is stamped with the kernel's receive time (SO_TIMESTAMP), not the time of the
+    drain: after a stall one drain holds seconds of traffic, and stamping it all alike would
+    collapse distinct readings onto one instant. The stamp is taken on ``clock``'s axis (its
+    age by the wall clock, subtracted from ``clock()``), so an injected clock still rules.
     """
 
-    def __init__(self, sock: Any, capacity: int) -> None:
+    def __init__(self, sock: Any, capacity: int, clock: Callable[[], float] = time.time) -> None:
         self.sock = sock
         self.buf = bytearray(16 * capacity)
         self.view = memoryview(self.buf)
+        self.ts = np.zeros(capacity)
         self.count = 0
         self.capacity = capacity
+        self.clock = clock
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+            self.kernel_stamps = True
+        except (OSError, AttributeError):  # a socket without timestamps: stamp at the drain
+            self.kernel_stamps = False
 
     def drain(self) -> int:
-        """Receive queued frames into free slots; return how many are buffered."""
+        """Receive queued frames into free slots, each with its time; return how many are
+        buffered."""
+        now = self.clock()
+        wall = time.time()
         while self.count < self.capacity:
+            slot = self.view[16 * self.count : 16 * self.count + 16]
             try:
-                got = self.sock.recv_into(self.view[16 * self.count : 16 * self.count + 16])
+                if self.kernel_stamps:
+                    got, anc, _flags, _addr = self.sock.recvmsg_into([slot], 64)
+                else:
+                    got, anc = self.sock.recv_into(slot), []
             except (BlockingIOError, InterruptedError):
                 break
             if got == 16:
+                self.ts[self.count] = now - max(0.0, wall - _kernel_time(anc, wall))
                 self.count += 1
         return self.count
+
+
+def _kernel_time(anc: list[tuple[int, int, bytes]], default: float) -> float:
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP and len(data) == _TIMEVAL.size:
+            sec, usec = _TIMEVAL.unpack(data)
+            return sec + usec * 1e-6
+    return default
 
 
 class CanDevice:
@@ -145,7 +179,6 @@ class CanDevice:
         self._bus: Any = None
         self._notifier: Any = None
         self._raw: RawSocketCanReader | None = None
-        self._raw_ts = np.zeros(0)
         self._task: asyncio.Task[None] | None = None
         self._online: bool | None = None
         self._last_rx = 0.0
@@ -181,7 +214,6 @@ class CanDevice:
 
     def open_raw_socket(self) -> Any:
         """A non-blocking raw SocketCAN socket bound to the channel (tests substitute one)."""
-        import socket
 
         sock = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)  # type: ignore[attr-defined]
         try:
@@ -196,8 +228,7 @@ class CanDevice:
         loop = asyncio.get_running_loop()
         if self.can.interface == "socketcan":
             sock = self.open_raw_socket()
-            self._raw = RawSocketCanReader(sock, max(self.can.batch_frames, 64))
-            self._raw_ts = np.zeros(self._raw.capacity)
+            self._raw = RawSocketCanReader(sock, max(self.can.batch_frames, 64), self._clock)
             self._bus = sock
             loop.add_reader(sock.fileno(), self._raw_readable)
             return
@@ -222,7 +253,6 @@ class CanDevice:
         assert raw is not None
         before = raw.count
         after = raw.drain()
-        self._raw_ts[before:after] = self._clock()
         if before == 0 and after or after >= self.can.batch_frames:
             self._wake.set()
         if after >= raw.capacity:  # full: stop reading until the decoder made room
@@ -302,7 +332,7 @@ class CanDevice:
                     cols.__init__(k)  # type: ignore[misc]
                 cols.ids[:k], cols.data[:k], cols.dlc[:k] = ids, data, dlc
                 keep = (np.frombuffer(raw.buf, CAN_FRAME, n)["can_id"] & 0x60000000) == 0
-                cols.ts[:k] = self._raw_ts[:n][keep]
+                cols.ts[:k] = raw.ts[:n][keep]
                 raw.count = 0
                 self._decode_columns(k)
         finally:  # a batch that failed is dropped (counted by the caller), never re-decoded
