@@ -66,3 +66,12 @@ def test_plain_log_prints_each_change_once() -> None:
         "device pump1 OFFLINE",
         "device press1 run coil STOP",
     ]
+
+
+def test_an_offline_device_without_a_round_trip_yet_is_drawn() -> None:
+    """/status is strict JSON: a device that never answered has ``last_rtt_ms: null``."""
+    snap = status(connected=False)
+    for st in snap["devices"].values():
+        st["last_rtt_ms"] = None
+    lines = [t for t, _ in render_lines(snap, SubscriberView(), True, time.time(), 120, 40)]
+    assert any("press1 OFFLINE -" in t for t in lines), lines

@@ -53,6 +53,11 @@ def fit(line: str, width: int, ellipsis: str = "…") -> str:
     return line[: max(0, width - len(ellipsis))] + ellipsis[:width]
 
 
+def _rtt(ms: float | None) -> str:
+    """A device's last round trip; /status has null (JSON has no NaN) before the first answer."""
+    return "-" if ms is None else f"{ms:.1f}ms"
+
+
 def _value(p: dict[str, Any]) -> str:
     v = p["value"]
     if v is None:
@@ -101,7 +106,7 @@ def render_lines(
         rows = [*head, ("waiting for the gateway's status endpoint ...", "")]
         return [(fit(t, width, ellipsis), s) for t, s in rows][:height]
     devs = "  ".join(
-        f"{n} {'online' if st.get('connected') else 'OFFLINE'} {st.get('last_rtt_ms', 0):.1f}ms"
+        f"{n} {'online' if st.get('connected') else 'OFFLINE'} {_rtt(st.get('last_rtt_ms'))}"
         for n, st in status["devices"].items()
     )
     u = status["uplink"]
