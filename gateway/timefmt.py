@@ -8,7 +8,7 @@ as such (``4.000 s``), not as a day in 1970.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 #: Timestamps below this are relative seconds (hand-written test recordings), not epoch times.
 RELATIVE_BELOW = 1e8
@@ -22,7 +22,7 @@ def iso(ts: float) -> str:
     """``2025-12-03T12:00:06.123Z`` (millisecond precision, UTC)."""
     if is_relative(ts):
         return f"{ts:.3f} s"
-    dt = datetime.fromtimestamp(ts, UTC)
+    dt = datetime.fromtimestamp(ts, timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

@@ -80,6 +80,15 @@ def pins() -> list[str]:
         found.append(f"{name.strip()}=={ver.strip()}")
     if not found:
         raise SystemExit("runtime-requirements.txt pins nothing")
+    # Another target Python may need other versions of some (numpy 2.4 has no 3.10 wheel).
+    override = PKG / f"runtime-requirements-py{PYVER.replace('.', '')}.txt"
+    if PYVER != "3.11" and override.exists():
+        other = {}
+        for raw in override.read_text().splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if line:
+                other[line.partition("==")[0].strip().lower()] = line
+        found = [other.get(pin.partition("==")[0].lower(), pin) for pin in found]
     return found
 
 
@@ -87,10 +96,14 @@ def host_constraints() -> list[str]:
     """``NAME==VERSION`` of everything installed beside the build's Python (the venv CI tests
     with), so the dependencies' own dependencies go into the package at the tested versions."""
     out = []
+    pinned = {pin.partition("==")[0].lower() for pin in pins()}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
-        if name and not name.startswith("edge-gateway") and dist.version:
-            out.append(f"{name}=={dist.version}")
+        if not name or name.startswith("edge-gateway") or not dist.version:
+            continue
+        if PYVER != HOST_PYVER and name.lower() in pinned:
+            continue  # the target's own pins rule (runtime-requirements-pyXY.txt)
+        out.append(f"{name}=={dist.version}")
     return sorted(set(out), key=str.lower)
 
 
@@ -139,6 +152,28 @@ def build_wheel(arch: str, out: Path) -> Path:
     if len(wheels) != 1:
         raise SystemExit(f"expected one {tag} wheel in {out}, found {wheels}")
     return wheels[0]
+
+
+def target_wheel(arch: str, out: Path) -> Path:
+    """The project's wheel for the target Python: compiled for the build host's version, and
+    for another version (the Jetson route's 3.10) against that version's headers when this host
+    has them (images/jetson/native_wheel.py); the pure-Python twins only when it has none."""
+    global HOST_PYVER
+    if PYVER == HOST_PYVER:
+        return build_wheel(arch, out)
+    sys.path.insert(0, str(ROOT / "images/jetson"))
+    import native_wheel
+
+    try:
+        include = native_wheel.find_include(PYVER, None)
+    except SystemExit as exc:
+        log(f"{exc}\nbuild_deb: NOT COMPILED: the package gets the pure-Python twins")
+        return build_wheel(arch, out)
+    host = HOST_PYVER
+    try:
+        return Path(native_wheel.build(PYVER, arch, out, include))
+    finally:  # native_wheel switches this module to the target's version while it builds
+        HOST_PYVER = host
 
 
 def download_deps(arch: str, cache: Path) -> Path:
@@ -319,7 +354,7 @@ def build(arch: str, out: Path, cache: Path) -> Path:
     ver = version() + ("" if PYVER == "3.11" else f"+py{PYVER.replace('.', '')}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    wheel = build_wheel(arch, out)
+    wheel = target_wheel(arch, out)
     deps = download_deps(arch, cache)
     with tempfile.TemporaryDirectory(prefix="gwdeb") as tmp:
         stage = Path(tmp) / "root"
@@ -340,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--python",
         default="3.11",
-        help="the target's python3 version (3.10 for Jetson L4T r36 / Ubuntu 22.04: pure-Python twins)",
+        help="the target's python3 version (3.10 for Jetson L4T r36 / Ubuntu 22.04: compiled against 3.10's headers where this host has them, else the pure-Python twins)",
     )
     args = ap.parse_args(argv)
     PYVER = args.python

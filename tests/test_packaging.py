@@ -104,3 +104,30 @@ def test_a_dependency_with_c_code_and_no_wheel_is_refused_by_name(tmp_path: Path
     with pytest.raises(SystemExit, match=r"numpy==.* not pure Python: pin a version"):
         build_deb.build_pure_wheel("numpy", build_deb.host_constraints(), tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_jetson_route_takes_its_own_pins_and_is_compiled(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """``--python 3.10``: numpy at a version with a 3.10 wheel (the host's own numpy is not
+    forced on it), and the extensions compiled against 3.10's headers, not the pure twins."""
+    monkeypatch.setattr(build_deb, "PYVER", "3.10")
+    pins = dict(p.split("==", 1) for p in build_deb.pins())
+    assert pins["numpy"] == "2.2.6"
+    held = dict(c.split("==", 1) for c in build_deb.host_constraints())
+    assert "numpy" not in held and "python-can" not in held
+    built: list[tuple[str, ...]] = []
+
+    class NativeWheel:
+        @staticmethod
+        def find_include(pyver: str, given: str | None) -> Path:
+            return tmp_path
+
+        @staticmethod
+        def build(pyver: str, arch: str, out: Path, include: Path) -> Path:
+            built.append((pyver, arch, str(include)))
+            return out / "edge_gateway-0.1.0-cp310-cp310-linux_aarch64.whl"
+
+    monkeypatch.setitem(__import__("sys").modules, "native_wheel", NativeWheel)
+    wheel = build_deb.target_wheel("arm64", tmp_path)
+    assert built == [("3.10", "arm64", str(tmp_path))] and "cp310" in wheel.name
+    assert build_deb.pure_build()  # bytecode is compiled at install time by the target's python

@@ -96,13 +96,9 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     if task is None:
         return
     task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # we are being cancelled ourselves
-    except Exception as exc:
+    # asyncio.wait never raises what the task raised; a cancellation of our own propagates.
+    await asyncio.wait({task})
+    if not task.cancelled() and (exc := task.exception()) is not None:
         logging.getLogger("gateway.drivers").warning(
             "task %s had ended with %s: %s", task.get_name(), type(exc).__name__, exc
         )

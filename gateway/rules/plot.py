@@ -10,7 +10,7 @@ sets, events and logs marked. Needs matplotlib (optional extra ``plot``).
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +32,7 @@ from gateway.rules.replay import Replay  # noqa: E402
 from gateway.timefmt import is_relative  # noqa: E402
 
 MAX_PANELS = 6
-_EPOCH_DAYS = float(mdates.date2num(datetime(1970, 1, 1, tzinfo=UTC)))
+_EPOCH_DAYS = float(mdates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc)))
 
 
 class _Axis:
@@ -53,9 +53,9 @@ class _Axis:
         if self.relative:
             ax.set_xlabel(f"time [s]  ({legend})")
             return
-        loc = mdates.AutoDateLocator(tz=UTC)
+        loc = mdates.AutoDateLocator(tz=timezone.utc)
         ax.xaxis.set_major_locator(loc)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, tz=UTC))
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, tz=timezone.utc))
         ax.set_xlabel(f"time (UTC)  ({legend})")
 
 

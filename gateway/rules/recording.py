@@ -27,7 +27,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -135,7 +135,7 @@ def parse_ts(where: str, value: Any) -> float:
                     f"(2026-12-03T12:00:00.250Z), got {_clip(value)}"
                 ) from None
             if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
+                dt = dt.replace(tzinfo=timezone.utc)
             ts = dt.timestamp()
     else:
         raise DataError(f"{where}: ts must be a number or an ISO 8601 time, got {_clip(value)}")
