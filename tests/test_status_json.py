@@ -9,23 +9,12 @@ import json
 import socket
 from pathlib import Path
 
-from test_supervisor import get
+from test_supervisor import CONFIG, get
 from uplink_support import wait_until
 
 from gateway.config import load_config_text
 from gateway.core.runtime import Runtime
 from gateway.jsonsafe import dumps
-
-CONFIG = """
-gateway: {{id: gw, data_dir: {data}, metrics_listen: "127.0.0.1:0"}}
-uplink: {{insecure: true, endpoints: ["tcp://127.0.0.1:1"], queue: {data}/q.db}}
-devices:
-  - name: dev
-    port: {port}
-    timeout: 100ms
-    poll_groups: {{default: 50ms}}
-    points: [{{name: a, address: 0}}]
-"""
 
 
 def strict(text: str) -> object:
