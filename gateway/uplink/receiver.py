@@ -42,6 +42,7 @@ from gateway.uplink.fanout import Fanout
 from gateway.uplink.gate import Admitted, Gate
 from gateway.uplink.keys import AllowList, KeyPair
 from gateway.uplink.limits import BoundedDict, GatewayState, LimitExceeded, Limits
+from gateway.uplink.receiver_report import ReceiverReport
 from gateway.uplink.sessions import ConnectionMonitor, DuplicateWatch, Session, SessionTable
 from gateway.uplink.store import STORE_LOST, CloudStore, SequenceGap, StoreReplaced
 from gateway.uplink.storeloss import record_lost
@@ -55,7 +56,7 @@ META_STREAM = "meta"  # the gateway's point model (gateway/core/records.py)
 WARN_EVERY = 10.0  # seconds between two warnings of one kind (floods are counted, not logged)
 
 
-class CloudReceiver:
+class CloudReceiver(ReceiverReport):
     """Receives DATA from any number of gateways, stores it exactly once, fans it out on PUB.
 
     Parameters
@@ -531,59 +532,6 @@ class CloudReceiver:
         :class:`LimitExceeded` when too many commands are waiting for an answer.
         """
         return await self._downlink.command(gateway, kind, args, command_id, timeout)
-
-    # --- status --------------------------------------------------------------------------------
-
-    def counters(self) -> dict[str, int]:
-        """Receiver-wide rejections and alarms: none of them stops the receiver."""
-        zap = self._zap
-        return {
-            "bad_messages": self._gate.bad_messages,
-            "auth_rejected": zap.rejected if zap else 0,
-            "auth_accepted": zap.accepted if zap else 0,
-            "handshake_failed": self._monitor.handshake_failed if self._monitor else 0,
-            "disconnects": self._monitor.disconnects if self._monitor else 0,
-            "identity_rejected": self._gate.identity_rejected,
-            "unauthorised": self._gate.unauthorised,
-            "hello_required": self._gate.hello_required,
-            "limit_refused": self.limit_refused,
-            "duplicate_identity": self.duplicate_identity,
-            "store_replaced": self.store_replaced,
-            "store_lost_seqs": self.store_lost_seqs,
-            "group_commits": self.group_commits,
-            "group_messages": self.group_messages,
-        }
-
-    def sizes(self) -> dict[str, int]:
-        """How much the receiver holds in memory (every one bounded by :class:`Limits`)."""
-        return {
-            "gateways": len(self._gateways),
-            "sessions": len(self._sessions),
-            "hw_cache": len(self._hw),
-            "commands": len(self._commands),
-            "streams": sum(len(st.hw) for st in self._gateways.values()),
-            "duplicate_watch": len(self._dup),
-        }
-
-    def status(self) -> dict[str, dict[str, object]]:
-        """Per gateway: connected, last_seen, streams {stream: {epoch, hw}}, rates, counters."""
-        now = self._clock()
-        out: dict[str, dict[str, object]] = {}
-        for gateway, st in sorted(self._gateways.items()):
-            out[gateway] = {
-                "connected": self._sessions.connected(gateway)
-                and now - st.last_seen <= self.idle_timeout,
-                "last_seen": st.last_seen,
-                "streams": {s: {"epoch": e, "hw": h} for s, (e, h) in sorted(st.hw.items())},
-                "records": st.records,
-                "records_per_s": st.rate(now),
-                "duplicates": st.duplicates,
-                "nacks": st.nacks,
-                "dropped": st.dropped,
-                "sessions": st.sessions,
-                "duplicate_identity": self._dup.active(gateway, now),
-            }
-        return out
 
 
 _Reply = Callable[[wire.Message], Awaitable[None]]

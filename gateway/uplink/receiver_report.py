@@ -1,0 +1,84 @@
+"""What the cloud receiver reports about itself: counters, memory held, per-gateway state
+(``gateway cloud``'s status lines, its tests, and whoever embeds :class:`CloudReceiver`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.uplink.downlink import CommandBook
+from gateway.uplink.gate import Gate
+from gateway.uplink.limits import BoundedDict, GatewayState
+from gateway.uplink.sessions import ConnectionMonitor, DuplicateWatch, SessionTable
+from gateway.uplink.zap import ZapHandler
+
+
+class ReceiverReport:
+    """The receiver's status methods (the receiver provides the attributes declared here)."""
+
+    idle_timeout: float
+    limit_refused: int
+    duplicate_identity: int
+    store_replaced: int
+    store_lost_seqs: int
+    group_commits: int
+    group_messages: int
+    _clock: Callable[[], float]
+    _gate: Gate
+    _zap: ZapHandler | None
+    _monitor: ConnectionMonitor | None
+    _sessions: SessionTable
+    _dup: DuplicateWatch
+    _gateways: BoundedDict[str, GatewayState]
+    _hw: BoundedDict[tuple[str, str, int], int]
+    _commands: CommandBook
+
+    def counters(self) -> dict[str, int]:
+        """Receiver-wide rejections and alarms: none of them stops the receiver."""
+        zap = self._zap
+        return {
+            "bad_messages": self._gate.bad_messages,
+            "auth_rejected": zap.rejected if zap else 0,
+            "auth_accepted": zap.accepted if zap else 0,
+            "handshake_failed": self._monitor.handshake_failed if self._monitor else 0,
+            "disconnects": self._monitor.disconnects if self._monitor else 0,
+            "identity_rejected": self._gate.identity_rejected,
+            "unauthorised": self._gate.unauthorised,
+            "hello_required": self._gate.hello_required,
+            "limit_refused": self.limit_refused,
+            "duplicate_identity": self.duplicate_identity,
+            "store_replaced": self.store_replaced,
+            "store_lost_seqs": self.store_lost_seqs,
+            "group_commits": self.group_commits,
+            "group_messages": self.group_messages,
+        }
+
+    def sizes(self) -> dict[str, int]:
+        """How much the receiver holds in memory (every one bounded by :class:`Limits`)."""
+        return {
+            "gateways": len(self._gateways),
+            "sessions": len(self._sessions),
+            "hw_cache": len(self._hw),
+            "commands": len(self._commands),
+            "streams": sum(len(st.hw) for st in self._gateways.values()),
+            "duplicate_watch": len(self._dup),
+        }
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per gateway: connected, last_seen, streams {stream: {epoch, hw}}, rates, counters."""
+        now = self._clock()
+        out: dict[str, dict[str, object]] = {}
+        for gateway, st in sorted(self._gateways.items()):
+            out[gateway] = {
+                "connected": self._sessions.connected(gateway)
+                and now - st.last_seen <= self.idle_timeout,
+                "last_seen": st.last_seen,
+                "streams": {s: {"epoch": e, "hw": h} for s, (e, h) in sorted(st.hw.items())},
+                "records": st.records,
+                "records_per_s": st.rate(now),
+                "duplicates": st.duplicates,
+                "nacks": st.nacks,
+                "dropped": st.dropped,
+                "sessions": st.sessions,
+                "duplicate_identity": self._dup.active(gateway, now),
+            }
+        return out
