@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from asyncua import Client, Server, ua
+from asyncua.client import ua_session
 from asyncua.client.ua_client import UASocketProtocol
 from asyncua.common.utils import Buffer
 from asyncua.ua import ua_binary
@@ -113,12 +114,24 @@ def test_captured_publish_responses_decode_to_what_asyncua_delivered(
         tap.extend(data)
         original(self, data)
 
+    # Where the driver will take the bytes: the service body after asyncua's secure channel
+    # (reassembled, verified, decrypted), before asyncua decodes it.
+    bodies: list[bytes] = []
+    parse = ua_session.struct_from_binary
+
+    def keep(objtype: Any, data: Any) -> Any:
+        if objtype is ua.PublishResponse:
+            bodies.append(bytes(data))
+        return parse(objtype, data)
+
     monkeypatch.setattr(UASocketProtocol, "data_received", tapped)
+    monkeypatch.setattr(ua_session, "struct_from_binary", keep)
     delivered, handles = asyncio.run(run_capture(tap))
     publishes = [
         c for c in chunks(bytes(tap)) if c[:4] == b"MSGF" and c[24:28] == b"\x01\x00\x3d\x03"
     ]
     assert publishes, "no PublishResponse captured"
+    assert [c[24:] for c in publishes] == bodies
     dec = impl.NotificationDecoder([(h, h) for h in handles])
     rows: list[tuple[Any, ...]] = []
     strings: list[Any] = []
