@@ -10,6 +10,8 @@ BENCHES = [
     "bench_modbus_decode.py",
     "bench_rtu_decode.py",
     "bench_can_decode.py",
+    "bench_opcua_decode.py",
+    "bench_opcua_stacks.py",
     "bench_node_frame.py",
     "bench_rtu_serial.py",
     "bench_queue.py",

@@ -12,7 +12,7 @@ import logging
 import os
 from types import ModuleType
 
-NATIVE_MODULES = ("modbus", "ringbuf", "node_frame", "can")
+NATIVE_MODULES = ("modbus", "ringbuf", "node_frame", "can", "opcua")
 
 _log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ modbus, _modbus_native = _pick("modbus")
 ringbuf, _ringbuf_native = _pick("ringbuf")
 node_frame, _node_frame_native = _pick("node_frame")
 can, _can_native = _pick("can")
+opcua, _opcua_native = _pick("opcua")
 
 #: Which implementation each native module resolved to: "native" or "pure".
 IMPLEMENTATION = {
@@ -40,6 +41,7 @@ IMPLEMENTATION = {
     "ringbuf": "native" if _ringbuf_native else "pure",
     "node_frame": "native" if _node_frame_native else "pure",
     "can": "native" if _can_native else "pure",
+    "opcua": "native" if _opcua_native else "pure",
 }
 
-__all__ = ["IMPLEMENTATION", "NATIVE_MODULES", "can", "modbus", "node_frame", "ringbuf"]
+__all__ = ["IMPLEMENTATION", "NATIVE_MODULES", "can", "modbus", "node_frame", "opcua", "ringbuf"]
