@@ -5,15 +5,20 @@ The ring is *mirrored*: every sample is stored twice, at slot ``i`` and ``i + ca
 ``2 * capacity`` float64 arrays, so any window of at most ``capacity`` samples is one contiguous
 slice. ``last`` and ``since`` return read-only numpy views into the storage (no copy) and the
 statistics loops run over contiguous memory. Results equal the pure twin's.
+
+A :class:`RingBank` keeps the storage of many equal-capacity rings in a few large blocks (one
+allocation per block instead of two arrays per ring), and :func:`ingest` records a whole sample
+batch into a list of rings, plus the last-value columns, in one C loop.
 """
 
 import numpy as np
 
 from libc.math cimport fabs, sqrt, NAN
+from libc.stdint cimport int64_t
 
-from gateway._pure.ringbuf import WindowStats
+from gateway._pure.ringbuf import WindowStats, bank_rows_per_block
 
-__all__ = ["RingBuffer", "WindowStats", "window_stats"]
+__all__ = ["RingBank", "RingBuffer", "WindowStats", "ingest", "window_stats"]
 
 _EMPTY = WindowStats(0, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
 
@@ -78,21 +83,27 @@ cdef class RingBuffer:
     """
 
     cdef readonly Py_ssize_t capacity
-    cdef object _ts_arr
+    cdef object _ts_arr  # 1-d, 2 * capacity: its own array or a row of a RingBank block
     cdef object _val_arr
-    cdef double[::1] _ts
-    cdef double[::1] _val
+    cdef double* _ts
+    cdef double* _val
     cdef Py_ssize_t _head  # slot (0 <= head < capacity) the next sample goes to
     cdef Py_ssize_t _count
 
     def __init__(self, Py_ssize_t capacity):
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
+        self._bind(capacity, np.zeros(2 * capacity, np.float64), np.zeros(2 * capacity, np.float64))
+
+    cdef void _bind(self, Py_ssize_t capacity, object ts_row, object val_row):
+        """Use ``ts_row``/``val_row`` (contiguous float64, ``2 * capacity``) as the storage."""
+        cdef double[::1] t = ts_row
+        cdef double[::1] v = val_row
         self.capacity = capacity
-        self._ts_arr = np.zeros(2 * capacity, np.float64)
-        self._val_arr = np.zeros(2 * capacity, np.float64)
-        self._ts = self._ts_arr
-        self._val = self._val_arr
+        self._ts_arr = ts_row
+        self._val_arr = val_row
+        self._ts = &t[0]
+        self._val = &v[0]
         self._head = 0
         self._count = 0
 
@@ -112,11 +123,14 @@ cdef class RingBuffer:
         h += 1
         self._head = h if h < c else 0
 
-    def push(self, double ts, double value):
-        """Append one sample, overwriting the oldest one when full."""
+    cdef inline void _push(self, double ts, double value) noexcept:
         self._put(ts, value)
         if self._count < self.capacity:
             self._count += 1
+
+    def push(self, double ts, double value):
+        """Append one sample, overwriting the oldest one when full."""
+        self._push(ts, value)
 
     def extend(self, ts, values):
         """Append samples in time order (bulk :meth:`push`)."""
@@ -183,4 +197,84 @@ cdef class RingBuffer:
         cdef Py_ssize_t start = self._start(self._count if n is None else <Py_ssize_t>n)
         if since is not None:
             start = self._since_start(start, end, <double>since)
-        return _stats(&self._val[0] + start, end - start)
+        return _stats(self._val + start, end - start)
+
+
+cdef class RingBank:
+    """Storage of many rings of one capacity, allocated in large blocks rather than per ring.
+
+    :meth:`new_ring` hands out a :class:`RingBuffer` whose storage is one row of a block; the
+    ring behaves exactly like a standalone one. Blocks are never moved, so views stay valid.
+    """
+
+    cdef readonly Py_ssize_t capacity
+    cdef readonly Py_ssize_t rows_per_block
+    cdef Py_ssize_t _rings
+    cdef object _ts_block
+    cdef object _val_block
+
+    def __init__(self, Py_ssize_t capacity):
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self.rows_per_block = bank_rows_per_block(capacity)
+        self._rings = 0
+
+    def __len__(self):
+        return self._rings
+
+    def __repr__(self):
+        return f"RingBank(capacity={self.capacity}, rings={self._rings})"
+
+    def new_ring(self):
+        """A new empty ring backed by the next free row of the bank."""
+        cdef Py_ssize_t row = self._rings % self.rows_per_block
+        cdef RingBuffer ring = RingBuffer.__new__(RingBuffer)
+        if row == 0:
+            shape = (self.rows_per_block, 2 * self.capacity)
+            self._ts_block = np.zeros(shape, np.float64)
+            self._val_block = np.zeros(shape, np.float64)
+        ring._bind(self.capacity, self._ts_block[row], self._val_block[row])
+        self._rings += 1
+        return ring
+
+
+def ingest(list rings, ids, ts, values, quality, int good, last_value, last_ts, last_quality):
+    """Record one sample batch: see ``gateway._pure.ringbuf.ingest`` (same contract, one C loop)."""
+    ids = np.asarray(ids)
+    if ids.size and ids.dtype.kind not in "iu":
+        raise TypeError(f"ingest: point ids must be integers, got {ids.dtype}")
+    cdef const int64_t[::1] pid = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    cdef const double[::1] t = np.ascontiguousarray(ts, dtype=np.float64).reshape(-1)
+    cdef const double[::1] v = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    cdef const unsigned char[::1] q = np.ascontiguousarray(quality, dtype=np.uint8).reshape(-1)
+    cdef double[::1] lv = last_value
+    cdef double[::1] lt = last_ts
+    cdef unsigned char[::1] lq = last_quality
+    cdef Py_ssize_t n = pid.shape[0]
+    cdef Py_ssize_t points = len(rings)
+    cdef Py_ssize_t i
+    cdef int64_t p
+    cdef RingBuffer ring
+    if not (t.shape[0] == v.shape[0] == q.shape[0] == n):
+        raise ValueError(
+            f"ingest: columns differ in length (ids {n}, ts {t.shape[0]}, values {v.shape[0]}, "
+            f"quality {q.shape[0]})"
+        )
+    if not (lv.shape[0] == lt.shape[0] == lq.shape[0] == points):
+        raise ValueError(f"ingest: last-value columns do not match the {points} rings")
+    # Check everything before writing anything: a bad batch leaves the table untouched.
+    for i in range(n):
+        p = pid[i]
+        if p < 0 or p >= points:
+            raise IndexError(f"ingest: point id {p} out of range ({points} points)")
+        if q[i] == good and not isinstance(rings[p], RingBuffer):
+            raise TypeError(f"ingest: rings[{p}] is {type(rings[p]).__name__}, not RingBuffer")
+    for i in range(n):
+        p = pid[i]
+        if q[i] == good:
+            ring = <RingBuffer>rings[p]
+            ring._push(t[i], v[i])
+        lv[p] = v[i]
+        lt[p] = t[i]
+        lq[p] = q[i]
