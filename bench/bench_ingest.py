@@ -10,17 +10,18 @@ each twin (compiled and pure) it prints the median time per batch of
   before (``rings[pid].push(t, v)`` per GOOD sample, then the last-value columns);
 - ``new``: rings in a ``RingBank`` and one ``ringbuf.ingest`` call per batch;
 
-the ratio old/new, and the memory the rings of all points take (tracemalloc: numpy and the ring
-objects), old vs new.
+the ratio old/new, and the memory the rings of all points take, old vs new: the growth of the
+resident set of a fresh process that builds them and fills every ring (``--rss-of`` runs that
+process).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -94,17 +95,37 @@ def batches(points: int, size: int) -> list[SampleBatch]:
     return out
 
 
-def build(mod: ModuleType, layout: str, points: int, capacity: int) -> tuple[Columns, int]:
-    """The rings of ``points`` points, and the bytes they allocated (tracemalloc)."""
-    tracemalloc.start()
+def build(mod: ModuleType, layout: str, points: int, capacity: int) -> Columns:
+    """The rings of ``points`` points: two arrays each (old) or rows of a RingBank (new)."""
     if layout == "old":
-        rings = [mod.RingBuffer(capacity) for _ in range(points)]
-    else:
-        bank = mod.RingBank(capacity)
-        rings = [bank.new_ring() for _ in range(points)]
-    size = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    return Columns(rings), size
+        return Columns([mod.RingBuffer(capacity) for _ in range(points)])
+    bank = mod.RingBank(capacity)
+    return Columns([bank.new_ring() for _ in range(points)])
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def rss_of(twin: str, layout: str, points: int, capacity: int) -> int:
+    """Resident-set growth of building and filling the rings, in a fresh process."""
+    cmd = [sys.executable, __file__, "--rss-of", f"{twin}:{layout}", "--points", str(points)]
+    out = subprocess.run(
+        [*cmd, "--capacity", str(capacity)], capture_output=True, text=True, check=True, timeout=120
+    )
+    return int(out.stdout)
+
+
+def measure_rss(spec: str, points: int, capacity: int) -> None:
+    twin, layout = spec.split(":")
+    mod = native if twin == "native" else pure
+    fill_t, fill_v = np.arange(capacity + 1.0), np.ones(capacity + 1)
+    before = rss_bytes()
+    table = build(mod, layout, points, capacity)
+    for ring in table.rings:
+        ring.extend(fill_t, fill_v)
+    print(rss_bytes() - before)
 
 
 def median_batch_time(
@@ -129,7 +150,11 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100, help="samples per batch (<= 256)")
     parser.add_argument("--capacity", type=int, default=128, help="ring capacity per point")
+    parser.add_argument("--rss-of", metavar="TWIN:LAYOUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_of:
+        measure_rss(args.rss_of, args.points, args.capacity)
+        return
     if not 1 <= args.batch <= 256 or args.points < args.batch or args.capacity < 1:
         parser.error("need 1 <= --batch <= 256, --points >= --batch and --capacity >= 1")
     repeat = 3 if args.quick else 9
@@ -139,17 +164,19 @@ def main() -> None:
         f" samples per pass; median of {repeat} passes"
     )
     print(f"{'twin':8} {'old µs/batch':>13} {'new µs/batch':>13} {'old/new':>8} {'ns/sample new':>14}"
-          f" {'rings MB old':>13} {'rings MB new':>13}")  # fmt: skip
+          f" {'RSS MB old':>11} {'RSS MB new':>11}")  # fmt: skip
     for name, mod in (("native", native), ("pure", pure)):
-        old_t, old_mem = build(mod, "old", args.points, args.capacity)
-        new_t, new_mem = build(mod, "new", args.points, args.capacity)
+        old_t, new_t = (build(mod, layout, args.points, args.capacity) for layout in ("old", "new"))
+        old_mem, new_mem = (
+            rss_of(name, layout, args.points, args.capacity) for layout in ("old", "new")
+        )
         for t, fn in ((old_t, old_ingest), (new_t, new_ingest(mod))):
             median_batch_time(fn, t, load, 1)  # warm up: fill the rings, touch every page
         t_old = median_batch_time(old_ingest, old_t, load, repeat)
         t_new = median_batch_time(new_ingest(mod), new_t, load, repeat)
         print(
             f"{name:8} {t_old * 1e6:13.1f} {t_new * 1e6:13.1f} {t_old / t_new:7.1f}x"
-            f" {t_new / args.batch * 1e9:14.0f} {old_mem / 1e6:13.1f} {new_mem / 1e6:13.1f}"
+            f" {t_new / args.batch * 1e9:14.0f} {old_mem / 1e6:11.1f} {new_mem / 1e6:11.1f}"
         )
         ring_a, ring_b = old_t.rings[-1].last(args.capacity), new_t.rings[-1].last(args.capacity)
         same = (

@@ -7,8 +7,11 @@ slice. ``last`` and ``since`` return read-only numpy views into the storage (no 
 statistics loops run over contiguous memory. Results equal the pure twin's.
 
 A :class:`RingBank` keeps the storage of many equal-capacity rings in a few large blocks (one
-allocation per block instead of two arrays per ring), and :func:`ingest` records a whole sample
-batch into a list of rings, plus the last-value columns, in one C loop.
+allocation per block instead of two arrays per ring), *compact* rather than mirrored: half the
+memory, and a window that wraps around the end of a row comes back as a copy. It is meant for the
+rings of all points (read rarely); the rings that windows read are grown into mirrored rings of
+their own (``PointTable.ensure_capacity``). :func:`ingest` records a whole sample batch into a
+list of rings, plus the last-value columns, in one C loop.
 """
 
 import numpy as np
@@ -83,8 +86,14 @@ cdef class RingBuffer:
     """
 
     cdef readonly Py_ssize_t capacity
-    cdef object _ts_arr  # 1-d, 2 * capacity: its own array or a row of a RingBank block
+    # Storage: ``_limit`` slots from ``_off`` on in a 1-d array, the ring's own (mirrored,
+    # ``2 * capacity``) or a whole RingBank block shared with other rings (compact, ``capacity``;
+    # no per-ring array objects: they would cost more than the samples of a small ring).
+    # Windows are computed in mirrored coordinates ``[0, 2 * capacity)``; ``_phys`` folds them.
+    cdef object _ts_arr
     cdef object _val_arr
+    cdef Py_ssize_t _off
+    cdef Py_ssize_t _limit
     cdef double* _ts
     cdef double* _val
     cdef Py_ssize_t _head  # slot (0 <= head < capacity) the next sample goes to
@@ -93,17 +102,20 @@ cdef class RingBuffer:
     def __init__(self, Py_ssize_t capacity):
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
-        self._bind(capacity, np.zeros(2 * capacity, np.float64), np.zeros(2 * capacity, np.float64))
+        ts = np.zeros(2 * capacity, np.float64)
+        self._bind(capacity, ts, np.zeros(2 * capacity, np.float64), 0, True)
 
-    cdef void _bind(self, Py_ssize_t capacity, object ts_row, object val_row):
-        """Use ``ts_row``/``val_row`` (contiguous float64, ``2 * capacity``) as the storage."""
-        cdef double[::1] t = ts_row
-        cdef double[::1] v = val_row
+    cdef void _bind(self, Py_ssize_t capacity, object ts, object val, Py_ssize_t off, bint mirrored):
+        """Use slots from ``off`` on of ``ts``/``val`` (1-d float64) as storage."""
+        cdef double[::1] t = ts
+        cdef double[::1] v = val
         self.capacity = capacity
-        self._ts_arr = ts_row
-        self._val_arr = val_row
-        self._ts = &t[0]
-        self._val = &v[0]
+        self._ts_arr = ts
+        self._val_arr = val
+        self._off = off
+        self._limit = 2 * capacity if mirrored else capacity
+        self._ts = &t[off]
+        self._val = &v[off]
         self._head = 0
         self._count = 0
 
@@ -117,9 +129,10 @@ cdef class RingBuffer:
         cdef Py_ssize_t h = self._head
         cdef Py_ssize_t c = self.capacity
         self._ts[h] = ts
-        self._ts[h + c] = ts
         self._val[h] = value
-        self._val[h + c] = value
+        if self._limit != c:
+            self._ts[h + c] = ts
+            self._val[h + c] = value
         h += 1
         self._head = h if h < c else 0
 
@@ -157,20 +170,34 @@ cdef class RingBuffer:
             n = self._count
         return self._head + self.capacity - n
 
+    cdef inline Py_ssize_t _phys(self, Py_ssize_t i) noexcept:
+        """Storage slot of window coordinate ``i`` (identity when mirrored)."""
+        return i - self._limit if i >= self._limit else i
+
     cdef Py_ssize_t _since_start(self, Py_ssize_t lo, Py_ssize_t hi, double t0) noexcept:
         """First index in ``[lo, hi)`` with ``ts > t0`` (upper bound; ``hi`` if none)."""
         cdef Py_ssize_t mid
         while lo < hi:
             mid = lo + (hi - lo) // 2
-            if self._ts[mid] <= t0:
+            if self._ts[self._phys(mid)] <= t0:
                 lo = mid + 1
             else:
                 hi = mid
         return lo
 
     cdef tuple _views(self, Py_ssize_t start, Py_ssize_t end):
-        ts = self._ts_arr[start:end]
-        val = self._val_arr[start:end]
+        cdef Py_ssize_t a = self._off + self._phys(start)
+        cdef Py_ssize_t lim = self._limit
+        if start == end or end <= lim or start >= lim:  # one contiguous slice: no copy
+            ts = self._ts_arr[a : a + end - start]
+            val = self._val_arr[a : a + end - start]
+        else:  # a compact ring's window that wraps: two pieces, one copy
+            ts = np.concatenate(
+                (self._ts_arr[a : self._off + lim], self._ts_arr[self._off : self._off + end - lim])
+            )
+            val = np.concatenate(
+                (self._val_arr[a : self._off + lim], self._val_arr[self._off : self._off + end - lim])
+            )
         ts.flags.writeable = False
         val.flags.writeable = False
         return ts, val
@@ -178,7 +205,8 @@ cdef class RingBuffer:
     def last(self, Py_ssize_t n):
         """Read-only views ``(ts, values)`` of the newest ``n`` samples (fewer if not filled).
 
-        The views alias the ring: they are valid until ``capacity - n`` more samples arrive.
+        The views alias the ring: they are valid until ``capacity - n`` more samples arrive. (A
+        window of a compact RingBank ring that wraps around the end of its row is a copy.)
         """
         return self._views(self._start(n), self._head + self.capacity)
 
@@ -197,14 +225,18 @@ cdef class RingBuffer:
         cdef Py_ssize_t start = self._start(self._count if n is None else <Py_ssize_t>n)
         if since is not None:
             start = self._since_start(start, end, <double>since)
-        return _stats(self._val + start, end - start)
+        if end <= self._limit or start >= self._limit:
+            return _stats(self._val + self._phys(start), end - start)
+        return window_stats(self._views(start, end)[1])
 
 
 cdef class RingBank:
     """Storage of many rings of one capacity, allocated in large blocks rather than per ring.
 
     :meth:`new_ring` hands out a :class:`RingBuffer` whose storage is one row of a block; the
-    ring behaves exactly like a standalone one. Blocks are never moved, so views stay valid.
+    ring behaves exactly like a standalone one, except that its row is compact (not mirrored:
+    half the memory) so a window that wraps around the end of the row is returned as a copy.
+    Blocks are never moved, so views stay valid.
     """
 
     cdef readonly Py_ssize_t capacity
@@ -231,10 +263,10 @@ cdef class RingBank:
         cdef Py_ssize_t row = self._rings % self.rows_per_block
         cdef RingBuffer ring = RingBuffer.__new__(RingBuffer)
         if row == 0:
-            shape = (self.rows_per_block, 2 * self.capacity)
-            self._ts_block = np.zeros(shape, np.float64)
-            self._val_block = np.zeros(shape, np.float64)
-        ring._bind(self.capacity, self._ts_block[row], self._val_block[row])
+            size = self.rows_per_block * self.capacity
+            self._ts_block = np.zeros(size, np.float64)
+            self._val_block = np.zeros(size, np.float64)
+        ring._bind(self.capacity, self._ts_block, self._val_block, row * self.capacity, False)
         self._rings += 1
         return ring
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_ringbuf import TWINS, native
+from test_ringbuf import TWINS, assert_stats_equal, native, reference_stats
 
 from gateway._pure import ringbuf as pure
 from gateway.core.model import Quality, SampleBatch
@@ -104,6 +104,63 @@ def test_bank_ingest_twins_match_the_per_sample_model(
             mod.ingest(rings, b.point_ids, b.ts, b.values, b.quality, GOOD, *last)
     for _, rings, last in tables:
         assert_matches(rings, last, model)
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=64)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    capacity=st.integers(1, 9),
+    chunks=st.lists(st.lists(finite, max_size=25), max_size=12),
+    queries=st.lists(st.tuples(st.integers(0, 12), st.floats(-5, 300)), min_size=1, max_size=5),
+)
+def test_compact_bank_rings_match_the_model_on_every_window(
+    capacity: int, chunks: list[list[float]], queries: list[tuple[int, float]]
+) -> None:
+    """Bank rows are not mirrored: windows that wrap around a row's end are stitched copies."""
+    banks = [m.RingBank(capacity) for m in ([pure] + ([native] if native else []))]
+    pairs = [(b.new_ring(), b.new_ring()) for b in banks]  # neighbours share a block
+    model: deque[tuple[float, float]] = deque(maxlen=capacity)
+    t = 0.0
+    for chunk in chunks:
+        ts = t + 1.0 + np.arange(len(chunk), dtype=np.float64)
+        t += len(chunk)
+        model.extend(zip(ts.tolist(), chunk, strict=True))
+        for ring, neighbour in pairs:
+            if len(chunk) == 1:
+                ring.push(float(ts[0]), chunk[0])
+            else:
+                ring.extend(ts, np.array(chunk, np.float64))
+            neighbour.extend(-ts, -np.ones(len(chunk)))  # must never show up in `ring`
+    mts, mvals = [p[0] for p in model], [p[1] for p in model]
+    scale = max((abs(v) for v in mvals), default=1.0) * 1e3
+    for n, t0 in queries:
+        want_since = [v for ts_, v in model if ts_ > t0]
+        for ring, _ in pairs:
+            assert len(ring) == len(model)
+            lt, lv = ring.last(n)
+            assert lt.tolist() == (mts[-n:] if n else []) and lv.tolist() == (
+                mvals[-n:] if n else []
+            )
+            assert not lt.flags.writeable and not lv.flags.writeable
+            assert ring.since(t0)[1].tolist() == want_since
+            assert_stats_equal(ring.stats(n), reference_stats(mvals[-n:] if n else []), scale)
+            assert_stats_equal(ring.stats(since=t0), reference_stats(want_since), scale)
+            want_both = [v for ts_, v in list(model)[-n:] if ts_ > t0] if n else []
+            assert_stats_equal(ring.stats(n, since=t0), reference_stats(want_both), scale)
+
+
+def test_compact_ring_halves_the_storage_and_copies_only_wrapped_windows(rb: ModuleType) -> None:
+    bank = rb.RingBank(8)
+    ring = bank.new_ring()
+    ring.extend(np.arange(5.0), np.arange(5.0))
+    ts, _ = ring.last(5)
+    assert ts.base is not None and ts.base.size == 8 * bank.rows_per_block  # a view, no mirror
+    ring.extend(np.arange(5.0, 12.0), np.arange(5.0, 12.0))  # head at 4: the window wraps
+    ts, vals = ring.last(8)
+    assert ts.tolist() == list(np.arange(4.0, 12.0)) and vals.base is None  # stitched copy
+    assert ring.last(4)[0].base is not None  # slots 0..3: no wrap, a view again
 
 
 def test_point_table_ingest_matches_the_per_sample_model_with_wrap_and_grown_rings() -> None:
