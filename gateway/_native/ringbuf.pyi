@@ -5,7 +5,7 @@ import numpy.typing as npt
 
 from gateway._pure.ringbuf import WindowStats as WindowStats
 
-__all__ = ["RingBuffer", "WindowStats", "window_stats"]
+__all__ = ["RingBank", "RingBuffer", "WindowStats", "ingest", "window_stats"]
 
 def window_stats(values: npt.ArrayLike) -> WindowStats: ...
 
@@ -19,3 +19,24 @@ class RingBuffer:
     def last(self, n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
     def since(self, t0: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
     def stats(self, n: int | None = None, since: float | None = None) -> WindowStats: ...
+
+class RingBank:
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def rows_per_block(self) -> int: ...
+    def __init__(self, capacity: int) -> None: ...
+    def __len__(self) -> int: ...
+    def new_ring(self) -> RingBuffer: ...
+
+def ingest(
+    rings: list[RingBuffer],
+    ids: npt.ArrayLike,
+    ts: npt.ArrayLike,
+    values: npt.ArrayLike,
+    quality: npt.ArrayLike,
+    good: int,
+    last_value: npt.NDArray[np.float64],
+    last_ts: npt.NDArray[np.float64],
+    last_quality: npt.NDArray[np.uint8],
+) -> None: ...

@@ -39,14 +39,12 @@ class PointInfo:
         }
 
 
-_PUSH_BATCH_MAX = 256
-
-
 class PointTable:
     """Point ids are dense indices; per-point state is kept in typed columns."""
 
     def __init__(self, ring_capacity: int = 4096) -> None:
         self._ring_capacity = ring_capacity
+        self._bank = ringbuf.RingBank(ring_capacity)  # one storage block for many rings
         self.infos: list[PointInfo] = []
         self._ids: dict[str, int] = {}
         self.rings: list[RingBuffer] = []
@@ -61,7 +59,7 @@ class PointTable:
         pid = len(self.infos)
         self.infos.append(PointInfo(pid, name, device, type, **meta))  # type: ignore[arg-type]
         self._ids[name] = pid
-        self.rings.append(ringbuf.RingBuffer(self._ring_capacity))
+        self.rings.append(self._bank.new_ring())
         self.last_value = np.append(self.last_value, np.nan)
         self.last_ts = np.append(self.last_ts, np.nan)
         self.last_quality = np.append(self.last_quality, np.uint8(Quality.BAD))
@@ -82,8 +80,9 @@ class PointTable:
     def ensure_capacity(self, pid: int, samples: int) -> int:
         """Grow the ring of point ``pid`` to at least ``samples`` (keeping its contents).
 
-        Rings start at ``ring_capacity``; the rule engine asks for more for the points its
-        windows read, so memory stays small for all other points. Returns the capacity.
+        Rings start at ``ring_capacity`` (rows of the table's bank); the rule engine asks for more
+        for the points its windows read, which then get a ring of their own, so memory stays
+        small for all other points. Returns the capacity.
         """
         ring = self.rings[pid]
         if ring.capacity >= samples:
@@ -96,30 +95,20 @@ class PointTable:
         return samples
 
     def ingest(self, batch: SampleBatch) -> None:
-        """Record a batch: good numeric samples go into the rings, last values are updated."""
+        """Record a batch: good numeric samples go into the rings, last values are updated.
+
+        One call into the ring module per batch (a C loop when compiled), whatever its size.
+        """
         if not len(batch):
             return
-        ids = batch.point_ids
-        good = batch.quality == Quality.GOOD
-        rings = self.rings
-        if len(batch) <= _PUSH_BATCH_MAX:
-            # A poll response: a few samples, usually one per point; pushing one by one is cheaper
-            # than grouping by point.
-            for pid, t, v, ok in zip(
-                ids.tolist(), batch.ts.tolist(), batch.values.tolist(), good.tolist(), strict=True
-            ):
-                if ok:
-                    rings[pid].push(t, v)
-        else:
-            # A long batch (bursts, high-rate channels): one bulk extend per point, in time order.
-            gid = ids[good]
-            order = np.argsort(gid, kind="stable")
-            gid, ts, values = gid[order], batch.ts[good][order], batch.values[good][order]
-            starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
-            ends = np.r_[starts[1:], len(gid)]
-            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-                rings[int(gid[a])].extend(ts[a:b], values[a:b])
-        # Fancy assignment keeps the last occurrence of repeated ids: batches are in time order.
-        self.last_value[ids] = batch.values
-        self.last_ts[ids] = batch.ts
-        self.last_quality[ids] = batch.quality
+        ringbuf.ingest(
+            self.rings,
+            batch.point_ids,
+            batch.ts,
+            batch.values,
+            batch.quality,
+            Quality.GOOD,
+            self.last_value,
+            self.last_ts,
+            self.last_quality,
+        )
