@@ -197,7 +197,7 @@ class GatewayConfig:
     id: str
     data_dir: str = "var"
     metrics_listen: str | None = "127.0.0.1:9108"  # host:port for /metrics and /status, None = off
-    ring_capacity: int = 128  # samples per point ring buffer (memory: 32 bytes per sample)
+    ring_capacity: int = 128  # samples per point ring buffer (memory: 16 bytes per sample)
     stall_periods: int = 5  # poll periods without a batch before a device is restarted
     max_model_bytes: int = 32 << 20  # largest model file the cloud may send (update_model)
     devices: tuple[DeviceConfig, ...] = ()

@@ -56,8 +56,9 @@ _GATEWAY = Section(
                "host:port of the local HTTP server for /metrics and /status; null turns it off.",
                "127.0.0.1:9108", format="host_port", nullable=True),
         Option("ring_capacity", "integer",
-               "Samples kept per point in its ring buffer for windows (16 bytes each, twice: "
-               "the ring is mirrored so every window is one contiguous view).", 128,
+               "Samples kept per point in its ring buffer (16 bytes each, in shared blocks). "
+               "A ring that a rule or model window needs longer is grown and mirrored (32 bytes "
+               "per sample) so each such window is one contiguous view.", 128,
                minimum=2, maximum=1_000_000),
         Option("stall_periods", "integer",
                "A polled device that says online but delivers nothing from a poll group for "
