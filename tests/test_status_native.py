@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.impl import NATIVE_MODULES
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILT = all(
     list((ROOT / "gateway/_native").glob(f"{m}.*.so")) for m in ("modbus", "ringbuf", "can")
@@ -78,7 +80,7 @@ def status_of_gateway(tmp_path: Path, pure: bool) -> dict[str, Any]:
 def test_status_reports_the_compiled_modules_loaded(tmp_path: Path) -> None:
     native = status_of_gateway(tmp_path, pure=False)["native"]
     assert native["loaded"] is True and native["forced_pure"] is False
-    assert set(native["modules"]) == {"modbus", "ringbuf", "node_frame", "can"}
+    assert set(native["modules"]) == set(NATIVE_MODULES)
     assert set(native["modules"].values()) == {"native"}
     assert all(f.endswith(".so") for f in native["files"].values()), native["files"]
 
