@@ -114,9 +114,11 @@ def verify(wheel: Path, libpython: Path | None, load: str | None) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="gwv") as tmp:
         zipfile.ZipFile(wheel).extractall(tmp)
         sos = sorted(Path(tmp).glob("gateway/_native/*.so"))
-        if len(sos) != 4:
+        want = sorted(p.stem for p in (ROOT / "native").glob("*.pyx"))
+        if sorted(s.name.split(".")[0] for s in sos) != want:
             problems.append(
-                f"{wheel.name}: expected 4 compiled modules, found {[s.name for s in sos]}"
+                f"{wheel.name}: expected the compiled modules {want}, found "
+                f"{[s.name for s in sos]}"
             )
         api = exported(libpython) if libpython else None
         for so in sos:
