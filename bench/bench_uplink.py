@@ -85,8 +85,8 @@ def bench_raw(endpoint: str, records: int) -> float:
 
 
 def _cloud(work: str, endpoint_q: mp.Queue, stop: mp.Event, db: str) -> None:  # type: ignore[type-arg]
-    from gateway.uplink.receiver import CloudReceiver
-    from gateway.uplink.store import SQLiteCloudStore
+    from gateway.cloud.receiver import CloudReceiver
+    from gateway.cloud.store import SQLiteCloudStore
 
     async def main() -> None:
         rx = CloudReceiver(

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="gateway YAML config")
     s.set_defaults(fn=cmd_check)
 
-    from gateway.uplink.cloud import add_parser as add_cloud_parser
+    from gateway.cloud.main import add_parser as add_cloud_parser
 
     add_cloud_parser(sub)
 
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     add_queue_parser(sub)
 
-    from gateway.uplink.subscriber import add_parser as add_subscribe_parser
+    from gateway.cloud.subscriber import add_parser as add_subscribe_parser
 
     add_subscribe_parser(sub)
 
@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--plot", action="store_true", help="add a sparkline per output")
     m.set_defaults(fn=cmd_models_test)
 
+    from gateway.cloud.export import add_parser as add_export_parser
     from gateway.rules.testcmd import add_parser as add_rules_parser
-    from gateway.uplink.export import add_parser as add_export_parser
 
     add_rules_parser(sub)
     add_export_parser(sub)

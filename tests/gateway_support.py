@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 from uplink_support import bounded, running_receiver
 
+from gateway.cloud.receiver import CloudReceiver
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import load_config
 from gateway.core.runtime import Runtime
-from gateway.uplink.receiver import CloudReceiver
-from gateway.uplink.store import SQLiteCloudStore
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "models" / "bearing_ae.tflite"

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from uplink_support import run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import GatewayConfig, UplinkConfig
 from gateway.core.records import decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory
 from gateway.drivers.sim.factory import bench_factory, device_config
 from gateway.uplink.client import Uplink
-from gateway.uplink.store import SQLiteCloudStore
 from gateway.uplink.writer import GroupCommitWriter
 
 BUFFER = 48 * 1024  # bytes: a few dozen telemetry records of these devices

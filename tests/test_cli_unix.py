@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from uplink_support import DEMO, bounded, demo_config, run, running_receiver
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import load_config
 from gateway.core import records
 from gateway.core.model import SampleBatch
@@ -28,7 +29,6 @@ from gateway.core.runtime import Runtime, build_point_table
 from gateway.drivers.sim import Factory, demo_factory
 from gateway.uplink import inspect
 from gateway.uplink.queue import DurableQueue
-from gateway.uplink.store import SQLiteCloudStore
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = [sys.executable, "-m", "gateway.cli"]

@@ -14,10 +14,10 @@ import zmq
 import zmq.asyncio
 from uplink_support import RawPeer, bounded, run, running_receiver, wait_until
 
+from gateway.cloud.main import run_cloud
+from gateway.cloud.store import SequenceGap, SQLiteCloudStore
+from gateway.cloud.subscriber import run_subscribe
 from gateway.uplink import wire
-from gateway.uplink.cloud import run_cloud
-from gateway.uplink.store import SequenceGap, SQLiteCloudStore
-from gateway.uplink.subscriber import run_subscribe
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from uplink_support import bounded, demo_config, run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import UplinkConfig
 from gateway.core.records import decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
 from gateway.uplink.client import Uplink
-from gateway.uplink.store import SQLiteCloudStore
 
 
 def _acked(up: Uplink) -> int:
@@ -42,7 +42,7 @@ def _replace_store(path: Path) -> None:
 
 
 def test_store_detects_deletion_before_answering(tmp_path: Path) -> None:
-    from gateway.uplink.store import StoreReplaced
+    from gateway.cloud.store import StoreReplaced
 
     path = tmp_path / "cloud.db"
     with SQLiteCloudStore(path) as s:

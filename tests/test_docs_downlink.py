@@ -13,12 +13,12 @@ from pathlib import Path
 
 from docs_support import ROOT, section
 
+from gateway.cloud.downlink import RESEND_META
+from gateway.cloud.limits import Limits
 from gateway.config import load_config
 from gateway.core import commands
 from gateway.infer.model import MAX_REFERENCE_BYTES
 from gateway.uplink import cmdargs, sender, wire
-from gateway.uplink.downlink import RESEND_META
-from gateway.uplink.limits import Limits
 from gateway.uplink.queue import COMMANDS_KEPT
 
 DOC = ROOT / "docs" / "store-and-forward.md"

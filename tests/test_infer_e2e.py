@@ -17,11 +17,11 @@ from pathlib import Path
 
 from uplink_support import running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import load_config
 from gateway.core.records import ModelDecoder, decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, MotorModel, demo_factory
-from gateway.uplink.store import SQLiteCloudStore
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 SPEED = 10.0

@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from uplink_support import make_pki
 
+from gateway.cloud.limits import Limits
+from gateway.cloud.receiver import CloudReceiver
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.uplink import keys, wire
-from gateway.uplink.limits import Limits
-from gateway.uplink.receiver import CloudReceiver
-from gateway.uplink.store import SQLiteCloudStore
 
 EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "25"))
 SETTINGS = settings(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from uplink_support import RawPeer, bounded, run, running_receiver
 
+from gateway.cloud.store import CommitItem, SequenceGap, SQLiteCloudStore
 from gateway.uplink import wire
-from gateway.uplink.store import CommitItem, SequenceGap, SQLiteCloudStore
 
 
 class SlowStore(SQLiteCloudStore):

@@ -27,10 +27,10 @@ from uplink_support import (
     wait_until,
 )
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import UplinkConfig
 from gateway.uplink import keys, wire
 from gateway.uplink.client import Uplink
-from gateway.uplink.store import SQLiteCloudStore
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_oversized_hello_is_refused_quickly_while_another_gateway_is_served(pki:
 
 
 def test_hostile_hellos_and_data_do_not_grow_the_receivers_memory(tmp_path: Path) -> None:
-    from gateway.uplink.limits import Limits
+    from gateway.cloud.limits import Limits
 
     limits = Limits(max_streams=8, max_gateways=50, max_hw_cache=200)
 
@@ -176,7 +176,7 @@ def test_hostile_hellos_and_data_do_not_grow_the_receivers_memory(tmp_path: Path
 def test_status_lines_stay_short_with_many_long_stream_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.uplink.cloud import status_lines
+    from gateway.cloud.main import status_lines
 
     async def scenario() -> None:
         store = SQLiteCloudStore(tmp_path / "cloud.db")
@@ -222,7 +222,7 @@ def test_two_gateways_with_one_key_raise_one_duplicate_identity_alarm(
             for up in ups:
                 await up.start()
             try:
-                with caplog.at_level(logging.ERROR, logger="gateway.uplink.receiver"):
+                with caplog.at_level(logging.ERROR, logger="gateway.cloud.receiver"):
 
                     def churn() -> bool:
                         for i, up in enumerate(ups):

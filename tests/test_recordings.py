@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.core import records
 from gateway.core.model import Quality, SampleBatch
 from gateway.core.points import PointTable
-from gateway.uplink.store import SQLiteCloudStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.yaml"

@@ -19,10 +19,10 @@ from typing import Any
 
 from uplink_support import demo_config, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
 from gateway.rules.effects import effect_record
-from gateway.uplink.store import SQLiteCloudStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "demo.yaml"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from uplink_support import DEMO, bounded, demo_config, run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.core.records import decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
-from gateway.uplink.store import SQLiteCloudStore
 
 
 def test_cloud_write_command_reaches_the_device_and_corrupt_queue_raises_an_alarm(

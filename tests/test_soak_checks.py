@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from bench.soak_check import scan_telemetry
-from gateway.uplink.store import SQLiteCloudStore
+from gateway.cloud.store import SQLiteCloudStore
 from hil_tests.rig import check_sequences
 
 GW = "gw"

@@ -17,11 +17,11 @@ from test_can_driver import DBC
 from test_node_driver import gwnode
 from uplink_support import running_receiver
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import load_config
 from gateway.core.runtime import Runtime
 from gateway.drivers.node import NodeDevice
 from gateway.drivers.node.keys import new_node_key
-from gateway.uplink.store import SQLiteCloudStore
 
 CONFIG = """
 gateway: {{id: south-gw, data_dir: {tmp}, metrics_listen: null}}

@@ -11,11 +11,11 @@ import zmq
 import zmq.asyncio
 from uplink_support import bounded, run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
+from gateway.cloud.subscriber import Gap, Record, Subscriber
 from gateway.config import UplinkConfig
 from gateway.uplink import keys, wire
 from gateway.uplink.client import Uplink
-from gateway.uplink.store import SQLiteCloudStore
-from gateway.uplink.subscriber import Gap, Record, Subscriber
 
 
 def _insecure(tmp_path: Path, endpoint: str, name: str) -> UplinkConfig:

@@ -13,11 +13,11 @@ import zmq
 import zmq.asyncio
 from uplink_support import bounded, run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
+from gateway.cloud.subscriber import Gap, Record, Subscriber
 from gateway.config import UplinkConfig
 from gateway.uplink import wire
 from gateway.uplink.client import Uplink, UplinkError
-from gateway.uplink.store import SQLiteCloudStore
-from gateway.uplink.subscriber import Gap, Record, Subscriber
 
 GW = "gw-test"
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from uplink_support import RawPeer, bounded, run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import UplinkConfig
 from gateway.uplink import wire
 from gateway.uplink.client import Uplink
 from gateway.uplink.queue import DurableQueue
-from gateway.uplink.store import SQLiteCloudStore
 
 GW = "gw-flow"
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from test_uplink_flow import GW, _config, _free_endpoint, _history, started
 from uplink_support import bounded, run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import load_config
 from gateway.core.records import decode
 from gateway.core.runtime import Runtime
 from gateway.uplink.client import Uplink
 from gateway.uplink.queue import DurableQueue
-from gateway.uplink.store import SQLiteCloudStore
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCER = str(ROOT / "tests" / "uplink_producer.py")

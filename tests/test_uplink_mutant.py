@@ -17,10 +17,10 @@ import zmq
 import zmq.asyncio
 from uplink_support import bounded, run, running_receiver, wait_until
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import UplinkConfig
 from gateway.uplink import wire
 from gateway.uplink.client import Uplink
-from gateway.uplink.store import SQLiteCloudStore
 
 N = 500
 

@@ -12,11 +12,11 @@ import pytest
 from uplink_support import Pki, RawPeer, bounded, make_pki, run, secure_receiver, wait_until
 
 from gateway.cli import main as cli_main
+from gateway.cloud.receiver import CloudReceiver
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import UplinkConfig
 from gateway.uplink import keys, wire
 from gateway.uplink.client import Uplink, UplinkError
-from gateway.uplink.receiver import CloudReceiver
-from gateway.uplink.store import SQLiteCloudStore
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from gateway.cloud.receiver import CloudReceiver
+from gateway.cloud.store import CloudStore, SQLiteCloudStore
 from gateway.config import GatewayConfig, load_config
 from gateway.uplink import keys, wire
-from gateway.uplink.receiver import CloudReceiver
-from gateway.uplink.store import CloudStore, SQLiteCloudStore
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:

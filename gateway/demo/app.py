@@ -38,7 +38,7 @@ SCREEN_PERIOD, PLAIN_PERIOD = 1.0, 0.5  # seconds between status polls
 
 
 async def subscribe(view: SubscriberView, endpoint: str, stop: asyncio.Event) -> None:
-    from gateway.uplink.subscriber import Subscriber
+    from gateway.cloud.subscriber import Subscriber
 
     def on_gap(_gap: object) -> None:
         view.gaps += 1

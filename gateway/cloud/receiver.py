@@ -7,18 +7,18 @@ ACK always means "stored", and a subscriber never sees a record the store could 
 Identity: with CurveZMQ (the default of ``gateway cloud``) a gateway is the ZAP User-Id of each
 message's frames, i.e. the allow-list name of the key that authenticated; HELLO's ``gateway``
 field is only cross-checked. In plaintext mode it is HELLO's field. Either way a session exists
-only on the connection that said HELLO (:mod:`gateway.uplink.sessions`): DATA, DROP or RESULT
+only on the connection that said HELLO (:mod:`gateway.cloud.sessions`): DATA, DROP or RESULT
 from any other connection is refused with ``ERROR{hello_required}``, whatever its routing id.
 
 Fairness: libzmq fair-queues the ROUTER's inbound pipes (one per connection, bounded by RCVHWM),
-and each message costs a bounded amount of work (:class:`~gateway.uplink.limits.Limits`: streams
+and each message costs a bounded amount of work (:class:`~gateway.cloud.limits.Limits`: streams
 per HELLO and gateway, records per DATA, pending commands), with a HELLO's hw lookups in one
 store call. So one gateway cannot stall the others for longer than one bounded message.
 
 Store calls run on one worker thread, so the event loop keeps serving while a commit fsyncs and
-commits are applied in arrival order. DATA is group-committed (:mod:`gateway.uplink.commitgroup`):
+commits are applied in arrival order. DATA is group-committed (:mod:`gateway.cloud.commitgroup`):
 the messages waiting on the socket are stored in one transaction, then acknowledged. A store file deleted or replaced under the receiver is
-detected before anything is acknowledged from it (:class:`~gateway.uplink.store.StoreReplaced`):
+detected before anything is acknowledged from it (:class:`~gateway.cloud.store.StoreReplaced`):
 the store is reopened, the acknowledged seqs it held are announced as ``store_lost`` gaps, and an
 alarm is raised.
 """
@@ -35,18 +35,18 @@ from typing import Any, TypeVar
 import zmq
 import zmq.asyncio
 
+from gateway.cloud.commitgroup import CommitGroup, gather
+from gateway.cloud.downlink import CommandBook, Downlink
+from gateway.cloud.fanout import Fanout
+from gateway.cloud.gate import Admitted, Gate
+from gateway.cloud.limits import BoundedDict, GatewayState, LimitExceeded, Limits
+from gateway.cloud.receiver_report import ReceiverReport
+from gateway.cloud.sessions import ConnectionMonitor, DuplicateWatch, Session, SessionTable
+from gateway.cloud.store import STORE_LOST, CloudStore, SequenceGap, StoreReplaced
+from gateway.cloud.storeloss import record_lost
+from gateway.cloud.zap import ZapHandler
 from gateway.uplink import wire
-from gateway.uplink.commitgroup import CommitGroup, gather
-from gateway.uplink.downlink import CommandBook, Downlink
-from gateway.uplink.fanout import Fanout
-from gateway.uplink.gate import Admitted, Gate
 from gateway.uplink.keys import AllowList, KeyPair
-from gateway.uplink.limits import BoundedDict, GatewayState, LimitExceeded, Limits
-from gateway.uplink.receiver_report import ReceiverReport
-from gateway.uplink.sessions import ConnectionMonitor, DuplicateWatch, Session, SessionTable
-from gateway.uplink.store import STORE_LOST, CloudStore, SequenceGap, StoreReplaced
-from gateway.uplink.storeloss import record_lost
-from gateway.uplink.zap import ZapHandler
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.uplink.downlink import CommandBook
-from gateway.uplink.gate import Gate
-from gateway.uplink.limits import BoundedDict, GatewayState
-from gateway.uplink.sessions import ConnectionMonitor, DuplicateWatch, SessionTable
-from gateway.uplink.zap import ZapHandler
+from gateway.cloud.downlink import CommandBook
+from gateway.cloud.gate import Gate
+from gateway.cloud.limits import BoundedDict, GatewayState
+from gateway.cloud.sessions import ConnectionMonitor, DuplicateWatch, SessionTable
+from gateway.cloud.zap import ZapHandler
 
 
 class ReceiverReport:

@@ -3,7 +3,7 @@
 Every refusal is answered with an ERROR naming what was wrong and counted; nothing here touches
 the store. A message passes only if it decodes, comes from a key still in the allow-list (CURVE),
 and is either a HELLO whose claimed id is the key's name or belongs to the session its own
-connection opened with a HELLO (:class:`~gateway.uplink.sessions.SessionTable`).
+connection opened with a HELLO (:class:`~gateway.cloud.sessions.SessionTable`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import zmq
 
+from gateway.cloud.sessions import Session, SessionTable, connection_of
 from gateway.uplink import wire
 from gateway.uplink.keys import AllowList
-from gateway.uplink.sessions import Session, SessionTable, connection_of
 
 Inbound = wire.Hello | wire.Data | wire.Drop | wire.Result
 _TAG = {wire.Data: "DATA", wire.Drop: "DROP", wire.Result: "RESULT"}

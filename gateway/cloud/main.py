@@ -11,9 +11,9 @@ import sys
 
 import zmq
 
+from gateway.cloud.receiver import CloudReceiver
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.uplink.keys import AllowList, KeyPair
-from gateway.uplink.receiver import CloudReceiver
-from gateway.uplink.store import SQLiteCloudStore
 
 MAX_STATUS_GATEWAYS = 50  # gateways per status round (connected ones first)
 MAX_STATUS_STREAMS = 8  # streams per gateway line

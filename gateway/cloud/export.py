@@ -1,7 +1,7 @@
 """``gateway export``: recordings out of the cloud store, for ``gateway rules test`` and
 ``gateway models test``.
 
-Reads the receiver's SQLite store (:mod:`gateway.uplink.store`) read-only (``mode=ro``; a running
+Reads the receiver's SQLite store (:mod:`gateway.cloud.store`) read-only (``mode=ro``; a running
 receiver is not disturbed and nothing is written), decodes the telemetry with the gateway's point
 model (the ``meta`` stream) into named samples, and writes them as a long CSV
 (``ts,point,value,quality``) or JSONL recording (:mod:`gateway.rules.recording`), in the order

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.cloud.limits import LimitExceeded, Limits
 from gateway.uplink import wire
-from gateway.uplink.limits import LimitExceeded, Limits
 
 _log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The receiver reads every message already waiting on its ROUTER (up to ``max_messages``, waiting
 at most ``max_delay`` for more) before it commits. DATA messages of that group are checked
 against the hw they will have once the earlier ones are stored (:meth:`CommitGroup.hw`), their
-records go into one :meth:`~gateway.uplink.store.CloudStore.commit_many`, and only then are
+records go into one :meth:`~gateway.cloud.store.CloudStore.commit_many`, and only then are
 their replies sent, in arrival order. So an ACK still means "stored", a crash before the commit
 loses only what was never acknowledged (the gateway resends it), and a duplicate is still
 recognised by its seq. Any other message (HELLO, DROP, RESULT) first commits the group before it,
@@ -21,7 +21,7 @@ from typing import Any, cast
 import zmq
 import zmq.asyncio
 
-from gateway.uplink.store import CommitItem, SequenceGap
+from gateway.cloud.store import CommitItem, SequenceGap
 
 Frames = list[zmq.Frame]
 

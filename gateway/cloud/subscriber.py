@@ -23,9 +23,9 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from gateway.cloud.store import CloudStore
 from gateway.uplink import wire
 from gateway.uplink.recordjson import PointNames, dumps, shown, store_lookup
-from gateway.uplink.store import CloudStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """A cloud store file deleted or replaced under a running receiver, and what follows.
 
-The store notices before it answers (:class:`~gateway.uplink.store.StoreReplaced`), so nothing is
+The store notices before it answers (:class:`~gateway.cloud.store.StoreReplaced`), so nothing is
 acknowledged from the lost file after that point. What the lost file had acknowledged, the
 gateways have deleted: it cannot be resent. :func:`record_lost` writes it into the new store as
 ``store_lost`` gaps, so each stream's hw continues (the gateway resends only what it still has,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.uplink.store import STORE_LOST, CloudStore, StreamStatus
+from gateway.cloud.store import STORE_LOST, CloudStore, StreamStatus
 
 #: (gateway, stream, epoch, first, last) of one recorded loss.
 LostRange = tuple[str, str, int, int, int]
