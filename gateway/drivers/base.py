@@ -79,6 +79,9 @@ class DriverBase:
     #: Option table of the driver's own ``<driver name>:`` section of a device, or None when it
     #: has none. Third-party drivers declare it; the built-ins' tables live in gateway/config.
     config_section: ClassVar[Section | None] = None
+    #: The point key every point of the driver must set (``address``, ``signal`` or
+    #: ``channel``), or None when points need none of them.
+    point_key: ClassVar[str | None] = None
 
     # ---------------------------------------------------------------- registration hooks
     @classmethod

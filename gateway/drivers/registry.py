@@ -70,8 +70,11 @@ def available() -> dict[str, str]:
 
 def unknown(name: str) -> str:
     """The message for a driver name that is not installed."""
+    from gateway.config.reader import suggest
+
     names = ", ".join(sorted(available()))
-    return (f"unknown driver {name!r}; installed drivers: {names} (a third-party driver is a "
+    hint = suggest(name, available())
+    return (f"unknown driver {name!r}{hint}; installed drivers: {names} (a third-party driver is a "
             f"package that declares a {GROUP!r} entry point; see docs/drivers.md)")  # fmt: skip
 
 
