@@ -59,7 +59,7 @@ class AcmeDevice(DriverBase):
         while True:
             n += 1
             self.set_online()
-            self.emit_values(self.all_ids, self._clock(), np.full(len(self.all_ids), float(n)))
+            self.emit_values(self.all_ids, self.clock(), np.full(len(self.all_ids), float(n)))
             await asyncio.sleep(1.0 / self.config.settings["rate"])
 
     async def write_value(self, point, value):

@@ -144,6 +144,10 @@ class DriverBase:
     def name(self) -> str:
         return self.config.name
 
+    def clock(self) -> float:
+        """Wall-clock time for samples and events (the clock the runtime passed)."""
+        return self._clock()
+
     # ---------------------------------------------------------------- emission
     def emit(self, batch: SampleBatch) -> None:
         """Hand a batch to the runtime (guarded: a raising consumer is counted, not raised)."""
