@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -129,6 +132,8 @@ devices:
     driver: acmee
   - name: box4
     driver: broken
+  - name: box5
+    driver: notaclass
 """
 
 
@@ -145,6 +150,7 @@ def plugin(tmp_path: Path) -> Path:
         "[gateway.drivers]\n"
         "acme = acme_driver:AcmeDevice\n"
         "broken = acme_driver.missing:Nope\n"
+        "notaclass = acme_driver:np\n"
         "can = acme_driver:AcmeDevice\n"  # a built-in name: ignored, the built-in stays
     )
     return site
@@ -175,6 +181,41 @@ def test_a_third_party_driver_loads_runs_and_writes(plugin: Path, tmp_path: Path
     assert stats["online"] and stats["writes"] == 1 and stats["write_errors"] == 1
 
 
+def test_gateway_run_serves_a_third_party_device(plugin: Path, tmp_path: Path) -> None:
+    """`gateway run` builds the device like a built-in: its values and stats reach /status."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head = f'gateway: {{id: gw1, data_dir: data, metrics_listen: "127.0.0.1:{port}"}}\n'
+    body = GOOD.replace(
+        "uplink: {insecure: true}", 'uplink: {insecure: true, endpoints: ["tcp://127.0.0.1:1"]}'
+    )
+    (tmp_path / "run.yaml").write_text(head + body.split("\n", 1)[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "run.yaml"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    status: dict = {}
+    try:
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
+                    status = json.load(r)
+            except OSError:
+                status = {}
+            values = [p["value"] for p in status.get("points", []) if p["name"] == "box.count"]
+            if values and values[0] and values[0] > 2:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert status.get("devices", {}).get("box", {}).get("state") == "online", err
+    count = next(p for p in status["points"] if p["name"] == "box.count")
+    assert count["quality"] == "good" and count["value"] > 2, "no values from the acme device"
+    assert "device box online" in err
+
+
 def test_check_reports_the_plugin_section_at_file_line_column(plugin: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(BAD)
     got = _run(["-m", "gateway", "check", "bad.yaml"], plugin, tmp_path)
@@ -190,9 +231,13 @@ def test_check_reports_the_plugin_section_at_file_line_column(plugin: Path, tmp_
            "(points of driver acme need it)" in lines  # fmt: skip
     unknown = next(line for line in lines if line.startswith("bad.yaml:16:13: devices[2].driver:"))
     assert "unknown driver 'acmee' (did you mean 'acme'?)" in unknown
-    assert "installed drivers: acme, broken, can, modbus_rtu, modbus_tcp, node" in unknown
+    assert (
+        "installed drivers: acme, broken, can, modbus_rtu, modbus_tcp, node, notaclass" in unknown
+    )
     broken = next(line for line in lines if line.startswith("bad.yaml:18:13: devices[3].driver:"))
     assert "driver 'broken' (acme_driver.missing:Nope) cannot be loaded: No module named" in broken
+    assert "bad.yaml:20:13: devices[4].driver: driver 'notaclass' (acme_driver:np) is not a " \
+           "class but module" in lines  # fmt: skip
 
 
 def test_without_the_package_the_driver_is_unknown(tmp_path: Path) -> None:

@@ -91,6 +91,8 @@ def load(name: str) -> Any:
             obj = getattr(obj, part)
     except Exception as exc:  # ImportError, AttributeError, or the module's own error
         raise DriverError(f"driver {name!r} ({target}) cannot be loaded: {exc}") from exc
+    if not isinstance(obj, type):
+        raise DriverError(f"driver {name!r} ({target}) is not a class but {type(obj).__name__}")
     return obj
 
 
