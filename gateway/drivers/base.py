@@ -105,12 +105,10 @@ class DriverBase:
 
         Check what a table cannot express here and report each problem with
         ``error(parsed.at(key), path, message)`` (shown as file:line:column: path: message);
-        return None when anything was wrong. The default returns the section's values as a
-        read-only mapping.
+        return None when anything was wrong. The default returns the section's values as a dict
+        (key -> converted value or default).
         """
-        from types import MappingProxyType
-
-        return MappingProxyType(dict(parsed.fields()))
+        return dict(parsed.fields())
 
     # ---------------------------------------------------------------- set-up
     def __init__(
