@@ -255,7 +255,8 @@ def test_option_tables_match_dataclasses(section: str) -> None:
     """Every scalar option fills a field with the same default; nothing is missing."""
     fields = {f.name: f for f in dataclasses.fields(_DATACLASSES[section])}
     structural = {"devices", "rules", "uplink", "points", "actions", "source", "virtual_points",
-                  "rule_files", "repeat_count", "repeat_within", "positions", "models"}  # fmt: skip
+                  "rule_files", "repeat_count", "repeat_within", "positions", "models",
+                  "settings"}  # fmt: skip
     for opt in TABLES[section].options:
         if opt.key == "repeat":  # a nested section read into repeat_count / repeat_within
             continue

@@ -51,17 +51,17 @@ class Clock:
 def wedge(dev: ModbusTcpDevice, times: int = 1) -> asyncio.Event:
     """Make the next ``times`` polls of ``dev`` hang forever; the event is set when one does."""
     hung = asyncio.Event()
-    real = dev._poll_block
+    real = dev.poll_block
     left = [times]
 
-    async def poll_block(conn: Any, block: Any) -> None:
+    async def poll_block(block: Any) -> None:
         if left[0] > 0:
             left[0] -= 1
             hung.set()
             await asyncio.Event().wait()  # cancelled by stop()
-        await real(conn, block)
+        await real(block)
 
-    dev._poll_block = poll_block  # type: ignore[method-assign]
+    dev.poll_block = poll_block  # type: ignore[method-assign]
     return hung
 
 
@@ -174,8 +174,8 @@ def test_offline_and_quiet_devices_are_not_stalled_but_a_dead_can_task_is(
             assert {d: s["restarts"] for d, s in h.sup.stats().items()} == {"bus": 0, "dev": 0}
 
             # A CAN receive task that ended is stalled whatever the traffic: restarted.
-            assert bus._task is not None
-            bus._task.cancel()
+            assert bus._tasks
+            bus._tasks[0].cancel()
             await asyncio.sleep(0.05)
             h.advance(0.5)
             assert h.changes == [("bus", "task was cancelled")]
@@ -249,7 +249,7 @@ def test_runtime_restarts_a_wedged_device_and_reports_it_on_health_and_status(
                 assert status["supervisor"]["dev"]["stalled"]
                 assert "driver_stalled:dev" in status["problems"]
 
-                dev._poll_block = type(dev)._poll_block.__get__(dev)  # type: ignore[method-assign]
+                dev.poll_block = type(dev).poll_block.__get__(dev)  # type: ignore[method-assign]
                 await wait_until(lambda: rt.supervisor.stats()["dev"]["stalled"] is None,
                                  "polling again after a restart", 10.0)  # fmt: skip
                 assert (await get(rt, "/health"))[0] == 200

@@ -13,10 +13,15 @@ from yaml.nodes import MappingNode, Node
 from gateway.config.errors import ConfigIssue
 from gateway.config.input import file_problem
 from gateway.config.model import CanConfig, DeviceConfig, NodeConfig, PointConfig, RtuConfig
+from gateway.config.options import Option, Section
 from gateway.config.reader import Parsed, Reader, join, suggest
 from gateway.config.schema import REGISTER_WORDS, TABLES
 
 _READ_ONLY_TABLES = ("input", "discrete")
+#: The built-in drivers and the key their points are found by; every other driver is a plugin
+#: (gateway.drivers.registry) that declares its section and point key itself.
+_POINT_KEY = {"modbus_tcp": "address", "modbus_rtu": "address", "can": "signal", "node": "channel"}
+_FAILED = object()  # a plugin's settings had issues (None is a valid "no settings")
 _BIT_TABLES = ("coil", "discrete")
 
 
@@ -43,7 +48,7 @@ class DeviceReading:
         devices: list[DeviceConfig | None] = []
         for i, item in enumerate(node.value):
             path = join("devices", i)
-            parsed = self.main.section(item, path, TABLES["device"])
+            parsed = self.main.section(item, path, _device_table(item))
             if parsed is None:
                 devices.append(None)
                 continue
@@ -99,6 +104,13 @@ class DeviceReading:
 
     def _device(self, parsed: Parsed, path: str, name: str | None) -> DeviceConfig | None:
         values = parsed.values
+        if parsed.ok("driver"):
+            from gateway.drivers.registry import available, unknown
+
+            if values["driver"] not in available():
+                msg = unknown(values["driver"])
+                self.main.error(parsed.at("driver"), join(path, "driver"), msg)
+                parsed.bad.add("driver")
         if parsed.ok("reconnect_min", "reconnect_max"):
             if values["reconnect_max"] < values["reconnect_min"]:
                 msg = f"must be >= reconnect_min ({values['reconnect_min']:g} s)"
@@ -178,7 +190,46 @@ class DeviceReading:
                 ok = False
                 continue
             out[key] = cls(**sub.fields())
+        if driver is not None and driver not in _POINT_KEY:
+            settings = self._plugin_settings(parsed, path, driver)
+            ok = ok and settings is not _FAILED
+            out["settings"] = settings
         return out if ok else None
+
+    def _plugin_settings(self, parsed: Parsed, path: str, driver: str) -> Any:
+        """A third-party driver's ``<driver>:`` section, read against its ``config_section`` and
+        checked by its ``parse_config`` (issues reported at their file:line:column)."""
+        from gateway.drivers.registry import DriverError, load
+
+        try:
+            cls = load(driver)
+        except DriverError as exc:
+            self.main.error(parsed.at("driver"), join(path, "driver"), str(exc))
+            return _FAILED
+        section, where = getattr(cls, "config_section", None), join(path, driver)
+        node = parsed.values.get(driver)
+        if driver in parsed.bad:
+            return _FAILED
+        if section is None:
+            if node is None:
+                return None
+            msg = f"driver {driver} takes no `{driver}:` section; remove it"
+            self.main.error(parsed.at(driver), where, msg)
+            return _FAILED
+        if node is None:  # its keys may all have defaults; missing ones are reported here
+            mark = parsed.node.start_mark
+            node = MappingNode("tag:yaml.org,2002:map", [], mark, mark)
+        sub = self.main.section(node, where, section)
+        if sub is None or sub.bad:
+            return _FAILED
+        before = len(self.main.issues)
+        try:
+            settings = cls.parse_config(sub, self.main.error)
+        except Exception as exc:  # a plugin's bug must read as a config issue, not a traceback
+            msg = f"driver {driver} failed to check its settings: {type(exc).__name__}: {exc}"
+            self.main.error(sub.node, where, msg)
+            return _FAILED
+        return _FAILED if settings is None or len(self.main.issues) > before else settings
 
     def _node_key(self, sub: Parsed, path: str) -> bool:
         """A node has a readable key file, or says `insecure: true`; not both."""
@@ -204,8 +255,8 @@ class DeviceReading:
 
     def _point_target(self, parsed: Parsed, driver: str) -> None:
         """Each driver finds a point by its own key: address, signal or channel."""
-        need = {"can": "signal", "node": "channel"}.get(driver, "address")
-        if need in parsed.bad:
+        need = _POINT_KEY.get(driver) or _plugin_point_key(driver)
+        if need is None or need in parsed.bad:
             return
         if parsed.values.get(need) is None:
             msg = f"missing required key '{need}'"
@@ -277,6 +328,31 @@ class DeviceReading:
                                f"'{a['name']}' ({a['type']}, {_span(start, end)}, line "
                                f"{line_of(first.node)}) in the {table} table; check the address "
                                "(32-bit types take 2 registers, float64 takes 4)")  # fmt: skip
+
+
+def _device_table(item: Node) -> Section:
+    """The device table; for a third-party driver, with its ``<driver>:`` key."""
+    table = TABLES["device"]
+    if not isinstance(item, MappingNode):
+        return table
+    driver = next((v.value for k, v in item.value if getattr(k, "value", None) == "driver"
+                   and isinstance(v.value, str)), None)  # fmt: skip
+    if driver is None or driver in _POINT_KEY or table.get(driver) is not None:
+        return table
+    # Also for a driver that is not installed: its section is not a second, misleading issue.
+    doc = f"Settings of the third-party `{driver}` driver."
+    extra = Option(driver, "section", doc, None, nullable=True, default_doc="none")
+    return Section(table.name, table.where, table.title, table.doc, (*table.options, extra))
+
+
+def _plugin_point_key(driver: str) -> str | None:
+    """The point key a third-party driver finds its points by (``point_key``), if any."""
+    from gateway.drivers.registry import DriverError, load
+
+    try:
+        return getattr(load(driver), "point_key", None)
+    except DriverError:
+        return None  # reported with the device's driver
 
 
 def _span(start: int, end: int) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.config.models import ModelConfig
 
@@ -94,7 +94,7 @@ class DeviceConfig:
     """A southbound device; ``driver`` says which of rtu/can/node settings apply."""
 
     name: str
-    driver: Literal["modbus_tcp", "modbus_rtu", "can", "node"] = "modbus_tcp"
+    driver: str = "modbus_tcp"  # a name of gateway.drivers.registry.available()
     host: str = "127.0.0.1"
     port: int = 502
     unit_id: int = 1
@@ -110,6 +110,7 @@ class DeviceConfig:
     rtu: RtuConfig | None = None
     can: CanConfig | None = None
     node: NodeConfig | None = None
+    settings: Any = None  # a third-party driver's own section, as its parse_config returned it
 
 
 @dataclass(frozen=True)

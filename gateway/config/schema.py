@@ -81,9 +81,10 @@ _DEVICE = Section(
     (
         Option("name", "string", "Device name; the first half of every point name "
                "`device.point`. Unique.", format="identifier"),
-        Option("driver", "choice", "Protocol driver; `modbus_rtu`, `can` and `node` take their "
-               "settings from the section of the same name.", "modbus_tcp",
-               choices=("modbus_tcp", "modbus_rtu", "can", "node")),
+        Option("driver", "string", "Protocol driver: a built-in (`modbus_tcp`, `modbus_rtu`, "
+               "`can`, `node`) or an installed third-party one (docs/drivers.md). `modbus_rtu`, "
+               "`can`, `node` and third-party drivers take their settings from the section of "
+               "the same name (`modbus_rtu`: `rtu`).", "modbus_tcp", format="identifier"),
         Option("host", "string", "Host name or IP address of the Modbus TCP server.",
                "127.0.0.1", format="host"),
         Option("port", "integer", "TCP port.", 502, minimum=1, maximum=65535),

@@ -34,20 +34,22 @@ class LinkState:
         self._ids = point_ids
         self._clock = clock
         self.faults = Faults(_log)
-        self._on_batch = self.faults.wrap(f"{kind} {name}: on_batch", on_batch)
-        self._on_event = self.faults.wrap(f"{kind} {name}: on_event", on_event)
+        self.on_batch = self.faults.wrap(f"{kind} {name}: on_batch", on_batch)
+        self.on_event = self.faults.wrap(f"{kind} {name}: on_event", on_event)
         self.online: bool | None = None  # None until the first answer or failure
 
     @property
     def state(self) -> str:
         return {None: "unknown", True: "online", False: "offline"}[self.online]
 
-    def up(self, ts: float | None = None) -> None:
+    def up(self, ts: float | None = None, detail: str = "") -> None:
         """The device answered: announce "online" if it was not."""
         if self.online is not True:
             self.online = True
             _log.info("%s %s online", self.kind, self.name)
-            self._on_event(DeviceEvent(self.name, "online", self._clock() if ts is None else ts))
+            self.on_event(
+                DeviceEvent(self.name, "online", self._clock() if ts is None else ts, detail)
+            )
 
     def down(self, reason: str) -> None:
         """The device is unreachable: bad samples for its points and one "offline" event."""
@@ -58,5 +60,5 @@ class LinkState:
         _log.warning("%s %s offline: %s", self.kind, self.name, reason)
         n = len(self._ids)
         if n:
-            self._on_batch(SampleBatch.uniform(self._ids, ts, np.full(n, np.nan), Quality.BAD))
-        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+            self.on_batch(SampleBatch.uniform(self._ids, ts, np.full(n, np.nan), Quality.BAD))
+        self.on_event(DeviceEvent(self.name, "offline", ts, reason))

@@ -1,25 +1,45 @@
-"""Driver selection: one device object per configured device, keyed on ``DeviceConfig.driver``.
+"""Driver registration: the ``gateway.drivers`` entry-point group, built-ins and third parties alike.
 
-Every driver class has the same interface as
-:class:`~gateway.drivers.modbus_tcp.ModbusTcpDevice`: ``__init__(config, point_ids, on_batch,
-on_event, clock)``, ``async start()``/``stop()``, ``async write(point, value)`` and ``stats()``.
-Drivers whose devices share a medium (an RTU line, a node socket, a CAN channel) get that shared
-object from here, so two devices on one port never open it twice. Imports are lazy: a gateway
-without serial or CAN devices never imports pyserial or python-can.
+A driver is a class (normally a :class:`~gateway.drivers.base.DriverBase` subclass) named by an
+entry point of the group ``gateway.drivers``; the entry point's name is the value of
+``driver:`` in the config. The gateway declares its own four drivers in pyproject.toml the same
+way a third-party package declares its one (see docs/drivers.md).
+
+Both sources are read: the installed entry points, and :data:`BUILTIN`, the same table as
+pyproject's, so the built-ins work from a source checkout or a copy whose package metadata is
+missing or stale. A third-party entry point that reuses a built-in name is ignored with a
+warning (the built-in stays). Imports are lazy: only the drivers a config uses are imported, so
+a gateway without serial or CAN devices never imports pyserial or python-can.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import cache
+from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from gateway.config import DeviceConfig
 from gateway.core.model import DeviceEvent, SampleBatch
 
+_log = logging.getLogger("gateway.drivers")
+
+GROUP = "gateway.drivers"
+
+#: The built-in drivers, as in pyproject.toml's [project.entry-points."gateway.drivers"].
+BUILTIN: dict[str, str] = {
+    "modbus_tcp": "gateway.drivers.modbus_tcp:ModbusTcpDevice",
+    "modbus_rtu": "gateway.drivers.modbus_rtu:ModbusRtuDevice",
+    "node": "gateway.drivers.node:NodeDevice",
+    "can": "gateway.drivers.can:CanDevice",
+}
+
 
 class Device(Protocol):
-    """What the runtime needs from a driver's device object."""
+    """What the runtime needs from a driver's device object (DriverBase provides all of it)."""
 
     config: DeviceConfig
 
@@ -27,6 +47,53 @@ class Device(Protocol):
     async def stop(self) -> None: ...
     async def write(self, point: str, value: float) -> None: ...
     def stats(self) -> dict[str, Any]: ...
+
+
+class DriverError(Exception):
+    """A driver that cannot be used: unknown name, or its package fails to import."""
+
+
+@cache
+def available() -> dict[str, str]:
+    """Driver name -> "module:attribute" of every installed driver (nothing is imported)."""
+    found = dict(BUILTIN)
+    for ep in entry_points(group=GROUP):
+        if ep.name in BUILTIN:
+            if ep.value.replace(" ", "") != BUILTIN[ep.name]:
+                dist = getattr(ep.dist, "name", "?")
+                _log.warning("driver %r of package %s ignored: %r is a built-in driver",
+                             ep.name, dist, ep.name)  # fmt: skip
+            continue
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def unknown(name: str) -> str:
+    """The message for a driver name that is not installed."""
+    from gateway.config.reader import suggest
+
+    names = ", ".join(sorted(available()))
+    hint = suggest(name, available())
+    return (f"unknown driver {name!r}{hint}; installed drivers: {names} (a third-party driver is a "
+            f"package that declares a {GROUP!r} entry point; see docs/drivers.md)")  # fmt: skip
+
+
+@cache
+def load(name: str) -> Any:
+    """The driver class of ``name``; DriverError when it is unknown or cannot be imported."""
+    target = available().get(name)
+    if target is None:
+        raise DriverError(unknown(name))
+    module, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module.strip())
+        for part in attr.strip().split(".") if attr else ():
+            obj = getattr(obj, part)
+    except Exception as exc:  # ImportError, AttributeError, or the module's own error
+        raise DriverError(f"driver {name!r} ({target}) cannot be loaded: {exc}") from exc
+    if not isinstance(obj, type):
+        raise DriverError(f"driver {name!r} ({target}) is not a class but {type(obj).__name__}")
+    return obj
 
 
 class DeviceFactory:
@@ -43,32 +110,12 @@ class DeviceFactory:
         on_batch: Callable[[SampleBatch], None],
         on_event: Callable[[DeviceEvent], None],
     ) -> Device:
-        args = (config, point_ids, on_batch, on_event, self.clock)
-        if config.driver == "modbus_tcp":
-            from gateway.drivers.modbus_tcp import ModbusTcpDevice
-
-            return ModbusTcpDevice(*args)
-        if config.driver == "modbus_rtu":
-            from gateway.drivers.modbus_rtu import (
-                ModbusRtuDevice,
-                SniffedRtuDevice,
-                line_key,
-                make_line,
-            )
-
-            key = line_key(config)
-            line = self.shared.get(key)
-            if line is None:
-                line = self.shared[key] = make_line(config, self.clock)
-            assert config.rtu is not None
-            cls = SniffedRtuDevice if config.rtu.sniff else ModbusRtuDevice
-            return cls(*args, line=line)
-        if config.driver == "node":
-            from gateway.drivers.node import NodeDevice, node_link
-
-            return NodeDevice(*args, link=node_link(config, self.shared, self.clock))
-        if config.driver == "can":
-            from gateway.drivers.can import CanDevice
-
-            return CanDevice(*args)
-        raise ValueError(f"{config.name}: unknown driver {config.driver!r}")
+        try:
+            cls = load(config.driver)
+        except DriverError as exc:
+            raise ValueError(f"{config.name}: {exc}") from None
+        create = getattr(cls, "create", None)
+        if create is not None:
+            device: Device = create(config, point_ids, on_batch, on_event, self.clock, self.shared)
+            return device
+        return cls(config, point_ids, on_batch, on_event, self.clock)  # type: ignore[no-any-return]

@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import Faults, cancel_and_wait, ended_task
-from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.core.model import DeviceEvent, SampleBatch
+from gateway.drivers.base import DriverBase, Stats
 from gateway.drivers.can.dbc import compile_layout, load_dbc
 from gateway.drivers.can.j1939 import PGN_DM1, PGN_TP_CM, PGN_TP_DT, TransportReassembler
-from gateway.drivers.modbus_tcp.device import WriteError
 from gateway.impl import can as codec
 
 _log = logging.getLogger(__name__)
@@ -143,8 +142,13 @@ def _kernel_time(anc: list[tuple[int, int, bytes]], default: float) -> float:
     return default
 
 
-class CanDevice:
-    """One CAN bus and the points decoded from it; interface as ModbusTcpDevice."""
+class CanDevice(DriverBase):
+    """One CAN bus and the points decoded from it; constructor arguments as
+    :class:`~gateway.drivers.base.DriverBase`."""
+
+    # Event driven: a bus without traffic is quiet, not stalled (it goes offline after
+    # stale_after). Stalled means the decode loop stopped turning: see task_failure().
+    polled = False
 
     def __init__(
         self,
@@ -156,17 +160,12 @@ class CanDevice:
     ) -> None:
         if config.can is None:
             raise ValueError(f"{config.name}: driver can needs a can section")
-        self.config = config
+        super().__init__(config, point_ids, on_batch, on_event, clock)
         self.can = config.can
         if config.points and not self.can.dbc:
             raise ValueError(f"{config.name}: points name DBC signals; set can.dbc")
         layout = compile_layout(config, point_ids, load_dbc(self.can.dbc)) if self.can.dbc else []
         self.decoder = codec.SignalDecoder(layout, self.can.j1939)
-        self.faults = Faults(_log)  # a raising callback or decode step never ends the task
-        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
-        self._on_event = self.faults.wrap(f"device {self.name}: on_event", on_event)
-        self._clock = clock
-        self._all_ids = np.fromiter(point_ids.values(), np.uint32, len(point_ids))
         self._queue: collections.deque[Any] = collections.deque()
         self._wake = asyncio.Event()
         self._cols = FrameColumns(max(self.can.batch_frames, 64))
@@ -179,38 +178,22 @@ class CanDevice:
         self._bus: Any = None
         self._notifier: Any = None
         self._raw: RawSocketCanReader | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._online: bool | None = None
         self._last_rx = 0.0
         self._turned = 0.0  # monotonic time the decode loop last woke
         self.frames = self.batches = self.unmatched = self.short = self.dropped = 0
         self.dm1 = self.send_errors = 0
 
-    # Event driven: a bus without traffic is quiet, not stalled (it goes offline after
-    # stale_after). Stalled means the decode loop stopped turning: see task_failure().
-    polled = False
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
     def task_failure(self) -> str | None:
         """Why the receive task ended or stopped turning (it wakes at least once a second)."""
-        why = ended_task(self._task)
-        if why or self._task is None or self._turned == 0.0:
+        why = super().task_failure()
+        if why or not self._tasks or self._turned == 0.0:
             return why
         late = time.monotonic() - self._turned
         limit = 3.0 * min(self.can.stale_after, 1.0) + self.can.batch_delay + 1.0
         return f"decode loop has not turned for {late:.1f}s" if late > limit else None
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"can:{self.name}")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
+    def tasks(self) -> list[tuple[str, Any]]:
+        return [("receive", self._run())]
 
     def open_raw_socket(self) -> Any:
         """A non-blocking raw SocketCAN socket bound to the channel (tests substitute one)."""
@@ -276,18 +259,15 @@ class CanDevice:
             self._bus = None
 
     async def _run(self) -> None:
-        attempt = 0
         try:
             while True:
                 try:
                     self._open()
                 except Exception as exc:  # python-can raises CanError, OSError, ImportError...
-                    self._set_offline(f"cannot open {self.can.interface} {self.can.channel}: {exc}")
-                    delay = min(self.config.reconnect_max, self.config.reconnect_min * 2**attempt)
-                    attempt = min(attempt + 1, 30)
-                    await asyncio.sleep(delay)
+                    self.set_offline(f"cannot open {self.can.interface} {self.can.channel}: {exc}")
+                    await asyncio.sleep(self.backoff())
                     continue
-                attempt = 0
+                self._attempt = 0
                 await self._decode_loop()
         finally:
             self._close()
@@ -300,8 +280,8 @@ class CanDevice:
             try:
                 await asyncio.wait_for(self._wake.wait(), min(stale, 1.0))
             except TimeoutError:
-                if self._online and time.monotonic() - self._last_rx > stale:
-                    self._set_offline(f"no frame for {stale:g}s")
+                if self.online and time.monotonic() - self._last_rx > stale:
+                    self.set_offline(f"no frame for {stale:g}s")
                 continue
             if self._raw is not None:
                 if self._raw.count < self.can.batch_frames:
@@ -347,9 +327,7 @@ class CanDevice:
         self._last_rx = time.monotonic()
         cols = self._cols
         self.frames += n
-        if self._online is not True:
-            self._online = True
-            self._on_event(DeviceEvent(self.name, "online", self._clock()))
+        self.set_online()
         if self.can.j1939:
             self._j1939(cols, n)
         if not self.decoder.n_signals:
@@ -361,8 +339,8 @@ class CanDevice:
         if k:
             self.batches += 1
             ts = cols.ts[self._rows[:k]]
-            self._on_batch(SampleBatch(self._points[:k].copy(), ts, self._values[:k].copy(),
-                                       np.zeros(k, np.uint8)))  # fmt: skip
+            self.emit(SampleBatch(self._points[:k].copy(), ts, self._values[:k].copy(),
+                                  np.zeros(k, np.uint8)))  # fmt: skip
 
     def _j1939(self, cols: FrameColumns, n: int) -> None:
         ids = cols.ids[:n]
@@ -394,10 +372,9 @@ class CanDevice:
         now = set(codes)
         for spn, fmi in sorted(now - before):
             detail = f"SA 0x{source:02X} SPN {spn} FMI {fmi} OC {codes[(spn, fmi)]} active"
-            self._on_event(DeviceEvent(self.name, "dtc", ts, detail))
+            self.event("dtc", detail, ts)
         for spn, fmi in sorted(before - now):
-            self._on_event(DeviceEvent(self.name, "dtc", ts, f"SA 0x{source:02X} SPN {spn} "
-                                       f"FMI {fmi} cleared"))  # fmt: skip
+            self.event("dtc", f"SA 0x{source:02X} SPN {spn} FMI {fmi} cleared", ts)
         self._dtcs[source] = now
 
     def _send(self, can_id: int, data: bytes) -> None:
@@ -417,25 +394,11 @@ class CanDevice:
         except Exception:  # a full TX queue must not stop reception
             self.send_errors += 1
 
-    def _set_offline(self, reason: str) -> None:
-        if self._online is False:
-            return
-        self._online = False
-        ts = self._clock()
-        _log.warning("device %s offline: %s", self.name, reason)
-        if len(self._all_ids):
-            k = len(self._all_ids)
-            self._on_batch(SampleBatch.uniform(self._all_ids, ts, np.full(k, np.nan), Quality.BAD))
-        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+    def connected(self) -> bool:
+        return self._bus is not None
 
-    async def write(self, point: str, value: float) -> None:
-        raise WriteError(f"{point}: the can driver does not write to the bus", refused=True)
-
-    def stats(self) -> dict[str, float | int | bool | str]:
+    def counters(self) -> Stats:
         return {
-            "connected": self._bus is not None,
-            "online": self._online is True,
-            "state": {None: "unknown", True: "online", False: "offline"}[self._online],
             "frames": self.frames,
             "batches": self.batches,
             "unmatched_frames": self.unmatched,
@@ -445,5 +408,4 @@ class CanDevice:
             "tp_completed": self.tp.completed,
             "tp_aborted": self.tp.aborted + self.tp.timeouts,
             "send_errors": self.send_errors,
-            "task_errors": self.faults.count,
         }

@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
+import functools
 import time
 from collections.abc import Callable, Mapping
-
-import numpy as np
+from typing import Any
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import cancel_and_wait, ended_task
-from gateway.core.model import DeviceEvent, Quality, SampleBatch
-from gateway.drivers.linkstate import LinkState
+from gateway.core.model import DeviceEvent, SampleBatch
+from gateway.drivers.base import Stats, WriteError
 from gateway.drivers.modbus_rtu.line import (
     LineClosed,
     RtuLine,
     TransactionTimeout,
+    line_key,
     make_line,
     rtu_frame,
 )
-from gateway.drivers.modbus_tcp.device import OFFLINE_AFTER_FAILURES, WriteError, write_adu
-from gateway.drivers.modbus_tcp.plan import PollGroup, ReadBlock, build_plan
-from gateway.impl import modbus
-
-_log = logging.getLogger(__name__)
+from gateway.drivers.modbus_tcp.plan import ReadBlock, build_plan
+from gateway.drivers.modbus_tcp.polled import OFFLINE_AFTER_FAILURES, ModbusDevice
 
 
 def wire_config(config: DeviceConfig) -> DeviceConfig:
@@ -56,16 +52,32 @@ def wire_config(config: DeviceConfig) -> DeviceConfig:
     return dataclasses.replace(config, points=tuple(points))
 
 
-class ModbusRtuDevice:
-    """One Modbus RTU slave.
-
-    Parameters
-    ----------
-    config : the device's configuration (``driver: modbus_rtu`` with an ``rtu`` section).
-    point_ids : full point name -> PointTable id, for every point of the device.
-    on_batch, on_event, clock : as for :class:`~gateway.drivers.modbus_tcp.ModbusTcpDevice`.
-    line : the shared line; the driver factory passes one per port, else the device opens its own.
+class ModbusRtuDevice(ModbusDevice):
+    """One Modbus RTU slave; constructor arguments as :class:`~gateway.drivers.base.DriverBase`,
+    plus ``line``: the shared line (the factory passes one per port, else the device opens its
+    own). A config with ``rtu.sniff`` makes a :class:`SniffedRtuDevice` through :meth:`create`.
     """
+
+    @classmethod
+    def create(
+        cls,
+        config: DeviceConfig,
+        point_ids: Mapping[str, int],
+        on_batch: Callable[[SampleBatch], None],
+        on_event: Callable[[DeviceEvent], None],
+        clock: Callable[[], float],
+        shared: dict[str, Any],
+    ) -> Any:
+        """One line per port (or RTU-over-TCP endpoint), shared by the devices on it."""
+        from gateway.drivers.modbus_rtu.sniffer import SniffedRtuDevice
+
+        key = line_key(config)
+        line = shared.get(key)
+        if line is None:
+            line = shared[key] = make_line(config, clock)
+        assert config.rtu is not None
+        kind = SniffedRtuDevice if config.rtu.sniff else ModbusRtuDevice
+        return kind(config, point_ids, on_batch, on_event, clock, line=line)
 
     def __init__(
         self,
@@ -78,29 +90,14 @@ class ModbusRtuDevice:
     ) -> None:
         if config.rtu is None:
             raise ValueError(f"{config.name}: driver modbus_rtu needs an rtu section")
-        self.config = config
+        plan = build_plan(wire_config(config), point_ids)
+        super().__init__(config, point_ids, on_batch, on_event, clock, plan=plan)
         self.rtu = config.rtu
-        self.plan = build_plan(wire_config(config), point_ids)
         self.line = line if line is not None else make_line(config, clock)
         self.line.users.append(self)
-        self._clock = clock
         self._frames = {id(b): rtu_frame(config.unit_id, b.adu_tail[5:]) for g in self.plan.groups
                         for b in g.blocks}  # fmt: skip
-        self._tasks: list[asyncio.Task[None]] = []
-        self._link = LinkState(config.name, self.plan.point_ids, clock, on_batch, on_event)
-        self.faults = self._link.faults  # a raising callback or poll step never ends a task
-        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
-        self._failures = 0
-        self._last_rtt = float("nan")
         self.requests = self.responses = self.timeouts = self.retries = 0
-        self.exceptions = self.bad_responses = self.skipped_polls = 0
-        self.writes = self.write_errors = 0
-
-    polled = True  # every poll group yields a batch each period while online
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
     def cycle_bound(self, group: str) -> float:
         """Longest a healthy poll cycle of ``group`` may take: each request, with its retries,
@@ -112,41 +109,34 @@ class ModbusRtuDevice:
 
     def task_failure(self) -> str | None:
         """Why a poll task or the line's task ended while it should run (None otherwise)."""
-        for task in self._tasks:
-            why = ended_task(task)
-            if why:
-                return why
-        return self.line.task_failure() if self._tasks else None
+        return super().task_failure() or (self.line.task_failure() if self._tasks else None)
 
     # ---------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Open the line (shared) and start one poll task per poll group."""
-        if self._tasks:
-            return
+    async def open(self) -> None:
         await self.line.start()
-        self._tasks = [
-            asyncio.create_task(self._poll_group(g), name=f"poll:{self.name}:{g.name}")
-            for g in self.plan.groups
-        ]
 
-    async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        if not tasks:
-            return
-        for t in tasks:
-            await cancel_and_wait(t)
+    async def close(self) -> None:
         await self.line.stop()
 
-    # ---------------------------------------------------------------- link state
+    def tasks(self) -> list[tuple[str, Any]]:
+        return [(f"poll:{g.name}", self._poll_group(g)) for g in self.plan.groups]
+
     def line_down(self, reason: str) -> None:
-        self._set_offline(reason)
+        self.set_offline(reason)
 
-    def _set_online(self) -> None:
-        self._failures = 0
-        self._link.up()
+    async def _poll_group(self, group: Any) -> None:
+        if self.rtu.connect_delay:
+            await asyncio.sleep(self.rtu.connect_delay)
+        await self.every(group.period, functools.partial(self.poll_cycle, group), self._line_open)
 
-    def _set_offline(self, reason: str) -> None:
-        self._link.down(reason)
+    async def _line_open(self) -> bool:
+        """Wait for the line to be open; True when it had to (the schedule restarts)."""
+        if self.line.opened.is_set():
+            return False
+        await self.line.opened.wait()
+        if self.rtu.connect_delay:
+            await asyncio.sleep(self.rtu.connect_delay)
+        return True
 
     # ---------------------------------------------------------------- requests
     async def _request(self, frame: bytes) -> tuple[int, bytes, float]:
@@ -169,131 +159,43 @@ class ModbusRtuDevice:
             return got
         raise AssertionError("unreachable")
 
-    async def _poll_group(self, group: PollGroup) -> None:
-        loop = asyncio.get_running_loop()
-        if self.rtu.connect_delay:
-            await asyncio.sleep(self.rtu.connect_delay)
-        period = group.period
-        due = loop.time()
-        place = f"device {self.name}: poll {group.name}"
-        while True:
-            if not self.line.opened.is_set():
-                await self.line.opened.wait()
-                if self.rtu.connect_delay:
-                    await asyncio.sleep(self.rtu.connect_delay)
-                due = loop.time()
-            for block in group.blocks:
-                try:
-                    await self._poll_block(block)
-                except Exception as exc:  # a bug or a callback: count it, keep polling
-                    self.faults.failed(place, exc)
-                else:
-                    self.faults.ok(place)
-            due += period
-            now = loop.time()
-            if now - due >= period:
-                missed = int((now - due) // period)
-                self.skipped_polls += missed
-                due += missed * period
-            await asyncio.sleep(due - now)
-
-    async def _poll_block(self, block: ReadBlock) -> None:
+    async def read_block(self, block: ReadBlock) -> tuple[int, bytes, float] | None:
         try:
-            function, body, ts = await self._request(self._frames[id(block)])
+            return await self._request(self._frames[id(block)])
         except TransactionTimeout as exc:
-            self._bad(block)
-            self._failed(str(exc))
-            return
+            self.emit_bad(block.point_ids)
+            self.failed(str(exc))
         except LineClosed:
-            return  # the line told us (line_down) and polls resume when it reopens
-        if function == block.function and len(body) == block.byte_count + 1:
-            values = np.empty(len(block.point_ids), np.float64)
-            if block.decoder is not None:
-                block.decoder.decode(body[1:], values)  # type: ignore[attr-defined]
-            else:
-                bits = np.empty(block.count, np.float64)
-                modbus.unpack_bits(body[1:], block.count, bits)
-                values = bits[block.bit_index]
-            self._set_online()
-            self._on_batch(SampleBatch.uniform(block.point_ids, ts, values))
-            return
-        self._set_online()
-        if function == block.function | 0x80:
-            self.exceptions += 1
-        else:
-            self.bad_responses += 1
-        self._bad(block, ts)
+            pass  # the line told us (line_down) and polls resume when it reopens
+        return None
 
-    def _failed(self, reason: str) -> None:
+    def failed(self, reason: str) -> None:
         self._failures += 1
         if self._failures >= OFFLINE_AFTER_FAILURES:
-            self._set_offline(f"{self._failures} consecutive failed polls, last: {reason}")
+            self.set_offline(f"{self._failures} consecutive failed polls, last: {reason}")
 
-    def _bad(self, block: ReadBlock, ts: float | None = None) -> None:
-        n = len(block.point_ids)
-        self._on_batch(SampleBatch.uniform(
-            block.point_ids, self._clock() if ts is None else ts, np.full(n, np.nan), Quality.BAD
-        ))  # fmt: skip
-
-    # ---------------------------------------------------------------- writes
-    async def write(self, point: str, value: float) -> None:
-        """Write an engineering value to a writable point (full name).
-
-        Raises
-        ------
-        WriteError : ``refused`` for an unknown or read-only point or a value out of range;
-            not refused when the slave answers with an exception, times out or the line is down.
-        """
-        try:
-            frame, function, echo = self._write_request(point, value)
-        except WriteError:
-            self.write_errors += 1
-            raise
+    async def send_write(self, point: str, adu: bytes) -> tuple[int, bytes]:
         if self.rtu.sniff:
-            self.write_errors += 1
             raise WriteError(f"{point}: device {self.name} is sniffed, not polled", refused=True)
         try:
-            got, body, _ts = await self._request(frame)
+            got, body, _ts = await self._request(rtu_frame(self.plan.unit_id, adu[7:]))
         except TransactionTimeout:
-            self.write_errors += 1
-            self._failed("write timeout")
+            self.failed("write timeout")
             raise WriteError(f"{point}: no answer within {self.config.timeout}s") from None
         except LineClosed as exc:
-            self.write_errors += 1
             raise WriteError(f"{point}: {exc}") from None
-        self._set_online()
-        if got == function | 0x80:
-            self.exceptions += 1
-            self.write_errors += 1
-            raise WriteError(f"{point}: device answered exception code {body[0] if body else -1}")
-        if got != function or body[:4] != echo:
-            self.bad_responses += 1
-            self.write_errors += 1
-            raise WriteError(f"{point}: unexpected answer to write (function {got})")
-        self.writes += 1
-
-    def _write_request(self, point: str, value: float) -> tuple[bytes, int, bytes]:
-        """RTU frame, function code and the echo the answer must carry."""
-        adu = write_adu(self.plan, self.name, point, value)
-        return rtu_frame(self.plan.unit_id, adu[7:]), adu[7], adu[8:12]
+        return got, body
 
     # ---------------------------------------------------------------- stats
-    def stats(self) -> dict[str, float | int | bool | str]:
-        rtt = self._last_rtt
+    def connected(self) -> bool:
+        return self.line.opened.is_set()
+
+    def counters(self) -> Stats:
         return {
-            "connected": self.line.opened.is_set(),
-            "online": self._link.online is True,
-            "state": self._link.state,
             "requests": self.requests,
             "responses": self.responses,
             "timeouts": self.timeouts,
             "retries": self.retries,
-            "exceptions": self.exceptions,
-            "bad_responses": self.bad_responses,
-            "skipped_polls": self.skipped_polls,
-            "last_rtt_ms": rtt * 1000.0 if rtt == rtt else float("nan"),
-            "writes": self.writes,
-            "write_errors": self.write_errors,
-            "task_errors": self.faults.count,
+            **super().counters(),
             **self.line.stats(),
         }

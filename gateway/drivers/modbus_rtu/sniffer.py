@@ -13,7 +13,6 @@ for three periods of its slowest poll group (the period the other master is expe
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,15 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import Faults, cancel_and_wait, ended_task
-from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.core.model import DeviceEvent, SampleBatch
+from gateway.drivers.base import DriverBase, Stats, WriteError
 from gateway.drivers.modbus_rtu.device import wire_config
 from gateway.drivers.modbus_rtu.line import RtuLine, make_line
-from gateway.drivers.modbus_tcp.device import WriteError
 from gateway.drivers.modbus_tcp.plan import BIT_TABLES, READ_FUNCTION, PointSpec, build_plan
 from gateway.impl import modbus
 
-_log = logging.getLogger(__name__)
 _TABLE_OF = {v: k for k, v in READ_FUNCTION.items()}
 MAX_CACHED_LAYOUTS = 256
 
@@ -63,8 +60,10 @@ class _Dispatch:
                 device.faults.ok(place)
 
 
-class SniffedRtuDevice:
+class SniffedRtuDevice(DriverBase):
     """A slave whose traffic with another master is decoded into this device's points."""
+
+    polled = False  # another master polls: silence is not a fault of ours
 
     def __init__(
         self,
@@ -75,79 +74,52 @@ class SniffedRtuDevice:
         clock: Callable[[], float] = time.time,
         line: RtuLine | None = None,
     ) -> None:
-        self.config = config
         self.plan = build_plan(wire_config(config), point_ids)
+        super().__init__(config, point_ids, on_batch, on_event, clock, ids=self.plan.point_ids)
         self.line = line if line is not None else make_line(config, clock)
         self.line.users.append(self)
         dispatch = self.line.sniffer
         if not isinstance(dispatch, _Dispatch):
             dispatch = _Dispatch(self.line)
         dispatch.devices[config.unit_id] = self
-        self.faults = Faults(_log)  # a raising callback never ends a task or the line
-        self._on_batch = self.faults.wrap(f"device {self.name}: on_batch", on_batch)
-        self._on_event = self.faults.wrap(f"device {self.name}: on_event", on_event)
-        self._clock = clock
         self._by_table: dict[str, list[PointSpec]] = {}
         for spec in self.plan.points.values():
             self._by_table.setdefault(spec.table, []).append(spec)
         self._layouts: dict[tuple[int, int, int], tuple[Any, npt.NDArray[np.uint32], Any]] = {}
-        self._online: bool | None = None
         self._last = 0.0
-        self._watch: asyncio.Task[None] | None = None
         self.decoded = self.ignored = self.exceptions = 0
-
-    polled = False  # another master polls: silence is not a fault of ours
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
     def task_failure(self) -> str | None:
         """Why the staleness watchdog or the line's task ended while running (None otherwise)."""
-        return ended_task(self._watch) or (self.line.task_failure() if self._watch else None)
+        return super().task_failure() or (self.line.task_failure() if self._tasks else None)
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         await self.line.start()
-        if self._watch is None or self._watch.done():
-            self._watch = asyncio.create_task(self._watchdog(), name=f"sniff:{self.name}")
 
-    async def stop(self) -> None:
-        task, self._watch = self._watch, None
-        if task is None:
-            return
-        await cancel_and_wait(task)
+    async def close(self) -> None:
         await self.line.stop()
 
-    async def write(self, point: str, value: float) -> None:
+    def tasks(self) -> list[tuple[str, Any]]:
+        return [("watchdog", self._watchdog())]
+
+    async def write_value(self, point: str, value: float) -> None:
         raise WriteError(f"{point}: device {self.name} is sniffed, not polled", refused=True)
 
     def line_down(self, reason: str) -> None:
-        self._set_offline(reason)
+        self.set_offline(reason)
 
     async def _watchdog(self) -> None:
         stale = 3.0 * max(self.config.poll_groups.values())
         while True:
             await asyncio.sleep(stale / 4)
-            if self._online and time.monotonic() - self._last > stale:
-                self._set_offline(f"no traffic for {stale:g}s")
-
-    def _set_offline(self, reason: str) -> None:
-        if self._online is False:
-            return
-        self._online = False
-        ts = self._clock()
-        ids = self.plan.point_ids
-        if len(ids):
-            self._on_batch(SampleBatch.uniform(ids, ts, np.full(len(ids), np.nan), Quality.BAD))
-        self._on_event(DeviceEvent(self.name, "offline", ts, reason))
+            if self.online and time.monotonic() - self._last > stale:
+                self.set_offline(f"no traffic for {stale:g}s")
 
     # -- decoding -----------------------------------------------------------------------------
     def exchange(self, fc: int, request: bytes, function: int, body: bytes, ts: float) -> None:
         """A request and its response, seen on the line."""
         self._last = time.monotonic()
-        if self._online is not True:
-            self._online = True
-            self._on_event(DeviceEvent(self.name, "online", ts, "sniffed"))
+        self.set_online(ts, "sniffed")
         if function & 0x80:
             self.exceptions += 1
             return
@@ -206,7 +178,7 @@ class SniffedRtuDevice:
         values = np.empty(len(ids), np.float64)
         decoder.decode(data, values)
         self.decoded += 1
-        self._on_batch(SampleBatch.uniform(ids, ts, values))
+        self.emit_values(ids, ts, values)
 
     def _bits(self, table: str, address: int, count: int, data: bytes, ts: float) -> None:
         _, ids, offsets = self._layout(table, address, count)
@@ -216,13 +188,13 @@ class SniffedRtuDevice:
         bits = np.empty(count, np.float64)
         modbus.unpack_bits(data, count, bits)
         self.decoded += 1
-        self._on_batch(SampleBatch.uniform(ids, ts, bits[offsets]))
+        self.emit_values(ids, ts, bits[offsets])
 
-    def stats(self) -> dict[str, float | int | bool | str]:
+    def connected(self) -> bool:
+        return self.line.opened.is_set()
+
+    def counters(self) -> Stats:
         return {
-            "connected": self.line.opened.is_set(),
-            "online": self._online is True,
-            "state": {None: "unknown", True: "online", False: "offline"}[self._online],
             "sniffed_responses": self.decoded,
             "sniffed_ignored": self.ignored,
             "exceptions": self.exceptions,

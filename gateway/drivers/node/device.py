@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from gateway.config import DeviceConfig
 from gateway.core.model import DeviceEvent, SampleBatch
-from gateway.drivers.linkstate import LinkState
-from gateway.drivers.modbus_tcp.device import WriteError
+from gateway.drivers.base import DriverBase, Stats, WriteError
 from gateway.drivers.node.keys import load_node_key
 from gateway.drivers.node.link import NodeLink, node_link
 from gateway.impl import node_frame as nf
@@ -36,8 +35,25 @@ WRITE_ATTEMPTS = 3
 _STATUS = {1: "unknown channel", 2: "value rejected by the node"}
 
 
-class NodeDevice:
-    """One node; see the module docstring. Interface as ModbusTcpDevice."""
+class NodeDevice(DriverBase):
+    """One node; see the module docstring. Constructor arguments as
+    :class:`~gateway.drivers.base.DriverBase`, plus the ``link`` it shares with the other nodes
+    on its socket or serial line."""
+
+    kind = "node"
+
+    @classmethod
+    def create(
+        cls,
+        config: DeviceConfig,
+        point_ids: Mapping[str, int],
+        on_batch: Callable[[SampleBatch], None],
+        on_event: Callable[[DeviceEvent], None],
+        clock: Callable[[], float],
+        shared: dict[str, Any],
+    ) -> NodeDevice:
+        link = node_link(config, shared, clock)
+        return cls(config, point_ids, on_batch, on_event, clock, link=link)
 
     def __init__(
         self,
@@ -50,7 +66,7 @@ class NodeDevice:
     ) -> None:
         if config.node is None:
             raise ValueError(f"{config.name}: driver node needs a node section")
-        self.config = config
+        super().__init__(config, point_ids, on_batch, on_event, clock)
         self.node_id = config.node.node_id
         nd = config.node
         if nd.key_file is not None:
@@ -67,52 +83,36 @@ class NodeDevice:
             self.link.add(self.node_id, self, key)
         except ValueError as exc:
             raise ValueError(f"{config.name}: {exc}") from None
-        self._on_batch = on_batch
-        self._on_event = on_event
-        self._clock = clock
         self._lookup = np.full(256, -1, np.int64)  # channel -> point id
-        self._writable: dict[str, tuple[int, int]] = {}  # point -> (channel, value type)
+        self._types: dict[str, tuple[int, int]] = {}  # point -> (channel, value type)
         for p in config.points:
-            full = f"{config.name}.{p.name}"
             assert p.channel is not None
-            self._lookup[p.channel] = point_ids[full]
-            if p.writable:
-                vtype = nf.VALUE_TYPES.get(p.type, nf.V_FLOAT32)
-                self._writable[full] = (p.channel, vtype)
-        self._all_ids = np.fromiter(point_ids.values(), np.uint32, len(point_ids))
+            self._lookup[p.channel] = point_ids[f"{config.name}.{p.name}"]
+            self._types[f"{config.name}.{p.name}"] = (
+                p.channel,
+                nf.VALUE_TYPES.get(p.type, nf.V_FLOAT32),
+            )
         self._channels = np.empty(255, np.uint8)
         self._values = np.empty(255, np.float64)
         self._last_seq: int | None = None
         self._session = -1
         self._write_seq = 0
         self._acks: dict[int, asyncio.Future[int]] = {}
-        self._link = LinkState(config.name, self._all_ids, clock, on_batch, on_event, kind="node")
         self._last_rx = 0.0
-        self._watch: asyncio.Task[None] | None = None
         self.readings_frames = self.duplicates = self.bad_payloads = 0
-        self.unmapped_readings = self.writes = self.write_errors = 0
+        self.unmapped_readings = 0
         self.sessions = self.forged = self.replayed = self.unauthenticated = 0
 
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    async def start(self) -> None:
-        if self._watch is not None:
-            return
-        self._watch = asyncio.create_task(self._watchdog(), name=f"node:{self.name}")
+    async def open(self) -> None:
         with contextlib.suppress(OSError):  # reported through link_down; retried by the watchdog
             await self.link.start()
 
-    async def stop(self) -> None:
-        task, self._watch = self._watch, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async def close(self) -> None:
         if self.link.opened.is_set():
             await self.link.stop()
+
+    def tasks(self) -> list[tuple[str, Any]]:
+        return [("watchdog", self._watchdog())]
 
     async def _watchdog(self) -> None:
         assert self.config.node is not None
@@ -122,14 +122,11 @@ class NodeDevice:
             if not self.link.opened.is_set():
                 with contextlib.suppress(OSError):
                     await self.link.start()
-            if self._link.online and time.monotonic() - self._last_rx > stale:
-                self._set_offline(f"no frame for {stale:g}s")
+            if self.online and time.monotonic() - self._last_rx > stale:
+                self.set_offline(f"no frame for {stale:g}s")
 
     def link_down(self, reason: str) -> None:
-        self._set_offline(reason)
-
-    def _set_offline(self, reason: str) -> None:
-        self._link.down(reason)
+        self.set_offline(reason)
 
     # -- frames from the node ---------------------------------------------------------------
     def frame(
@@ -141,7 +138,7 @@ class NodeDevice:
             self._last_seq = None
             self.sessions += 1
         self._last_rx = time.monotonic()
-        self._link.up(ts)
+        self.set_online(ts)
         if ftype == nf.T_READINGS:
             self._readings(seq, payload, ts, link)
         elif ftype == nf.T_WRITE_ACK:
@@ -175,24 +172,15 @@ class NodeDevice:
             self.unmapped_readings += int(n - np.count_nonzero(known))
         if known.any():
             values = self._values[:n][known].copy()
-            self._on_batch(SampleBatch.uniform(ids[known].astype(np.uint32), ts, values))
+            self.emit_values(ids[known].astype(np.uint32), ts, values)
 
     # -- writes --------------------------------------------------------------------------------
-    async def write(self, point: str, value: float) -> None:
+    async def write_value(self, point: str, value: float) -> None:
         """Send a WRITE frame and wait for the node's WRITE_ACK (3 attempts of ``timeout``)."""
-        target = self._writable.get(point)
-        if target is None:
-            self.write_errors += 1
-            raise WriteError(f"{point}: not a writable point of node {self.name}", refused=True)
-        value = float(value)
-        if not math.isfinite(value):
-            self.write_errors += 1
-            raise WriteError(f"{point}: value {value} is not finite", refused=True)
-        channel, vtype = target
+        channel, vtype = self._types[point]
         try:
             payload = nf.encode_readings([(channel, vtype, value)])[1:]  # one entry, no count
         except Exception as exc:  # struct.error for out-of-range integers
-            self.write_errors += 1
             raise WriteError(f"{point}: {value} out of range ({exc})", refused=True) from None
         self._write_seq = (self._write_seq + 1) & 0xFFFF
         seq = self._write_seq
@@ -201,7 +189,6 @@ class NodeDevice:
         try:
             for _ in range(WRITE_ATTEMPTS):
                 if not self.link.send(self.node_id, nf.T_WRITE, seq, payload):
-                    self.write_errors += 1
                     raise WriteError(f"{point}: node {self.name} has not been heard from")
                 try:
                     status = await asyncio.wait_for(asyncio.shield(fut), self.config.timeout)
@@ -209,26 +196,21 @@ class NodeDevice:
                 except TimeoutError:
                     continue
             else:
-                self.write_errors += 1
                 raise WriteError(f"{point}: no WRITE_ACK after {WRITE_ATTEMPTS} attempts")
         finally:
             self._acks.pop(seq, None)
         if status != 0:
-            self.write_errors += 1
             raise WriteError(f"{point}: {_STATUS.get(status, f'node status {status}')}")
-        self.writes += 1
 
-    def stats(self) -> dict[str, float | int | bool | str]:
+    def connected(self) -> bool:
+        return self.link.opened.is_set()
+
+    def counters(self) -> Stats:
         return {
-            "connected": self.link.opened.is_set(),
-            "online": self._link.online is True,
-            "state": self._link.state,
             "readings_frames": self.readings_frames,
             "duplicate_frames": self.duplicates,
             "bad_payloads": self.bad_payloads,
             "unmapped_readings": self.unmapped_readings,
-            "writes": self.writes,
-            "write_errors": self.write_errors,
             "sessions": self.sessions,
             "forged_frames": self.forged,
             "replayed_frames": self.replayed,
