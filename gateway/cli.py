@@ -39,11 +39,11 @@ def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) 
     asyncio.run(wrapper())
 
 
-def load_or_exit(path: str) -> Any:
+def load_or_exit(path: str, warnings: list[Any] | None = None) -> Any:
     from gateway.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, warnings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2 if exc.unreadable else 1) from None
@@ -51,11 +51,15 @@ def load_or_exit(path: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config.deps import missing_dependencies
+    from gateway.config.errors import as_warning
     from gateway.core.runtime import Runtime, RuntimeStartError
     from gateway.rules.errors import RuleError
     from gateway.uplink.client import UplinkError
 
-    config = load_or_exit(args.config)
+    warnings: list[Any] = []
+    config = load_or_exit(args.config, warnings)
+    for issue in warnings:  # what `gateway check` warns about: valid, probably not meant
+        print(as_warning(issue), file=sys.stderr)
     missing = missing_dependencies(config.devices, config.models)
     for gap in missing:
         print(f"{args.config}: {gap}", file=sys.stderr)

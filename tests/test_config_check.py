@@ -281,6 +281,19 @@ def test_run_refuses_can_without_python_can(tmp_path: Path) -> None:
     assert "device 'truck' (driver can, interface virtual) needs python-can" in proc.stderr
 
 
+def test_run_prints_the_warnings_check_gives(tmp_path: Path) -> None:
+    # The same warnings as `gateway check`, before anything else: here the run is then refused
+    # for a missing library, which keeps the test short; a run that starts prints them alike.
+    write(tmp_path, RTU_AND_CAN.replace("baudrate: 19200}", "baudrate: 19200}\n    timeout: 2"))
+    (tmp_path / "bus.dbc").write_text(EEC1_DBC)
+    proc = gateway("run", "gw.yaml", cwd=tmp_path, block="serial", timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        "gw.yaml:7:14: warning: devices[0].timeout: duration 2 has no unit and is taken as 2 "
+        "seconds; write 2s to say so"
+    ), proc.stderr
+
+
 def test_models_need_a_tflite_interpreter(tmp_path: Path) -> None:
     block = "ai_edge_litert,tflite_runtime"
     proc = gateway("check", str(DEMO), cwd=tmp_path, block=block)

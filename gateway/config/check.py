@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from gateway.config.deps import CANTOOLS, installed, missing_dependencies
-from gateway.config.errors import ConfigIssue
+from gateway.config.errors import ConfigIssue, as_warning
 from gateway.config.loader import LoadReport, load_report
 from gateway.config.model import DeviceConfig, LogAction, RuleConfig
 from gateway.config.models import ModelConfig
@@ -56,7 +56,7 @@ def check_config(path: str, *, self_test: bool = True) -> CheckResult:
     """Run every stage of the check on ``path``; never raises for a bad config."""
     report = load_report(path)
     result = CheckResult(path, [Finding(i) for i in report.issues], unreadable=report.unreadable)
-    result.warnings = [Finding(_as_warning(w)) for w in report.warnings]
+    result.warnings = [Finding(as_warning(w)) for w in report.warnings]
     if report.unreadable:
         return result
     result.errors += _rule_errors(report.rules, report.points, report.virtual)
@@ -99,12 +99,6 @@ def check_main(path: str, out: TextIO | None = None, err: TextIO | None = None) 
         print(note, file=out)
     print(f"{path}: OK: {result.summary}" + (f" ({warned})" if result.warnings else ""), file=out)
     return 0
-
-
-def _as_warning(issue: ConfigIssue) -> ConfigIssue:
-    """``file:line:column: warning: key.path: message``."""
-    where = f"{issue.path}: " if issue.path else ""
-    return dataclasses.replace(issue, path="", message=f"warning: {where}{issue.message}")
 
 
 def _count(n: int, word: str) -> str:

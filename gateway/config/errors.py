@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,3 +40,9 @@ def format_issues(err: ConfigError | Iterable[ConfigIssue]) -> str:
     """One issue per line: ``file:line:column: key.path: message``."""
     issues = err.issues if isinstance(err, ConfigError) else err
     return "\n".join(str(issue) for issue in issues)
+
+
+def as_warning(issue: ConfigIssue) -> ConfigIssue:
+    """The same issue shown as ``file:line:column: warning: key.path: message``."""
+    where = f"{issue.path}: " if issue.path else ""
+    return dataclasses.replace(issue, path="", message=f"warning: {where}{issue.message}")

@@ -24,7 +24,7 @@ from gateway.config.rules import RuleReading, apply_params
 from gateway.config.schema import TABLES
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def load_config(path: str | Path, warnings: list[ConfigIssue] | None = None) -> GatewayConfig:
     """Load and validate a config file.
 
     Relative paths inside it (``data_dir``, ``uplink.queue``, key files, ``rule_files``) are
@@ -36,9 +36,15 @@ def load_config(path: str | Path) -> GatewayConfig:
     ConfigError
         With every issue found (file:line:column, key path, message); ``unreadable`` is set
         when the file is missing or is not YAML.
+
+    ``warnings``, when given, receives what ``gateway check`` would warn about (overlapping
+    registers, durations without a unit): valid, but probably not what was meant.
     """
     text, loader = _open(path, "config file")
-    return loader.load(text, str(Path(path).resolve()))
+    config = loader.load(text, str(Path(path).resolve()))
+    if warnings is not None:
+        warnings.extend(loader.warnings)
+    return config
 
 
 @dataclass
