@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.config.models import ModelConfig
+from gateway.config.opcua import OpcuaConfig
 
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
 RegisterType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64"]
@@ -36,6 +37,7 @@ class PointConfig:
     description: str = ""
     signal: str | None = None  # can driver: "MESSAGE.SIGNAL" of the DBC
     channel: int | None = None  # node driver: reading channel
+    node: str | None = None  # opcua driver: the variable's NodeId, e.g. "ns=2;s=Press.Temp"
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,10 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """A southbound device; ``driver`` says which of rtu/can/node settings apply."""
+    """A southbound device; ``driver`` says which of rtu/can/node/opcua settings apply."""
 
     name: str
-    driver: Literal["modbus_tcp", "modbus_rtu", "can", "node"] = "modbus_tcp"
+    driver: Literal["modbus_tcp", "modbus_rtu", "can", "node", "opcua"] = "modbus_tcp"
     host: str = "127.0.0.1"
     port: int = 502
     unit_id: int = 1
@@ -110,6 +112,7 @@ class DeviceConfig:
     rtu: RtuConfig | None = None
     can: CanConfig | None = None
     node: NodeConfig | None = None
+    opcua: OpcuaConfig | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.config.models import MODEL_TABLES
+from gateway.config.opcua import OPCUA_TABLES
 from gateway.config.options import REQUIRED, Option, Section
 from gateway.config.options import duration_option as _duration
 
@@ -81,9 +82,9 @@ _DEVICE = Section(
     (
         Option("name", "string", "Device name; the first half of every point name "
                "`device.point`. Unique.", format="identifier"),
-        Option("driver", "choice", "Protocol driver; `modbus_rtu`, `can` and `node` take their "
-               "settings from the section of the same name.", "modbus_tcp",
-               choices=("modbus_tcp", "modbus_rtu", "can", "node")),
+        Option("driver", "choice", "Protocol driver; `modbus_rtu`, `can`, `node` and `opcua` "
+               "take their settings from the section of the same name.", "modbus_tcp",
+               choices=("modbus_tcp", "modbus_rtu", "can", "node", "opcua")),
         Option("host", "string", "Host name or IP address of the Modbus TCP server.",
                "127.0.0.1", format="host"),
         Option("port", "integer", "TCP port.", 502, minimum=1, maximum=65535),
@@ -109,6 +110,9 @@ _DEVICE = Section(
                None, nullable=True, table="can", default_doc="none"),
         Option("node", "section", "Transport of a `node` device (required for that driver).",
                None, nullable=True, table="node", default_doc="none"),
+        Option("opcua", "section", "Session, security and subscriptions of an `opcua` device "
+               "(required for that driver).", None, nullable=True, table="opcua",
+               default_doc="none"),
     ),
 )  # fmt: skip
 
@@ -247,6 +251,9 @@ _POINT = Section(
                min_length=1, nullable=True),
         Option("channel", "integer", "`node` driver: the node's reading channel.", None,
                minimum=0, maximum=255, nullable=True),
+        Option("node", "string", "`opcua` driver: the variable's NodeId, e.g. "
+               "`ns=2;s=Press.Temperature` or `ns=3;i=1001`.", None, min_length=1,
+               nullable=True),
     ),
 )  # fmt: skip
 
@@ -439,7 +446,7 @@ _UPLINK = Section(
 SECTIONS: Final[tuple[Section, ...]] = (
     _ROOT, _GATEWAY, _DEVICE, _RTU, _CAN, _NODE, _POINT, _RULE, _REPEAT, _ALARM, _EVENT, _WRITE,
     _SET, _LOG, _RULE_FILE, _INCLUDE, _VIRTUAL_POINT, _UPLINK,
-    *MODEL_TABLES,
+    *MODEL_TABLES, *OPCUA_TABLES,
 )  # fmt: skip
 TABLES: Final[dict[str, Section]] = {section.name: section for section in SECTIONS}
 #: Action kinds a rule may use; each is a one-key mapping `{kind: ...}`.

@@ -71,4 +71,8 @@ class DeviceFactory:
             from gateway.drivers.can import CanDevice
 
             return CanDevice(*args)
+        if config.driver == "opcua":
+            from gateway.drivers.opcua.device import OpcuaDevice
+
+            return OpcuaDevice(*args)
         raise ValueError(f"{config.name}: unknown driver {config.driver!r}")
