@@ -136,7 +136,7 @@ async def transfer(client: Client, ids: Sequence[int]) -> list[bool]:
         resp = await call(client, req, ua.TransferSubscriptionsResponse)
     except ua.UaStatusCodeError:  # BadServiceUnsupported and kin: nothing transferred
         return [False] * len(ids)
-    return [r.StatusCode.is_good() for r in resp.Results]
+    return [r.StatusCode.is_good() for r in resp.Parameters.Results]
 
 
 async def republish(client: Client, subscription_id: int, seq: int) -> bytes | None:
