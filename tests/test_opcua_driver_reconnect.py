@@ -25,7 +25,16 @@ from tests.opcua_support import (
 )
 
 N = 1000
-PERIOD = 0.1
+PERIOD = 0.2
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One server for the module (starting one costs seconds); the last test kills it."""
+    srv = ServerProcess(n=N, period=PERIOD)
+    srv.start()
+    yield srv
+    srv.kill()
 
 
 def config(port_or_url, **opcua):
@@ -41,25 +50,25 @@ def check_every_change_once(col: Collector) -> None:
         assert consecutive(vals) == [], f"point {pid}: a change missing or delivered twice"
 
 
-def test_tcp_connection_cut_mid_publish_loses_nothing() -> None:
+def test_tcp_connection_cut_mid_publish_loses_nothing(server) -> None:
     async def body() -> None:
-        with ServerProcess(n=N, period=PERIOD) as srv:
-            proxy = await Proxy(srv.opts["port"]).start()
-            col = Collector()
-            cfg = config(proxy.port)
-            dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-            await dev.start()
-            try:
-                await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
-                for k in range(2):
-                    proxy.cut()
-                    await wait_for(lambda k=k: proxy.cuts > k, "the proxy to cut a response")
-                    await wait_for(lambda k=k: dev.stats()["reconnects"] > k, "reconnect")
-                seen = len(col.values(0))
-                await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after reconnect")
-            finally:
-                await dev.stop()
-                await proxy.close()
+        srv = server
+        proxy = await Proxy(srv.opts["port"]).start()
+        col = Collector()
+        cfg = config(proxy.port)
+        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+        await dev.start()
+        try:
+            await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
+            for k in range(2):
+                proxy.cut()
+                await wait_for(lambda k=k: proxy.cuts > k, "the proxy to cut a response")
+                await wait_for(lambda k=k: dev.stats()["reconnects"] > k, "reconnect")
+            seen = len(col.values(0))
+            await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after reconnect")
+        finally:
+            await dev.stop()
+            await proxy.close()
         st = dev.stats()
         check_every_change_once(col)
         assert st["gaps_total"] == 0
@@ -69,39 +78,42 @@ def test_tcp_connection_cut_mid_publish_loses_nothing() -> None:
     asyncio.run(body())
 
 
-def test_server_frozen_past_keepalive_loses_nothing() -> None:
+def test_server_frozen_past_keepalive_loses_nothing(server) -> None:
     async def body() -> None:
-        with ServerProcess(n=N, period=PERIOD) as srv:
-            col = Collector()
-            cfg = config(srv.url)
-            dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-            await dev.start()
-            try:
-                await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
-                srv.signal(signal.SIGSTOP)
-                # keep-alive 5 x 100 ms, three of them missed: offline within ~2 s + timeout
-                await wait_for(lambda: dev.stats()["state"] == "offline", "offline", 10.0)
-                srv.signal(signal.SIGCONT)
-                await wait_for(lambda: dev.stats()["state"] == "online", "online again", 15.0)
-                seen = len(col.values(0))
-                await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after SIGCONT")
-            finally:
-                await dev.stop()
+        srv = server
+        col = Collector()
+        cfg = config(srv.url)
+        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+        await dev.start()
+        try:
+            await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
+            srv.signal(signal.SIGSTOP)
+            # keep-alive 5 x 100 ms, three of them missed: offline within ~2 s + timeout
+            await wait_for(lambda: dev.stats()["state"] == "offline", "offline", 10.0)
+            srv.signal(signal.SIGCONT)
+            await wait_for(lambda: dev.stats()["state"] == "online", "online again", 15.0)
+            seen = len(col.values(0))
+            await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after SIGCONT")
+        finally:
+            await dev.stop()
         st = dev.stats()
         check_every_change_once(col)
         assert st["gaps_total"] == 0 and st["sessions_reused"] >= 1
-        assert "keep-alives missed" in next(e.detail for e in col.events if e.kind == "offline")
+        assert "connection lost: no PublishResponse" in next(
+            e.detail for e in col.events if e.kind == "offline"
+        )
 
     asyncio.run(body())
 
 
-def test_server_killed_and_restarted_is_a_declared_gap(caplog: pytest.LogCaptureFixture) -> None:
+def test_server_killed_and_restarted_is_a_declared_gap(
+    server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, "gateway.drivers.opcua")
 
     async def body() -> tuple[Collector, OpcuaDevice]:
-        srv = ServerProcess(n=N, period=PERIOD)
+        srv = server
         try:
-            srv.start()
             col = Collector()
             cfg = config(srv.url)
             dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)

@@ -457,6 +457,10 @@ def _describe(exc: BaseException) -> str:
                 "cert.der on the server")  # fmt: skip
     if isinstance(exc, TimeoutError):
         return "no answer from the server (timeout)"
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno is not None:
         return f"cannot connect: {exc.strerror or text}"
+    if isinstance(exc, ConnectionError) and str(exc):
+        return f"connection lost: {exc}"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {text}"
     return f"{name}: {text}" if text != name else name

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from asyncua import Client, ua
 
 from gateway.config import DeviceConfig, PointConfig
-from gateway.drivers.opcua.session import call
+from gateway.drivers.opcua.session import call, request
 
 _log = logging.getLogger(__name__)
 
 #: Monitored items created per CreateMonitoredItems request.
 ITEMS_PER_REQUEST = 1000
 _DEADBAND = {"none": 0, "absolute": 1, "percent": 2}
+_U32, _I32 = struct.Struct("<I"), struct.Struct("<i")
+_PUBLISH_RESPONSE_ID = b"\x01\x00" + struct.pack("<H", 829)  # four-byte NodeId i=829
 
 
 @dataclass
@@ -141,23 +144,36 @@ async def transfer(client: Client, ids: Sequence[int]) -> list[bool]:
 
 async def republish(client: Client, subscription_id: int, seq: int) -> bytes | None:
     """Ask for one missed NotificationMessage again, as a PublishResponse body for the decoder
-    (None when the server no longer has it)."""
-    from asyncua.ua.ua_binary import struct_to_binary
+    (None when the server no longer has it).
+
+    The RepublishResponse is rewritten into a PublishResponse byte for byte (its
+    NotificationMessage is not decoded and encoded again: a message held during an outage
+    carries thousands of values, which asyncua's codec would take a second over).
+    """
+    from asyncua.common.utils import Buffer
+    from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary
 
     req = ua.RepublishRequest()
     req.Parameters.SubscriptionId = subscription_id
     req.Parameters.RetransmitSequenceNumber = seq
     try:
-        resp = await call(client, req, ua.RepublishResponse)
+        data = await request(client, req)
     except ua.UaStatusCodeError:  # BadMessageNotAvailable
         return None
-    msg = resp.NotificationMessage
-    if msg.SequenceNumber != seq or not msg.NotificationData:
+    buf = Buffer(data)
+    nodeid_from_binary(buf)
+    struct_from_binary(ua.ResponseHeader, buf)
+    off = len(data) - len(buf)  # where the NotificationMessage starts
+    if data[:2] != b"\x01\x00" or len(data) < off + 16:
+        raise ValueError(f"RepublishResponse of {len(data)} bytes is not understood")
+    (got,) = _U32.unpack_from(data, off)
+    (count,) = _I32.unpack_from(data, off + 12)
+    if got != seq or count <= 0:
         return None  # asyncua's server answers an empty message instead of a fault
-    out = ua.PublishResponse()
-    out.Parameters.SubscriptionId = subscription_id
-    out.Parameters.NotificationMessage = msg
-    return bytes(struct_to_binary(out))
+    return b"".join((
+        _PUBLISH_RESPONSE_ID, data[4:off], _U32.pack(subscription_id), _I32.pack(0), b"\x00",
+        data[off:], _I32.pack(0), _I32.pack(0),
+    ))  # fmt: skip
 
 
 class SequenceTracker:
