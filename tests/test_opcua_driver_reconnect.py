@@ -106,6 +106,34 @@ def test_server_frozen_past_keepalive_loses_nothing(server) -> None:
     asyncio.run(body())
 
 
+def test_subscription_gone_while_session_lives_is_recreated(server) -> None:
+    """The server drops the subscription (here: deleted under the device's feet) but keeps the
+    session: a gap, and a new subscription on the same session, without a reconnect."""
+    from asyncua import ua
+
+    from gateway.drivers.opcua.session import call
+
+    async def body() -> OpcuaDevice:
+        col = Collector()
+        cfg = config(server.url)
+        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+        await dev.start()
+        try:
+            await wait_for(lambda: len(col.values(0)) >= 3, "first changes")
+            req = ua.DeleteSubscriptionsRequest()
+            req.Parameters.SubscriptionIds = [dev.groups[0].subscription_id]
+            await call(dev._client, req, ua.DeleteSubscriptionsResponse)
+            await wait_for(lambda: dev.stats()["subscriptions_recreated"] == 1, "re-creation")
+            seen = len(col.values(0))
+            await wait_for(lambda: len(col.values(0)) >= seen + 3, "changes afterwards")
+        finally:
+            await dev.stop()
+        return dev
+
+    st = asyncio.run(body()).stats()
+    assert st["gaps_total"] == 1 and st["reconnects"] == 0 and st["connect_failures"] == 0
+
+
 def test_server_killed_and_restarted_is_a_declared_gap(
     server: ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -164,32 +164,45 @@ class OpcuaDevice:
         if self.responses or self.reads:
             self.reconnects += 1
         self.sessions_reused += reused
+        if not reused:
+            self.writer.forget()  # a new session may be a new server: read DataTypes again
         if self.opc.mode == "poll":
             self._link.up()
             await self._poll_loop(client)
             return
         if not reused:
-            await self._adopt_subscriptions(client)
-        self._link.up()
-        await self._publish_loop(client)
+            await self._transfer(client)
+        while True:
+            await self._create_missing(client)
+            self._link.up()
+            try:
+                await self._publish_loop(client)
+            except _Resubscribe:
+                continue
 
-    async def _adopt_subscriptions(self, client: Any) -> None:
-        """Take the subscriptions over from the old session, or create them (with a gap for
-        what the lost ones held)."""
+    async def _transfer(self, client: Any) -> None:
+        """A new session: take the subscriptions over from the old one where the server still
+        has them; the others are lost (a gap)."""
         old = [g for g in self.groups if g.subscription_id]
         kept = await transfer(client, [g.subscription_id for g in old]) if old else []
         for g, ok in zip(old, kept, strict=True):
             if ok:
                 self.transferred += 1
             else:
-                self._gap(g, "the server no longer has the subscription (restarted, or "
-                          f"away longer than lifetime {self.opc.lifetime:g}s)")  # fmt: skip
-                g.subscription_id = 0
+                self._lose(g, "the server no longer has the subscription (restarted, or away "
+                           f"longer than lifetime {self.opc.lifetime:g}s)")  # fmt: skip
+
+    async def _create_missing(self, client: Any) -> None:
         for g in self.groups:
             if not g.subscription_id:
                 await create_subscription(client, self.config, g)
                 self._trackers[g.name].reset()
-                self.recreated += bool(old)
+                self.recreated += g.created
+                g.created = True
+
+    def _lose(self, group: Group, why: str) -> None:
+        self._gap(group, why)
+        group.subscription_id = 0
 
     # -- subscriptions: our publish loop ---------------------------------------------------------
     async def _publish_loop(self, client: Any) -> None:
@@ -227,6 +240,10 @@ class OpcuaDevice:
                         if name == "BadTooManyPublishRequests":
                             want = max(1, want - 1)
                             continue
+                        if name == "BadNoSubscription":
+                            for g in self.groups:
+                                self._lose(g, "the server has no subscription for this session")
+                            raise _Resubscribe() from None
                         raise
                     await self._on_publish(client, data, by_sub, acks)
         finally:
@@ -432,6 +449,10 @@ class OpcuaDevice:
             "write_errors": self.writer.errors,
             "task_errors": self.faults.count,
         }
+
+
+class _Resubscribe(Exception):
+    """A subscription ended while the session lives: create it again on the same session."""
 
 
 def codec_publish_request(acks: list[tuple[int, int]]) -> Any:

@@ -40,6 +40,7 @@ class Group:
     points: list[tuple[PointConfig, int]]  # (point, point id)
     subscription_id: int = 0
     keepalive: float = 0.0  # s between keep-alives, as revised by the server
+    created: bool = False  # a subscription was created once (a new one is a re-creation)
     bad_nodes: dict[str, str] = field(default_factory=dict)  # point -> why its item failed
 
     @property
