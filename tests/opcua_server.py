@@ -6,7 +6,8 @@ Counters ``ns=2;s=C<i>`` (Double) all take the tick number every ``period`` seco
 one variable per scalar type (``ns=2;s=T.<Type>``), a String, a Double array, a writable Int16
 (``ns=2;s=W.Int16``), a writable Boolean and a read-only Double (``ns=2;s=RO``). Prints ``READY``
 once listening. Options (JSON): port, n, period, base, security ("none" | "secure"), cert,
-key, users ({name: password}; anonymous refused when given).
+key, users ({name: password}; anonymous refused when given), events (a BaseEvent "tick N"
+from the Server object every fifth tick).
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ async def main(opts: dict[str, Any]) -> None:
     )
     await wb.set_writable()
     await objects.add_variable(ua.NodeId("RO", 2), "RO", 1.0)
+    events = None
+    if opts.get("events"):  # a BaseEvent from the Server object every fifth tick
+        events = await server.get_event_generator()
+        events.event.Severity = 500
     period = float(opts.get("period", 0.1))
     tick = int(opts.get("base", 1))
     async with server:
@@ -119,6 +124,9 @@ async def main(opts: dict[str, Any]) -> None:
                               SourceTimestamp=datetime.now(UTC))  # fmt: skip
             for nodeid in counters:
                 await server.write_attribute_value(nodeid, dv)
+            if events is not None and tick % 5 == 0:
+                events.event.Message = ua.LocalizedText(f"tick {tick}")
+                await events.trigger()
             tick += 1
             nxt += period
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))

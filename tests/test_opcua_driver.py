@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import pytest
 
@@ -27,7 +28,7 @@ N = 2000
 
 @pytest.fixture(scope="module")
 def server():
-    with ServerProcess(n=N, period=0.2) as srv:
+    with ServerProcess(n=N, period=0.2, events=True) as srv:
         yield srv
 
 
@@ -150,3 +151,19 @@ def test_unreachable_server_is_offline_with_reason() -> None:
     off = [e for e in col.events if e.kind == "offline"]
     assert len(off) == 1 and "cannot connect" in off[0].detail
     assert col.bad_batches() == 1  # one BAD batch when going offline, not one per attempt
+
+
+def test_events_of_a_node_onto_the_events_stream(server) -> None:
+    cfg = device_config(server.url, counters(2), events=("i=2253",))
+
+    def two(col, dev):
+        return len([e for e in col.events if e.kind == "opcua_event"]) >= 2
+
+    col, dev = asyncio.run(run(cfg, two, "two events from the Server object"))
+    evs = [e for e in col.events if e.kind == "opcua_event"]
+    assert "severity=500" in evs[0].detail and "message=tick " in evs[0].detail
+    assert "source=" in evs[0].detail and "type=i=2041" in evs[0].detail
+    ticks = [int(e.detail.rsplit("tick ", 1)[1]) for e in evs]
+    assert ticks[1] - ticks[0] == 5 and abs(evs[0].ts - time.time()) < 60
+    assert dev.stats()["events"] >= 2 and dev.stats()["bad_nodes"] == 0
+    assert len(col.values(0)) >= 1  # the points still flow beside the events

@@ -61,6 +61,8 @@ def test_valid_insecure_device_loads(tmp_path: Path) -> None:
          "7:89 devices[0].opcua.deadband_value", "a percent deadband is 0..100"),
         ("{endpoint: 'opc.tcp://h', insecure: true, security_mode: Sign}",
          "7:69 devices[0].opcua.security_mode", "does not go with security_policy None"),
+        ("{endpoint: 'opc.tcp://h', insecure: true, mode: poll, events: ['i=2253']}",
+         "7:74 devices[0].opcua.events", "events come by subscription"),
         ("{endpoint: 'opc.tcp://h', insecure: true, mode: pull}",
          "7:60 devices[0].opcua.mode", "expected one of subscribe, poll"),
     ],

@@ -62,6 +62,7 @@ class OpcuaConfig:
     keepalive_count: int = 10
     lifetime: float = 60.0  # s the server keeps our session and subscriptions without us
     publish_requests: int = 3
+    events: tuple[str, ...] = ()  # NodeIds whose events / alarms go to the events stream
     groups: tuple[OpcuaGroupConfig, ...] = ()
 
     def group(self, name: str) -> OpcuaGroupConfig:
@@ -128,6 +129,9 @@ _OPCUA = Section(
                   "the gateway is away: the longest outage recovered without a gap.", 60.0),
         Option("publish_requests", "integer", "PublishRequests kept in flight per session.",
                3, minimum=1, maximum=32),
+        Option("events", "string_list", "NodeIds whose events (and Alarms & Conditions) go "
+               "to the events stream, e.g. `i=2253` (the Server object, which most servers "
+               "report every event through). Needs `mode: subscribe`.", (), nullable=True),
         Option("groups", "section_list", "Per poll group overrides of `sampling_interval`, "
                "`queue_size`, `deadband`, `deadband_value`.", (), nullable=True,
                table="opcua_group"),
@@ -191,9 +195,14 @@ def read_opcua(
         groups.append(OpcuaGroupConfig(**g.fields()))
     if not _deadband(reader, sub, path):
         ok = False
+    if sub.values["events"] and sub.values["mode"] == "poll":
+        msg = "events come by subscription; remove `events` or use mode: subscribe"
+        reader.error(sub.at("events"), join(path, "events"), msg)
+        ok = False
     if not ok:
         return None
-    return OpcuaConfig(**sub.fields(), groups=tuple(groups))
+    fields = {**sub.fields(), "events": tuple(sub.values["events"] or ())}
+    return OpcuaConfig(**fields, groups=tuple(groups))
 
 
 def _deadband(reader: Reader, parsed: Parsed, path: str) -> bool:

@@ -33,6 +33,7 @@ from gateway.core.guard import cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.linkstate import LinkState
 from gateway.drivers.opcua import session as ses
+from gateway.drivers.opcua.events import events_of
 from gateway.drivers.opcua.subscriptions import (
     Group,
     SequenceTracker,
@@ -90,7 +91,7 @@ class OpcuaDevice:
         self.responses = self.rows = self.keepalives = self.republished = self.gaps = 0
         self.duplicates = self.reconnects = self.sessions_reused = self.transferred = 0
         self.recreated = self.connect_failures = self.reads = self.text_values = 0
-        self.unsupported_values = self.bad_responses = 0
+        self.unsupported_values = self.bad_responses = self.events = 0
         self.last_error = ""
 
     @property
@@ -257,7 +258,7 @@ class OpcuaDevice:
         self, client: Any, data: bytes, by_sub: dict[int, Group], acks: list[tuple[int, int]]
     ) -> None:
         dec = self.decoder
-        batch, texts = self._decode(data)
+        batch, texts, events = self._decode(data)
         self.responses += 1
         sid, seq = dec.subscription_id, dec.sequence_number
         has_data = len(batch) or dec.last_unknown or dec.last_events or dec.status_change >= 0
@@ -284,7 +285,7 @@ class OpcuaDevice:
         if has_data:
             acks.append((sid, seq))
             if tracker.fresh(seq):
-                self._deliver(batch, texts)
+                self._deliver(batch, texts, events)
             else:
                 self.duplicates += 1
         else:
@@ -338,8 +339,9 @@ class OpcuaDevice:
 
     def _decode(
         self, data: bytes, ids: np.ndarray | None = None
-    ) -> tuple[SampleBatch, list[tuple[int, str, str]]]:
-        """One response into a batch (copied out of the reused columns) and its text values."""
+    ) -> tuple[SampleBatch, list[tuple[int, str, str]], list[DeviceEvent]]:
+        """One response into a batch (copied out of the reused columns), its text values and
+        its events."""
         need = codec.max_rows(len(data)) if ids is None else len(ids)
         if need > len(self._cols[0]):
             self._cols = self._columns(max(need, 2 * len(self._cols[0])))
@@ -356,7 +358,8 @@ class OpcuaDevice:
         other = self.decoder.last_other
         if other:
             texts = self._others(data, batch, other)
-        return batch, texts
+        events = events_of(self.name, data, now) if self.decoder.last_events else []
+        return batch, texts, events
 
     def _others(
         self, data: bytes, batch: SampleBatch, other: list[tuple[int, int, int, int]]
@@ -396,7 +399,9 @@ class OpcuaDevice:
             texts = [(row, p, t) for row, p, t in texts]
         return texts
 
-    def _deliver(self, batch: SampleBatch, texts: list[tuple[int, str, str]]) -> None:
+    def _deliver(
+        self, batch: SampleBatch, texts: list[tuple[int, str, str]], events: list[DeviceEvent]
+    ) -> None:
         if self._link.online is not True:
             self._link.up()
         if len(batch):
@@ -406,6 +411,9 @@ class OpcuaDevice:
         for _row, point, text in texts:
             self.text_values += 1
             self._on_event(DeviceEvent(self.name, "text", now, f"{point}={text}"))
+        for event in events:
+            self.events += 1
+            self._on_event(event)
 
     def _gap(self, group: Group, why: str) -> None:
         """An explicit gap: what the group's points did meanwhile is lost."""
@@ -435,6 +443,7 @@ class OpcuaDevice:
             "reads": self.reads,
             "values": self.rows,
             "text_values": self.text_values,
+            "events": self.events,
             "unsupported_values": self.unsupported_values,
             "republished": self.republished,
             "duplicates": self.duplicates,

@@ -41,6 +41,7 @@ class Group:
     subscription_id: int = 0
     keepalive: float = 0.0  # s between keep-alives, as revised by the server
     created: bool = False  # a subscription was created once (a new one is a re-creation)
+    events: bool = False  # the device's event items live in this group's subscription
     bad_nodes: dict[str, str] = field(default_factory=dict)  # point -> why its item failed
 
     @property
@@ -56,7 +57,13 @@ def groups_of(config: DeviceConfig, point_ids: dict[str, int]) -> list[Group]:
         if g is None:
             g = out[p.poll] = Group(p.poll, config.poll_groups[p.poll], [])
         g.points.append((p, point_ids[f"{config.name}.{p.name}"]))
-    return list(out.values())
+    groups = list(out.values())
+    if config.opcua is not None and config.opcua.events:
+        if not groups:  # events only: a subscription of their own at the first group's period
+            name, period = next(iter(config.poll_groups.items()))
+            groups.append(Group(name, period, []))
+        groups[0].events = True
+    return groups
 
 
 def parse_node(text: str) -> ua.NodeId:
@@ -114,6 +121,10 @@ async def create_subscription(client: Client, config: DeviceConfig, group: Group
             RequestedParameters=mp,
         ))  # fmt: skip
     group.bad_nodes.clear()
+    if group.events:
+        from gateway.drivers.opcua.events import event_items
+
+        items.extend(event_items(opc.events))
     for start in range(0, len(items), ITEMS_PER_REQUEST):
         chunk = items[start : start + ITEMS_PER_REQUEST]
         mreq = ua.CreateMonitoredItemsRequest()
@@ -121,9 +132,10 @@ async def create_subscription(client: Client, config: DeviceConfig, group: Group
         mreq.Parameters.TimestampsToReturn = ua.TimestampsToReturn.Both
         mreq.Parameters.ItemsToCreate = chunk
         mresp = await call(client, mreq, ua.CreateMonitoredItemsResponse)
-        for (point, _), result in zip(group.points[start:], mresp.Results, strict=False):
+        names = [p.name for p, _ in group.points] + [f"events:{e}" for e in opc.events]
+        for name, result in zip(names[start:], mresp.Results, strict=False):
             if not result.StatusCode.is_good():
-                group.bad_nodes[point.name] = result.StatusCode.name
+                group.bad_nodes[name] = result.StatusCode.name
     if group.bad_nodes:
         shown = ", ".join(f"{p} ({why})" for p, why in list(group.bad_nodes.items())[:5])
         more = len(group.bad_nodes) - 5
