@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 PERIOD = 0.1  # server update period and client publishing/sampling interval, seconds
+SCRIPT = __file__  # what Child runs; bench_opcua_e2e.py points it at itself
 
 
 def free_port() -> int:
@@ -148,7 +149,7 @@ class Child:
     """A role of this script in its own process; the last value of each reported key."""
 
     def __init__(self, *args: str) -> None:
-        cmd = [sys.executable, __file__, *args]
+        cmd = [sys.executable, SCRIPT, *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True)  # fmt: skip
         self.last: dict[str, list[str]] = {}

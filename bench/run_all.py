@@ -12,6 +12,7 @@ BENCHES = [
     "bench_can_decode.py",
     "bench_opcua_decode.py",
     "bench_opcua_stacks.py",
+    "bench_opcua_e2e.py",
     "bench_node_frame.py",
     "bench_rtu_serial.py",
     "bench_queue.py",

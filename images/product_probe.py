@@ -26,6 +26,9 @@ IMPORTS = {
     "python-can": "can",
     "cantools": "cantools",
     "ai-edge-litert": "ai_edge_litert.interpreter",
+    "asyncua": "asyncua.client.client",
+    "cryptography": "cryptography.hazmat.primitives.asymmetric.rsa",
+    "cffi": "_cffi_backend",
 }
 
 

@@ -50,7 +50,8 @@ def test_every_runtime_pin_has_an_import_to_probe() -> None:
 def test_probe_passes_on_the_dev_venv_with_every_pin() -> None:
     res = probe(PINS)
     assert res.returncode == 0, res.stderr
-    assert "all 8 runtime pins installed" in res.stdout
+    n = sum(1 for line in PINS.read_text().splitlines() if "==" in line.split("#", 1)[0])
+    assert f"all {n} runtime pins installed" in res.stdout
 
 
 def test_probe_names_a_missing_package_and_a_wrong_version(tmp_path: Path) -> None:

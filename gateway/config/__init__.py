@@ -49,11 +49,12 @@ from gateway.config.model import (
     WriteAction,
 )
 from gateway.config.models import FeatureConfig, ModelConfig, OutputConfig, WindowConfig
+from gateway.config.opcua import OpcuaConfig, OpcuaGroupConfig
 
 __all__ = [
     "Action", "AlarmAction", "CanConfig", "CheckResult", "LoadReport", "Missing", "ConfigError", "ConfigIssue", "DeviceConfig",
     "EventAction", "FeatureConfig", "GatewayConfig", "InputError", "LogAction", "ModelConfig",
-    "NodeConfig", "Order", "OutputConfig", "PointConfig", "RegisterTable", "RegisterType",
+    "NodeConfig", "OpcuaConfig", "OpcuaGroupConfig", "Order", "OutputConfig", "PointConfig", "RegisterTable", "RegisterType",
     "RtuConfig", "RuleConfig", "SetAction", "UplinkConfig", "VirtualPointConfig", "WindowConfig",
     "WriteAction", "check_config", "check_main", "load_report", "missing_dependencies", "format_issues", "load_config", "load_config_text",
     "load_rule_file", "read_bounded", "read_text",

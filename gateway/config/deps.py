@@ -37,6 +37,9 @@ class Requirement:
 PYSERIAL = Requirement(("serial",), "pyserial", "python3-serial")
 PYTHON_CAN = Requirement(("can",), "python-can", "python3-can")
 CANTOOLS = Requirement(("cantools",), "cantools")
+ASYNCUA = Requirement(
+    ("asyncua",), "asyncua", note="no Debian package; the gateway's .deb ships it (pinned)"
+)
 LITERT = Requirement(
     ("ai_edge_litert", "tflite_runtime"),
     "ai-edge-litert",
@@ -74,6 +77,8 @@ def device_requirements(device: DeviceConfig) -> list[tuple[Requirement, str]]:
             out.append((PYTHON_CAN, f"driver can, interface {can.interface}"))
         if can.dbc is not None:
             out.append((CANTOOLS, f"driver can, DBC {can.dbc}"))
+    if device.driver == "opcua" and device.opcua is not None:
+        out.append((ASYNCUA, f"driver opcua, {device.opcua.endpoint}"))
     return out
 
 

@@ -14,13 +14,20 @@ from gateway.config.errors import ConfigIssue
 from gateway.config.input import file_problem
 from gateway.config.model import CanConfig, DeviceConfig, NodeConfig, PointConfig, RtuConfig
 from gateway.config.options import Option, Section
+from gateway.config.opcua import OpcuaConfig, read_opcua
 from gateway.config.reader import Parsed, Reader, join, suggest
 from gateway.config.schema import REGISTER_WORDS, TABLES
 
 _READ_ONLY_TABLES = ("input", "discrete")
 #: The built-in drivers and the key their points are found by; every other driver is a plugin
 #: (gateway.drivers.registry) that declares its section and point key itself.
-_POINT_KEY = {"modbus_tcp": "address", "modbus_rtu": "address", "can": "signal", "node": "channel"}
+_POINT_KEY = {
+    "modbus_tcp": "address",
+    "modbus_rtu": "address",
+    "can": "signal",
+    "node": "channel",
+    "opcua": "node",
+}
 _FAILED = object()  # a plugin's settings had issues (None is a valid "no settings")
 _BIT_TABLES = ("coil", "discrete")
 
@@ -150,10 +157,12 @@ class DeviceReading:
     def _driver_settings(
         self, parsed: Parsed, path: str, driver: str | None
     ) -> dict[str, Any] | None:
-        """The rtu/can/node section the driver needs; the others must be absent."""
+        """The rtu/can/node/opcua section the driver needs; the others must be absent."""
         out: dict[str, Any] = {}
         ok = True
-        for key, cls in (("rtu", RtuConfig), ("can", CanConfig), ("node", NodeConfig)):
+        sections = (("rtu", RtuConfig), ("can", CanConfig), ("node", NodeConfig),
+                    ("opcua", OpcuaConfig))  # fmt: skip
+        for key, cls in sections:
             node = parsed.values.get(key)
             if key in parsed.bad:
                 ok = False
@@ -176,6 +185,12 @@ class DeviceReading:
                 msg = f"`{key}` settings do not apply to driver {driver}; remove them"
                 self.main.error(parsed.at(key), join(path, key), msg)
                 ok = False
+                continue
+            if key == "opcua":
+                groups = parsed.values["poll_groups"] if parsed.ok("poll_groups") else None
+                opcua = read_opcua(self.main, node, join(path, key), groups)
+                ok = ok and opcua is not None
+                out[key] = opcua
                 continue
             sub = self.main.section(node, join(path, key), TABLES[key])
             if sub is None or sub.bad:
@@ -257,6 +272,8 @@ class DeviceReading:
         """Each driver finds a point by its own key: address, signal or channel."""
         need = _POINT_KEY.get(driver) or _plugin_point_key(driver)
         if need is None or need in parsed.bad:
+        need = {"can": "signal", "node": "channel", "opcua": "node"}.get(driver, "address")
+        if need in parsed.bad:
             return
         if parsed.values.get(need) is None:
             msg = f"missing required key '{need}'"

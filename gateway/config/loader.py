@@ -19,6 +19,7 @@ from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.input import InputError, read_text
 from gateway.config.model import DeviceConfig, GatewayConfig, RuleConfig, UplinkConfig
 from gateway.config.models import ModelConfig, declared_outputs, read_models
+from gateway.config.opcua import resolve_certificate_dirs
 from gateway.config.reader import Parsed, Reader
 from gateway.config.rules import RuleReading, apply_params
 from gateway.config.schema import TABLES
@@ -188,6 +189,9 @@ class Loader(DeviceReading, RuleReading):
         if "gateway" in top.nodes and top.ok("gateway"):
             gateway = self.main.section(top.nodes["gateway"], "gateway", TABLES["gateway"])
         devices = self._devices(top)
+        if gateway is not None and gateway.ok("data_dir"):
+            data_dir = gateway.values["data_dir"]
+            devices = resolve_certificate_dirs(self.main, devices, data_dir, self.marks)
         virtual = self._read_virtual_points(top)
         rules = [
             *self._rules(self.main, top, "rules"),

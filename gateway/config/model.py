@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.config.models import ModelConfig
+from gateway.config.opcua import OpcuaConfig
 
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
 RegisterType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64"]
@@ -36,6 +37,7 @@ class PointConfig:
     description: str = ""
     signal: str | None = None  # can driver: "MESSAGE.SIGNAL" of the DBC
     channel: int | None = None  # node driver: reading channel
+    node: str | None = None  # opcua driver: the variable's NodeId, e.g. "ns=2;s=Press.Temp"
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """A southbound device; ``driver`` says which of rtu/can/node settings apply."""
+    """A southbound device; ``driver`` says which of rtu/can/node/opcua settings apply."""
 
     name: str
     driver: str = "modbus_tcp"  # a name of gateway.drivers.registry.available()
@@ -111,6 +113,7 @@ class DeviceConfig:
     can: CanConfig | None = None
     node: NodeConfig | None = None
     settings: Any = None  # a third-party driver's own section, as its parse_config returned it
+    opcua: OpcuaConfig | None = None
 
 
 @dataclass(frozen=True)

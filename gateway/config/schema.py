@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.config.models import MODEL_TABLES
+from gateway.config.opcua import OPCUA_TABLES
 from gateway.config.options import REQUIRED, Option, Section
 from gateway.config.options import duration_option as _duration
 
@@ -82,8 +83,8 @@ _DEVICE = Section(
         Option("name", "string", "Device name; the first half of every point name "
                "`device.point`. Unique.", format="identifier"),
         Option("driver", "string", "Protocol driver: a built-in (`modbus_tcp`, `modbus_rtu`, "
-               "`can`, `node`) or an installed third-party one (docs/drivers.md). `modbus_rtu`, "
-               "`can`, `node` and third-party drivers take their settings from the section of "
+               "`can`, `node`, `opcua`) or an installed third-party one (docs/drivers.md). `modbus_rtu`, "
+               "`can`, `node`, `opcua` and third-party drivers take their settings from the section of "
                "the same name (`modbus_rtu`: `rtu`).", "modbus_tcp", format="identifier"),
         Option("host", "string", "Host name or IP address of the Modbus TCP server.",
                "127.0.0.1", format="host"),
@@ -110,6 +111,9 @@ _DEVICE = Section(
                None, nullable=True, table="can", default_doc="none"),
         Option("node", "section", "Transport of a `node` device (required for that driver).",
                None, nullable=True, table="node", default_doc="none"),
+        Option("opcua", "section", "Session, security and subscriptions of an `opcua` device "
+               "(required for that driver).", None, nullable=True, table="opcua",
+               default_doc="none"),
     ),
 )  # fmt: skip
 
@@ -248,6 +252,9 @@ _POINT = Section(
                min_length=1, nullable=True),
         Option("channel", "integer", "`node` driver: the node's reading channel.", None,
                minimum=0, maximum=255, nullable=True),
+        Option("node", "string", "`opcua` driver: the variable's NodeId, e.g. "
+               "`ns=2;s=Press.Temperature` or `ns=3;i=1001`.", None, min_length=1,
+               nullable=True),
     ),
 )  # fmt: skip
 
@@ -440,7 +447,7 @@ _UPLINK = Section(
 SECTIONS: Final[tuple[Section, ...]] = (
     _ROOT, _GATEWAY, _DEVICE, _RTU, _CAN, _NODE, _POINT, _RULE, _REPEAT, _ALARM, _EVENT, _WRITE,
     _SET, _LOG, _RULE_FILE, _INCLUDE, _VIRTUAL_POINT, _UPLINK,
-    *MODEL_TABLES,
+    *MODEL_TABLES, *OPCUA_TABLES,
 )  # fmt: skip
 TABLES: Final[dict[str, Section]] = {section.name: section for section in SECTIONS}
 #: Action kinds a rule may use; each is a one-key mapping `{kind: ...}`.

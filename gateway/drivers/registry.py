@@ -35,6 +35,7 @@ BUILTIN: dict[str, str] = {
     "modbus_rtu": "gateway.drivers.modbus_rtu:ModbusRtuDevice",
     "node": "gateway.drivers.node:NodeDevice",
     "can": "gateway.drivers.can:CanDevice",
+    "opcua": "gateway.drivers.opcua:OpcuaDevice",
 }
 
 

@@ -194,6 +194,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument("--allow-dir", default="var/cloud/allowed", help="allow-list directory")
     s.add_argument("--id", default=None, help="gateway id (default: the file's name)")
     s.set_defaults(fn=cmd_keys)
+    from gateway.drivers.opcua.certs import add_keys_parser as add_opcua_keys
+
+    add_opcua_keys(ks)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -1,0 +1,170 @@
+"""No data lost across a short disconnect, against asyncua's server in a child process.
+
+Every counter of the server goes up by one each period; the driver must hand over every change
+the server still holds exactly once (a counter's values go up by exactly one, across the
+outage), and declare the rest as a gap (a BAD batch, ``gaps_total``, one log line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import pytest
+
+from gateway.drivers.opcua.device import OpcuaDevice
+from tests.opcua_support import (
+    Collector,
+    Proxy,
+    ServerProcess,
+    consecutive,
+    device_config,
+    point_ids,
+    wait_for,
+)
+
+N = 1000
+PERIOD = 0.2
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One server for the module (starting one costs seconds); the last test kills it."""
+    srv = ServerProcess(n=N, period=PERIOD)
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+def config(port_or_url, **opcua):
+    url = port_or_url if isinstance(port_or_url, str) else f"opc.tcp://127.0.0.1:{port_or_url}/gw/"
+    nodes = [(f"c{i}", f"ns=2;s=C{i}") for i in range(N)]
+    return device_config(url, nodes, poll=PERIOD, queue_size=200, keepalive_count=5, **opcua)
+
+
+def check_every_change_once(col: Collector) -> None:
+    for pid in (0, N // 3, N - 1):
+        vals = col.values(pid)
+        assert len(vals) > 10
+        assert consecutive(vals) == [], f"point {pid}: a change missing or delivered twice"
+
+
+def test_tcp_connection_cut_mid_publish_loses_nothing(server) -> None:
+    async def body() -> None:
+        srv = server
+        proxy = await Proxy(srv.opts["port"]).start()
+        col = Collector()
+        cfg = config(proxy.port)
+        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+        await dev.start()
+        try:
+            await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
+            for k in range(2):
+                proxy.cut()
+                await wait_for(lambda k=k: proxy.cuts > k, "the proxy to cut a response")
+                await wait_for(lambda k=k: dev.stats()["reconnects"] > k, "reconnect")
+            seen = len(col.values(0))
+            await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after reconnect")
+        finally:
+            await dev.stop()
+            await proxy.close()
+        st = dev.stats()
+        check_every_change_once(col)
+        assert st["gaps_total"] == 0
+        assert st["sessions_reused"] >= 2  # the same session, re-activated on a new channel
+        assert st["republished"] >= 1  # the response cut in half came again by Republish
+
+    asyncio.run(body())
+
+
+def test_server_frozen_past_keepalive_loses_nothing(server) -> None:
+    async def body() -> None:
+        srv = server
+        col = Collector()
+        cfg = config(srv.url)
+        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+        await dev.start()
+        try:
+            await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
+            srv.signal(signal.SIGSTOP)
+            # keep-alive 5 x 100 ms, three of them missed: offline within ~2 s + timeout
+            await wait_for(lambda: dev.stats()["state"] == "offline", "offline", 10.0)
+            srv.signal(signal.SIGCONT)
+            await wait_for(lambda: dev.stats()["state"] == "online", "online again", 15.0)
+            seen = len(col.values(0))
+            await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after SIGCONT")
+        finally:
+            await dev.stop()
+        st = dev.stats()
+        check_every_change_once(col)
+        assert st["gaps_total"] == 0 and st["sessions_reused"] >= 1
+        assert "connection lost: no PublishResponse" in next(
+            e.detail for e in col.events if e.kind == "offline"
+        )
+
+    asyncio.run(body())
+
+
+def test_subscription_gone_while_session_lives_is_recreated(server) -> None:
+    """The server drops the subscription (here: deleted under the device's feet) but keeps the
+    session: a gap, and a new subscription on the same session, without a reconnect."""
+    from asyncua import ua
+
+    from gateway.drivers.opcua.session import call
+
+    async def body() -> OpcuaDevice:
+        col = Collector()
+        cfg = config(server.url)
+        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+        await dev.start()
+        try:
+            await wait_for(lambda: len(col.values(0)) >= 3, "first changes")
+            req = ua.DeleteSubscriptionsRequest()
+            req.Parameters.SubscriptionIds = [dev.groups[0].subscription_id]
+            await call(dev._client, req, ua.DeleteSubscriptionsResponse)
+            await wait_for(lambda: dev.stats()["subscriptions_recreated"] == 1, "re-creation")
+            seen = len(col.values(0))
+            await wait_for(lambda: len(col.values(0)) >= seen + 3, "changes afterwards")
+        finally:
+            await dev.stop()
+        return dev
+
+    st = asyncio.run(body()).stats()
+    assert st["gaps_total"] == 1 and st["reconnects"] == 0 and st["connect_failures"] == 0
+
+
+def test_server_killed_and_restarted_is_a_declared_gap(
+    server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "gateway.drivers.opcua")
+
+    async def body() -> tuple[Collector, OpcuaDevice]:
+        srv = server
+        try:
+            col = Collector()
+            cfg = config(srv.url)
+            dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+            await dev.start()
+            try:
+                await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
+                srv.kill()  # SIGKILL: the server's session, subscriptions and queues are gone
+                await wait_for(lambda: dev.stats()["state"] == "offline", "offline", 10.0)
+                before = len(col.values(0))
+                srv.start(base=100_000)
+                await wait_for(lambda: len(col.values(0)) >= before + 5, "changes after restart")
+            finally:
+                await dev.stop()
+            return col, dev
+        finally:
+            srv.kill()
+
+    col, dev = asyncio.run(body())
+    st = dev.stats()
+    assert st["gaps_total"] == 1 and st["subscriptions_recreated"] == 1
+    vals = col.values(0)
+    assert [b for b in consecutive(vals) if b[1] < 100_000] == []  # before the kill: all of them
+    assert max(vals) >= 100_000
+    gaps = [r for r in caplog.records if "data gap" in r.getMessage()]
+    assert len(gaps) == 1 and "no longer has the subscription" in gaps[0].getMessage()
+    assert col.bad_batches() >= 2  # offline, then the declared gap
