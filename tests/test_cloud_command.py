@@ -1,0 +1,180 @@
+"""`gateway command` on the cloud host, with real processes: `gateway cloud` receivers, a demo
+gateway (`gateway run`, devices offline) and the CLI, through the receivers' control sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from cloud_cli_support import (
+    cloud,
+    command,
+    commands,
+    gateway,
+    gateway_config,
+    short_dir,
+    wait_online,
+)
+
+from gateway.cloud import control
+
+pytest.importorskip("ai_edge_litert")  # the demo config's model
+
+
+def test_commands_reach_the_gateway_and_exit_codes_say_the_outcome(tmp_path: Path) -> None:
+    with short_dir() as d, cloud(d, "rx1") as rx:
+        with gateway(gateway_config(tmp_path, [rx.endpoint])):
+            assert wait_online(d).strip() == "demo-gw ping: ok: pong demo-gw"
+            res = command(d, "demo-gw", "ping", "--json")
+            assert res.returncode == 0, res.stderr
+            doc = json.loads(res.stdout)
+            assert doc["outcome"] == "ok" and doc["receiver"] == "rx1" and doc["kind"] == "ping"
+            res = command(d, "demo-gw", "reload-rules")
+            assert res.returncode == 0 and "reload-rules: ok: " in res.stdout, res
+            blob = tmp_path / "bad.tflite"
+            blob.write_bytes(b"not a model")
+            refused = commands(
+                d,
+                ["demo-gw", "write", "pump1.setpoint", "12"],  # its device is offline
+                ["demo-gw", "write", "pump1.nosuch", "1"],
+                ["demo-gw", "ack", "no_such_rule", "--by", "op"],
+                ["demo-gw", "update-model", "bearing_ae", str(tmp_path / "none")],
+                ["demo-gw", "update-model", "no_such_model", str(blob)],
+            )
+            for (code, out, err), (want, text) in zip(refused, [
+                (1, "demo-gw write: failed: "), (1, "unknown point"), (1, "no alarm for rule"),
+                (2, "No such file"), (1, "no model named"),
+            ], strict=True):  # fmt: skip
+                assert code == want and text in (out if code == 1 else err), (code, out, err)
+            # The same id again is answered with the stored outcome, not run twice.
+            first = command(d, "demo-gw", "reload-rules", "--id", "op-42", "--json")
+            again = command(d, "demo-gw", "reload-rules", "--id", "op-42", "--json")
+            assert first.returncode == again.returncode == 0
+            assert json.loads(first.stdout)["detail"] == json.loads(again.stdout)["detail"]
+
+
+def test_bad_input_gets_one_line_and_its_exit_code(tmp_path: Path) -> None:
+    with short_dir() as d:
+        res = command(d, "demo-gw", "ping")
+        assert res.returncode == 5 and "no receiver's control socket" in res.stderr, res
+        with cloud(d, "rx1"):
+            cases = [
+                (["nosuch-gw", "ping"], 3, "unknown gateway 'nosuch-gw'"),
+                (["demo gw", "ping"], 2, "gateway id"),
+                (["demo-gw", "write", "pump1.setpoint", "twelve"], 2, "must be a number"),
+                (["demo-gw", "write", "pump1.setpoint", "nan"], 2, "must be a number"),
+                (["demo-gw", "write", "setpoint", "1"], 2, "'device.point'"),
+                (["demo-gw", "ack", "r1", "--by", "x\ny"], 2, "--by"),
+                (["demo-gw", "ping", "--timeout", "-1"], 2, "--timeout"),
+                (["demo-gw", "ping", "--id", "x" * 200], 2, "--id"),
+                (["demo-gw", "reboot"], 2, "invalid choice"),
+                (["demo-gw", "write", "pump1.setpoint"], 2, "required: value"),
+            ]
+            for (args, code, text), (got, _, err) in zip(
+                cases, commands(d, *(args for args, _, _ in cases)), strict=True
+            ):
+                assert got == code, (args, got, err)
+                assert text in err and "Traceback" not in err, (args, err)
+                if "invalid choice" not in text and "required" not in text:  # argparse: usage too
+                    assert err.count("\n") == 1, (args, err)
+
+
+def test_offline_gateway_waits_then_times_out_or_is_reached(tmp_path: Path) -> None:
+    """Offline: the CLI waits up to --timeout for the gateway to connect to any receiver; it
+    exits 4 if it does not (nothing queued), and delivers the command if it does."""
+    with short_dir() as d, cloud(d, "rx1") as rx:
+        cfg = gateway_config(tmp_path, [rx.endpoint])
+        with gateway(cfg):
+            wait_online(d)
+        t0 = time.monotonic()
+        res = command(d, "demo-gw", "ping", "--timeout", "1.5")
+        took = time.monotonic() - t0
+        assert res.returncode == 4, res
+        assert "demo-gw is offline: not connected to any receiver within 1.5s" in res.stderr
+        assert "last seen" in res.stderr and "via rx1" in res.stderr and "not queued" in res.stderr
+        assert 1.4 < took < 8, took
+        # Started while the gateway is down; the gateway comes back within the timeout.
+        import subprocess
+        import sys
+
+        from cloud_cli_support import ROOT
+
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "command", "demo-gw", "reload-rules",
+             "--timeout", "40", "--control-dir", str(d / "ctl")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            time.sleep(1.0)
+            assert waiting.poll() is None, "the command did not wait for the offline gateway"
+            with gateway(cfg):
+                out, err = waiting.communicate(timeout=45)
+            assert waiting.returncode == 0, (out, err)
+            assert "reload-rules: ok" in out
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+
+
+def test_two_receivers_the_command_goes_through_the_one_holding_the_gateway(
+    tmp_path: Path,
+) -> None:
+    with short_dir() as d, cloud(d, "rx1", "c1.db") as rx1, cloud(d, "rx2", "c2.db") as rx2:
+        assert sorted(p.name for p in control.receivers(str(d / "ctl"))) == [
+            "rx1.sock", "rx2.sock",
+        ]  # fmt: skip
+        with gateway(gateway_config(tmp_path, [rx2.endpoint, rx1.endpoint])):
+            wait_online(d)
+            res = command(d, "demo-gw", "ping", "--json")
+            assert res.returncode == 0 and json.loads(res.stdout)["receiver"] == "rx2", res
+        del rx1
+
+
+def test_control_socket_is_private_and_a_stale_one_is_replaced(tmp_path: Path) -> None:
+    with short_dir() as d:
+        ctl = d / "ctl"
+        ctl.mkdir(mode=0o700)
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(ctl / "rx1.sock"))  # a receiver of that name died: nobody listens
+        stale.close()
+        with cloud(d, "rx1"):
+            path = ctl / "rx1.sock"
+            assert (os.stat(path).st_mode & 0o777) == 0o600
+            assert (os.stat(ctl).st_mode & 0o777) == 0o700
+            answer = control.ask(path, {"op": "gateway", "gateway": "x"}, 5)
+            assert answer == {"receiver": "rx1", "known": False, "session": None,
+                              "last_seen": None}  # fmt: skip
+            garbage = socket.socket(socket.AF_UNIX)
+            garbage.settimeout(5)
+            garbage.connect(str(path))
+            garbage.sendall(b"\x00\x00\x00\x05hello")
+            reply = garbage.recv(1000)
+            garbage.close()
+            assert b"unreadable request" in reply
+            # A second receiver with the same name is refused with a clear message.
+            from cloud_cli_support import _spawn
+
+            dup = _spawn(
+                [
+                    "cloud",
+                    "--insecure",
+                    "--bind",
+                    "tcp://127.0.0.1:0",
+                    "--pub",
+                    "",
+                    "--db",
+                    str(d / "c2.db"),
+                    "--control-dir",
+                    str(ctl),
+                    "--name",
+                    "rx1",
+                ]
+            )
+            assert dup.proc.wait(20) == 2
+            dup.wait_line("another receiver named 'rx1' is running", "the refusal")
+        assert not (ctl / "rx1.sock").exists(), "the socket outlived its receiver"
