@@ -262,3 +262,63 @@ def cmd_command(args: argparse.Namespace) -> int:
     else:
         print(f"{args.gateway} {args.kind}: {outcome}{': ' + detail if detail else ''}")
     return OK if outcome == "ok" else REFUSED
+
+
+def add_fleet_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``gateway fleet`` (every receiver's per-gateway status, merged)."""
+    s = sub.add_parser(
+        "fleet",
+        help="per-gateway status merged from every receiver on --control-dir (JSON)",
+        epilog="exit codes: 0 shown; 2 bad arguments; 3 --gateway unknown to every receiver; "
+        "5 no receiver reachable",
+    )
+    s.add_argument(
+        "--control-dir",
+        default="var/cloud/control",
+        help="the receivers' control sockets (gateway cloud --control-dir)",
+    )
+    s.add_argument("--gateway", default=None, help="only this gateway")
+    s.set_defaults(fn=cmd_fleet)
+
+
+def fleet_status(directory: str) -> dict[str, Any]:
+    """``{receivers: {name: {endpoint, healthy, problems}}, gateways: {gw: status}}``: per
+    gateway the entry of the receiver holding its session (else the one that saw it last), with
+    ``seen_by``: every receiver that has state of it."""
+    receivers: dict[str, Any] = {}
+    gateways: dict[str, Any] = {}
+    for answer in _ask_all(directory, {"op": "status"}):
+        st = answer.get("status") or {}
+        receivers[answer["receiver"]] = {
+            k: st.get(k) for k in ("endpoint", "pub_endpoint", "healthy", "problems")
+        }
+        for gw, view in (st.get("gateways") or {}).items():
+            seen_by = [*gateways.get(gw, {}).get("seen_by", []), answer["receiver"]]
+            best = gateways.get(gw)
+            rank = (bool(view.get("connected")), view.get("last_seen") or 0)
+            if best is None or rank > (bool(best.get("connected")), best.get("last_seen") or 0):
+                best = dict(view)
+            gateways[gw] = {**best, "seen_by": sorted(seen_by)}
+    return {
+        "receivers": dict(sorted(receivers.items())),
+        "gateways": dict(sorted(gateways.items())),
+    }
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from gateway.jsonsafe import dumps
+
+    try:
+        if args.gateway is not None and not wire.GATEWAY_ID_RE.fullmatch(args.gateway):
+            raise Fail(BAD_ARGS, f"--gateway {args.gateway!r} is not a gateway id")
+        doc = fleet_status(args.control_dir)
+        if args.gateway is not None:
+            if args.gateway not in doc["gateways"]:
+                raise Fail(UNKNOWN, f"no receiver in {args.control_dir} has seen "
+                           f"{args.gateway!r} since it started")  # fmt: skip
+            doc["gateways"] = {args.gateway: doc["gateways"][args.gateway]}
+    except Fail as exc:
+        print(f"gateway fleet: {exc}", file=sys.stderr)
+        return exc.code
+    print(dumps(doc))
+    return OK

@@ -5,8 +5,8 @@ meant for loopback or a scrape network). Everything is computed at request time 
 receiver's counters, so an unscraped receiver pays nothing.
 
 ``/status`` is one receiver's view: the gateways it has seen since it started, each with
-``receiver`` (this one's name), so a fleet's views can be merged (``gateway command --status``
-merges every receiver's on the control directory).
+``receiver`` (this one's name), so a fleet's views can be merged (``gateway fleet`` merges every
+receiver's on the control directory).
 """
 
 from __future__ import annotations
