@@ -190,7 +190,7 @@ def send(
     known: bool | None = None
     last_seen: tuple[float, str] | None = None
     while True:
-        views = _ask_all(directory, {"op": "gateway", "gateway": gateway})
+        views = _ask_all(directory, {"op": "gateway", "gateway": gateway, "known": known is None})
         live = [v for v in views if v.get("session")]
         if live:
             best = max(live, key=lambda v: v["session"]["started"])

@@ -13,8 +13,9 @@ closed without an answer. Receivers on other hosts need their own CLI on that ho
 Protocol: one request, one answer per connection, each a 4-byte big-endian length and a msgpack
 map (msgpack, because ``update_model`` carries the model file's bytes):
 
-- ``{op: "gateway", gateway}`` -> ``{receiver, known, session: {started, last_seen} | None,
-  last_seen}``
+- ``{op: "gateway", gateway, known: bool}`` -> ``{receiver, known, session: {started,
+  last_seen} | None, last_seen}`` (``known`` asks the store too only when the request says so:
+  a client polling for an offline gateway must not load the store)
 - ``{op: "command", gateway, kind, args, id, timeout}`` -> ``{receiver, id, outcome, detail}``
   or ``{receiver, id, error, detail}`` with ``error`` one of ``offline`` (no session here),
   ``timeout`` (no RESULT in time; the command is forgotten, not resent), ``limit``, ``stopped``,
@@ -196,7 +197,7 @@ class ControlServer:
             return {"error": "bad", "detail": "gateway must be a gateway id"}
         if op == "gateway":
             return {
-                "known": await self.receiver.knows(gateway),
+                "known": await self.receiver.knows(gateway) if req.get("known", True) else None,
                 "session": self.receiver.session_of(gateway),
                 "last_seen": self.receiver.last_seen(gateway),
             }

@@ -361,8 +361,10 @@ class CloudReceiver(ReceiverReport):
         state.last_seen = now
         state.sessions += 1
         state.hw = {s: (e, hws[s]) for s, e in msg.streams.items()}
-        state.announced_last = dict(msg.last)
-        state.announced = {s: max(0, q - hws[s]) for s, q in msg.last.items()}
+        state.announced_last = None if msg.last is None else dict(msg.last)
+        state.announced = (
+            None if msg.last is None else {s: max(0, q - hws[s]) for s, q in msg.last.items()}
+        )
         for s, e in msg.streams.items():
             self._hw.put((msg.gateway, s, e), hws[s])
         await reply(wire.Welcome(state.hw, self.credit))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -61,8 +61,8 @@ class Hello:
     gateway: str
     streams: dict[str, int]  # stream -> epoch
     #: stream -> last seq the gateway has queued (optional, for the cloud's backlog view; a
-    #: receiver that does not know the field ignores it).
-    last: dict[str, int] = field(default_factory=dict)
+    #: receiver that does not know the field ignores it). None: not announced (older gateways).
+    last: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +197,7 @@ def encode(msg: Message) -> list[bytes]:
     elif isinstance(msg, Hello):
         tag = b"HELLO"
         body = {"gateway": msg.gateway, "streams": dict(msg.streams)}
-        if msg.last:
+        if msg.last is not None:
             body["last"] = dict(msg.last)
     elif isinstance(msg, Welcome):
         tag = b"WELCOME"
@@ -287,7 +287,9 @@ def decode(frames: Sequence[bytes]) -> Message:
             raise WireError(
                 f"b'HELLO': gateway id {_clip(gateway)} must match {GATEWAY_ID_RE.pattern}"
             )
-        last = body.get("last", {})
+        last = body.get("last")
+        if last is None:
+            return Hello(gateway, streams)
         if not isinstance(last, dict) or not set(last) <= set(streams):
             raise WireError("b'HELLO': last must map streams of the HELLO to seqs")
         for q in last.values():
