@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from cloud_cli_support import (
     short_dir,
     wait_online,
 )
+from gateway_support import MODEL, REFERENCE
 
 from gateway.cloud import control
 
@@ -41,12 +43,20 @@ def test_commands_reach_the_gateway_and_exit_codes_say_the_outcome(tmp_path: Pat
                 ["demo-gw", "ack", "no_such_rule", "--by", "op"],
                 ["demo-gw", "update-model", "bearing_ae", str(tmp_path / "none")],
                 ["demo-gw", "update-model", "no_such_model", str(blob)],
+                [
+                    "demo-gw",
+                    "update-model",
+                    "bearing_ae",
+                    str(MODEL),
+                    "--reference",
+                    str(REFERENCE),
+                ],
             )
             for (code, out, err), (want, text) in zip(refused, [
                 (1, "demo-gw write: failed: "), (1, "unknown point"), (1, "no alarm for rule"),
-                (2, "No such file"), (1, "no model named"),
+                (2, "No such file"), (1, "no model named"), (0, "update-model: ok: "),
             ], strict=True):  # fmt: skip
-                assert code == want and text in (out if code == 1 else err), (code, out, err)
+                assert code == want and text in (err if code == 2 else out), (code, out, err)
             # The same id again is answered with the stored outcome, not run twice.
             first = command(d, "demo-gw", "reload-rules", "--id", "op-42", "--json")
             again = command(d, "demo-gw", "reload-rules", "--id", "op-42", "--json")
@@ -210,3 +220,54 @@ def test_control_socket_is_private_and_a_stale_one_is_replaced(tmp_path: Path) -
             assert dup.proc.wait(20) == 2
             dup.wait_line("another receiver named 'rx1' is running", "the refusal")
         assert not (ctl / "rx1.sock").exists(), "the socket outlived its receiver"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to connect as another user")
+def test_control_socket_refuses_another_user_even_when_the_file_allows_it(tmp_path: Path) -> None:
+    """Defence in depth: with the socket's mode loosened by mistake, a peer of another uid is
+    still closed without an answer (SO_PEERCRED), and counted."""
+    import asyncio
+
+    from uplink_support import run, running_receiver
+
+    from gateway.cloud.control import ControlServer
+    from gateway.cloud.store import SQLiteCloudStore
+
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None:
+        pytest.skip("no system python3 that another user may run")
+    # A request {op: status}, msgpack by hand: the system python has no msgpack.
+    probe = (
+        "import socket, struct, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
+        "b = bytes([0x81, 0xa2]) + b'op' + bytes([0xa6]) + b'status'\n"
+        "try:\n"
+        "    s.sendall(struct.pack('>I', len(b)) + b); print(repr(s.recv(100)))\n"
+        "except (ConnectionResetError, BrokenPipeError):\n"
+        "    print(\"b''\")\n"
+    )
+
+    async def main() -> None:
+        with short_dir() as d:
+            async with running_receiver(SQLiteCloudStore(tmp_path / "c.db"), pub_bind=None) as rx:
+                server = ControlServer(rx, str(d / "ctl"), "rx1", lambda: {"ok": 1})
+                await server.start()
+                try:
+                    os.chmod(d, 0o755)
+                    os.chmod(d / "ctl", 0o755)
+                    os.chmod(server.path, 0o666)
+                    res = await asyncio.to_thread(
+                        subprocess.run,
+                        [system_python, "-c", probe, server.path],
+                        capture_output=True, text=True, timeout=30,
+                        user=65534, group=65534,
+                    )  # fmt: skip
+                    assert res.returncode == 0, res.stderr
+                    assert res.stdout.strip() == "b''", res.stdout  # closed, nothing said
+                    assert server.refused_peers == 1
+                    mine = await asyncio.to_thread(control.ask, server.path, {"op": "status"}, 5)
+                    assert mine == {"receiver": "rx1", "status": {"ok": 1}}
+                finally:
+                    await server.stop()
+
+    run(main())
