@@ -1,5 +1,5 @@
-"""The ``gateway`` command: run | demo | check | cloud | subscribe | sim | keys | queue | rules test |
-models.
+"""The ``gateway`` command: run | demo | check | cloud | command | fleet | subscribe | sim | keys |
+queue | rules test | models.
 
 It behaves like a Unix tool: ``--version``; the global options are accepted before and after the
 subcommand; every ``--help`` shows the defaults; a closed pipe (``| head``) ends it quietly with
@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cloud.main import add_parser as add_cloud_parser
 
     add_cloud_parser(sub)
+
+    from gateway.cloud.command import add_fleet_parser
+    from gateway.cloud.command import add_parser as add_command_parser
+
+    add_command_parser(sub)
+    add_fleet_parser(sub)
 
     from gateway.uplink.inspect import add_parser as add_queue_parser
     from gateway.uplink.keys import add_parser as add_keys_parser

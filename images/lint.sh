@@ -9,8 +9,8 @@ bin=${1:-.venv/bin}
 fail=0
 step() { printf 'lint-images: %s\n' "$*"; }
 
-step "hadolint Dockerfile.arm64"
-"$bin/hadolint" Dockerfile.arm64 || fail=1
+step "hadolint Dockerfile.arm64 images/cloud/Dockerfile"
+"$bin/hadolint" Dockerfile.arm64 images/cloud/Dockerfile || fail=1
 
 step "shellcheck"
 scripts=$(find images packaging -type f \( -name '*.sh' -o -path '*/deb/post*' -o -path '*/deb/prerm' \

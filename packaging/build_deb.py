@@ -305,6 +305,7 @@ def stage_files(stage: Path, arch: str, ver: str) -> None:
     doc = "usr/share/doc/edge-gateway"
     put(PKG / "systemd/gateway.service", "lib/systemd/system/gateway.service")
     put(PKG / "systemd/gateway-firstboot.service", "lib/systemd/system/gateway-firstboot.service")
+    put(PKG / "systemd/gateway-cloud@.service", "lib/systemd/system/gateway-cloud@.service")
     put(PKG / "firstboot.py", "usr/lib/edge-gateway/firstboot.py")
     put(PKG / "systemd/gateway.sysusers", "usr/lib/sysusers.d/gateway.conf")
     put(PKG / "deb/default", "etc/default/gateway")

@@ -57,6 +57,7 @@ def test_layout_carries_units_user_and_state_dirs(staged: Path) -> None:
     ):
         assert setting in unit, setting
     assert (staged / "lib/systemd/system/gateway-firstboot.service").exists()
+    assert "DynamicUser=yes" in (staged / "lib/systemd/system/gateway-cloud@.service").read_text()
     assert (staged / "usr/lib/sysusers.d/gateway.conf").read_text().count("gateway") >= 2
     assert (staged / "usr/lib/edge-gateway/firstboot.py").exists()
     assert (staged / "var/lib/gateway/queue").is_dir() and (staged / "etc/gateway").is_dir()

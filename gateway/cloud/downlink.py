@@ -87,6 +87,12 @@ class CommandBook:
         if self._commands.get(pending.msg.id) is pending:
             del self._commands[pending.msg.id]
 
+    def cancel(self, command_id: str) -> None:
+        """Forget ``command_id``: not resent after the next HELLO, its late RESULT ignored."""
+        pending = self._commands.pop(command_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.cancel()
+
     def fail_all(self, reason: str) -> None:
         for p in self._commands.values():
             if not p.future.done():

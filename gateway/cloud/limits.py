@@ -85,6 +85,11 @@ class GatewayState:
     """Per-gateway counters and stream positions; bounded by :class:`Limits`."""
 
     last_seen: float = 0.0
+    last_commit: float = 0.0  # when its last new record was committed
+    #: stream -> last seq the gateway said it had queued at its latest HELLO (wire.Hello.last)
+    announced_last: dict[str, int] | None = None  # None: the gateway announces nothing
+    #: stream -> records it owed then (announced last - hw)
+    announced: dict[str, int] | None = None
     records: int = 0
     duplicates: int = 0
     nacks: int = 0
@@ -96,6 +101,15 @@ class GatewayState:
     recent: collections.deque[tuple[float, int]] = field(
         default_factory=lambda: collections.deque(maxlen=int(RATE_WINDOW) + 2)
     )
+
+    def backlog(self) -> int | None:
+        """Records announced at HELLO and not committed yet (None: nothing announced). A lower
+        bound: what the gateway queued since its HELLO is not known here."""
+        if self.announced_last is None:
+            return None
+        return sum(
+            max(0, last - self.hw[s][1]) for s, last in self.announced_last.items() if s in self.hw
+        )
 
     def count_recent(self, now: float, n: int) -> None:
         second = float(int(now))

@@ -11,8 +11,11 @@ import sys
 
 import zmq
 
+from gateway.cloud.control import ControlError, ControlServer, default_name
 from gateway.cloud.receiver import CloudReceiver
+from gateway.cloud.service import ReceiverService
 from gateway.cloud.store import SQLiteCloudStore
+from gateway.core.httpd import StatusServer
 from gateway.uplink.keys import AllowList, KeyPair
 
 MAX_STATUS_GATEWAYS = 50  # gateways per status round (connected ones first)
@@ -55,8 +58,15 @@ async def run_cloud(
     *,
     server_key: KeyPair | None = None,
     allow_dir: str | None = None,
+    control_dir: str | None = None,
+    name: str | None = None,
+    status_listen: str | None = None,
 ) -> None:
-    """Run a receiver on an SQLite store until ``stop`` (or SIGINT/SIGTERM) — ``gateway cloud``."""
+    """Run a receiver on an SQLite store until ``stop`` (or SIGINT/SIGTERM) — ``gateway cloud``.
+
+    ``control_dir``: where its control socket goes (``gateway command``); ``status_listen``
+    (HOST:PORT): ``/metrics``, ``/health``, ``/status``; ``name``: the receiver's name in both
+    (default: from its ROUTER endpoint)."""
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
@@ -70,10 +80,13 @@ async def run_cloud(
         bind, pub_bind or None, SQLiteCloudStore(db_path), server_key=server_key, allow=allow
     )
     task = asyncio.create_task(receiver.run(stop))
+    services = Services()
     try:
         ready = asyncio.ensure_future(receiver.ready.wait())
         await asyncio.wait({task, ready}, return_when="FIRST_COMPLETED")
         ready.cancel()
+        if receiver.ready.is_set():
+            services = await start_services(receiver, control_dir, name, status_listen)
         if print_status and receiver.ready.is_set():
             mode = f"CURVE, {len(allow)} allowed keys in {allow_dir}" if allow else "PLAINTEXT"
             print(
@@ -81,6 +94,8 @@ async def run_cloud(
                 f"store {db_path}",
                 flush=True,
             )
+            for line in services.describe():
+                print(line, flush=True)
         # status_interval 0 means no status lines: wait for the receiver alone (a zero timeout
         # would spin this loop on a whole core).
         interval = status_interval if print_status and status_interval > 0 else None
@@ -94,6 +109,64 @@ async def run_cloud(
         if not task.done():
             stop.set()
             await task
+        await services.stop()
+
+
+class Services:
+    """The receiver's control socket and status server, whichever were asked for."""
+
+    def __init__(self) -> None:
+        self.control: ControlServer | None = None
+        self.http: StatusServer | None = None
+
+    def describe(self) -> list[str]:
+        out = []
+        if self.control is not None:
+            out.append(f"cloud: receiver {self.control.name}  control {self.control.path}")
+        if self.http is not None:
+            out.append(
+                f"cloud: status http://{self.http.host}:{self.http.port}/ (metrics, health, status)"
+            )
+        return out
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+        if self.control is not None:
+            await self.control.stop()
+
+
+async def start_services(
+    receiver: CloudReceiver, control_dir: str | None, name: str | None, listen: str | None
+) -> Services:
+    """Start the control socket and the status server of a bound receiver."""
+    out = Services()
+    assert receiver.endpoint is not None
+    name = name or default_name(receiver.endpoint)
+    if control_dir is not None:
+        out.control = ControlServer(receiver, control_dir, name, lambda: service.status())
+    service = ReceiverService(receiver, name, out.control)
+    try:
+        if out.control is not None:
+            await out.control.start()
+        if listen is not None:
+            out.http = StatusServer(listen, service.metrics, service.status, service.health)
+            try:
+                await out.http.start()
+            except OSError as exc:
+                raise ControlError(f"--status-listen {listen}: {exc}") from None
+    except BaseException:
+        await out.stop()
+        raise
+    return out
+
+
+def parse_listen(text: str) -> str:
+    """argparse type of ``--status-listen``: HOST:PORT with a port number."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9101)")
+    return text
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -120,6 +193,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--allow-dir",
         default="var/cloud/allowed",
         help="allow-list: one NAME.key per gateway (re-read on change, no restart needed)",
+    )
+    s.add_argument(
+        "--control-dir",
+        default="var/cloud/control",
+        help="directory of the receivers' control sockets (`gateway command`); '' = none",
+    )
+    s.add_argument(
+        "--name", default=None, help="this receiver's name (default: from --bind's address)"
+    )
+    s.add_argument(
+        "--status-listen",
+        type=parse_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /metrics, /health and /status (JSON per gateway) here",
     )
     s.set_defaults(fn=cmd_cloud)
 
@@ -162,8 +250,14 @@ def cmd_cloud(args: argparse.Namespace) -> int:
                 print_status=args.status_interval > 0,
                 server_key=server_key,
                 allow_dir=allow_dir,
+                control_dir=args.control_dir or None,
+                name=args.name,
+                status_listen=args.status_listen,
             )
         )
+    except ControlError as exc:
+        print(f"gateway cloud: {exc}", file=sys.stderr)
+        return 2
     except zmq.ZMQError as exc:  # a mistyped or busy endpoint: which, and what one looks like
         print(
             f"gateway cloud: --bind {args.bind} / --pub {args.pub}: {exc} "

@@ -40,6 +40,7 @@ from gateway.cloud.downlink import CommandBook, Downlink
 from gateway.cloud.fanout import Fanout
 from gateway.cloud.gate import Admitted, Gate
 from gateway.cloud.limits import BoundedDict, GatewayState, LimitExceeded, Limits
+from gateway.cloud.promtext import Histogram
 from gateway.cloud.receiver_report import ReceiverReport
 from gateway.cloud.sessions import ConnectionMonitor, DuplicateWatch, Session, SessionTable
 from gateway.cloud.store import STORE_LOST, CloudStore, SequenceGap, StoreReplaced
@@ -149,6 +150,8 @@ class CloudReceiver(ReceiverReport):
         self.duplicate_identity = 0
         self.store_replaced = 0
         self.store_lost_seqs = 0
+        self.records_stored = 0  # fresh records committed since start (metrics)
+        self.commit_seconds = Histogram()  # one group commit's transaction, fsync included
 
     @property
     def secure(self) -> bool:
@@ -256,7 +259,9 @@ class CloudReceiver(ReceiverReport):
         results: list[int | SequenceGap] = []
         if group.items:
             try:
+                t0 = time.perf_counter()
                 results = await self._store_call(self.store.commit_many, group.items)
+                self.commit_seconds.observe(time.perf_counter() - t0)
             except StoreReplaced as exc:
                 await self._store_lost(exc)
                 return
@@ -356,6 +361,10 @@ class CloudReceiver(ReceiverReport):
         state.last_seen = now
         state.sessions += 1
         state.hw = {s: (e, hws[s]) for s, e in msg.streams.items()}
+        state.announced_last = None if msg.last is None else dict(msg.last)
+        state.announced = (
+            None if msg.last is None else {s: max(0, q - hws[s]) for s, q in msg.last.items()}
+        )
         for s, e in msg.streams.items():
             self._hw.put((msg.gateway, s, e), hws[s])
         await reply(wire.Welcome(state.hw, self.credit))
@@ -437,6 +446,8 @@ class CloudReceiver(ReceiverReport):
         fresh = max(0, min(msg.count, new_hw - hw))
         state.duplicates += msg.count - fresh
         state.records += fresh
+        state.last_commit = self._clock()
+        self.records_stored += fresh
         state.count_recent(self._clock(), fresh)
         self._hw.put(key, new_hw)
         state.hw[msg.stream] = (msg.epoch, new_hw)

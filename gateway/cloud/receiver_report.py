@@ -3,19 +3,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from gateway.cloud.downlink import CommandBook
 from gateway.cloud.gate import Gate
 from gateway.cloud.limits import BoundedDict, GatewayState
 from gateway.cloud.sessions import ConnectionMonitor, DuplicateWatch, SessionTable
+from gateway.cloud.store import CloudStore
 from gateway.cloud.zap import ZapHandler
+from gateway.uplink.keys import AllowList
 
 
 class ReceiverReport:
     """The receiver's status methods (the receiver provides the attributes declared here)."""
 
     idle_timeout: float
+    store: CloudStore
+    allow: AllowList | None
+    _store_call: Callable[..., Awaitable[Any]]
     limit_refused: int
     duplicate_identity: int
     store_replaced: int
@@ -82,3 +88,27 @@ class ReceiverReport:
                 "duplicate_identity": self._dup.active(gateway, now),
             }
         return out
+
+    def session_of(self, gateway: str) -> dict[str, object] | None:
+        """``{started, last_seen}`` of ``gateway``'s live session here, or None (not connected)."""
+        session = self._sessions.of_gateway(gateway)
+        state = self._gateways.get(gateway)
+        if session is None or state is None:
+            return None
+        return {"started": session.started, "last_seen": state.last_seen}
+
+    def last_seen(self, gateway: str) -> float | None:
+        state = self._gateways.get(gateway)
+        return state.last_seen if state is not None else None
+
+    async def knows(self, gateway: str) -> bool:
+        """Whether ``gateway`` exists for this receiver: seen since start, in the allow-list, or
+        with streams in the store."""
+        if gateway in self._gateways or (self.allow is not None and self.allow.has_name(gateway)):
+            return True
+        streams = await self._store_call(self.store.gateways)
+        return any(st.gateway == gateway for st in streams)
+
+    def cancel_command(self, command_id: str) -> None:
+        """Stop waiting for (and resending) ``command_id``: its caller gave up."""
+        self._commands.cancel(command_id)

@@ -7,6 +7,15 @@ subscribe first, then read a snapshot of what is already committed, then deliver
 skipping what the snapshot delivered and filling any hole from the store (PUB only carries
 committed records, so the store always has what the socket lost). Deliberate gaps (the gateway's
 DROP) are not holes: they arrive as notices, are counted (``dropped``) and go to ``on_drop``.
+
+Across receivers: one SUB socket connects to every receiver's PUB (a gateway may be on any of
+them, or move during a failover), and each (gateway, stream, epoch, seq) is delivered once, in
+order: a record at or below the last one delivered is dropped whichever socket brings it. With
+a store shared by the receivers, a record that comes late from one receiver while another's
+newer ones came first was already filled from the store. And because a lost tail has no later
+record to reveal it (a receiver killed with records in its PUB queue, then silence), a
+subscriber with a store compares its positions with the store whenever nothing has arrived for
+``resync`` seconds.
 """
 
 from __future__ import annotations
@@ -16,14 +25,14 @@ import asyncio
 import collections
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgpack
 import zmq
 import zmq.asyncio
 
-from gateway.cloud.store import CloudStore
+from gateway.cloud.catchup import ReaderError, StoreReader, open_reader
 from gateway.uplink import wire
 from gateway.uplink.recordjson import PointNames, dumps, shown, store_lookup
 
@@ -51,29 +60,37 @@ class Gap:
 class Subscriber:
     """SUB socket with a topic prefix filter (``"gw1/"``, ``"gw1/events"`` or ``""`` for all).
 
-    Without ``store``, the first record seen of a (gateway, stream, epoch) sets the baseline:
-    records published before this subscriber joined are not reported as a gap. With ``store``
-    (an open :class:`CloudStore`, e.g. ``SQLiteCloudStore`` on the receiver's file), holes are
-    filled from it, and ``snapshot=True`` first delivers everything already stored for the topic.
+    ``connect``: one PUB endpoint or several (every receiver's). Without ``store``, the first
+    record seen of a (gateway, stream, epoch) sets the baseline: records published before this
+    subscriber joined are not reported as a gap. With ``store`` (an open
+    :class:`~gateway.cloud.catchup.StoreReader`, e.g. ``SQLiteCloudStore`` on the receivers'
+    file), holes are filled from it, the store is checked after ``resync`` seconds without a
+    message, and ``snapshot=True`` first delivers everything already stored for the topic.
     """
 
     def __init__(
         self,
-        connect: str,
+        connect: str | Sequence[str],
         topic: str = "",
         on_gap: Callable[[Gap], None] | None = None,
         *,
-        store: CloudStore | None = None,
+        store: StoreReader | None = None,
         snapshot: bool = False,
         on_drop: Callable[[Gap], None] | None = None,
+        resync: float = 2.0,
     ) -> None:
         if snapshot and store is None:
             raise ValueError("snapshot=True needs a store")
+        endpoints = [connect] if isinstance(connect, str) else list(connect)
+        if not endpoints:
+            raise ValueError("connect needs at least one PUB endpoint")
         self._sock = zmq.asyncio.Context.instance().socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
         self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self._sock.connect(connect)  # subscribe BEFORE the snapshot (Clone pattern)
+        for endpoint in endpoints:  # subscribe BEFORE the snapshot (Clone pattern)
+            self._sock.connect(endpoint)
+        self._resync = resync
         self._topic = topic
         self._on_gap = on_gap
         self._on_drop = on_drop
@@ -87,6 +104,7 @@ class Subscriber:
         self.dropped = 0  # seqs the gateway dropped on purpose (announced gaps)
         self.received = 0
         self.malformed = 0
+        self.duplicates = 0  # records delivered already (another receiver, or the store)
 
     async def recv(self) -> Record:
         """The next record; malformed messages are counted and skipped."""
@@ -94,6 +112,10 @@ class Subscriber:
             self._need_snapshot = False
             await asyncio.to_thread(self._load_snapshot)
         while not self._ready:
+            if self._store is not None and self._resync > 0:
+                if not await self._sock.poll(int(self._resync * 1000)):
+                    await self._catch_up()  # quiet: did the store get what the socket lost?
+                    continue
             frames = await self._sock.recv_multipart()
             parsed = self._parse(frames)
             if parsed is None:
@@ -113,6 +135,40 @@ class Subscriber:
                 self._ready.append(record)
         self.received += 1
         return self._ready.popleft()
+
+    async def _catch_up(self) -> None:
+        """Deliver what the store holds beyond the positions reached (a lost tail)."""
+        assert self._store is not None
+        streams = await asyncio.to_thread(self._store.gateways)
+        for st in streams:
+            key = (st.gateway, st.stream, st.epoch)
+            last = self._last.get(key)
+            if last is None and not self._snapshot_mode:
+                continue  # not followed yet: its first live record sets the baseline
+            if not f"{st.gateway}/{st.stream}".startswith(self._topic):
+                continue
+            last = last or 0
+            if st.hw > last:
+                missing = await self._recover(key, last, st.hw)
+                if missing > 0:  # rows gone from the store (retention): say so
+                    self.gaps += missing
+                    if self._on_gap is not None:
+                        self._on_gap(Gap(*key, last + 1, st.hw))
+                self._last[key] = st.hw
+
+    async def _recover(self, key: tuple[str, str, int], last: int, upto: int) -> int:
+        """Queue stored records last+1..upto of ``key`` and announce the stored drops among
+        them; returns how many seqs neither covers."""
+        assert self._store is not None
+        found = await asyncio.to_thread(self._fill, key, last, upto)
+        drops = await asyncio.to_thread(self._store.gaps, *key)
+        announced = 0
+        for g in drops:
+            if g.last > last and g.first <= upto:
+                first, end = max(g.first, last + 1), min(g.last, upto)
+                announced += end - first + 1
+                self._announce_drop(Gap(*key, first, end))
+        return (upto - last) - found - announced
 
     def _load_snapshot(self) -> None:
         assert self._store is not None
@@ -151,23 +207,14 @@ class Subscriber:
         key = (rec.gateway, rec.stream, rec.epoch)
         last = self._last.get(key)
         if last is not None and rec.seq <= last:
+            self.duplicates += 1
             return False
         if last is None and self._snapshot_mode and rec.seq > 1:
             last = 0  # a stream born after the snapshot: catch up from its start
         if last is not None and rec.seq > last + 1:
             missing = rec.seq - last - 1
             if self._store is not None:
-                found = await asyncio.to_thread(self._fill, key, last, rec.seq - 1)
-                drops = await asyncio.to_thread(self._store.gaps, *key)
-                announced = sum(
-                    max(0, min(g.last, rec.seq - 1) - max(g.first, last + 1) + 1) for g in drops
-                )
-                for g in drops:
-                    if g.last > last and g.first < rec.seq:
-                        self._announce_drop(
-                            Gap(*key, max(g.first, last + 1), min(g.last, rec.seq - 1))
-                        )
-                missing -= found + announced
+                missing = await self._recover(key, last, rec.seq - 1)
             if missing > 0:
                 self.gaps += missing
                 if self._on_gap is not None:
@@ -219,15 +266,20 @@ class Subscriber:
 
 
 async def run_subscribe(
-    connect: str,
+    connect: str | Sequence[str],
     topic: str = "",
     stop: asyncio.Event | None = None,
     names: PointNames | None = None,
+    *,
+    store: StoreReader | None = None,
+    snapshot: bool = False,
 ) -> None:
     """Print every record as a JSON line until ``stop`` is set — ``gateway subscribe``.
 
     Lines: ``{"gateway", "stream", "epoch", "seq", "record"}``, telemetry with point names
-    (:mod:`gateway.uplink.recordjson`); holes in the sequence go to stderr."""
+    (:mod:`gateway.uplink.recordjson`); holes in the sequence and the gateways' deliberate
+    drops go to stderr. ``store``: fill holes from it (and ``snapshot``: start with everything
+    it holds)."""
 
     def report(gap: Gap) -> None:
         print(
@@ -236,9 +288,19 @@ async def run_subscribe(
             flush=True,
         )
 
+    def dropped(gap: Gap) -> None:
+        print(
+            f"DROPPED {gap.gateway}/{gap.stream} epoch {gap.epoch}: {gap.first}..{gap.last} "
+            "dropped by the gateway",
+            file=sys.stderr,
+            flush=True,
+        )
+
     names = names or PointNames()
     stop = stop or asyncio.Event()
-    with Subscriber(connect, topic, on_gap=report) as sub:
+    with Subscriber(
+        connect, topic, on_gap=report, store=store, snapshot=snapshot, on_drop=dropped
+    ) as sub:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while True:
@@ -265,12 +327,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s = sub.add_parser(
         "subscribe", help="print the records the cloud publishes, one JSON object per line"
     )
-    s.add_argument("--connect", default="tcp://127.0.0.1:7001", help="the receiver's PUB endpoint")
+    s.add_argument(
+        "--connect",
+        action="append",
+        default=None,
+        help="a receiver's PUB endpoint; repeat it for every receiver "
+        "(default: tcp://127.0.0.1:7001)",
+    )
     s.add_argument("--topic", default="", help="topic prefix, e.g. 'demo-gw/events'")
     s.add_argument(
         "--db",
         default="var/cloud.db",
-        help="the receiver's store (read-only): point names of gateways started before this",
+        help="the receivers' store (read-only): point names of gateways started before this, "
+        "and what --catch-up reads",
+    )
+    s.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="fill holes (late join, a receiver gone, a slow subscriber) from --db: every "
+        "record once, in order",
+    )
+    s.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="start with every record already in --db, then live (implies --catch-up)",
     )
     s.set_defaults(fn=cmd_subscribe)
 
@@ -279,9 +359,24 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     from gateway.cli import run_until_signal
 
     names = PointNames(store_lookup(args.db), hint=f" on the PUB socket nor in --db {args.db}")
+    connect = args.connect or ["tcp://127.0.0.1:7001"]
+    store: StoreReader | None = None
+    if args.catch_up or args.snapshot:
+        try:
+            store = open_reader(args.db)
+        except ReaderError as exc:
+            print(f"gateway subscribe: {exc}", file=sys.stderr)
+            return 2
     try:
-        run_until_signal(lambda stop: run_subscribe(args.connect, args.topic, stop, names))
+        run_until_signal(
+            lambda stop: run_subscribe(
+                connect, args.topic, stop, names, store=store, snapshot=args.snapshot
+            )
+        )
     except zmq.ZMQError as exc:  # a mistyped endpoint: say which and what one looks like
         print(f"gateway subscribe: --connect: {exc} (e.g. tcp://127.0.0.1:7001)", file=sys.stderr)
         return 2
+    finally:
+        if store is not None:
+            store.close()
     return 0

@@ -272,8 +272,6 @@ class DeviceReading:
         """Each driver finds a point by its own key: address, signal or channel."""
         need = _POINT_KEY.get(driver) or _plugin_point_key(driver)
         if need is None or need in parsed.bad:
-        need = {"can": "signal", "node": "channel", "opcua": "node"}.get(driver, "address")
-        if need in parsed.bad:
             return
         if parsed.values.get(need) is None:
             msg = f"missing required key '{need}'"

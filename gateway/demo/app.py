@@ -103,6 +103,15 @@ def demo_keys(config: Any, work: Path) -> list[str]:
     return ["--keys-dir", str(key_dir), "--allow-dir", str(work / "allowed")]
 
 
+def demo_control(work: Path) -> list[str]:
+    """The demo receiver's control socket in its scratch folder (`gateway command demo-gw ping
+    --control-dir WORK/cloud/control`); none when that path is too long for a Unix socket."""
+    control = work / "cloud" / "control"
+    if len(os.fsencode(control / "cloud.sock")) > 107:
+        return ["--control-dir", ""]
+    return ["--control-dir", str(control), "--name", "cloud"]
+
+
 def processes(ports: DemoPorts, config: Any, work: Path, copy: Path) -> list[ManagedProcess]:
     logs = work / "logs"
     py = [sys.executable, "-m", "gateway.cli"]
@@ -126,6 +135,7 @@ def processes(ports: DemoPorts, config: Any, work: Path, copy: Path) -> list[Man
                 ports.pub_endpoint,
                 "--db",
                 str(work / "cloud" / "cloud.db"),
+                *demo_control(work),
             ],
             logs / "cloud.log",
         ),

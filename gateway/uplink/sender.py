@@ -169,7 +169,11 @@ class SessionMixin:
         self._sock = sock
         self._tx.clear()
         infos = self._queue.infos()
-        hello = wire.Hello(self.gateway_id, {s: i.epoch for s, i in infos.items()})
+        hello = wire.Hello(
+            self.gateway_id,
+            {s: i.epoch for s, i in infos.items()},
+            {s: i.next_seq - 1 for s, i in infos.items()},  # the backlog the cloud shows
+        )
         try:
             await asyncio.wait_for(sock.send_multipart(wire.encode(hello)), timeout)
             frames = await asyncio.wait_for(sock.recv_multipart(), timeout)

@@ -60,6 +60,9 @@ class Hello:
 
     gateway: str
     streams: dict[str, int]  # stream -> epoch
+    #: stream -> last seq the gateway has queued (optional, for the cloud's backlog view; a
+    #: receiver that does not know the field ignores it). None: not announced (older gateways).
+    last: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,8 @@ def encode(msg: Message) -> list[bytes]:
     elif isinstance(msg, Hello):
         tag = b"HELLO"
         body = {"gateway": msg.gateway, "streams": dict(msg.streams)}
+        if msg.last is not None:
+            body["last"] = dict(msg.last)
     elif isinstance(msg, Welcome):
         tag = b"WELCOME"
         body = {"hw": {s: [e, h] for s, (e, h) in msg.hw.items()}, "credit": msg.credit}
@@ -282,7 +287,14 @@ def decode(frames: Sequence[bytes]) -> Message:
             raise WireError(
                 f"b'HELLO': gateway id {_clip(gateway)} must match {GATEWAY_ID_RE.pattern}"
             )
-        return Hello(gateway, streams)
+        last = body.get("last")
+        if last is None:
+            return Hello(gateway, streams)
+        if not isinstance(last, dict) or not set(last) <= set(streams):
+            raise WireError("b'HELLO': last must map streams of the HELLO to seqs")
+        for q in last.values():
+            _check_uint(tag, "last[...]", q, 0)
+        return Hello(gateway, streams, last)
     if tag == b"WELCOME":
         hw: dict[str, tuple[int, int]] = {}
         pairs = f.get("hw", dict)

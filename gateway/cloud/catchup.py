@@ -1,0 +1,58 @@
+"""What a subscriber reads from the cloud store to catch up (ZeroMQ's Clone pattern).
+
+A subscriber connected to every receiver's PUB still loses messages: it joins late, a receiver
+dies with records in its PUB queue, a slow subscriber hits the high-water mark. Every record it
+lost is in the store (PUB carries only committed records), so it reads them back through this
+small interface. :class:`~gateway.cloud.store.SQLiteCloudStore` implements it; any other store
+backend (PostgreSQL) needs these three reads and an entry in :func:`open_reader`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from gateway.cloud.store import SQLiteCloudStore, StoredGap, StoredRecord, StreamStatus
+
+
+class StoreReader(Protocol):
+    """The store reads a subscriber needs; called from a worker thread, never concurrently."""
+
+    def gateways(self) -> list[StreamStatus]:
+        """Every (gateway, stream, epoch) with its committed high-water mark."""
+        ...
+
+    def records(
+        self,
+        gateway: str,
+        stream: str,
+        epoch: int | None = None,
+        after_seq: int = 0,
+        limit: int = 10000,
+    ) -> list[StoredRecord]:
+        """Committed records of a stream (of one epoch: with seq > ``after_seq``), in seq order."""
+        ...
+
+    def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:
+        """Seqs the gateway dropped on purpose (DROP), ordered by ``first``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ReaderError(ValueError):
+    """The store cannot be opened for reading (missing file, unsupported URL)."""
+
+
+def open_reader(db: str) -> StoreReader:
+    """An open reader of the store ``db`` (an SQLite file; the receiver keeps writing it)."""
+    if "://" in db:
+        raise ReaderError(f"--db {db}: only an SQLite store file can be read for catch-up here")
+    if not os.path.exists(db):
+        raise ReaderError(f"--db {db}: no cloud store there (the receivers' --db)")
+    store = SQLiteCloudStore(db)
+    try:
+        store.open()
+    except Exception as exc:
+        raise ReaderError(f"--db {db}: {exc}") from None
+    return store
