@@ -192,6 +192,7 @@ def test_subscribe_prints_json_lines_with_point_names_and_stops_on_ctrl_c(tmp_pa
     async def subscriber(pub: str, db: Path) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             *GATEWAY, "subscribe", "--connect", pub, "--db", str(db), "--log-level", "warning",
+            "--records",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
         )  # fmt: skip
 

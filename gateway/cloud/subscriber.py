@@ -25,7 +25,7 @@ import zmq.asyncio
 
 from gateway.cloud.store import CloudStore
 from gateway.uplink import wire
-from gateway.uplink.recordjson import PointNames, dumps, shown, store_lookup
+from gateway.uplink.recordjson import PointNames, dumps, sample_lines, shown, store_lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +223,15 @@ async def run_subscribe(
     topic: str = "",
     stop: asyncio.Event | None = None,
     names: PointNames | None = None,
+    samples: bool = True,
 ) -> None:
-    """Print every record as a JSON line until ``stop`` is set — ``gateway subscribe``.
+    """Print what the cloud publishes as JSON lines until ``stop`` is set — ``gateway subscribe``.
 
-    Lines: ``{"gateway", "stream", "epoch", "seq", "record"}``, telemetry with point names
-    (:mod:`gateway.uplink.recordjson`); holes in the sequence go to stderr."""
+    ``samples``: one line per telemetry sample, named and with its unit, ``{"gateway",
+    "stream", "seq", "model", "asset", "path", "point", "unit", "ts", "value", "quality"}``
+    (resolved against the model version the record was written under); other records as
+    below. Else one line per record: ``{"gateway", "stream", "epoch", "seq", "record"}``,
+    telemetry with point names (:mod:`gateway.uplink.recordjson`). Holes go to stderr."""
 
     def report(gap: Gap) -> None:
         print(
@@ -248,6 +252,14 @@ async def run_subscribe(
                     nxt.cancel()
                     break
                 rec = nxt.result()
+                lines = (
+                    sample_lines(rec.stream, rec.gateway, rec.seq, rec.payload, names)
+                    if samples
+                    else None
+                )
+                if lines is not None:
+                    print("\n".join(dumps(x) for x in lines), flush=True)
+                    continue
                 line = {
                     "gateway": rec.gateway,
                     "stream": rec.stream,
@@ -272,6 +284,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default="var/cloud.db",
         help="the receiver's store (read-only): point names of gateways started before this",
     )
+    s.add_argument(
+        "--records",
+        action="store_true",
+        help="one line per record (telemetry as columns of samples) instead of one per sample",
+    )
     s.set_defaults(fn=cmd_subscribe)
 
 
@@ -280,7 +297,9 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
     names = PointNames(store_lookup(args.db), hint=f" on the PUB socket nor in --db {args.db}")
     try:
-        run_until_signal(lambda stop: run_subscribe(args.connect, args.topic, stop, names))
+        run_until_signal(
+            lambda stop: run_subscribe(args.connect, args.topic, stop, names, not args.records)
+        )
     except zmq.ZMQError as exc:  # a mistyped endpoint: say which and what one looks like
         print(f"gateway subscribe: --connect: {exc} (e.g. tcp://127.0.0.1:7001)", file=sys.stderr)
         return 2
