@@ -248,3 +248,24 @@ def test_unknown_type_device_and_point_are_named(tmp_path: Path) -> None:
     assert "unknown device 'pres2'" in text_issues
     assert "unknown device point 'press1.tmp'" in text_issues
     assert "the asset sets no `device:`" in text_issues
+
+
+def test_can_points_take_unit_and_range_from_the_dbc() -> None:
+    """What the protocol knows fills in what the config leaves out (DBC: "rpm", [0|8031.875])."""
+    text = f"""\
+gateway: {{id: gw}}
+uplink: {{insecure: true}}
+devices:
+  - name: truck
+    driver: can
+    can: {{interface: virtual, channel: t, dbc: {ROOT / "examples" / "truck.dbc"}, j1939: true}}
+    points:
+      - {{name: rpm, signal: EEC1.EngineSpeed}}
+      - {{name: torque, signal: EEC1.Torque, unit: "%", range: [-100, 100]}}
+"""
+    cfg = load_config_text(text, "gw.yaml")
+    rec = records.decode(birth_record(cfg, build_point_table(cfg).infos)[1])
+    rpm, torque = rec["points"]
+    assert rpm["unit"] == "{rev}/min" and rpm["range"] == [0.0, 8031.875]
+    assert rpm["source"] == "can://t/EEC1.EngineSpeed"
+    assert torque["unit"] == "%" and torque["range"] == [-100.0, 100.0]  # the config wins
