@@ -269,3 +269,13 @@ devices:
     assert rpm["unit"] == "{rev}/min" and rpm["range"] == [0.0, 8031.875]
     assert rpm["source"] == "can://t/EEC1.EngineSpeed"
     assert torque["unit"] == "%" and torque["range"] == [-100.0, 100.0]  # the config wins
+
+
+def test_every_point_of_the_demo_belongs_to_an_asset() -> None:
+    """The demo's factory is modelled completely (a device added to it needs its asset too)."""
+    demo = load_config(ROOT / "examples" / "demo.yaml")
+    assert demo.assets is not None
+    attached = {p.point for _, a in walk(demo.assets.roots) for p in a.points}
+    assert attached == {f"{d.name}.{p.name}" for d in demo.devices for p in d.points}
+    ids = {a.id: a.identifier for _, a in walk(demo.assets.roots)}
+    assert set(ids) == {"factory", "line1", "press1", "pump1", "motor1"} and all(ids.values())
