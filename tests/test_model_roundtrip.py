@@ -174,7 +174,7 @@ def test_backlog_across_a_model_change_resolves_with_its_own_version(backlog: Ba
 def test_export_by_asset_path(backlog: Backlog, capsys: pytest.CaptureFixture[str]) -> None:
     """Each version's samples under the path it gave them."""
     db = str(backlog.db)
-    old = cli("export", "--db", db, "--asset", "line1/press1", "--format", "csv")
+    old = cli("export", "--db", db, "--asset", "line1/press1", "--csv")
     assert old.returncode == 0, old.stderr
     assert main(["export", "--db", db, "--asset", "line2/press1"]) == 0
     new_rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -275,3 +275,20 @@ def test_subscribe_prints_named_samples_with_units_by_default(tmp_path: Path) ->
     assert flow["unit"] == "m3/h" and flow["quality"] in ("good", "uncertain", "bad")
     assert flow["gateway"] == "gw1" and flow["stream"] == "telemetry"
     assert set(flow) >= {"asset", "path", "point", "unit", "ts", "value", "quality", "model"}
+
+
+def test_damaged_or_unknown_models_name_nothing_and_break_nothing() -> None:
+    """A peer controls its meta records: bad ones are skipped, unknown ids shown as #id."""
+    from gateway.model.versions import ModelVersions
+
+    mv = ModelVersions()
+    assert mv.learn("g", {"kind": "point_model", "model": "a", "points": "nope"}) is None
+    assert mv.learn("g", {"kind": "events", "model": "b", "points": []}) is None
+    assert mv.learn_payloads("g", [b"\xc1", records.encode_event("x", 1.0)]) == 0
+    mv.learn("g", {"kind": "point_model", "model": "m", "points": [7, {"name": "d.p"}]})
+    tel = {"model": "m", "id": [0, 1, 5], "ts": [1.0] * 3, "x": [1.0, 2.0, None], "q": [0, 1, 9]}
+    out = mv.named("g", tel)
+    assert [s["point"] for s in out] == ["#0", "d.p", "#5"]
+    assert [s["quality"] for s in out] == ["good", "uncertain", 9]
+    assert all(s["asset"] is None and s["path"] is None for s in out)
+    assert [s["point"] for s in mv.named("other", tel)] == ["#0", "#1", "#5"]

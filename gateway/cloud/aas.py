@@ -240,7 +240,11 @@ def export(db_path: str, gateway: str | None, asset_ref: str, out: Path) -> dict
             known = ", ".join(str(a.get("path")) for a in model.assets) or "none"
             raise AasError(f"no asset {asset_ref!r} in {gw}'s model {model.version}; it has: "
                            f"{known}")  # fmt: skip
-        store = build(model, asset, latest_values(db, gw, versions))
+        try:
+            store = build(model, asset, latest_values(db, gw, versions))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise AasError(f"{gw}'s model {model.version} cannot be made an AAS: {exc!r} "
+                           "(a damaged meta record?)") from None  # fmt: skip
     finally:
         db.close()
     meant = summary(store)

@@ -250,6 +250,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--from", dest="start", metavar="T",
                    help="first time (epoch seconds or ISO 8601, UTC if no offset)")  # fmt: skip
     s.add_argument("--to", dest="end", metavar="T", help="end time, exclusive")
+    s.add_argument("--csv", dest="format", action="store_const", const="csv",
+                   help="same as --format csv")  # fmt: skip
     s.add_argument("--format", choices=FORMATS,
                    help="recording format (default: from -o's extension, else csv)")  # fmt: skip
     s.add_argument("-o", "--output", help="output file (default: stdout)")

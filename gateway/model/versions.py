@@ -45,7 +45,7 @@ class Model:
 
     def sample(self, pid: int, ts: float, x: Any, q: int) -> dict[str, Any]:
         p = self.points[pid] if 0 <= pid < len(self.points) else None
-        if p is None:
+        if not isinstance(p, dict):  # unknown id, or a damaged record: shown as the id
             return named(None, f"#{pid}", ts, x, q)
         return named(p, str(p.get("name", f"#{pid}")), ts, x, q)
 
