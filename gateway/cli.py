@@ -1,5 +1,5 @@
 """The ``gateway`` command: run | demo | check | cloud | command | fleet | subscribe | sim | keys |
-queue | rules test | models.
+queue | rules test | models | export | aas | resolve.
 
 It behaves like a Unix tool: ``--version``; the global options are accepted before and after the
 subcommand; every ``--help`` shows the defaults; a closed pipe (``| head``) ends it quietly with
@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rules_parser(sub)
     add_export_parser(sub)
+    from gateway.cloud.aas import add_parser as add_aas_parser
+    from gateway.cloud.resolve import add_parser as add_resolve_parser
+
+    add_aas_parser(sub)
+    add_resolve_parser(sub)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     from gateway.demo.ports import DEFAULT_BASE_PORT, PORT_COUNT, parse_base_port

@@ -27,6 +27,7 @@ from gateway.core import records
 from gateway.core.model import SampleBatch
 from gateway.core.runtime import Runtime, build_point_table
 from gateway.drivers.sim import Factory, demo_factory
+from gateway.model.birth import birth_record
 from gateway.uplink import inspect
 from gateway.uplink.queue import DurableQueue
 
@@ -126,7 +127,7 @@ def test_queue_export_is_json_lines_with_point_names(big_queue: Path) -> None:
 def test_queue_names_points_from_the_config_when_the_queue_lost_its_model(tmp_path: Path) -> None:
     cfg = demo_config(tmp_path, {d.name: 1 for d in load_config(DEMO).devices}, "tcp://x:1", "q")
     infos = build_point_table(cfg).infos
-    model, _ = records.point_model(cfg.id, infos)
+    model, _ = birth_record(cfg, infos)
     batch = SampleBatch.uniform(np.array([0, 2], np.uint32), 5.0, np.array([1.0, 2.0]))
     path = tmp_path / "queue.db"
     with DurableQueue(path) as q:  # no meta record: it was acked and deleted long ago
@@ -191,6 +192,7 @@ def test_subscribe_prints_json_lines_with_point_names_and_stops_on_ctrl_c(tmp_pa
     async def subscriber(pub: str, db: Path) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             *GATEWAY, "subscribe", "--connect", pub, "--db", str(db), "--log-level", "warning",
+            "--records",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
         )  # fmt: skip
 

@@ -96,12 +96,12 @@ def test_demo_loads_with_expected_values() -> None:
         WriteAction("press1.run", "0"),
         LogAction("stopping press1 at {press1.temp:.1f} degC"),
     )
-    assert overheat.source == f"{DEMO}:45"
+    assert overheat.source == f"{DEMO}:98"
     assert restart.actions[0] == WriteAction("press1.run", "1") and restart.clear is None
     assert unsteady.for_ == 5.0 and unsteady.severity == "minor"
     zone_d = next(r for r in packs if r.name == "motor1_iso10816_zone_d")
-    assert zone_d.when == "rms(motor1.vibration, 10s) > 7.1" and zone_d.for_ == 10.0
-    assert zone_d.source.endswith("rules/iso10816.yaml:44")
+    assert zone_d.when == "rms(line1/motor1.vibration, 10s) > 7.1" and zone_d.for_ == 10.0
+    assert zone_d.source.endswith("rules/iso10816.yaml:50")
 
     up = cfg.uplink
     assert up.endpoints == ("tcp://127.0.0.1:7000",) and up.insecure is False
@@ -256,7 +256,7 @@ def test_option_tables_match_dataclasses(section: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(_DATACLASSES[section])}
     structural = {"devices", "rules", "uplink", "points", "actions", "source", "virtual_points",
                   "rule_files", "repeat_count", "repeat_within", "positions", "models",
-                  "settings"}  # fmt: skip
+                  "settings", "assets"}  # fmt: skip
     for opt in TABLES[section].options:
         if opt.key == "repeat":  # a nested section read into repeat_count / repeat_within
             continue

@@ -75,3 +75,23 @@ def test_an_offline_device_without_a_round_trip_yet_is_drawn() -> None:
         st["last_rtt_ms"] = None
     lines = [t for t, _ in render_lines(snap, SubscriberView(), True, time.time(), 120, 40)]
     assert any("press1 OFFLINE -" in t for t in lines), lines
+
+
+def test_points_are_named_by_asset_and_the_tree_is_shown() -> None:
+    """The demo's config has an asset tree: the table says press1.temperature, not press1.temp."""
+    from pathlib import Path
+
+    from gateway.config import load_config
+    from gateway.demo.screen import ModelLabels
+
+    demo = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+    model = ModelLabels.of(load_config(demo).assets)
+    snap = status(n_points=0)
+    snap["points"] = [
+        {"name": "press1.temp", "value": 81.5, "unit": "Cel", "quality": "good"},
+        {"name": "press1.parts", "value": 42.0, "unit": "{parts}", "quality": "good"},
+    ]
+    lines = [t for t, _ in render_lines(snap, SubscriberView(), True, NOW, 120, 40, model=model)]
+    assert "ASSETS   factory/line1: press1 pump1 motor1" in lines
+    table = "\n".join(lines)
+    assert "press1.temperature" in table and "81.50 Cel" in table and "42 {part" in table

@@ -12,7 +12,7 @@ from uplink_support import running_receiver
 from gateway.config import load_config
 from gateway.core import records
 from gateway.core.runtime import Runtime
-from gateway.uplink.store import SQLiteCloudStore
+from gateway.cloud.store import SQLiteCloudStore
 from tests.opcua_support import ServerProcess, wait_for
 
 CONFIG = """

@@ -184,7 +184,7 @@ def test_virtual_point_set_goes_to_point_table_and_upstream(tmp_path: Path) -> N
         pid = rt.points.id_of("virtual.temp_f")
         assert rt.points.last_value[pid] == 212.0 and len(rt.points.rings[pid]) == 1
         assert rt.uplink.stats()["submitted"] >= before + 2  # the sample and the virtual point
-        assert rt.points.infos[pid].device == "virtual" and rt.points.infos[pid].unit == "degF"
+        assert rt.points.infos[pid].device == "virtual" and rt.points.infos[pid].unit == "[degF]"
 
     with_runtime(cfg, body)
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from gateway.core.records import STREAM_META, STREAM_TELEMETRY, ModelDecoder, decode
+from gateway.core.records import STREAM_META, STREAM_TELEMETRY, decode
+from gateway.model.versions import QUALITY, ModelVersions
 from gateway.rules.recording import FORMATS, DataError, Row, format_of, parse_ts, write_recording
 
 
@@ -55,7 +56,7 @@ def gateways(db: sqlite3.Connection) -> list[str]:
     return [r[0] for r in db.execute("SELECT DISTINCT gateway FROM streams ORDER BY gateway")]
 
 
-def _payloads(db: sqlite3.Connection, gateway: str, stream: str) -> Iterator[bytes]:
+def stream_payloads(db: sqlite3.Connection, gateway: str, stream: str) -> Iterator[bytes]:
     """Payloads of one stream in the order the gateway sent them: epochs (random ids) in the
     order they arrived, records by sequence number within each."""
     sql = (
@@ -69,54 +70,72 @@ def _payloads(db: sqlite3.Connection, gateway: str, stream: str) -> Iterator[byt
 
 
 class Selection:
-    """Which samples to export: point names or patterns (``press1.*``) and ``start <= ts < end``."""
+    """Which samples to export: point names or patterns (``press1.*``), the points of an asset
+    (its path, or a tail of it: ``line1/press1``, with the assets below it) and
+    ``start <= ts < end``."""
 
     def __init__(
         self, points: list[str] | None = None, start: float | None = None, end: float | None = None,
+        asset: str | None = None,
     ) -> None:  # fmt: skip
         self.points = points
         self.start = start
         self.end = end
+        self.asset = asset.strip("/") if asset else None
 
-    def wants(self, name: str, device: str, ts: float) -> bool:
+    def wants(self, name: str, device: str, ts: float, path: str = "") -> bool:
         if self.start is not None and ts < self.start:
             return False
         if self.end is not None and ts >= self.end:
+            return False
+        if self.asset is not None and not _under(path, self.asset):
             return False
         if self.points is None:
             return device != "virtual"
         return any(name == p or fnmatch.fnmatchcase(name, p) for p in self.points)
 
 
+def _under(path: str, asset: str) -> bool:
+    """``path`` (``factory/line1/press1``) is the asset ``asset`` names (its path or a tail of
+    it; ids are unique in a tree) or one below it."""
+    parts, want = path.split("/") if path else [], asset.split("/")
+    return any(parts[i : i + len(want)] == want for i in range(len(parts) - len(want) + 1))
+
+
 def samples(
     db: sqlite3.Connection, gateway: str, sel: Selection, warn: Any = None
 ) -> Iterator[Row]:
-    """Named samples of ``gateway`` (``(ts, point, value, quality)``) chosen by ``sel``."""
-    models = ModelDecoder()
+    """Named samples of ``gateway`` (``(ts, point, value, quality)``) chosen by ``sel``; each
+    telemetry record is read with the model version it was written under."""
+    models = ModelVersions()
     devices: dict[str, str] = {}
     bad = unknown = 0
-    for payload in _payloads(db, gateway, STREAM_META):
+    for payload in stream_payloads(db, gateway, STREAM_META):
         try:
             rec = decode(payload)
-            models.add_model(rec)
+            if models.learn(gateway, rec) is None:
+                raise ValueError("not a point model")
             for p in rec["points"]:
                 devices[str(p["name"])] = str(p.get("device", ""))
         except (ValueError, KeyError, TypeError):
             bad += 1
-    for payload in _payloads(db, gateway, STREAM_TELEMETRY):
+    for payload in stream_payloads(db, gateway, STREAM_TELEMETRY):
         try:
-            rows = models.samples(decode(payload))
+            rows = models.named(gateway, decode(payload))
         except (ValueError, KeyError, TypeError):
             bad += 1
             continue
-        for name, ts, x, q in rows:
+        for s in rows:
+            name = s["point"]
             if name.startswith("#"):
                 unknown += 1
                 continue
-            ts = float(ts)
-            if not sel.wants(name, devices.get(name, ""), ts):
+            ts = float(s["ts"])
+            path = s["path"].rsplit(".", 1)[0] if s["path"] else ""
+            if not sel.wants(name, devices.get(name, ""), ts, path):
                 continue
-            q = int(q)
+            x = s["value"]
+            q = QUALITY.index(s["quality"]) if s["quality"] in QUALITY else 2  # unknown: bad
             yield (ts, name, float("nan") if x is None or q else float(x), q)
     if warn is not None and (bad or unknown):
         warn(f"skipped {bad} undecodable records and {unknown} samples of an unknown point model")
@@ -142,11 +161,26 @@ def _time(opt: str, text: str | None) -> float | None:
         raise ExportError(str(exc)) from None
 
 
+def _check_asset(db: sqlite3.Connection, gateway: str, asset: str) -> None:
+    """ExportError unless some model version of ``gateway`` has the asset ``asset``."""
+    from gateway.cloud.models import from_db
+
+    versions = from_db(db, gateway)
+    known: list[str] = []
+    for version in versions.versions(gateway):
+        model = versions.get(gateway, version)
+        if model is not None and model.asset(asset) is not None:
+            return
+        known += [str(a.get("path")) for a in model.assets] if model else []
+    listed = ", ".join(dict.fromkeys(known)) or "none (its config has no assets:)"
+    raise ExportError(f"--asset {asset}: no such asset in {gateway}'s model; it has: {listed}")
+
+
 def _export(args: argparse.Namespace) -> int:
     fmt = args.format or (format_of(args.output) if args.output else None) or "csv"
     sel = Selection(
         [p.strip() for p in args.points.split(",") if p.strip()] if args.points else None,
-        _time("--from", args.start), _time("--to", args.end),
+        _time("--from", args.start), _time("--to", args.end), args.asset,
     )  # fmt: skip
     db = open_store(args.db)
     try:
@@ -165,6 +199,8 @@ def _export(args: argparse.Namespace) -> int:
         def warn(msg: str) -> None:
             print(f"gateway export: {msg}", file=sys.stderr)
 
+        if sel.asset is not None:
+            _check_asset(db, gateway, sel.asset)
         rows = samples(db, gateway, sel, warn)
         try:
             n = _write(rows, args.output, fmt)
@@ -208,9 +244,14 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--db", required=True, help="the receiver's store (gateway cloud --db)")
     s.add_argument("--gateway", help="gateway id (default: the only one in the store)")
     s.add_argument("--points", help="comma-separated point names or patterns (press1.*)")
+    s.add_argument("--asset", metavar="PATH",
+                   help="the points of this asset and those below it: its path or a tail of "
+                   "it (line1/press1), as in the gateway's `assets:`")  # fmt: skip
     s.add_argument("--from", dest="start", metavar="T",
                    help="first time (epoch seconds or ISO 8601, UTC if no offset)")  # fmt: skip
     s.add_argument("--to", dest="end", metavar="T", help="end time, exclusive")
+    s.add_argument("--csv", dest="format", action="store_const", const="csv",
+                   help="same as --format csv")  # fmt: skip
     s.add_argument("--format", choices=FORMATS,
                    help="recording format (default: from -o's extension, else csv)")  # fmt: skip
     s.add_argument("-o", "--output", help="output file (default: stdout)")

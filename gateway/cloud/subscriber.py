@@ -34,7 +34,7 @@ import zmq.asyncio
 
 from gateway.cloud.catchup import ReaderError, StoreReader, open_reader
 from gateway.uplink import wire
-from gateway.uplink.recordjson import PointNames, dumps, shown, store_lookup
+from gateway.uplink.recordjson import PointNames, dumps, sample_lines, shown, store_lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,16 +270,20 @@ async def run_subscribe(
     topic: str = "",
     stop: asyncio.Event | None = None,
     names: PointNames | None = None,
+    samples: bool = True,
     *,
     store: StoreReader | None = None,
     snapshot: bool = False,
 ) -> None:
-    """Print every record as a JSON line until ``stop`` is set — ``gateway subscribe``.
+    """Print what the cloud publishes as JSON lines until ``stop`` is set — ``gateway subscribe``.
 
-    Lines: ``{"gateway", "stream", "epoch", "seq", "record"}``, telemetry with point names
-    (:mod:`gateway.uplink.recordjson`); holes in the sequence and the gateways' deliberate
-    drops go to stderr. ``store``: fill holes from it (and ``snapshot``: start with everything
-    it holds)."""
+    ``samples``: one line per telemetry sample, named and with its unit, ``{"gateway",
+    "stream", "seq", "model", "asset", "path", "point", "unit", "ts", "value", "quality"}``
+    (resolved against the model version the record was written under); other records as
+    below. Else one line per record: ``{"gateway", "stream", "epoch", "seq", "record"}``,
+    telemetry with point names (:mod:`gateway.uplink.recordjson`). Holes in the sequence and
+    the gateways' deliberate drops go to stderr. ``store``: fill holes from it (and
+    ``snapshot``: start with everything it holds)."""
 
     def report(gap: Gap) -> None:
         print(
@@ -310,6 +314,14 @@ async def run_subscribe(
                     nxt.cancel()
                     break
                 rec = nxt.result()
+                lines = (
+                    sample_lines(rec.stream, rec.gateway, rec.seq, rec.payload, names)
+                    if samples
+                    else None
+                )
+                if lines is not None:
+                    print("\n".join(dumps(x) for x in lines), flush=True)
+                    continue
                 line = {
                     "gateway": rec.gateway,
                     "stream": rec.stream,
@@ -352,6 +364,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         action="store_true",
         help="start with every record already in --db, then live (implies --catch-up)",
     )
+    s.add_argument(
+        "--records",
+        action="store_true",
+        help="one line per record (telemetry as columns of samples) instead of one per sample",
+    )
     s.set_defaults(fn=cmd_subscribe)
 
 
@@ -370,7 +387,13 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     try:
         run_until_signal(
             lambda stop: run_subscribe(
-                connect, args.topic, stop, names, store=store, snapshot=args.snapshot
+                connect,
+                args.topic,
+                stop,
+                names,
+                not args.records,
+                store=store,
+                snapshot=args.snapshot,
             )
         )
     except zmq.ZMQError as exc:  # a mistyped endpoint: say which and what one looks like

@@ -59,7 +59,7 @@ def check_config(path: str, *, self_test: bool = True) -> CheckResult:
     result.warnings = [Finding(as_warning(w)) for w in report.warnings]
     if report.unreadable:
         return result
-    result.errors += _rule_errors(report.rules, report.points, report.virtual)
+    result.errors += _rule_errors(report.rules, report.points, report.virtual, report.aliases)
     missing = missing_dependencies(report.devices, report.models)
     for gap in missing:
         if gap.kind == "device":
@@ -106,7 +106,10 @@ def _count(n: int, word: str) -> str:
 
 
 def _rule_errors(
-    rules: Iterable[RuleConfig], points: dict[str, bool | None], virtual: set[str]
+    rules: Iterable[RuleConfig],
+    points: dict[str, bool | None],
+    virtual: set[str],
+    aliases: dict[str, str] | None = None,
 ) -> list[Finding]:
     """Compile each rule as the engine does; one finding per rule that does not compile."""
     from gateway.core.points import PointTable
@@ -121,6 +124,7 @@ def _rule_errors(
         device = "virtual" if name in virtual else name.split(".", 1)[0]
         # writable None: its own value was wrong (reported); do not add a follow-up error
         table.add(name, device, "float64", writable=writable is not False)
+    table.aliases = dict(aliases or {})
     found = []
     for rule in rules:
         try:

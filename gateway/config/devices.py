@@ -10,6 +10,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node
 
+from gateway.config.assets import unit_issue
 from gateway.config.errors import ConfigIssue
 from gateway.config.input import file_problem
 from gateway.config.model import CanConfig, DeviceConfig, NodeConfig, PointConfig, RtuConfig
@@ -46,6 +47,7 @@ class DeviceReading:
     # None for a standalone rule file (no devices to check targets against)
     points: dict[str, bool | None] | None
     marks: dict[str, tuple[int, int, str]]  # device name -> (line, column, path) of its driver
+    point_nodes: dict[str, tuple[Node, str]]  # full point name -> (name node, its key path)
 
     def _devices(self, top: Parsed) -> list[DeviceConfig | None]:
         node = top.values.get("devices")
@@ -294,6 +296,8 @@ class DeviceReading:
                 error(parsed.at("name"), join(path, "name"), msg)
             else:
                 seen[name] = line_of(parsed.at("name"))
+                if device is not None:
+                    self.point_nodes[f"{device}.{name}"] = (parsed.at("name"), join(path, "name"))
                 if device is not None and self.points is not None:
                     writable = values["writable"] if parsed.ok("writable") else None
                     self.points[f"{device}.{name}"] = writable
@@ -311,6 +315,13 @@ class DeviceReading:
                     msg = (f"{kind} needs {words} registers, so the address must be "
                            f"<= {65536 - words}; got {values['address']}")  # fmt: skip
                     error(parsed.at("address"), join(path, "address"), msg)
+        if parsed.ok("unit") and values["unit"]:
+            code, problem = unit_issue(values["unit"])
+            if problem:
+                error(parsed.at("unit"), join(path, "unit"), problem)
+                parsed.bad.add("unit")
+            else:
+                values["unit"] = code  # the UCUM code (`degC` -> `Cel`)
         if parsed.ok("table", "writable") and values["writable"] and table in _READ_ONLY_TABLES:
             msg = f"points in the {table} table are read-only; writable must be false"
             error(parsed.at("writable"), join(path, "writable"), msg)

@@ -119,6 +119,8 @@ def _base(opt: Option) -> dict[str, Any]:
             "additionalProperties": _duration(opt),
             **_min_items(opt, "minProperties"),
         }
+    if kind == "range":
+        return {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
     if kind == "section":
         return _ref(str(opt.table))
     if kind == "section_list":
@@ -311,6 +313,8 @@ def _type_doc(opt: Option) -> str:
         text = "mapping identifier: number, string, boolean or null"
     elif kind == "value":
         text = "number, string or boolean"
+    elif kind == "range":
+        text = "`[low, high]`, two numbers"
     else:
         text = kind
     return text + (" or null" if opt.nullable and kind in _SCALAR_KINDS else "")

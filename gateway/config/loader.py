@@ -14,6 +14,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from gateway.config.assets import AssetReading, with_units
 from gateway.config.devices import DeviceReading
 from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.input import InputError, read_text
@@ -23,6 +24,7 @@ from gateway.config.opcua import resolve_certificate_dirs
 from gateway.config.reader import Parsed, Reader
 from gateway.config.rules import RuleReading, apply_params
 from gateway.config.schema import TABLES
+from gateway.model.assets import AssetsConfig, point_paths
 
 
 def load_config(path: str | Path, warnings: list[ConfigIssue] | None = None) -> GatewayConfig:
@@ -72,6 +74,7 @@ class LoadReport:
     devices: list[DeviceConfig] = field(default_factory=list)
     models: list[ModelConfig] = field(default_factory=list)
     marks: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # asset path name -> point name
 
 
 def load_report(path: str | Path) -> LoadReport:
@@ -92,6 +95,7 @@ def load_report(path: str | Path) -> LoadReport:
     return LoadReport(
         str(path), config, loader.issues, loader.warnings, unreadable, loader.clean_rules,
         points, set(loader.virtual), loader.clean_devices, loader.clean_models, loader.marks,
+        point_paths(loader.assets),
     )  # fmt: skip
 
 
@@ -143,7 +147,7 @@ def load_rule_file(
     return tuple(r for r in rules if r is not None)
 
 
-class Loader(DeviceReading, RuleReading):
+class Loader(DeviceReading, RuleReading, AssetReading):
     """One load: the main file, its rule files and the issues of all of them."""
 
     def __init__(self, file: str, base_dir: Path) -> None:
@@ -165,6 +169,9 @@ class Loader(DeviceReading, RuleReading):
         self.clean_models: list[ModelConfig] = []
         self.model_outputs: set[str] = set()
         self.marks: dict[str, tuple[int, int, str]] = {}
+        self.point_nodes: dict[str, tuple[Node, str]] = {}
+        self.point_units: dict[str, str] = {}
+        self.assets: AssetsConfig | None = None  # read before the rules (asset-path names)
 
     def load(self, text: str, source: str) -> GatewayConfig:
         root = self.main.compose(text)
@@ -192,6 +199,14 @@ class Loader(DeviceReading, RuleReading):
         if gateway is not None and gateway.ok("data_dir"):
             data_dir = gateway.values["data_dir"]
             devices = resolve_certificate_dirs(self.main, devices, data_dir, self.marks)
+        self.assets = self._assets(top, devices)
+        self.point_units = {
+            f"{d.name}.{p.name}": p.unit
+            for d in with_units(self.assets, tuple(d for d in devices if d is not None))
+            for p in d.points
+        }
+        for alias, name in point_paths(self.assets).items():
+            self.point_units[alias] = self.point_units.get(name, "")
         virtual = self._read_virtual_points(top)
         rules = [
             *self._rules(self.main, top, "rules"),
@@ -207,13 +222,14 @@ class Loader(DeviceReading, RuleReading):
             return None
         return GatewayConfig(
             **gateway.fields(),
-            devices=tuple(d for d in devices if d is not None),
+            devices=with_units(self.assets, tuple(d for d in devices if d is not None)),
             rules=tuple(r for r in rules if r is not None),
             uplink=uplink,
             models=tuple(m for m in models if m is not None),
             source=source,
             virtual_points=virtual,
             rule_files=tuple(self.rule_file_paths),
+            assets=self.assets,
         )
 
     # --- devices and points ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from gateway.config.models import ModelConfig
 from gateway.config.opcua import OpcuaConfig
+from gateway.model.assets import AssetsConfig
 
 RegisterTable = Literal["holding", "input", "coil", "discrete"]
 RegisterType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64"]
@@ -38,6 +39,7 @@ class PointConfig:
     signal: str | None = None  # can driver: "MESSAGE.SIGNAL" of the DBC
     channel: int | None = None  # node driver: reading channel
     node: str | None = None  # opcua driver: the variable's NodeId, e.g. "ns=2;s=Press.Temp"
+    range: tuple[float, float] | None = None  # measuring range [low, high] (information model)
 
 
 @dataclass(frozen=True)
@@ -211,3 +213,4 @@ class GatewayConfig:
     source: str = ""  # path of the file this came from
     virtual_points: tuple[VirtualPointConfig, ...] = ()
     rule_files: tuple[str, ...] = ()  # resolved paths of the rule files (watched for reload)
+    assets: AssetsConfig | None = None  # the information model (gateway.model); None: no assets:

@@ -30,6 +30,7 @@ Kind = Literal[
     "rule_file_list",  # rule_files: paths, or {include: path, params: {...}} mappings
     "params",  # a mapping identifier -> number | string | boolean | null (rule pack params)
     "value",  # a write value: number, string or boolean, kept as expression text
+    "range",  # [low, high]: two finite numbers, low < high
 ]
 
 

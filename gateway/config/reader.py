@@ -302,6 +302,10 @@ class Reader:
             if option.kind in ("section", "params"):
                 return node if self.mapping(node, path) is not None else BAD
             return node if self.sequence(node, path) is not None else BAD
+        if option.kind == "range":
+            if self.is_null(node) and option.nullable:
+                return None
+            return self._range(node, path)
         if option.kind in ("string_list", "path_list", "duration_map"):
             if self.is_null(node) and option.nullable:
                 return self._default(option)
@@ -315,6 +319,20 @@ class Reader:
             return self._convert(option, node, path, value)
         self.error(node, path, f"expected {expectation(option)}; got {describe(node)}")
         return BAD
+
+    def _range(self, node: Node, path: str) -> Any:
+        """``[low, high]``: two finite numbers with low < high, as a tuple of floats."""
+        items = self.sequence(node, path, "a range [low, high]")
+        if items is None:
+            return BAD
+        number = Option("range", "number", "")
+        values = [self.value(number, child, join(path, i)) for i, child in enumerate(items)]
+        if any(v is BAD for v in values):
+            return BAD
+        if len(values) != 2 or not values[0] < values[1]:
+            self.error(node, path, f"expected [low, high] with low < high; got {values}")
+            return BAD
+        return (float(values[0]), float(values[1]))
 
     def _collection(self, option: Option, node: Node, path: str) -> Any:
         if option.kind == "duration_map":

@@ -74,15 +74,25 @@ def apply_params(
     main: Reader,
     entry: Node,
     entry_path: str,
+    point_units: dict[str, str] | None = None,
 ) -> str | None:
-    """``text`` with every ``${name}`` replaced; None (issues recorded) when a param is wrong."""
+    """``text`` with every ``${name}`` replaced; None (issues recorded) when a param is wrong.
+
+    ``point_units`` (point name -> UCUM unit) makes the pack's unit-aware parameters follow the
+    points they are given (see :func:`_convert_units`); None (a standalone pack): as written.
+    """
     before = len(reader.issues)
     declared: dict[str, Any] = {}
+    units: dict[str, tuple[str, Node]] = {}
     root = reader.compose(text) if ("${" in text or "params" in text or given) else None
     if root is None and len(reader.issues) > before:
         return None
     if isinstance(root, MappingNode):
         for key, _, value_node in reader.pairs(root, ""):
+            if key == "units" and isinstance(value_node, MappingNode):
+                for name, _, spec in reader.pairs(value_node, "units"):
+                    if isinstance(spec, ScalarNode):
+                        units[name] = (str(spec.value), spec)
             if key != "params" or not isinstance(value_node, MappingNode):
                 continue
             for name, name_node, default_node in reader.pairs(value_node, "params"):
@@ -101,6 +111,8 @@ def apply_params(
             )
     values = {name: default for name, default in declared.items()}
     values.update({name: v for name, (v, _) in given.items()})
+    if units:
+        _convert_units(reader, main, units, values, declared, given, entry, entry_path, point_units)
     missing = [name for name, v in values.items() if v is None]
     if missing:
         main.error(
@@ -126,6 +138,54 @@ def apply_params(
                    f"at most {MAX_FILE_BYTES} are read (shorter values, or fewer uses)")  # fmt: skip
         return None
     return _PARAM.sub(lambda m: _render(values[m.group(1)]), text)
+
+
+def _convert_units(
+    reader: Reader, main: Reader, units: dict[str, tuple[str, Node]], values: dict[str, Any],
+    declared: dict[str, Any], given: dict[str, tuple[Any, Node]], entry: Node, entry_path: str,
+    point_units: dict[str, str] | None,
+) -> None:  # fmt: skip
+    """A pack's ``units:``: ``point: mm/s`` says the limits are written in mm/s for the point
+    given as ``point``; ``zone_ab: point`` (a limit) and ``band: point delta`` (a difference)
+    follow it. When the point is in another unit of the same quantity (m/s, in/s) the limits
+    are converted to it; a point of another quantity is refused. ``${point_unit}`` is the unit
+    the limits end up in, for messages."""
+    from gateway.model.units import UnitError, converter, normalize
+
+    points: dict[str, str] = {}
+    for name, (spec, node) in units.items():
+        head = spec.split()[0] if spec.split() else ""
+        if head in units and head != name:  # a value that follows a point's unit
+            continue
+        try:
+            points[name] = normalize(spec)
+        except UnitError as exc:
+            reader.error(node, join("units", name), f"unknown unit: {exc}")
+    for name, target in points.items():
+        declared[f"{name}_unit"] = target
+        point = values.get(name)
+        actual = (point_units or {}).get(point, "") if isinstance(point, str) else ""
+        values[f"{name}_unit"] = actual or target
+        if not actual or actual == target:
+            continue
+        where = given[name][1] if name in given else entry
+        try:
+            scale, offset = converter(target, actual)
+        except UnitError as exc:
+            main.error(where, join(entry_path, "params", name),
+                       f"{point} is in {actual}, but this pack's limits are in {target}: {exc}; "
+                       f"give a point measured in {target} (or convertible to it)")  # fmt: skip
+            continue
+        for vname, (spec, node) in units.items():
+            follows, *rest = spec.split()
+            if follows != name or vname == name:
+                continue
+            value = values.get(vname)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                reader.error(node, join("units", vname), f"{vname} converts with {name}'s "
+                             f"unit, so it must be a number; got {value!r}")  # fmt: skip
+                continue
+            values[vname] = round(value * scale + (0.0 if rest == ["delta"] else offset), 12)
 
 
 def rule_positions(parsed: Parsed) -> tuple[tuple[str, int, int], ...]:
@@ -294,6 +354,8 @@ class RuleReading:
         elif self.points[point] is False:
             reader.error(node, path, f"point '{point}' is not writable (set writable: true on it)")
 
+    point_units: dict[str, str]  # point name (or asset path name) -> UCUM unit
+
     def _rule_files(self, top: Parsed) -> list[RuleConfig | None]:
         if not top.ok("rule_files"):
             return []
@@ -366,7 +428,7 @@ class RuleReading:
             reader = Reader(shown, self.base_dir, self.issues, self.warnings)
             self.files.append(shown)
             self.rule_file_paths.append(str(file))
-            substituted = apply_params(reader, text, params, main, item, path)
+            substituted = apply_params(reader, text, params, main, item, path, self.point_units)
             if substituted is None:
                 rules.append(None)
                 continue
@@ -388,5 +450,13 @@ class RuleReading:
                 self.main.error(parsed.at("name"), join(path, "name"), f"duplicate '{full}'")
                 continue
             self.virtual.add(full)
+            if parsed.values["unit"]:
+                from gateway.config.assets import unit_issue
+
+                code, problem = unit_issue(parsed.values["unit"])
+                if problem:
+                    self.main.error(parsed.at("unit"), join(path, "unit"), problem)
+                    continue
+                parsed.values["unit"] = code
             out.append(VirtualPointConfig(**parsed.fields()))
         return tuple(out)

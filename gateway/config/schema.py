@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from gateway.config.assets import ASSET_TABLES
 from gateway.config.models import MODEL_TABLES
 from gateway.config.opcua import OPCUA_TABLES
 from gateway.config.options import REQUIRED, Option, Section
@@ -40,6 +41,9 @@ _ROOT = Section(
         Option("models", "section_list", "TFLite models run on windows of points; their "
                "outputs become points `<model>.<output>`. Needs the ML extra "
                "(`pip install 'edge-gateway[ml]'`).", (), nullable=True, table="model"),
+        Option("assets", "section", "The information model: asset tree, identifiers, units "
+               "(docs/information-model.md).", None, nullable=True, table="assets",
+               default_doc="none"),
     ),
 )  # fmt: skip
 
@@ -240,7 +244,10 @@ _POINT = Section(
         Option("scale", "number", "Multiplier applied to the raw value; not 0.", 1.0,
                nonzero=True),
         Option("offset", "number", "Added after scaling.", 0.0),
-        Option("unit", "string", "Engineering unit, announced upstream.", ""),
+        Option("unit", "string", "UCUM unit (`Cel`, `mm/s`, `m3/h`, `kW`, `bar`, `L/min`; "
+               "aliases such as `degC` are accepted), announced upstream as its UCUM code.", ""),
+        Option("range", "range", "Measuring range `[low, high]` (information model).", None,
+               nullable=True),
         Option("deadband", "number", "Only changes larger than this go upstream; null: every "
                "sample.", None, minimum=0, nullable=True),
         Option("poll", "string", "Poll group of the device that reads this point.", "default",
@@ -404,6 +411,12 @@ _RULE_FILE = Section(
                nullable=True),
         Option("rules", "section_list", "The rules, as in the main file.", (), nullable=True,
                table="rule"),
+        Option("units", "params", "Rule packs: unit-aware parameters. `point: mm/s` says the "
+               "limits are written in mm/s for the point given as `point`; `limit: point` (a "
+               "value) and `band: point delta` (a difference) follow it: converted when the "
+               "point is in another unit of the quantity (m/s, in/s), refused when it measures "
+               "something else. `${point_unit}` is the unit they end up in.", {},
+               nullable=True),
     ),
 )  # fmt: skip
 
@@ -447,7 +460,7 @@ _UPLINK = Section(
 SECTIONS: Final[tuple[Section, ...]] = (
     _ROOT, _GATEWAY, _DEVICE, _RTU, _CAN, _NODE, _POINT, _RULE, _REPEAT, _ALARM, _EVENT, _WRITE,
     _SET, _LOG, _RULE_FILE, _INCLUDE, _VIRTUAL_POINT, _UPLINK,
-    *MODEL_TABLES, *OPCUA_TABLES,
+    *MODEL_TABLES, *OPCUA_TABLES, *ASSET_TABLES,
 )  # fmt: skip
 TABLES: Final[dict[str, Section]] = {section.name: section for section in SECTIONS}
 #: Action kinds a rule may use; each is a one-key mapping `{kind: ...}`.

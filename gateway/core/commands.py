@@ -23,6 +23,7 @@ from gateway.core import records
 from gateway.drivers.modbus_tcp import WriteError
 from gateway.infer.files import ModelFileError, ModelFiles, stored_name
 from gateway.infer.model import MAX_REFERENCE_BYTES
+from gateway.model.birth import birth_record
 from gateway.uplink import cmdargs
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def _ack(rt: Runtime, args: dict[str, Any]) -> tuple[str, str]:
 def resend_meta(rt: Runtime) -> tuple[str, str]:
     """The cloud's store lacks this gateway's point model (e.g. its store was replaced): queue
     the ``meta`` record again, so telemetry ids stay decodable."""
-    model, payload = records.point_model(rt.config.id, rt.points.infos)
+    model, payload = birth_record(rt.config, rt.points.infos)
     if not rt.uplink.submit(records.STREAM_META, payload):
         return "failed", "the uplink refused the meta record (queue full?)"
     return "ok", f"point model {model} queued"

@@ -39,6 +39,15 @@ class PointInfo:
         }
 
 
+class PointNames(list[str]):
+    """Point names (index = id) and the other names rules may use for them: asset paths such as
+    ``line1/press1.temperature`` (``aliases``: name -> id)."""
+
+    def __init__(self, names: list[str], aliases: dict[str, int] | None = None) -> None:
+        super().__init__(names)
+        self.aliases = aliases or {}
+
+
 class PointTable:
     """Point ids are dense indices; per-point state is kept in typed columns."""
 
@@ -51,6 +60,14 @@ class PointTable:
         self.last_value = np.empty(0, np.float64)
         self.last_ts = np.empty(0, np.float64)
         self.last_quality = np.empty(0, np.uint8)
+        self.aliases: dict[str, str] = {}  # asset path name -> point name (gateway.model)
+
+    def names(self) -> PointNames:
+        """The names rules resolve: point names by id, plus the asset-path aliases."""
+        names = [info.name for info in self.infos]
+        ids = {n: i for i, n in enumerate(names)}
+        aliases = {a: ids[p] for a, p in self.aliases.items() if p in ids}
+        return PointNames(names, aliases)
 
     def add(self, name: str, device: str, type: str, **meta: object) -> int:
         """Register a point; returns its id. Adding an existing name is an error."""

@@ -29,22 +29,33 @@ STREAM_TELEMETRY = "telemetry"
 STREAM_EVENTS = "events"
 
 
-def point_model(gateway_id: str, infos: list[PointInfo]) -> tuple[str, bytes]:
-    """Encode the point model; returns ``(model_hash, payload)``."""
+def point_model(
+    gateway_id: str,
+    infos: list[PointInfo],
+    extras: dict[str, dict[str, Any]] | None = None,
+    assets: list[dict[str, Any]] | None = None,
+) -> tuple[str, bytes]:
+    """Encode the point model; returns ``(model_hash, payload)``.
+
+    ``extras`` adds information-model fields per point name, ``assets`` the asset tree (see
+    :mod:`gateway.model.birth`); the hash covers them, so it is the model version. Without
+    either, the record and its hash are what they were before the information model.
+    """
     points = [info.to_wire() for info in infos]
-    body = msgpack.packb(points, use_bin_type=True)
+    if extras:
+        points = [{**p, **extras.get(info.name, {})} for p, info in zip(points, infos, strict=True)]
+    body = msgpack.packb([points, assets] if assets else points, use_bin_type=True)
     model = hashlib.sha256(body).hexdigest()[:16]
-    payload = msgpack.packb(
-        {
-            "v": RECORD_VERSION,
-            "kind": "point_model",
-            "gateway": gateway_id,
-            "model": model,
-            "points": points,
-        },
-        use_bin_type=True,
-    )
-    return model, payload
+    rec: dict[str, Any] = {
+        "v": RECORD_VERSION,
+        "kind": "point_model",
+        "gateway": gateway_id,
+        "model": model,
+        "points": points,
+    }
+    if assets:
+        rec["assets"] = assets
+    return model, msgpack.packb(rec, use_bin_type=True)
 
 
 def encode_telemetry(model: str, batch: SampleBatch) -> bytes:

@@ -16,8 +16,11 @@ from typing import Any
 
 from gateway.bounded import clip
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.core import records
 from gateway.core.metrics import Metrics
 from gateway.core.points import PointTable
+from gateway.model.assets import point_paths
+from gateway.model.birth import birth_record
 from gateway.rules.alarms import AlarmPersistence
 from gateway.rules.engine import RuleEngine
 from gateway.rules.errors import RuleError
@@ -86,6 +89,9 @@ class RuleReloads:
     _reload_task: asyncio.Task[dict[str, Any]] | None
     _reload_lock: asyncio.Lock
     _write_tasks: set[asyncio.Task[Any]]
+    model_hash: str  # the model version telemetry is written under
+    _model_payload: bytes
+    uplink: Any
 
     def _event(self, kind: str, ts: float, **fields: Any) -> None:
         raise NotImplementedError
@@ -164,16 +170,21 @@ class RuleReloads:
                     "restart the gateway to apply the rest"
                 )
             swaps = self._model_swaps(new)
+            self.points.aliases = point_paths(new.assets)  # rules may name the new asset paths
             engine = build_rule_engine(new, self.points, previous=self.rules)
         except RuleError as exc:
+            self.points.aliases = point_paths(self.config.assets)
             return self._reject(outcome, str(exc)[:4000])
         except Exception as exc:  # noqa: BLE001 - a bad file must never stop a running gateway
+            self.points.aliases = point_paths(self.config.assets)
             _log.exception("rule reload failed while applying %s", self.config.source)
             return self._reject(outcome, _unexpected(self.config.source, exc))
         self.rules = engine
         self.config = dataclasses.replace(
-            self.config, rules=new.rules, rule_files=new.rule_files, models=new.models
-        )
+            self.config, rules=new.rules, rule_files=new.rule_files, models=new.models,
+            assets=new.assets,
+        )  # fmt: skip
+        self._announce_model()
         for model in swaps:
             self._spawn(self.swap_model(model.name, model.file, model.sha256, model.reference))
         self._watched = self._rule_file_stamps()
@@ -192,6 +203,18 @@ class RuleReloads:
             "rules", self.clock(), state="reloaded", rules=outcome["rules"], replaced=replaced
         )
         return outcome
+
+    def _announce_model(self) -> None:
+        """After a reload: if the information model changed, it is a new version; its birth
+        record is queued and telemetry from now on names it (records already queued keep the
+        version they were written under, so the cloud resolves each with its own)."""
+        version, payload = birth_record(self.config, self.points.infos)
+        if version == self.model_hash:
+            return
+        self.model_hash, self._model_payload = version, payload
+        if not self.uplink.submit(records.STREAM_META, payload):
+            _log.error("model %s: the uplink refused its birth record (queue full?)", version)
+        _log.info("information model changed: version %s announced", version)
 
     def _reject(self, outcome: dict[str, Any], error: str) -> dict[str, Any]:
         outcome["error"] = error

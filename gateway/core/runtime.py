@@ -35,6 +35,8 @@ from gateway.core.sdnotify import SystemdNotifier
 from gateway.core.supervisor import stop_device
 from gateway.drivers.registry import Device, DeviceFactory
 from gateway.infer.wiring import add_model_points, model_runner
+from gateway.model.assets import point_paths
+from gateway.model.birth import birth_record
 from gateway.rules.alarms import QueueAlarmStore
 from gateway.rules.clock import RuleClock
 from gateway.rules.effects import (
@@ -74,6 +76,7 @@ def build_point_table(config: GatewayConfig) -> PointTable:
             f"virtual.{vp.name}", "virtual", "float64", unit=vp.unit, description=vp.description
         )
     add_model_points(table, config)
+    table.aliases = point_paths(config.assets)  # rules may name points by asset path
     return table
 
 
@@ -114,7 +117,7 @@ class Runtime(RuleReloads):
         self._deadband = DeadbandFilter(self.points)
         self._drops = SourceDrops(self.metrics, _log, time.monotonic)
         self._turn: list[SampleBatch] = []  # upstream telemetry of this loop turn
-        self.model_hash, self._model_payload = records.point_model(config.id, self.points.infos)
+        self.model_hash, self._model_payload = birth_record(config, self.points.infos)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
         self._write_tasks: set[asyncio.Task[Any]] = set()
         self._reload_task: asyncio.Task[dict[str, Any]] | None = None

@@ -26,6 +26,7 @@ from gateway.core.processes import ManagedProcess
 from gateway.demo.ports import DemoPorts, busy_message, busy_ports
 from gateway.demo.scratch import DemoSetupError, prepare_workdir, scratch_config
 from gateway.demo.screen import (
+    ModelLabels,
     PlainLog,
     SubscriberView,
     fit,
@@ -146,8 +147,9 @@ def processes(ports: DemoPorts, config: Any, work: Path, copy: Path) -> list[Man
 class Output:
     """The screen when stdout is a terminal (and not ``--plain``), plain lines otherwise."""
 
-    def __init__(self, plain: bool) -> None:
+    def __init__(self, plain: bool, model: ModelLabels | None = None) -> None:
         self.plain = plain or not sys.stdout.isatty()
+        self.model = model
         self.log = PlainLog()
         enc = (getattr(sys.stdout, "encoding", None) or "").lower()
         self.ellipsis = "…" if enc.startswith("utf") else "~"
@@ -160,7 +162,9 @@ class Output:
                 print(line, flush=True)
             return
         size = shutil.get_terminal_size()
-        lines = render_lines(status, view, coil, started, size.columns, size.lines, self.ellipsis)
+        lines = render_lines(
+            status, view, coil, started, size.columns, size.lines, self.ellipsis, self.model
+        )
         sys.stdout.write(frame(lines, color=True))
         sys.stdout.flush()
 
@@ -209,7 +213,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         return 1
     procs = processes(ports, config, work, copy)
     view = SubscriberView()
-    out = Output(args.plain)
+    out = Output(args.plain, ModelLabels.of(config.assets))
     if out.plain:
         print(
             f"gateway demo: ports {ports.describe()}, scratch folder {work}, "

@@ -22,6 +22,30 @@ def _fmt_ts(ts: float | None) -> str:
 
 
 @dataclass
+class ModelLabels:
+    """What the screen shows of the information model: point labels by asset
+    (``press1.temperature``) and the tree in one line (``factory/line1: press1 pump1``)."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    tree: str = ""
+
+    @classmethod
+    def of(cls, assets: Any) -> ModelLabels:
+        from gateway.model.assets import walk
+
+        labels: dict[str, str] = {}
+        groups: dict[str, list[str]] = {}
+        for path, asset in walk(assets.roots if assets else ()):
+            for p in asset.points:
+                labels[p.point] = f"{asset.id}.{p.name}"
+            if asset.points:
+                parent = path.rsplit("/", 1)[0] if "/" in path else ""
+                groups.setdefault(parent, []).append(asset.id)
+        tree = "   ".join(f"{k}: {' '.join(v)}" if k else " ".join(v) for k, v in groups.items())
+        return cls(labels, tree)
+
+
+@dataclass
 class SubscriberView:
     """What the demo's own subscriber has seen of the cloud's fan-out."""
 
@@ -62,7 +86,7 @@ def _value(p: dict[str, Any]) -> str:
     v = p["value"]
     if v is None:
         return "-"
-    if p["unit"] in ("parts", "") and float(v).is_integer():
+    if p["unit"] in ("parts", "{parts}", "") and float(v).is_integer():
         return f"{v:.0f}"
     return f"{v:.3g}" if p["unit"] == "" else f"{v:.2f}"  # model scores live below 1
 
@@ -94,11 +118,13 @@ def render_lines(
     width: int,
     height: int,
     ellipsis: str = "…",
+    model: ModelLabels | None = None,
 ) -> list[tuple[str, str]]:
     """The screen as ``(text, sgr)`` lines, at most ``height`` of them, none wider than ``width``.
 
     The rule activity list gets the rows left over, newest last; the point table uses as many
-    columns as the width allows.
+    columns as the width allows, naming points by asset (``press1.temperature``) when the
+    config has an ``assets:`` tree (``model``).
     """
     up = int(time.time() - started)
     head = [(f"Edge gateway demo   running {up // 60:02d}:{up % 60:02d}   Ctrl-C stops", BOLD)]
@@ -114,6 +140,7 @@ def render_lines(
     top = [
         *head,
         (f"DEVICES  {devs}", ""),
+        *([(f"ASSETS   {model.tree}", "")] if model and model.tree else []),
         (
             f"GATEWAY  {status['samples_per_second']:.0f} samples/s   total "
             f"{int(status['samples_total']):,}   link {u.get('link')}   queue {depth}   "
@@ -126,7 +153,8 @@ def render_lines(
     cells = []
     for p in status["points"]:
         quality = "" if p["quality"] == "good" else p["quality"]
-        cells.append(f"{p['name']:<21.21}{_value(p):>9} {p['unit']:<5.5}{quality:>3.3}")
+        name = model.labels.get(p["name"], p["name"]) if model else p["name"]
+        cells.append(f"{name:<21.21}{_value(p):>9} {p['unit']:<5.5}{quality:>3.3}")
     nrows = -(-len(cells) // ncols)
     table = []
     for r in range(nrows):

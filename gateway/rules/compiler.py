@@ -381,7 +381,7 @@ def compile_expression(
     if isinstance(points, Sequence):
         names = points
     else:
-        names = [p.name for p in points.infos]
+        names = points.names()
     tree = parse(src, names, source)
     _check(tree, src, source)
     return CompiledExpr(src, source, tree, names)

@@ -89,7 +89,7 @@ class RuleEngine:
         periods: Mapping[str, float] | None = None,
     ) -> None:
         self._points = points
-        names = [info.name for info in points.infos]
+        names = points.names()
         self._ids = {n: i for i, n in enumerate(names)}
         carry = previous is not None and previous._points is points
         self._ctx: EvalContext

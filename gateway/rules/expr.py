@@ -52,6 +52,7 @@ _TOKEN = re.compile(
     rf"""
     (?P<ws>[ \t]+)
   | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<path>{_NAME}(?:/{_NAME})+\.{_NAME})
   | (?P<name>{_NAME}(?:\.(?:{_NAME})?)*)
   | (?P<op>==|!=|<=|>=|[<>+\-*/%(),])
     """,
@@ -134,6 +135,8 @@ def tokenize(text: str, source: str = "<expr>") -> list[Token]:
             while end < len(text) and (text[end].isalnum() or text[end] in "_."):
                 end += 1
             raise fail(f"invalid number {text[col - 1 : end]!r} at column {col}", col)
+        if kind == "path":  # an asset path: line1/press1.temperature
+            kind = "point"
         if kind == "name":
             parts = word.split(".")
             if len(parts) > 2:
@@ -341,6 +344,7 @@ def parse(text: str, names: Sequence[str], source: str = "<expr>") -> Node:
         On any syntax error, unknown point or unknown function, with the column.
     """
     ids = {name: i for i, name in enumerate(names)}
+    ids.update(getattr(names, "aliases", None) or {})  # asset paths (core.points.PointNames)
     if not text.strip():
         raise RuleError("empty expression", source, 1, text)
     return _Parser(text, names, ids, source).parse()

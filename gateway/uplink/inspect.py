@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.core.records import STREAM_META, point_model
+from gateway.core.records import STREAM_META
+from gateway.model.birth import birth_record
 from gateway.uplink.queue_schema import record_crc
 from gateway.uplink.recordjson import PointNames, dumps, shown
 
@@ -123,7 +124,7 @@ def point_names(path: str, config: Any = None) -> PointNames:
     if config is not None:
         from gateway.core.runtime import build_point_table
 
-        _, payload = point_model(config.id, build_point_table(config).infos)
+        _, payload = birth_record(config, build_point_table(config).infos)
         names.learn_payloads([payload])
     return names
 

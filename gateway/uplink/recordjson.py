@@ -20,9 +20,10 @@ from typing import Any
 
 from gateway.core import records
 from gateway.jsonsafe import dumps, jsonable
+from gateway.model.versions import ModelVersions
 
 #: ``lookup(gateway)`` -> the payloads of that gateway's ``meta`` records, newest first.
-__all__ = ["PointNames", "dumps", "jsonable", "shown", "store_lookup"]
+__all__ = ["PointNames", "dumps", "jsonable", "sample_lines", "shown", "store_lookup"]
 
 ModelLookup = Callable[[str], Iterable[bytes]]
 
@@ -34,6 +35,7 @@ class PointNames:
 
     def __init__(self, lookup: ModelLookup | None = None, hint: str = "") -> None:
         self._decoder = records.ModelDecoder()
+        self._versions = ModelVersions()  # keyed by version alone: a version is its content
         self._known: set[str] = set()
         self._lookup = lookup
         self._tried: dict[str, float] = {}
@@ -44,6 +46,7 @@ class PointNames:
         """Take a decoded ``point_model`` record (others are ignored)."""
         if rec.get("kind") == "point_model" and isinstance(rec.get("model"), str):
             self._decoder.add_model(rec)
+            self._versions.learn("", rec)
             self._known.add(rec["model"])
 
     def learn_payloads(self, payloads: Iterable[bytes]) -> None:
@@ -63,6 +66,14 @@ class PointNames:
             {"point": name, "ts": ts, "value": x, "quality": q}
             for name, ts, x, q in self._decoder.samples(rec)
         ]
+
+    def named(self, gateway: str, rec: dict[str, Any]) -> list[dict[str, Any]]:
+        """A telemetry record's samples as ``[{asset, path, point, unit, ts, value, quality}]``,
+        resolved against the model version the record names (see :mod:`gateway.model.versions`)."""
+        model = rec.get("model", "")
+        if model not in self._known:
+            self._find(gateway, model)
+        return self._versions.named("", rec)
 
     def _find(self, gateway: str, model: str) -> None:
         now = time.monotonic()
@@ -103,6 +114,24 @@ def shown(stream: str, gateway: str, payload: bytes, names: PointNames) -> Any:
         rest = {k: v for k, v in rec.items() if k not in ("id", "ts", "x", "q")}
         return {**rest, "samples": samples}
     return rec
+
+
+def sample_lines(
+    stream: str, gateway: str, seq: int, payload: bytes, names: PointNames
+) -> list[dict[str, Any]] | None:
+    """A telemetry record as one line per named sample (``gateway subscribe``'s default); None
+    for any other record (or one that cannot be read), which is shown whole by :func:`shown`."""
+    if stream != records.STREAM_TELEMETRY:
+        return None
+    try:
+        rec = records.decode(payload)
+        if not isinstance(rec.get("id"), list):
+            return None
+        samples = names.named(gateway, rec)
+    except Exception:  # noqa: BLE001 - shown whole (undecodable) instead
+        return None
+    head = {"gateway": gateway, "stream": stream, "seq": seq, "model": rec.get("model")}
+    return [{**head, **s} for s in samples]
 
 
 def store_lookup(db: str) -> ModelLookup:
