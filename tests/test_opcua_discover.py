@@ -1,0 +1,241 @@
+"""``gateway discover opcua``: against asyncua's server in a child process, through the real CLI.
+
+One server for the module (300 changing Doubles and the typed variables of
+``opcua_support.TYPED``); every run is ``python -m gateway discover ...`` with real pipes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from opcua_support import TYPED, RunningServer, start_server
+
+pytest.importorskip("asyncua")
+
+ROOT = Path(__file__).resolve().parent.parent
+DOUBLES = 300
+PLANT = "ns=2;s=Plant"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    srv = start_server("asyncua", doubles=DOUBLES, period_ms=500)
+    yield srv
+    srv.stop()
+
+
+def discover(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "discover", "opcua", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def points_of(text: str) -> dict[str, dict[str, Any]]:
+    doc = yaml.safe_load(text)
+    (device,) = doc["devices"]
+    return {p["name"]: p for p in device["points"] or []}
+
+
+def check_typed(points: dict[str, dict[str, Any]], text: str, prefix: str = "typed_") -> None:
+    """Each typed variable became the point TYPED says, or a commented-out line with why."""
+    from gateway.drivers.opcua.discover_yaml import snake
+
+    for browse_name, (ptype, unit, rng, writable) in TYPED.items():
+        name = prefix + snake(browse_name)
+        if ptype is None:
+            assert name not in points, name
+            (line,) = [ln for ln in text.splitlines() if f"name: {name}," in ln]
+            assert line.lstrip().startswith("# - {") and "# skipped: " in line, line
+            continue
+        p = points[name]
+        assert p["type"] == ptype, (name, p)
+        assert p.get("unit", "") == unit, (name, p)
+        assert p.get("range") == (list(rng) if rng else None), (name, p)
+        assert p.get("writable", False) is writable, (name, p)
+        assert p["node"].endswith(f";s=Plant.Typed.{browse_name}"), p
+    assert "ByteString has no point type" in text
+    assert "array of float64 (ValueRank 1" in text
+
+
+def test_discovers_typed_variables_units_ranges(server: RunningServer, tmp_path: Path) -> None:
+    out = tmp_path / "plant.yaml"
+    r = discover(server.endpoint, "--root", PLANT, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    text = out.read_text(encoding="utf-8")
+    points = points_of(text)
+    check_typed(points, text)
+    doubles = [n for n in points if n.startswith("doubles_value")]
+    assert len(doubles) == DOUBLES
+    assert points["doubles_value299"]["node"] == "ns=2;s=Plant.Doubles.Value299"
+    assert points["typed_temperature"]["description"] == "Oven temperature"
+    assert "description" not in points["doubles_value0"]  # it only repeated the BrowseName
+    device = yaml.safe_load(text)["devices"][0]
+    assert device["name"] == "plant" and device["driver"] == "opcua"
+    assert device["opcua"] == {
+        "endpoint": server.endpoint,
+        "mode": "subscribe",
+        "security_policy": "None",
+        "security_mode": "None",
+        "insecure": True,
+    }
+    assert device["poll_groups"] == {"default": "1s"}
+    assert f"gateway discover: {DOUBLES + 10} point(s) written to {out}" in r.stderr
+
+
+def test_default_root_leaves_out_the_servers_own_nodes(server: RunningServer) -> None:
+    r = discover(server.endpoint, "--name", "line1")
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load(r.stdout)
+    assert doc["devices"][0]["name"] == "line1"
+    points = points_of(r.stdout)
+    # Everything lies under Objects/Plant: the shared prefix is dropped from the names.
+    check_typed(points, r.stdout)
+    assert "Server (i=2253)" in r.stdout.split("devices:")[0]
+    assert not any(p["node"].startswith("i=") for p in points.values())
+
+
+def test_depth_and_node_limits_are_said(server: RunningServer) -> None:
+    r = discover(server.endpoint, "--root", PLANT, "--depth", "1")
+    assert r.returncode == 0, r.stderr
+    assert points_of(r.stdout) == {}
+    assert "# Incomplete: 2 object(s) at --depth 1 not browsed further." in r.stdout
+    assert "incomplete" in r.stderr
+    r = discover(server.endpoint, "--root", PLANT, "--max-nodes", "50")
+    assert r.returncode == 0, r.stderr
+    assert len(points_of(r.stdout)) == 48  # Doubles and Typed are nodes too
+    assert "stopped at --max-nodes 50" in r.stdout and "stopped at --max-nodes 50" in r.stderr
+
+
+def test_reads_are_batched(server: RunningServer) -> None:
+    """Hundreds of variables in a handful of Browse and Read requests, not one per node."""
+    from asyncua.client.ua_client import UaClient
+
+    from gateway.drivers.opcua import discover as d
+    from gateway.drivers.opcua.discover_browse import BATCH
+
+    calls = {"browse": 0, "read": 0}
+    originals = {name: getattr(UaClient, name) for name in calls}
+
+    def counting(name: str) -> Any:
+        async def call(self: UaClient, params: Any) -> Any:
+            calls[name] += 1
+            return await originals[name](self, params)
+
+        return call
+
+    args = d.build_args([server.endpoint, "--root", PLANT])
+    with pytest.MonkeyPatch.context() as mp:
+        for name in calls:
+            mp.setattr(UaClient, name, counting(name))
+        text, browsed = asyncio.run(d.run(args))
+    assert len(browsed.variables) == DOUBLES + len(TYPED)
+    # Browse: root, its 2 objects, 312 variables for their properties (2 batches), DataType
+    # supertypes (1). Read: root check, ~1,900 attribute and property values (10 batches).
+    assert calls["browse"] <= 6, calls
+    assert calls["read"] <= 2 + (6 * len(browsed.variables) + 20) // BATCH + 1, calls
+    assert len(points_of(text)) == DOUBLES + 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["http://127.0.0.1:4840"], "is not an OPC UA endpoint URL"),
+        (["opc.tcp://127.0.0.1:{free}"], "connection refused"),
+        (
+            ["{url}", "--root", "ns=2;s=NoSuchThing"],
+            "the server has no such node (BadNodeIdUnknown)",
+        ),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(
+    server: RunningServer, args: list[str], expect: str
+) -> None:
+    """Through the real CLI: exit 2, one line on stderr, nothing on stdout."""
+    args = [a.format(url=server.endpoint, free=_free_port()) for a in args]
+    r = discover(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert r.stderr.startswith("gateway discover: ") and r.stderr.count("\n") == 1, r.stderr
+    assert expect in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["opc.tcp://127.0.0.1:notaport"], "is not an OPC UA endpoint URL"),
+        (["opc.tcp://:4840"], "is not an OPC UA endpoint URL"),
+        (["{url}", "--root", "ns=2;q=Plant"], "is not a NodeId"),
+        (["{url}", "--root", "i=58"], "is a ObjectType, not an Object or Variable"),
+        (["{url}", "--out", "/nonexistent/dir/x.yaml"], "--out /nonexistent/dir/x.yaml: cannot write"),
+        (["{url}", "--security-policy", "Basic256Sha256", "--mode", "Sign"], "needs --cert and --key"),
+        (["{url}", "--security-policy", "Basic256Sha256"], "needs --mode Sign or SignAndEncrypt"),
+        (["{url}", "--mode", "Sign"], "--mode Sign needs a --security-policy other than None"),
+        (["{url}", "--security-policy", "Basic256Sha256", "--mode", "Sign", "--cert", "/no/c.der",
+          "--key", "/no/k.pem"], "--cert /no/c.der: no such file"),
+        (["{url}", "--username", "op", "--password-file", "/nonexistent"], "cannot read it"),
+        (["{url}", "--depth", "-1"], "--depth must be >= 0"),
+    ],
+)  # fmt: skip
+def test_bad_options_are_one_line(
+    server: RunningServer, args: list[str], expect: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same entry point as the CLI, in this process (a subprocess each costs seconds)."""
+    from gateway.drivers.opcua.discover import build_args, discover_main
+
+    code = discover_main(build_args([a.format(url=server.endpoint) for a in args]))
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("gateway discover: ") and err.count("\n") == 1, err
+    assert expect in err
+
+
+def test_silent_server_times_out(tmp_path: Path) -> None:
+    """A port that accepts and never answers (a frozen server): one line after --timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        port = listener.getsockname()[1]
+        r = discover(f"opc.tcp://127.0.0.1:{port}", "--timeout", "0.5", timeout=30)
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        listener.close()
+    assert r.returncode == 2
+    assert "no answer within 0.5 s" in r.stderr and r.stderr.count("\n") == 1, r.stderr
