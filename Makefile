@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.demo-stamp
 # What `make build`/`make demo` install: the runtime (packaging/runtime-requirements.txt), the
 # build tools and the simulator, at the versions pinned in requirements-dev.txt; not the
 # test, lint and type-check tools (`make test`/`make lint` add those: requirements-dev.txt).
-DEMO_PKGS := setuptools wheel Cython pymodbus
+DEMO_PKGS := setuptools wheel Cython pymodbus asyncua
 DEMO_PINS = $(shell grep -E '^($(subst $(SPACE),|,$(DEMO_PKGS)))(==.*)?$$' requirements-dev.txt)
 SPACE := $(subst ,, )
 

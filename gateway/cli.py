@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default=DEFAULT_BASE_PORT,
         help=f"first of the {PORT_COUNT} loopback ports the demo uses: devices N..N+2, cloud "
-        f"N+3/N+4, gateway status N+5 (default {DEFAULT_BASE_PORT})",
+        f"N+3/N+4, gateway status N+5, OPC UA machine N+6 (default {DEFAULT_BASE_PORT})",
     )
     s.set_defaults(fn=cmd_demo)
     for child in _subparsers(p):

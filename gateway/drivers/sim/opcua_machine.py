@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -314,8 +315,16 @@ def run_machine(port: int, speed: float = 1.0) -> int:
     """``gateway sim --factory opcua``: serve the machine until SIGINT/SIGTERM."""
     from gateway.cli import run_until_signal, scaled_clock
 
-    logging.getLogger("asyncua").setLevel(logging.ERROR)  # its start-up chatter is not news
+    # asyncua's chatter and tracebacks: a failure is said once, below.
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     machine = MouldingMachine(port, clock=scaled_clock(speed))
+    with socket.socket() as probe:  # a busy port said at once, not after the server's slow init
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((machine.host, port))
+        except OSError as exc:
+            log.error("cannot serve OPC UA on %s: %s", machine.endpoint, exc.strerror or exc)
+            return 1
     try:
         run_until_signal(machine.run)
     except OSError as exc:
