@@ -6,7 +6,7 @@ PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 # What `make build`/`make demo` install: the runtime (packaging/runtime-requirements.txt), the
-# build tools and the simulator, at the versions pinned in requirements-dev.txt; not the
+# build tools and the simulators (pymodbus, asyncua), at the versions pinned in requirements-dev.txt; not the
 # test, lint and type-check tools (`make test`/`make lint` add those: requirements-dev.txt).
 DEMO_PKGS := setuptools wheel Cython pymodbus asyncua
 DEMO_PINS = $(shell grep -E '^($(subst $(SPACE),|,$(DEMO_PKGS)))(==.*)?$$' requirements-dev.txt)

@@ -194,6 +194,8 @@ def discover_main(args: argparse.Namespace) -> int:
         text, browsed = asyncio.run(run(args))
     except DiscoverError as exc:
         return _fail(str(exc))
+    except ImportError as exc:  # asyncua is the OPC UA stack; a gateway without OPC UA may lack it
+        return _fail(f"the OPC UA stack is not installed ({exc}); pip install asyncua==2.1.0")
     except TimeoutError:
         return _fail(
             f"{args.url}: no answer within {args.timeout:g} s (--timeout); is the server up and the port right?"
