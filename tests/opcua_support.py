@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "opcua_node"
@@ -128,14 +129,16 @@ class RunningServer:
         self.proc, self.endpoint = fresh.proc, fresh.endpoint
 
 
-def _argv(kind: str, port: int, doubles: int, period_ms: int) -> list[str]:
+def _argv(kind: str, port: int, doubles: int, period_ms: int, secure: str = "") -> list[str]:
     if kind == "asyncua":
+        here = str(Path(__file__).resolve())
         return [
             sys.executable,
-            str(Path(__file__).resolve()),
+            here,
             str(port),
             str(doubles),
             str(period_ms),
+            *([secure] if secure else []),
         ]
     if kind == "node":
         return ["node", str(NODE_DIR / "server.js"), str(port), str(doubles), str(period_ms)]
@@ -159,8 +162,14 @@ def start_server(
     period_ms: int = 100,
     port: int | None = None,
     timeout: float = START_TIMEOUT,
+    secure: str | Path = "",
 ) -> RunningServer:
     """Start a server and wait (at most ``timeout`` s) until it accepts connections.
+
+    ``secure`` (asyncua only): a folder with ``server.der``/``server.pem`` (see
+    :func:`make_certificates`); the server then offers only Basic256Sha256 and
+    Aes128_Sha256_RsaOaep (Sign, SignAndEncrypt) and accepts anonymous users and
+    ``SECURE_USER`` with ``SECURE_PASSWORD``, no other user.
 
     Raises :class:`ServerUnavailable` for a node server that cannot run here, RuntimeError (with
     the server's log) when it does not come up. A free port is chosen unless ``port`` is given;
@@ -176,7 +185,8 @@ def start_server(
         p = port if port is not None else free_port()
         log_path = log_dir / f"server-{attempt}.log"
         try:
-            return _spawn(kind, _argv(kind, p, doubles, period_ms), p, log_path, timeout)
+            argv = _argv(kind, p, doubles, period_ms, str(secure))
+            return _spawn(kind, argv, p, log_path, timeout)
         except RuntimeError:
             if attempt == tries - 1 or "in use" not in log_path.read_text(errors="replace"):
                 raise
@@ -227,7 +237,7 @@ def _spawn(kind: str, argv: list[str], port: int, log_path: Path, timeout: float
 
 
 @contextlib.contextmanager
-def opcua_server(kind: str = "asyncua", **kwargs: int) -> Iterator[RunningServer]:
+def opcua_server(kind: str = "asyncua", **kwargs: Any) -> Iterator[RunningServer]:
     """``with opcua_server("node", doubles=100) as srv: ... srv.endpoint``; stopped after."""
     server = start_server(kind, **kwargs)
     try:
@@ -236,7 +246,7 @@ def opcua_server(kind: str = "asyncua", **kwargs: int) -> Iterator[RunningServer
         server.stop()
 
 
-def pytest_server(kind: str, **kwargs: int) -> RunningServer:
+def pytest_server(kind: str, **kwargs: Any) -> RunningServer:
     """start_server for a fixture: a node server that cannot run here skips the test (fails
     under CI=true, where .ci/run installs it)."""
     import pytest
@@ -249,10 +259,64 @@ def pytest_server(kind: str, **kwargs: int) -> RunningServer:
         pytest.skip(str(exc))
 
 
+SECURE_USER, SECURE_PASSWORD = "operator", "s3cret-for-tests"
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """Self-signed application certificates (DER) and keys (PEM) for a server and a client,
+    and a second server certificate (a wrong one to pin): ``{"server.der": path, ...}``."""
+    import asyncio
+    import socket as _socket
+
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    host = _socket.gethostname()
+    uses = {
+        "server": (ExtendedKeyUsageOID.SERVER_AUTH, "urn:gateway-tests:server"),
+        "client": (ExtendedKeyUsageOID.CLIENT_AUTH, "urn:gateway-tests:client"),
+        "other": (ExtendedKeyUsageOID.SERVER_AUTH, "urn:gateway-tests:other"),
+    }
+
+    async def make() -> None:
+        for name, (use, uri) in uses.items():
+            await setup_self_signed_certificate(
+                folder / f"{name}.pem",
+                folder / f"{name}.der",
+                uri,
+                host,
+                [use],
+                {"commonName": name},
+            )
+
+    asyncio.run(make())
+    return {f"{n}.{ext}": folder / f"{n}.{ext}" for n in uses for ext in ("der", "pem")}
+
+
 # -- the asyncua test server (this file as a script) ---------------------------------------
 
 
-async def serve_asyncua(port: int, doubles: int, period_ms: int) -> None:
+class _Users:
+    """Anonymous and SECURE_USER/SECURE_PASSWORD; any other user name or password refused."""
+
+    def get_user(
+        self,
+        iserver: object,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: object = None,
+    ) -> object:
+        from asyncua.crypto.permission_rules import User, UserRole
+
+        if username is None:
+            return User(role=UserRole.User)
+        if username == SECURE_USER and password == SECURE_PASSWORD:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
+async def serve_asyncua(port: int, doubles: int, period_ms: int, secure: str = "") -> None:
     import asyncio
     import datetime
     import math
@@ -261,10 +325,19 @@ async def serve_asyncua(port: int, doubles: int, period_ms: int) -> None:
 
     from gateway.drivers.sim.opcua_machine import add_variable
 
-    server = Server()
+    server = Server(user_manager=_Users() if secure else None)  # type: ignore[arg-type]
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if secure:
+        await server.load_certificate(str(Path(secure) / "server.der"))
+        await server.load_private_key(str(Path(secure) / "server.pem"))
+        P = ua.SecurityPolicyType
+        server.set_security_policy([
+            P.Basic256Sha256_Sign, P.Basic256Sha256_SignAndEncrypt,
+            P.Aes128Sha256RsaOaep_Sign, P.Aes128Sha256RsaOaep_SignAndEncrypt,
+        ])  # fmt: skip
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     ns = await server.register_namespace("urn:gateway-tests:asyncua")
     plant = await server.nodes.objects.add_object(
         ua.NodeId("Plant", ns), ua.QualifiedName("Plant", ns)
@@ -326,9 +399,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     port, doubles, period_ms = (int(a) for a in sys.argv[1:4])
+    secure = sys.argv[4] if len(sys.argv) > 4 else ""
     with contextlib.suppress(KeyboardInterrupt):
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        asyncio.run(serve_asyncua(port, doubles, period_ms))
+        asyncio.run(serve_asyncua(port, doubles, period_ms, secure))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,75 @@ def check_options(args: argparse.Namespace) -> None:
             raise DiscoverError(f"--out {args.out}: cannot write it: no folder {parent}")
 
 
+async def _application_uri(cert_path: str) -> str:
+    """The URI in the client certificate's subjectAltName: servers check that the client's
+    ApplicationUri is the one its certificate names."""
+    from asyncua.crypto import uacrypto
+    from cryptography import x509
+
+    try:
+        cert = await uacrypto.load_certificate(cert_path)
+    except Exception as exc:
+        raise DiscoverError(f"--cert {cert_path}: not a certificate (DER or PEM): {exc}") from None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    return str(uris[0]) if uris else "urn:edge-gateway:discover"
+
+
+async def _endpoints(args: argparse.Namespace) -> list[Any]:
+    """The server's endpoint descriptions (GetEndpoints needs no security)."""
+    from asyncua import Client
+
+    return list(await Client(args.url, timeout=args.timeout).connect_and_get_server_endpoints())
+
+
+def _no_endpoint(args: argparse.Namespace, endpoints: list[Any]) -> DiscoverError:
+    offered = sorted(
+        {f"{ep.SecurityPolicyUri.rsplit('#', 1)[-1]}/{ep.SecurityMode.name}" for ep in endpoints}
+    )
+    return DiscoverError(
+        f"{args.url} offers no endpoint with --security-policy {args.security_policy} --mode "
+        f"{args.mode}; it offers (policy/mode): {', '.join(offered) or 'none'}"
+    )
+
+
+def _fingerprint(der: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(der).hexdigest()[:16]
+
+
+async def _check_pinned(args: argparse.Namespace) -> None:
+    """Refuse, before any secret is sent, a server whose certificate is not the pinned one."""
+    from asyncua.crypto import uacrypto
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        pinned = (await uacrypto.load_certificate(args.server_cert)).public_bytes(Encoding.DER)
+    except Exception as exc:
+        raise DiscoverError(f"--server-cert {args.server_cert}: not a certificate: {exc}") from None
+    endpoints = await _endpoints(args)
+    match = [
+        ep
+        for ep in endpoints
+        if ep.SecurityPolicyUri.endswith("#" + args.security_policy)
+        and ep.SecurityMode.name == args.mode
+    ]
+    if not match:
+        raise _no_endpoint(args, endpoints)
+    der = bytes(match[0].ServerCertificate or b"")
+    presented = der[: int.from_bytes(der[2:4], "big") + 4] if len(der) > 4 else der
+    if presented != pinned:
+        raise DiscoverError(
+            f"{args.url} presents another certificate than --server-cert {args.server_cert} "
+            f"(SHA-256 {_fingerprint(presented)}..., pinned {_fingerprint(pinned)}...): "
+            "not connecting; if the server's certificate was renewed, pin the new one"
+        )
+
+
 async def _secure(client: Client, args: argparse.Namespace) -> None:
     """Apply --security-policy/--mode/--cert/--key/--server-cert and the user identity."""
     from asyncua.crypto import security_policies as sp
@@ -113,6 +182,9 @@ async def _secure(client: Client, args: argparse.Namespace) -> None:
             client.set_password(_read_password(args.password_file))
     if args.security_policy == "None":
         return
+    client.application_uri = await _application_uri(args.cert)
+    if args.server_cert:
+        await _check_pinned(args)
     policy: Any = {
         "Basic256Sha256": sp.SecurityPolicyBasic256Sha256,
         "Aes128_Sha256_RsaOaep": sp.SecurityPolicyAes128Sha256RsaOaep,
@@ -139,8 +211,13 @@ async def run(args: argparse.Namespace) -> tuple[str, Browsed]:
     check_options(args)
     root = parse_root(args.root)
     client = Client(args.url, timeout=args.timeout)
-    await _secure(client, args)
-    await asyncio.wait_for(client.connect(), args.timeout * 2)
+    try:
+        await _secure(client, args)
+        await asyncio.wait_for(client.connect(), args.timeout * 2)
+    except Exception as exc:
+        if "No matching endpoints" not in str(exc):
+            raise
+        raise _no_endpoint(args, await _endpoints(args)) from None
     try:
         root_name = await check_root(client, root)
         browsed = await browse_all(client, root, args.depth, args.max_nodes)
@@ -227,7 +304,19 @@ def _error_text(exc: Exception) -> str:
     from asyncua.ua.uaerrors import UaStatusCodeError
 
     if isinstance(exc, UaStatusCodeError):
-        return f"the server answered {exc.code_name if hasattr(exc, 'code_name') else exc}"
+        from asyncua.ua.status_codes import get_name_and_doc
+
+        name, doc = get_name_and_doc(exc.code)
+        hint = ""
+        if name in ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid"):
+            hint = "; check --username and --password-file"
+        elif name in (
+            "BadCertificateUntrusted",
+            "BadSecurityChecksFailed",
+            "BadCertificateInvalid",
+        ):
+            hint = "; the server must trust --cert (copy it into the server's trusted certificates)"
+        return f"the server answered {name} ({doc.rstrip('.')}){hint}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
