@@ -239,3 +239,63 @@ def test_silent_server_times_out(tmp_path: Path) -> None:
         listener.close()
     assert r.returncode == 2
     assert "no answer within 0.5 s" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_names_are_unique_identifiers_from_the_path() -> None:
+    from gateway.drivers.opcua.discover_yaml import IDENTIFIER, Variable, assign_names, snake
+
+    assert snake("BarrelTemperature") == "barrel_temperature"
+    assert snake("EURange") == "eu_range" and snake("Temp (°C) #2") == "temp_c_2"
+    paths = [
+        ("Line1", "Press", "Temperature"),
+        ("Line1", "Press", "temperature"),  # the same name once snake_cased
+        ("Line1", "Press", "3rd stage"),
+        ("Line1", "Press", "Ölstand"),
+        ("Line1", "Press", "°"),
+    ]
+    variables = [Variable(f"ns=2;i={i}", p) for i, p in enumerate(paths)]
+    assert assign_names(variables) == ("Line1", "Press")
+    names = [v.name for v in variables]
+    assert names == ["temperature", "temperature_2", "p_3rd_stage", "lstand", "point"]
+    assert all(IDENTIFIER.fullmatch(n) for n in names)
+
+
+def test_awkward_strings_survive_the_yaml() -> None:
+    """NodeIds and descriptions with YAML's special characters come back as they were."""
+    from gateway.drivers.opcua.discover_yaml import Endpoint, Variable, assign_names, render
+
+    nasty = [
+        ("ns=2;s=Line 1 #3, {x}: [y]", 'He said "hot" & it\'s 5 °C, #1: {a}'),
+        ("ns=3;s=- dash", "line one\nline two"),
+        ("ns=2;g=09087e75-8e5e-499b-954f-f2a9603db28a", "null"),
+        ("ns=1;b=M/RbKBsRVkePCePcx24oRA==", "yes"),
+    ]
+    variables = [
+        Variable(n, ("Dev", f"v{i}"), description=d, type="float64")
+        for i, (n, d) in enumerate(nasty)
+    ]
+    variables.append(
+        Variable(
+            "ns=2;s=Skip: me",
+            ("Dev", "raw"),
+            description="x, y",
+            skip="DataType ByteString has no point type",
+        )
+    )
+    assign_names(variables)
+    text = render(
+        "dev",
+        Endpoint("opc.tcp://h:4840/path with space", server_certificate="a b#c.der"),
+        variables,
+    )
+    doc = yaml.safe_load(text)
+    got = [(p["node"], p["description"]) for p in doc["devices"][0]["points"]]
+    assert got == nasty
+    assert doc["devices"][0]["opcua"]["endpoint"] == "opc.tcp://h:4840/path with space"
+    assert doc["devices"][0]["opcua"]["server_certificate"] == "a b#c.der"
+    skipped = [ln for ln in text.splitlines() if "raw" in ln]
+    assert len(skipped) == 1 and skipped[0].strip().startswith("# - {")
+    inner = skipped[0].strip()[2:].split("  # skipped: ")[0]
+    assert yaml.safe_load(inner) == [
+        {"name": "raw", "node": "ns=2;s=Skip: me", "description": "x, y"}
+    ]
