@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ class RunningServer:
     proc: subprocess.Popen[bytes]
     log_path: Path
     endpoint: str = ""
-    _log: object = field(default=None, repr=False)
+    limits: tuple[int, int] = (0, 0)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -125,7 +125,7 @@ class RunningServer:
     def restart(self, timeout: float = START_TIMEOUT) -> None:
         """Stop it (if running) and start the same server on the same port."""
         self.stop()
-        fresh = _spawn(self.kind, self.argv, self.port, self.log_path, timeout)
+        fresh = _spawn(self.kind, self.argv, self.port, self.log_path, timeout, self.limits)
         self.proc, self.endpoint = fresh.proc, fresh.endpoint
 
 
@@ -163,13 +163,16 @@ def start_server(
     port: int | None = None,
     timeout: float = START_TIMEOUT,
     secure: str | Path = "",
+    limits: tuple[int, int] = (0, 0),
 ) -> RunningServer:
     """Start a server and wait (at most ``timeout`` s) until it accepts connections.
 
     ``secure`` (asyncua only): a folder with ``server.der``/``server.pem`` (see
     :func:`make_certificates`); the server then offers only Basic256Sha256 and
     Aes128_Sha256_RsaOaep (Sign, SignAndEncrypt) and accepts anonymous users and
-    ``SECURE_USER`` with ``SECURE_PASSWORD``, no other user.
+    ``SECURE_USER`` with ``SECURE_PASSWORD``, no other user. ``limits`` (asyncua only): the
+    MaxNodesPerBrowse and MaxNodesPerRead its OperationLimits announce (0: none; asyncua does
+    not enforce them, a client must honour them).
 
     Raises :class:`ServerUnavailable` for a node server that cannot run here, RuntimeError (with
     the server's log) when it does not come up. A free port is chosen unless ``port`` is given;
@@ -186,21 +189,28 @@ def start_server(
         log_path = log_dir / f"server-{attempt}.log"
         try:
             argv = _argv(kind, p, doubles, period_ms, str(secure))
-            return _spawn(kind, argv, p, log_path, timeout)
+            return _spawn(kind, argv, p, log_path, timeout, limits)
         except RuntimeError:
             if attempt == tries - 1 or "in use" not in log_path.read_text(errors="replace"):
                 raise
     raise AssertionError("unreachable")
 
 
-def _spawn(kind: str, argv: list[str], port: int, log_path: Path, timeout: float) -> RunningServer:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _spawn(
+    kind: str,
+    argv: list[str],
+    port: int,
+    log_path: Path,
+    timeout: float,
+    limits: tuple[int, int] = (0, 0),
+) -> RunningServer:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPCUA_TEST_LIMITS=f"{limits[0]},{limits[1]}")
     log = open(log_path, "ab")  # noqa: SIM115 - the child writes it for as long as it runs
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
     )
     log.close()
-    server = RunningServer(kind, port, argv, proc, log_path)
+    server = RunningServer(kind, port, argv, proc, log_path, limits=limits)
     endpoint = f"opc.tcp://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     if kind == "machine":  # logs to stderr; ready when the port answers
@@ -370,6 +380,14 @@ async def serve_asyncua(port: int, doubles: int, period_ms: int, secure: str = "
     await add("Pressure", 6.0, "Float", unit=("BAR", "bar", "bar"), eu_range=(0.0, 16.0))
     spectrum = await add("Spectrum", [1.0, 2.0, 3.0, 4.0], "Double")
     await spectrum.write_value_rank(1)  # type: ignore[attr-defined]
+    browse_limit, read_limit = (
+        int(x) for x in os.environ.get("OPCUA_TEST_LIMITS", "0,0").split(",")
+    )
+    for nid, limit in ((11710, browse_limit), (11705, read_limit)):
+        if limit:
+            await server.get_node(ua.NodeId(nid)).write_value(
+                ua.Variant(limit, ua.VariantType.UInt32)
+            )
     await server.start()
     sys.stdout.write(f"READY opc.tcp://127.0.0.1:{port}\n")
     sys.stdout.flush()

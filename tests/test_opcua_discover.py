@@ -24,11 +24,13 @@ pytest.importorskip("asyncua")
 ROOT = Path(__file__).resolve().parent.parent
 DOUBLES = 300
 PLANT = "ns=2;s=Plant"
+LIMITS = (150, 120)  # MaxNodesPerBrowse, MaxNodesPerRead the server announces
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    srv = start_server("asyncua", doubles=DOUBLES, period_ms=500)
+    # OperationLimits below discovery's own batch size: discovery must honour them.
+    srv = start_server("asyncua", doubles=DOUBLES, period_ms=500, limits=LIMITS)
     yield srv
     srv.stop()
 
@@ -120,34 +122,37 @@ def test_depth_and_node_limits_are_said(server: RunningServer) -> None:
     assert "stopped at --max-nodes 50" in r.stdout and "stopped at --max-nodes 50" in r.stderr
 
 
-def test_reads_are_batched(server: RunningServer) -> None:
-    """Hundreds of variables in a handful of Browse and Read requests, not one per node."""
+def test_reads_are_batched_within_the_servers_limits(server: RunningServer) -> None:
+    """Hundreds of variables in a handful of Browse and Read requests, not one per node, and
+    none larger than the server's OperationLimits allow."""
     from asyncua.client.ua_client import UaClient
 
     from gateway.drivers.opcua import discover as d
-    from gateway.drivers.opcua.discover_browse import BATCH
 
-    calls = {"browse": 0, "read": 0}
-    originals = {name: getattr(UaClient, name) for name in calls}
+    sizes: dict[str, list[int]] = {"browse": [], "read": []}
+    originals = {name: getattr(UaClient, name) for name in sizes}
 
-    def counting(name: str) -> Any:
+    def counting(name: str, field: str) -> Any:
         async def call(self: UaClient, params: Any) -> Any:
-            calls[name] += 1
+            sizes[name].append(len(getattr(params, field)))
             return await originals[name](self, params)
 
         return call
 
     args = d.build_args([server.endpoint, "--root", PLANT])
     with pytest.MonkeyPatch.context() as mp:
-        for name in calls:
-            mp.setattr(UaClient, name, counting(name))
+        mp.setattr(UaClient, "browse", counting("browse", "NodesToBrowse"))
+        mp.setattr(UaClient, "read", counting("read", "NodesToRead"))
         text, browsed = asyncio.run(d.run(args))
     assert len(browsed.variables) == DOUBLES + len(TYPED)
-    # Browse: root, its 2 objects, 312 variables for their properties (2 batches), DataType
-    # supertypes (1). Read: root check, ~1,900 attribute and property values (10 batches).
-    assert calls["browse"] <= 6, calls
-    assert calls["read"] <= 2 + (6 * len(browsed.variables) + 20) // BATCH + 1, calls
     assert len(points_of(text)) == DOUBLES + 10
+    max_browse, max_read = LIMITS
+    assert max(sizes["browse"]) == max_browse and max(sizes["read"]) == max_read, sizes
+    # Browse: root, its 2 objects, 312 variables for their properties (3 batches), DataType
+    # supertypes (1). Read: root, limits, then 6 attributes of 312 variables and 5 properties.
+    assert len(sizes["browse"]) <= 6, sizes
+    values = 6 * len(browsed.variables) + 5
+    assert len(sizes["read"]) <= 2 + -(-values // max_read) + 1, sizes
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ EngineeringUnits and EURange properties of analog items (unit, range), and Acces
 
 It is bounded however large the server: a depth limit, a node limit, a timeout on every request,
 and batched services (one Browse for up to ``BATCH`` nodes, one Read for up to ``BATCH`` attribute
-values), so a server with 10,000 variables takes a few dozen round trips, not 50,000. Every
+values, fewer where the server's OperationLimits say so), so a server with 10,000 variables takes a few dozen round trips, not 50,000. Every
 failure is one line on stderr and exit code 2 (:class:`DiscoverError`).
 """
 
@@ -31,6 +31,7 @@ from gateway.drivers.opcua.discover_browse import (
     check_root,
     describe,
     parse_root,
+    server_limits,
 )
 from gateway.drivers.opcua.discover_yaml import render
 
@@ -220,8 +221,9 @@ async def run(args: argparse.Namespace) -> tuple[str, Browsed]:
         raise _no_endpoint(args, await _endpoints(args)) from None
     try:
         root_name = await check_root(client, root)
-        browsed = await browse_all(client, root, args.depth, args.max_nodes)
-        variables = await describe(client, browsed.variables)
+        batch = await server_limits(client)
+        browsed = await browse_all(client, root, args.depth, args.max_nodes, batch)
+        variables = await describe(client, browsed.variables, batch)
     finally:
         try:
             await asyncio.wait_for(client.disconnect(), args.timeout)

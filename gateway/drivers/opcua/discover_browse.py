@@ -27,7 +27,7 @@ def _ua() -> Any:
     return ua
 
 
-BATCH = 200  # nodes per Browse, values per Read: under every server's MaxNodesPerRead we know
+BATCH = 200  # nodes per Browse, values per Read, unless the server's OperationLimits say less
 OBJECTS_FOLDER = "i=85"
 HAS_PROPERTY, HAS_SUBTYPE, HIERARCHICAL = 46, 45, 33
 #: What the point ``type`` of each built-in DataType is (by its numeric id in namespace 0).
@@ -83,8 +83,31 @@ def parse_root(text: str) -> Any:
         ) from None
 
 
-async def browse_all(client: Client, root: Any, depth: int, max_nodes: int) -> Browsed:
-    """Breadth first from ``root``, ``BATCH`` nodes per Browse request, following hierarchical
+@dataclass(frozen=True)
+class Batch:
+    """Nodes per Browse, values per Read."""
+
+    browse: int = BATCH
+    read: int = BATCH
+
+
+async def server_limits(client: Client) -> Batch:
+    """``BATCH``, or the server's MaxNodesPerBrowse / MaxNodesPerRead where smaller: a PLC
+    that allows 50 answers a Read of 200 with BadTooManyOperations, failing the whole walk."""
+    ua = _ua()
+    value = int(ua.AttributeIds.Value)
+    got = await read_values(client, [(ua.NodeId(11710), value), (ua.NodeId(11705), value)], BATCH)
+
+    def pick(limit: Any) -> int:
+        return min(BATCH, int(limit)) if isinstance(limit, int) and limit > 0 else BATCH
+
+    return Batch(pick(got[0]), pick(got[1]))
+
+
+async def browse_all(
+    client: Client, root: Any, depth: int, max_nodes: int, batch: Batch = Batch()
+) -> Browsed:
+    """Breadth first from ``root``, ``batch.browse`` nodes per Browse request, following hierarchical
     references forward to Objects and Variables. Properties (HasProperty) are metadata, not
     points: only a variable's EngineeringUnits and EURange are kept, as its ``properties``."""
     ua = _ua()
@@ -103,8 +126,8 @@ async def browse_all(client: Client, root: Any, depth: int, max_nodes: int) -> B
             if cut:
                 out.truncated = f"{cut} object(s) at --depth {depth} not browsed further"
         frontier = []
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start : start + BATCH]
+        for start in range(0, len(todo), batch.browse):
+            chunk = todo[start : start + batch.browse]
             results = await _browse(client, [n for n, _, _ in chunk])
             for (parent, path, is_var), refs in zip(chunk, results, strict=True):
                 for ref in refs:
@@ -168,16 +191,16 @@ async def _browse(client: Client, nodes: list[Any]) -> list[list[Any]]:
     return refs
 
 
-async def read_values(client: Client, items: list[tuple[Any, int]]) -> list[Any]:
-    """Attribute values of ``(node, attribute id)`` pairs, ``BATCH`` per Read; a Bad result
+async def read_values(client: Client, items: list[tuple[Any, int]], per_read: int) -> list[Any]:
+    """Attribute values of ``(node, attribute id)`` pairs, ``per_read`` per Read; a Bad result
     is None."""
     ua = _ua()
 
     out: list[Any] = []
-    for start in range(0, len(items), BATCH):
+    for start in range(0, len(items), per_read):
         params = ua.ReadParameters()
         params.TimestampsToReturn = ua.TimestampsToReturn.Neither
-        for node, attr in items[start : start + BATCH]:
+        for node, attr in items[start : start + per_read]:
             rv = ua.ReadValueId()
             rv.NodeId = node
             rv.AttributeId = attr
@@ -214,7 +237,9 @@ async def check_root(client: Client, root: Any) -> str:
     return text
 
 
-async def resolve_types(client: Client, data_types: set[Any]) -> dict[Any, str]:
+async def resolve_types(
+    client: Client, data_types: set[Any], batch: Batch = Batch()
+) -> dict[Any, str]:
     """Point type of every DataType: built-in ones directly, others (Duration, UtcTime, a
     server's own enumerations...) by walking HasSubtype up to a built-in one, one batched
     Browse per level. Unresolved: the DataType's name in brackets (the reason it is skipped)."""
@@ -234,8 +259,8 @@ async def resolve_types(client: Client, data_types: set[Any]) -> dict[Any, str]:
         if not chains:
             break
         ask = sorted({a for a in chains.values() if a not in parent_of}, key=str)
-        for start in range(0, len(ask), BATCH):
-            chunk = ask[start : start + BATCH]
+        for start in range(0, len(ask), batch.browse):
+            chunk = ask[start : start + batch.browse]
             params = ua.BrowseParameters()
             for node in chunk:
                 desc = ua.BrowseDescription()
@@ -298,7 +323,7 @@ def _value_type(value: Any) -> str:
     return BUILTIN_TYPES.get(int(vt.value), "") if vt is not None else ""
 
 
-async def describe(client: Client, found: list[Found]) -> list[Variable]:
+async def describe(client: Client, found: list[Found], batch: Batch = Batch()) -> list[Variable]:
     """Read every variable's attributes and unit/range properties in batches."""
     ua = _ua()
 
@@ -313,17 +338,16 @@ async def describe(client: Client, found: list[Found]) -> list[Variable]:
     items = [(f.node, int(a)) for f in found for a in attrs]
     props = [(f, key, nid) for f in found for key, nid in f.properties.items()]
     items += [(nid, int(ua.AttributeIds.Value)) for _, _, nid in props]
-    values = await read_values(client, items)
+    values = await read_values(client, items, batch.read)
     per = len(attrs)
     prop_values: dict[tuple[int, str], Any] = {}
     for (f, key, _), value in zip(props, values[per * len(found) :], strict=True):
         prop_values[(id(f), key)] = value
     data_types = {values[i * per] for i in range(len(found)) if values[i * per] is not None}
-    types = await resolve_types(client, data_types)
+    types = await resolve_types(client, data_types, batch)
     abstract = [i for i, _ in enumerate(found) if types.get(values[i * per]) == "*"]
-    current = await read_values(
-        client, [(found[i].node, int(ua.AttributeIds.Value)) for i in abstract]
-    )
+    value_of = [(found[i].node, int(ua.AttributeIds.Value)) for i in abstract]
+    current = await read_values(client, value_of, batch.read)
     value_types = dict(zip(abstract, current, strict=True))
     out = []
     for i, f in enumerate(found):
