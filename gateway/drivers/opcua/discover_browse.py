@@ -157,22 +157,33 @@ async def browse_all(
     return out
 
 
-async def _browse(client: Client, nodes: list[Any]) -> list[list[Any]]:
-    """Each node's forward hierarchical references to Objects and Variables, continuation
-    points followed."""
+def _browse_request(
+    nodes: list[Any], forward: bool, reference: int, subtypes: bool, classes: int = 0
+) -> Any:
+    """One BrowseRequest for ``nodes``: references of type ``reference`` (and its subtypes),
+    to nodes of the ``classes`` mask (0: all), every field of each reference returned."""
     ua = _ua()
-
     params = ua.BrowseParameters()
     params.RequestedMaxReferencesPerNode = 1000
     for node in nodes:
         desc = ua.BrowseDescription()
         desc.NodeId = node
-        desc.BrowseDirection = ua.BrowseDirection.Forward
-        desc.ReferenceTypeId = ua.NodeId(HIERARCHICAL)
-        desc.IncludeSubtypes = True
-        desc.NodeClassMask = ua.NodeClass.Object | ua.NodeClass.Variable
+        desc.BrowseDirection = ua.BrowseDirection.Forward if forward else ua.BrowseDirection.Inverse
+        desc.ReferenceTypeId = ua.NodeId(reference)
+        desc.IncludeSubtypes = subtypes
+        desc.NodeClassMask = classes
         desc.ResultMask = ua.BrowseResultMask.All
         params.NodesToBrowse.append(desc)
+    return params
+
+
+async def _browse(client: Client, nodes: list[Any]) -> list[list[Any]]:
+    """Each node's forward hierarchical references to Objects and Variables, continuation
+    points followed."""
+    ua = _ua()
+
+    classes = ua.NodeClass.Object | ua.NodeClass.Variable
+    params = _browse_request(nodes, True, HIERARCHICAL, True, classes)
     results = await client.uaclient.browse(params)
     refs: list[list[Any]] = []
     for node, result in zip(nodes, results, strict=True):
@@ -243,8 +254,6 @@ async def resolve_types(
     """Point type of every DataType: built-in ones directly, others (Duration, UtcTime, a
     server's own enumerations...) by walking HasSubtype up to a built-in one, one batched
     Browse per level. Unresolved: the DataType's name in brackets (the reason it is skipped)."""
-    ua = _ua()
-
     out: dict[Any, str] = {}
     parent_of: dict[Any, Any] = {}
     todo = set()
@@ -261,15 +270,7 @@ async def resolve_types(
         ask = sorted({a for a in chains.values() if a not in parent_of}, key=str)
         for start in range(0, len(ask), batch.browse):
             chunk = ask[start : start + batch.browse]
-            params = ua.BrowseParameters()
-            for node in chunk:
-                desc = ua.BrowseDescription()
-                desc.NodeId = node
-                desc.BrowseDirection = ua.BrowseDirection.Inverse
-                desc.ReferenceTypeId = ua.NodeId(HAS_SUBTYPE)
-                desc.IncludeSubtypes = False
-                desc.ResultMask = ua.BrowseResultMask.All
-                params.NodesToBrowse.append(desc)
+            params = _browse_request(chunk, False, HAS_SUBTYPE, False)
             for node, result in zip(chunk, await client.uaclient.browse(params), strict=True):
                 refs = result.References or []
                 parent_of[node] = refs[0].NodeId if refs else None
