@@ -304,3 +304,14 @@ def test_awkward_strings_survive_the_yaml() -> None:
     assert yaml.safe_load(inner) == [
         {"name": "raw", "node": "ns=2;s=Skip: me", "description": "x, y"}
     ]
+
+
+def test_root_may_be_one_variable(server: RunningServer) -> None:
+    from gateway.drivers.opcua import discover as d
+
+    args = d.build_args([server.endpoint, "--root", "ns=2;s=Plant.Typed.Temperature"])
+    text, _ = asyncio.run(d.run(args))
+    points = points_of(text)
+    assert list(points) == ["temperature"]
+    assert points["temperature"]["unit"] == "°C" and points["temperature"]["range"] == [-40, 200]
+    assert yaml.safe_load(text)["devices"][0]["name"] == "temperature"

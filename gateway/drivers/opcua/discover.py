@@ -220,9 +220,10 @@ async def run(args: argparse.Namespace) -> tuple[str, Browsed]:
             raise
         raise _no_endpoint(args, await _endpoints(args)) from None
     try:
-        root_name = await check_root(client, root)
+        start = await check_root(client, root)
+        root_name = start.display_name
         batch = await server_limits(client)
-        browsed = await browse_all(client, root, args.depth, args.max_nodes, batch)
+        browsed = await browse_all(client, start, args.depth, args.max_nodes, batch)
         variables = await describe(client, browsed.variables, batch)
     finally:
         try:

@@ -105,18 +105,23 @@ async def server_limits(client: Client) -> Batch:
 
 
 async def browse_all(
-    client: Client, root: Any, depth: int, max_nodes: int, batch: Batch = Batch()
+    client: Client, start: Root, depth: int, max_nodes: int, batch: Batch = Batch()
 ) -> Browsed:
     """Breadth first from ``root``, ``batch.browse`` nodes per Browse request, following hierarchical
     references forward to Objects and Variables. Properties (HasProperty) are metadata, not
     points: only a variable's EngineeringUnits and EURange are kept, as its ``properties``."""
     ua = _ua()
 
+    root = start.node
     default_root = root == ua.NodeId.from_string(OBJECTS_FOLDER)
     seen = {root}
-    frontier: list[tuple[Any, tuple[str, ...], bool]] = [(root, (), False)]  # (node, path, var)
+    frontier: list[tuple[Any, tuple[str, ...], bool]] = [(root, (), start.is_variable)]
     found: dict[Any, Found] = {}
     out = Browsed([], 0)
+    if start.is_variable:  # --root names one variable: it is a point, its children too
+        found[root] = Found(root, (start.browse_name,), start.display_name)
+        out.variables.append(found[root])
+        frontier = [(root, (start.browse_name,), True)]
     for level in range(depth + 1):
         # Objects at the depth limit would only yield children past it; variables there are
         # still browsed for their unit and range properties.
@@ -126,8 +131,8 @@ async def browse_all(
             if cut:
                 out.truncated = f"{cut} object(s) at --depth {depth} not browsed further"
         frontier = []
-        for start in range(0, len(todo), batch.browse):
-            chunk = todo[start : start + batch.browse]
+        for first in range(0, len(todo), batch.browse):
+            chunk = todo[first : first + batch.browse]
             results = await _browse(client, [n for n, _, _ in chunk])
             for (parent, path, is_var), refs in zip(chunk, results, strict=True):
                 for ref in refs:
@@ -222,17 +227,31 @@ async def read_values(client: Client, items: list[tuple[Any, int]], per_read: in
     return out
 
 
-async def check_root(client: Client, root: Any) -> str:
-    """The root's DisplayName, or a clear error when the server has no such node."""
+@dataclass(frozen=True)
+class Root:
+    """Where the walk starts: a folder or object, or one variable (then it is a point too)."""
+
+    node: Any
+    display_name: str
+    browse_name: str
+    is_variable: bool
+
+
+async def check_root(client: Client, root: Any) -> Root:
+    """The root's names and class, or a clear error when the server has no such node."""
     ua = _ua()
 
     params = ua.ReadParameters()
-    for attr in (ua.AttributeIds.NodeClass, ua.AttributeIds.DisplayName):
+    for attr in (
+        ua.AttributeIds.NodeClass,
+        ua.AttributeIds.DisplayName,
+        ua.AttributeIds.BrowseName,
+    ):
         rv = ua.ReadValueId()
         rv.NodeId, rv.AttributeId = root, attr
         params.NodesToRead.append(rv)
     answer: list[Any] = await client.uaclient.read(params)
-    cls, name = answer
+    cls, name, browse = answer
     if not cls.StatusCode.is_good():
         raise DiscoverError(
             f"--root {root.to_string()}: the server has no such node "
@@ -244,8 +263,10 @@ async def check_root(client: Client, root: Any) -> str:
             f"--root {root.to_string()} is a {ua.NodeClass(cls.Value.Value).name}, not an "
             "Object or Variable; give the folder or object that holds the variables"
         )
-    text: str = name.Value.Value.Text or root.to_string() if name.StatusCode.is_good() else ""
-    return text
+    text = (name.Value.Value.Text or "") if name.StatusCode.is_good() else ""
+    bname = browse.Value.Value.Name if browse.StatusCode.is_good() else ""
+    is_var = cls.Value.Value == ua.NodeClass.Variable
+    return Root(root, text or bname or root.to_string(), bname or text or "point", is_var)
 
 
 async def resolve_types(
