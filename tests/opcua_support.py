@@ -55,6 +55,8 @@ TYPED: dict[str, tuple[str | None, str, tuple[float, float] | None, bool]] = {
     "Spectrum": (None, "", None, False),
     "Temperature": ("float64", "°C", (-40.0, 200.0), False),
     "Pressure": ("float32", "bar", (0.0, 16.0), False),
+    "Interval": ("float64", "", None, False),  # DataType Duration, a subtype of Double
+    "State": ("int32", "", None, False),  # DataType ServerState, an enumeration
 }
 
 
@@ -378,6 +380,8 @@ async def serve_asyncua(port: int, doubles: int, period_ms: int, secure: str = "
     await add("Setpoint", 12.5, "Double", description="Writable setpoint", writable=True)
     await add("RawFrame", b"\x01\x02\x03", "ByteString", description="Opaque bytes")
     await add("Pressure", 6.0, "Float", unit=("BAR", "bar", "bar"), eu_range=(0.0, 16.0))
+    await add("Interval", 250.0, "Double", description="Sampling interval, ms", datatype=290)
+    await add("State", 0, "Int32", description="A state, as an enumeration", datatype=852)
     spectrum = await add("Spectrum", [1.0, 2.0, 3.0, 4.0], "Double")
     await spectrum.write_value_rank(1)  # type: ignore[attr-defined]
     browse_limit, read_limit = (

@@ -95,6 +95,8 @@ async function main() {
   const label = add("Label", "String", "batch-1", { description: "Current batch, text" });
   const stamp = add("LastChange", "DateTime", new Date());
   add("Setpoint", "Double", 12.5, { description: "Writable setpoint", accessLevel: "CurrentRead | CurrentWrite" });
+  add("Interval", "Duration", 250, { description: "Sampling interval, ms", variant: { dataType: DataType.Double } });
+  add("State", "ServerState", 0, { description: "A state, as an enumeration", variant: { dataType: DataType.Int32 } });
   add("RawFrame", "ByteString", Buffer.from([1, 2, 3]), { description: "Opaque bytes" });
   add("Spectrum", "Double", new Float64Array([1, 2, 3, 4]), {
     variant: { arrayType: VariantArrayType.Array },

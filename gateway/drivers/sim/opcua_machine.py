@@ -187,17 +187,20 @@ async def add_variable(
     eu_range: tuple[float, float] | None = None,
     writable: bool = False,
     prefix: str = OBJECT,
+    datatype: int | None = None,
 ) -> Node:
     """A variable as a real machine's server has it: DataType, Description, and the
     EngineeringUnits and EURange properties of an analog item (OPC UA Part 8) when given.
 
     Shared with the tests' asyncua server (tests/opcua_support.py), so both describe units alike.
+    ``datatype``: a namespace-0 DataType id other than the Variant's own (290 Duration...).
     """
     ua = _ua()
 
     nid = ua.NodeId(f"{prefix}.{name}", ns)
     vt = getattr(ua.VariantType, vtype)
-    var = await parent.add_variable(nid, ua.QualifiedName(name, ns), value, vt)
+    dt = ua.NodeId(datatype) if datatype is not None else None  # a subtype: Duration, an enum...
+    var = await parent.add_variable(nid, ua.QualifiedName(name, ns), value, vt, datatype=dt)
     if description:
         await var.write_attribute(
             ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(description)))
