@@ -96,3 +96,29 @@ def test_asyncua_client_reads_writes_subscribes(node_server: RunningServer) -> N
     assert isinstance(got["Label"], str) and got["Label"].startswith("batch-")
     assert hasattr(got["LastChange"], "year")
     assert -15 <= got["Temperature"] - 20 <= 15
+
+
+def test_continuation_points_are_followed(node_server: RunningServer) -> None:
+    """50 Doubles in one folder, 16 references per Browse answer: node-opcua hands out
+    continuation points (asyncua's server ignores the limit), discovery follows them."""
+    import asyncio
+
+    from asyncua.client.ua_client import UaClient
+
+    from gateway.drivers.opcua import discover as d
+    from gateway.drivers.opcua import discover_browse
+
+    nexts: list[int] = []
+    original = UaClient.browse_next
+
+    async def browse_next(self: UaClient, params: Any) -> Any:
+        nexts.append(len(params.ContinuationPoints))
+        return await original(self, params)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(discover_browse, "REFERENCES_PER_BROWSE", 16)
+        mp.setattr(UaClient, "browse_next", browse_next)
+        text, _ = asyncio.run(d.run(d.build_args([node_server.endpoint])))
+    assert nexts, "no BrowseNext: the server handed out no continuation point"
+    points = points_of(text)
+    assert len([n for n in points if n.startswith("doubles_value")]) == DOUBLES

@@ -29,6 +29,9 @@ def _ua() -> Any:
 
 BATCH = 200  # nodes per Browse, values per Read, unless the server's OperationLimits say less
 OBJECTS_FOLDER = "i=85"
+REFERENCES_PER_BROWSE = 1000  # asked per node; the rest comes through BrowseNext
+# References of one node, BrowseNext included: --max-nodes bounds the walk, this one node.
+MAX_REFERENCES = 100_000
 HAS_PROPERTY, HAS_SUBTYPE, HIERARCHICAL = 46, 45, 33
 #: What the point ``type`` of each built-in DataType is (by its numeric id in namespace 0).
 BUILTIN_TYPES = {
@@ -169,7 +172,7 @@ def _browse_request(
     to nodes of the ``classes`` mask (0: all), every field of each reference returned."""
     ua = _ua()
     params = ua.BrowseParameters()
-    params.RequestedMaxReferencesPerNode = 1000
+    params.RequestedMaxReferencesPerNode = REFERENCES_PER_BROWSE
     for node in nodes:
         desc = ua.BrowseDescription()
         desc.NodeId = node
@@ -196,12 +199,18 @@ async def _browse(client: Client, nodes: list[Any]) -> list[list[Any]]:
             log.warning("browse %s: %s", node.to_string(), _status_text(result.StatusCode))
         got = list(result.References or [])
         cp = result.ContinuationPoint
-        while cp:
+        while cp and len(got) < MAX_REFERENCES:  # a server may hand out continuation points forever
             nxt = ua.BrowseNextParameters()
             nxt.ContinuationPoints = [cp]
             more = (await client.uaclient.browse_next(nxt))[0]
             got += more.References or []
             cp = more.ContinuationPoint
+        if cp:
+            log.warning("browse %s: over %d references, the rest left out", node, MAX_REFERENCES)
+            release = ua.BrowseNextParameters()
+            release.ReleaseContinuationPoints = True
+            release.ContinuationPoints = [cp]
+            await client.uaclient.browse_next(release)
         # References to other servers (ServerIndex) cannot be read here.
         refs.append([r for r in got if not getattr(r.NodeId, "ServerIndex", 0)])
     return refs
