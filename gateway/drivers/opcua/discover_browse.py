@@ -201,6 +201,7 @@ async def _browse(client: Client, nodes: list[Any]) -> list[list[Any]]:
         cp = result.ContinuationPoint
         while cp and len(got) < MAX_REFERENCES:  # a server may hand out continuation points forever
             nxt = ua.BrowseNextParameters()
+            nxt.ReleaseContinuationPoints = False  # asyncua's default (True) only releases it
             nxt.ContinuationPoints = [cp]
             more = (await client.uaclient.browse_next(nxt))[0]
             got += more.References or []
