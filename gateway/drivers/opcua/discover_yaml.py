@@ -78,7 +78,7 @@ def _number(x: float) -> float | int:
     return int(x) if x.is_integer() and abs(x) < 2**53 else x
 
 
-def _flow(mapping: dict[str, Any]) -> str:
+def _flow(mapping: Any) -> str:
     text = yaml.safe_dump(
         mapping, default_flow_style=True, sort_keys=False, allow_unicode=True, width=1 << 20
     )
@@ -90,15 +90,52 @@ def _scalar(value: str) -> str:
     return _flow({"v": value})[4:-1]
 
 
-def point_line(v: Variable) -> str:
+#: Point ``type`` values discovery writes as the key (see PointSchema); none today.
+CONFIG_TYPES: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PointSchema:
+    """Which point keys and ``type`` values the configuration loader accepts.
+
+    What it does not accept is kept as a comment on the point's line instead: the file then
+    passes ``gateway check`` as it is, and nothing the server said is lost. Today that is
+    ``range`` while the configuration lacks it (the information model's key, issue 11), and
+    always ``type``: a point's ``type`` is the Modbus register type (``bool`` only in coil
+    tables), and the OPC UA driver takes each variable's type from its DataType on the server
+    (a String becomes text events, an Int64 a number), so the mapped type is a comment
+    (``# float64 (Double)``). Should the configuration get an OPC UA ``type``, list its values
+    in :data:`CONFIG_TYPES`.
+    """
+
+    keys: frozenset[str]
+    types: frozenset[str] = frozenset()
+
+    @classmethod
+    def of_loader(cls) -> PointSchema:
+        from gateway.config.schema import TABLES
+
+        return cls(frozenset(o.key for o in TABLES["point"].options), CONFIG_TYPES)
+
+
+def point_line(v: Variable, schema: PointSchema | None = None) -> str:
     """One ``points:`` item; commented out, with the reason, when the variable is skipped."""
+    schema = schema or PointSchema.of_loader()
     item: dict[str, Any] = {"name": v.name, "node": v.node}
+    notes = [v.type_note] if v.type_note else []
     if v.type and not v.skip:
-        item["type"] = v.type
+        if "type" in schema.keys and v.type in schema.types:
+            item["type"] = v.type
+        else:
+            notes.append(f"{v.type} ({v.data_type})")
     if v.unit:
         item["unit"] = v.unit
     if v.range is not None:
-        item["range"] = [_number(v.range[0]), _number(v.range[1])]
+        rng = [_number(v.range[0]), _number(v.range[1])]
+        if "range" in schema.keys:
+            item["range"] = rng
+        else:
+            notes.append(f"EURange {_flow(rng)}")
     if v.writable:
         item["writable"] = True
     # Servers often repeat the BrowseName as DisplayName and Description: no news, left out.
@@ -109,7 +146,7 @@ def point_line(v: Variable) -> str:
     line = f"- {_flow(item)}"
     if v.skip:
         return f"# {line}  # skipped: {v.skip}"
-    return f"{line}  # {v.type_note}" if v.type_note else line
+    return f"{line}  # {', '.join(notes)}" if notes else line
 
 
 @dataclass
@@ -130,8 +167,10 @@ def render(
     variables: Sequence[Variable],
     header: Sequence[str] = (),
     poll: str = "1s",
+    schema: PointSchema | None = None,
 ) -> str:
     """The whole file: header comments, then ``devices:`` with one device."""
+    schema = schema or PointSchema.of_loader()
     lines = [f"# {h}" if h else "#" for h in header]
     lines += ["devices:", f"  - name: {device}", "    driver: opcua", "    opcua:"]
     lines.append(f"      endpoint: {_scalar(endpoint.url)}")
@@ -151,5 +190,5 @@ def render(
         lines.append("    points: []  # no variables found")
     else:
         lines.append("    points:")
-        lines += [f"      {point_line(v)}" for v in variables]
+        lines += [f"      {point_line(v, schema)}" for v in variables]
     return "\n".join(lines) + "\n"
