@@ -107,7 +107,9 @@ def test_example_file_is_what_discovery_writes(machine: RunningServer) -> None:
     if "range" in PointSchema.of_loader().keys:
         assert points["injection_pressure"]["range"] == [0, 2500]
     else:  # until the configuration has `range` (issue 11): a comment on the line
-        assert "EURange [0, 2500]" in next(ln for ln in text.splitlines() if "name: injection" in ln)
+        assert "EURange [0, 2500]" in next(
+            ln for ln in text.splitlines() if "name: injection" in ln
+        )
     assert points["running"]["writable"] is True
     assert "# bool (Boolean)" in next(ln for ln in text.splitlines() if "name: running" in ln)
     assert len(points) == len(VARIABLES)
