@@ -6,14 +6,14 @@ PIP     := $(VPY) -m pip
 STAMP   := $(VENV)/.deps-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 # What `make build`/`make demo` install: the runtime (packaging/runtime-requirements.txt), the
-# build tools and the simulator, at the versions pinned in requirements-dev.txt; not the
+# build tools and the simulators (pymodbus, asyncua), at the versions pinned in requirements-dev.txt; not the
 # test, lint and type-check tools (`make test`/`make lint` add those: requirements-dev.txt).
-DEMO_PKGS := setuptools wheel Cython pymodbus
+DEMO_PKGS := setuptools wheel Cython pymodbus asyncua
 DEMO_PINS = $(shell grep -E '^($(subst $(SPACE),|,$(DEMO_PKGS)))(==.*)?$$' requirements-dev.txt)
 SPACE := $(subst ,, )
 
 .PHONY: demo test test-native test-pure hil build lint bench soak slow fuzz chaos clean venv \
-	micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
+	opcua-node micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -38,9 +38,17 @@ build: $(DEMO_STAMP)
 demo: build
 	$(VPY) -m gateway demo
 
-test: $(STAMP) build lint-images
+test: $(STAMP) build lint-images opcua-node
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q tests hil_tests
 	GATEWAY_PUREPYTHON=1 $(VPY) -m pytest -q tests
+
+# The node-opcua interop server of the OPC UA tests (tests/opcua_node), at its locked versions;
+# again only when the lockfile changed. Needs Node.js >= 18 and npm (.ci/run installs them).
+opcua-node: tests/opcua_node/node_modules/.installed
+tests/opcua_node/node_modules/.installed: tests/opcua_node/package.json tests/opcua_node/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js >= 18 and npm (apt-get install nodejs npm)"; exit 1; }
+	cd tests/opcua_node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # A real rig: make hil RIG=rig.yaml (see hil_tests/README.md); JUnit XML + summary in build/hil/.
 RIG ?=

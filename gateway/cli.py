@@ -1,5 +1,5 @@
 """The ``gateway`` command: run | demo | check | cloud | command | fleet | subscribe | sim | keys |
-queue | rules test | models | export | aas | resolve.
+queue | rules test | models | export | aas | resolve | discover.
 
 It behaves like a Unix tool: ``--version``; the global options are accepted before and after the
 subcommand; every ``--help`` shows the defaults; a closed pipe (``| head``) ends it quietly with
@@ -90,6 +90,10 @@ def cmd_models_test(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from gateway.drivers.sim import bench_factory, demo_factory, run_factory
 
+    if args.factory == "opcua":
+        from gateway.drivers.sim.opcua_machine import run_machine
+
+        return run_machine(args.base_port, args.speed)
     if args.factory == "demo":
         specs = demo_factory(args.base_port)
     else:
@@ -201,8 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_subscribe_parser(sub)
 
-    s = sub.add_parser("sim", help="simulated Modbus TCP devices (pymodbus servers) on loopback")
-    s.add_argument("--factory", choices=["demo", "bench"], default="demo", help="which devices")
+    s = sub.add_parser(
+        "sim", help="simulated devices on loopback: Modbus TCP (pymodbus), OPC UA (asyncua)"
+    )
+    s.add_argument(
+        "--factory",
+        choices=["demo", "bench", "opcua"],
+        default="demo",
+        help="which devices (opcua: the demo's OPC UA moulding machine alone, on --base-port)",
+    )
     s.add_argument("--base-port", type=int, default=5020, help="first device's TCP port")
     s.add_argument("--devices", type=int, default=50, help="bench factory: number of devices")
     s.add_argument("--registers", type=int, default=20, help="bench factory: registers per device")
@@ -221,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_models_test)
 
     from gateway.cloud.export import add_parser as add_export_parser
+    from gateway.drivers.opcua.discover import add_parser as add_discover_parser
     from gateway.rules.testcmd import add_parser as add_rules_parser
 
     add_rules_parser(sub)
@@ -230,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_aas_parser(sub)
     add_resolve_parser(sub)
+    add_discover_parser(sub)
 
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     from gateway.demo.ports import DEFAULT_BASE_PORT, PORT_COUNT, parse_base_port
@@ -260,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default=DEFAULT_BASE_PORT,
         help=f"first of the {PORT_COUNT} loopback ports the demo uses: devices N..N+2, cloud "
-        f"N+3/N+4, gateway status N+5 (default {DEFAULT_BASE_PORT})",
+        f"N+3/N+4, gateway status N+5, OPC UA machine N+6 (default {DEFAULT_BASE_PORT})",
     )
     s.set_defaults(fn=cmd_demo)
     for child in _subparsers(p):

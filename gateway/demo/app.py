@@ -125,6 +125,11 @@ def processes(ports: DemoPorts, config: Any, work: Path, copy: Path) -> list[Man
             logs / "sim.log",
         ),
         ManagedProcess(
+            "opcua",
+            [*py, "sim", "--factory", "opcua", "--base-port", str(ports.opcua)],
+            logs / "opcua.log",
+        ),
+        ManagedProcess(
             "cloud",
             [
                 *py,

@@ -1,4 +1,4 @@
-"""The demo's ports: one block of six on loopback, checked before anything starts.
+"""The demo's ports: one block of seven on loopback, checked before anything starts.
 
 A busy port found only after the children are up shows as a crashed child with a log to read;
 checked first, it is one clear line naming the port, its role and ``--base-port``.
@@ -10,15 +10,17 @@ import socket
 from dataclasses import dataclass
 
 DEFAULT_BASE_PORT = 5020
-PORT_COUNT = 6
+PORT_COUNT = 7
 HOST = "127.0.0.1"
 SIM_DEVICES = ("press1", "pump1", "motor1")  # gateway sim --factory demo, in port order
+OPCUA_DEVICE = "mould1"  # gateway sim --factory opcua: the OPC UA moulding machine, base+6
 
 
 @dataclass(frozen=True)
 class DemoPorts:
     """``base``..``base+2`` simulated devices, ``base+3`` cloud ROUTER, ``base+4`` cloud PUB,
-    ``base+5`` the gateway's status endpoint."""
+    ``base+5`` the gateway's status endpoint, ``base+6`` the simulated OPC UA machine (after
+    the others, so every port the demo had before keeps its number)."""
 
     base: int = DEFAULT_BASE_PORT
 
@@ -38,6 +40,14 @@ class DemoPorts:
         return self.base + 5
 
     @property
+    def opcua(self) -> int:
+        return self.base + 6
+
+    @property
+    def opcua_endpoint(self) -> str:
+        return f"opc.tcp://{HOST}:{self.opcua}"
+
+    @property
     def cloud_endpoint(self) -> str:
         return f"tcp://{HOST}:{self.cloud}"
 
@@ -53,6 +63,7 @@ class DemoPorts:
             (self.cloud, "cloud receiver (ZeroMQ ROUTER)"),
             (self.pub, "cloud fan-out (ZeroMQ PUB)"),
             (self.metrics, "gateway status/metrics (HTTP)"),
+            (self.opcua, f"simulated OPC UA machine {OPCUA_DEVICE}"),
         ]
 
     def describe(self) -> str:

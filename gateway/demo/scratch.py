@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gateway.demo.ports import HOST, SIM_DEVICES, DemoPorts
+from gateway.demo.ports import HOST, OPCUA_DEVICE, SIM_DEVICES, DemoPorts
 
 MARKER = ".gateway-demo"
 MARKER_TEXT = "A scratch folder of `gateway demo`: everything in it is rebuilt on each run.\n"
@@ -91,7 +91,8 @@ def scratch_config(
 
     The copy keeps the rules, rule packs and models (their paths made absolute, since the copy
     lives elsewhere) and replaces everything that reaches outside: the data dir, queue and keys
-    go into ``work``, every device is the demo simulator's device of that name on loopback, the
+    go into ``work``, every device is the demo simulator's device of that name on loopback (the
+    OPC UA machine ``mould1`` included: its endpoint becomes the demo's), the
     uplink and status endpoints are the demo's ports. A device the simulator does not have is
     refused: the demo must not poll, let alone write to, a real machine. ``text`` is the
     config's content when it was read already.
@@ -109,6 +110,9 @@ def scratch_config(
     foreign = []
     for dev in raw.get("devices") or []:
         name, driver = dev.get("name"), dev.get("driver", "modbus_tcp")
+        if driver == "opcua" and name == OPCUA_DEVICE and isinstance(dev.get("opcua"), dict):
+            dev["opcua"]["endpoint"] = ports.opcua_endpoint
+            continue
         if driver != "modbus_tcp" or name not in SIM_DEVICES:
             foreign.append(f"{name} ({driver})")
             continue
@@ -117,7 +121,8 @@ def scratch_config(
     if foreign:
         raise DemoSetupError(
             f"{config_path}: device(s) {', '.join(foreign)} are not machines of the demo's "
-            f"simulated factory ({', '.join(SIM_DEVICES)}, Modbus TCP). The demo talks only to "
+            f"simulated factory ({', '.join(SIM_DEVICES)}, Modbus TCP; {OPCUA_DEVICE}, OPC UA). "
+            "The demo talks only to "
             "its simulator; use `gateway run` for real devices, or give the demo a config like "
             "examples/demo.yaml."
         )
