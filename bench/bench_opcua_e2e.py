@@ -62,11 +62,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000", help="variables, comma-separated")
     ap.add_argument("--server", default="o6", choices=["o6", "asyncua"], help="server stack")
     ap.add_argument("--window", type=float, default=10.0, help="seconds measured")
-    ap.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
-    ap.add_argument("--stack", help=argparse.SUPPRESS)
-    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--ns", type=int, help=argparse.SUPPRESS)
+    stacks.add_role_arguments(ap)
     args = ap.parse_args()
     if args.role == "server":
         if args.stack == "asyncua":

@@ -20,6 +20,7 @@ from tests.opcua_support import (
     consecutive,
     device_config,
     point_ids,
+    running,
     wait_for,
 )
 
@@ -37,6 +38,7 @@ def counters(n: int) -> list[tuple[str, str]]:
 
 
 async def run(cfg, until, what: str, timeout: float = 20.0):
+    """Through the registry, as the runtime creates devices."""
     col = Collector()
     dev = DeviceFactory().create(cfg, point_ids(cfg), col.on_batch, col.on_event)
     assert isinstance(dev, OpcuaDevice)
@@ -115,10 +117,7 @@ def test_writes_respect_data_type_and_access_level(server) -> None:
     cfg = device_config(server.url, nodes, writable=("w16", "wb", "ro"))
 
     async def body() -> None:
-        col = Collector()
-        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-        await dev.start()
-        try:
+        async with running(cfg) as (col, dev):
             await wait_for(lambda: dev.stats()["online"], "online")
             await dev.write("press.w16", -300)
             await dev.write("press.wb", 1)
@@ -135,8 +134,6 @@ def test_writes_respect_data_type_and_access_level(server) -> None:
             with pytest.raises(WriteError, match="write 0 or 1"):
                 await dev.write("press.wb", 2)
             assert dev.stats()["writes"] == 2 and dev.stats()["write_errors"] == 5
-        finally:
-            await dev.stop()
 
     asyncio.run(body())
 
