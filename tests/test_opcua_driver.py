@@ -98,7 +98,8 @@ def test_types_statuses_strings_and_arrays(server) -> None:
 
 
 def test_polled_reads(server) -> None:
-    nodes = counters(50) + [("t_Int32", "ns=2;s=T.Int32"), ("missing", "ns=2;s=NoSuchNode")]
+    nodes = counters(50) + [("t_Int32", "ns=2;s=T.Int32"), ("missing", "ns=2;s=NoSuchNode"),
+                            ("lot", "ns=2;s=T.String")]  # fmt: skip
     cfg = device_config(server.url, nodes, poll=0.1, mode="poll")
     ids = point_ids(cfg)
 
@@ -109,6 +110,9 @@ def test_polled_reads(server) -> None:
     assert len(vals) >= 5 and vals == sorted(vals)
     bad = [b.quality[b.point_ids == ids["press.missing"]] for b in col.batches]
     assert all((q == Quality.BAD).all() for q in bad if len(q))  # BadNodeIdUnknown -> BAD
+    # a String read every period is one text event while it stays the same, and no sample
+    assert [e.detail for e in col.events if e.kind == "text"] == ["press.lot=lot-42"]
+    assert col.values(ids["press.lot"], good_only=False) == []
 
 
 def test_writes_respect_data_type_and_access_level(server) -> None:
