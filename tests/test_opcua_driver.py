@@ -142,9 +142,10 @@ def test_writes_respect_data_type_and_access_level(server) -> None:
     asyncio.run(body())
 
 
-def test_unreachable_server_is_offline_with_reason() -> None:
+def test_unreachable_server_is_offline_with_reason(caplog: pytest.LogCaptureFixture) -> None:
     from tests.opcua_support import free_port
 
+    caplog.set_level("WARNING", "gateway.drivers.opcua")
     cfg = device_config(f"opc.tcp://127.0.0.1:{free_port()}/", counters(3))
     col, dev = asyncio.run(
         run(cfg, lambda col, dev: dev.stats()["connect_failures"] >= 2, "two failed connects")
@@ -152,6 +153,8 @@ def test_unreachable_server_is_offline_with_reason() -> None:
     off = [e for e in col.events if e.kind == "offline"]
     assert len(off) == 1 and "cannot connect" in off[0].detail
     assert col.bad_batches() == 1  # one BAD batch when going offline, not one per attempt
+    insecure = [r for r in caplog.records if "security policy None" in r.getMessage()]
+    assert len(insecure) == 1 and "clear text" in insecure[0].getMessage()
 
 
 def test_events_of_a_node_onto_the_events_stream(server) -> None:
