@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,17 +57,70 @@ async def gateway_client(n: int, port: int, ns: int) -> None:
         stacks.say("COUNT", count)
 
 
+FULL_CONFIG = """
+gateway: {{id: bench-gw, data_dir: {tmp}, metrics_listen: null, ring_capacity: 8}}
+uplink: {{endpoints: ["tcp://127.0.0.1:{cloud}"], insecure: true, queue: {tmp}/q.db}}
+devices:
+  - name: bench
+    driver: opcua
+    timeout: 60s
+    poll_groups: {{default: {period}}}
+    opcua: {{endpoint: "opc.tcp://127.0.0.1:{port}/", insecure: true, queue_size: 1,
+             keepalive_count: 100, publish_requests: 4}}
+    points:
+{points}
+"""
+
+
+async def full_client(n: int, port: int, ns: int) -> None:
+    """The whole gateway (Runtime: driver, ring ingest, rules, durable queue, uplink) in this
+    process, a cloud receiver (`gateway cloud`) in another; COUNT is samples ingested, UPLINK
+    the records the cloud acknowledged."""
+    import tempfile
+
+    from gateway.config import load_config
+    from gateway.core.runtime import Runtime
+
+    tmp = tempfile.mkdtemp(prefix="bench-opcua-")
+    cloud = stacks.free_port()
+    rx = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "cloud", "--insecure", "--bind", f"tcp://127.0.0.1:{cloud}",
+         "--pub", f"tcp://127.0.0.1:{stacks.free_port()}", "--db", f"{tmp}/cloud.db",
+         "--status-interval", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    points = "\n".join(f'      - {{name: v{i}, node: "ns={ns};s=v{i}"}}' for i in range(n))
+    cfg = Path(tmp) / "gw.yaml"
+    cfg.write_text(FULL_CONFIG.format(tmp=tmp, cloud=cloud, port=port, period=stacks.PERIOD,
+                                      points=points))  # fmt: skip
+    runtime = Runtime(load_config(cfg))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        while not runtime.metrics.get("samples_total"):
+            await asyncio.sleep(0.05)
+        stacks.say("SUBSCRIBED")
+        while True:
+            await asyncio.sleep(0.5)
+            up = runtime.uplink.stats()
+            stacks.say("COUNT", runtime.metrics.get("samples_total"))
+            stacks.say("UPLINK", up.get("acks", 0), up.get("in_flight", 0))
+    finally:
+        stop.set()
+        await task
+        rx.terminate()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N=1000 only, short window")
     ap.add_argument("--sizes", default="1000,10000", help="variables, comma-separated")
     ap.add_argument("--server", default="o6", choices=["o6", "asyncua"], help="server stack")
     ap.add_argument("--window", type=float, default=10.0, help="seconds measured")
-    ap.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
-    ap.add_argument("--stack", help=argparse.SUPPRESS)
-    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--ns", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--clients", default="asyncua,gateway,full",
+                    help="asyncua (plain client), gateway (the driver), full (whole gateway to "
+                    "a cloud receiver)")  # fmt: skip
+    stacks.add_role_arguments(ap)
     args = ap.parse_args()
     if args.role == "server":
         if args.stack == "asyncua":
@@ -75,7 +129,8 @@ def main() -> None:
             stacks.o6_server(args.n, args.port)
         return
     if args.role == "client":
-        client = gateway_client if args.stack == "gateway" else stacks.asyncua_client
+        clients = {"gateway": gateway_client, "full": full_client}
+        client = clients.get(args.stack or "", stacks.asyncua_client)
         asyncio.run(client(args.n, args.port, args.ns))
         return
     sizes = [1000] if args.quick else [int(s) for s in args.sizes.split(",")]
@@ -86,7 +141,7 @@ def main() -> None:
                f"{'received/s':>11s} {'CPU%':>6s} {'RSS MB':>7s} {'srv CPU%':>8s} {'setup s':>7s}")  # fmt: skip
     for n in sizes:
         res: dict[str, dict[str, float]] = {}
-        for client in ("asyncua", "gateway"):
+        for client in args.clients.split(","):
             try:
                 r = stacks.run_one(f"{client}@{args.server}", n, warmup, window)
             except (TimeoutError, RuntimeError) as e:

@@ -231,6 +231,15 @@ def run_one(stack: str, n: int, warmup: float, window: float) -> dict[str, float
         server.stop()
 
 
+def add_role_arguments(ap: argparse.ArgumentParser) -> None:
+    """The hidden arguments of a child process's role (Child passes them)."""
+    ap.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
+    ap.add_argument("--stack", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--ns", type=int, help=argparse.SUPPRESS)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N=1000 only, short window")
@@ -238,11 +247,7 @@ def main() -> None:
     ap.add_argument("--stacks", default="asyncua,o6,asyncua@o6",
                     help="stacks, or client@server pairs")  # fmt: skip
     ap.add_argument("--window", type=float, default=10.0, help="seconds measured")
-    ap.add_argument("--role", choices=["server", "client"], help=argparse.SUPPRESS)
-    ap.add_argument("--stack", help=argparse.SUPPRESS)
-    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--ns", type=int, help=argparse.SUPPRESS)
+    add_role_arguments(ap)
     args = ap.parse_args()
     if args.role:
         if args.stack == "asyncua":

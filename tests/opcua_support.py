@@ -4,6 +4,7 @@ connection mid-message, and a collector of what the device delivered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,26 @@ def consecutive(values: list[float]) -> list[tuple[float, float]]:
     a = np.asarray(values)
     bad = np.nonzero(np.diff(a) != 1.0)[0]
     return [(float(a[i]), float(a[i + 1])) for i in bad]
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: DeviceConfig) -> AsyncIterator[tuple[Collector, Any]]:
+    """An OpcuaDevice of ``cfg``, started, with what it delivers collected; stopped after."""
+    from gateway.drivers.opcua.device import OpcuaDevice
+
+    col = Collector()
+    dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
+    await dev.start()
+    try:
+        yield col, dev
+    finally:
+        await dev.stop()
+
+
+async def run_until(
+    cfg: DeviceConfig, until: Callable[[Collector, Any], bool], what: str, timeout: float = 20.0
+) -> tuple[Collector, Any]:
+    """Run a device until ``until(collector, device)`` holds."""
+    async with running(cfg) as (col, dev):
+        await wait_for(lambda: until(col, dev), what, timeout)
+    return col, dev

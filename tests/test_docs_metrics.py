@@ -2,7 +2,7 @@
 
 The truth is ``/metrics`` of a real :class:`Runtime` on loopback with one device of every driver
 (Modbus TCP, Modbus RTU master and sniffer over TCP, a node over UDP, CAN on python-can's virtual
-bus), a rule that raises an alarm and writes, a model, a quota small enough to drop, and one rule
+bus, OPC UA), a rule that raises an alarm and writes, a model, a quota small enough to drop, and one rule
 reload; families that only appear after a fault (``task_errors_total``, conditions) count as
 exported through the runtime's own descriptions (HELP/TYPE it registered).
 
@@ -72,6 +72,11 @@ devices:
     can: {{interface: virtual, channel: {channel}, dbc: bus.dbc, j1939: true}}
     points:
       - {{name: rpm, signal: EEC1.EngineSpeed}}
+  - name: press
+    driver: opcua
+    opcua: {{endpoint: "opc.tcp://127.0.0.1:9", insecure: true}}
+    points:
+      - {{name: temp, node: "ns=2;s=T"}}
 rules:
   - name: plc_silent
     when: "stale(plc.temp, 100ms)"

@@ -20,6 +20,7 @@ from tests.opcua_support import (
     consecutive,
     device_config,
     point_ids,
+    running,
     wait_for,
 )
 
@@ -37,6 +38,7 @@ def counters(n: int) -> list[tuple[str, str]]:
 
 
 async def run(cfg, until, what: str, timeout: float = 20.0):
+    """Through the registry, as the runtime creates devices."""
     col = Collector()
     dev = DeviceFactory().create(cfg, point_ids(cfg), col.on_batch, col.on_event)
     assert isinstance(dev, OpcuaDevice)
@@ -96,7 +98,8 @@ def test_types_statuses_strings_and_arrays(server) -> None:
 
 
 def test_polled_reads(server) -> None:
-    nodes = counters(50) + [("t_Int32", "ns=2;s=T.Int32"), ("missing", "ns=2;s=NoSuchNode")]
+    nodes = counters(50) + [("t_Int32", "ns=2;s=T.Int32"), ("missing", "ns=2;s=NoSuchNode"),
+                            ("lot", "ns=2;s=T.String")]  # fmt: skip
     cfg = device_config(server.url, nodes, poll=0.1, mode="poll")
     ids = point_ids(cfg)
 
@@ -107,6 +110,9 @@ def test_polled_reads(server) -> None:
     assert len(vals) >= 5 and vals == sorted(vals)
     bad = [b.quality[b.point_ids == ids["press.missing"]] for b in col.batches]
     assert all((q == Quality.BAD).all() for q in bad if len(q))  # BadNodeIdUnknown -> BAD
+    # a String read every period is one text event while it stays the same, and no sample
+    assert [e.detail for e in col.events if e.kind == "text"] == ["press.lot=lot-42"]
+    assert col.values(ids["press.lot"], good_only=False) == []
 
 
 def test_writes_respect_data_type_and_access_level(server) -> None:
@@ -115,10 +121,7 @@ def test_writes_respect_data_type_and_access_level(server) -> None:
     cfg = device_config(server.url, nodes, writable=("w16", "wb", "ro"))
 
     async def body() -> None:
-        col = Collector()
-        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-        await dev.start()
-        try:
+        async with running(cfg) as (col, dev):
             await wait_for(lambda: dev.stats()["online"], "online")
             await dev.write("press.w16", -300)
             await dev.write("press.wb", 1)
@@ -135,15 +138,14 @@ def test_writes_respect_data_type_and_access_level(server) -> None:
             with pytest.raises(WriteError, match="write 0 or 1"):
                 await dev.write("press.wb", 2)
             assert dev.stats()["writes"] == 2 and dev.stats()["write_errors"] == 5
-        finally:
-            await dev.stop()
 
     asyncio.run(body())
 
 
-def test_unreachable_server_is_offline_with_reason() -> None:
+def test_unreachable_server_is_offline_with_reason(caplog: pytest.LogCaptureFixture) -> None:
     from tests.opcua_support import free_port
 
+    caplog.set_level("WARNING", "gateway.drivers.opcua")
     cfg = device_config(f"opc.tcp://127.0.0.1:{free_port()}/", counters(3))
     col, dev = asyncio.run(
         run(cfg, lambda col, dev: dev.stats()["connect_failures"] >= 2, "two failed connects")
@@ -151,6 +153,8 @@ def test_unreachable_server_is_offline_with_reason() -> None:
     off = [e for e in col.events if e.kind == "offline"]
     assert len(off) == 1 and "cannot connect" in off[0].detail
     assert col.bad_batches() == 1  # one BAD batch when going offline, not one per attempt
+    insecure = [r for r in caplog.records if "security policy None" in r.getMessage()]
+    assert len(insecure) == 1 and "clear text" in insecure[0].getMessage()
 
 
 def test_events_of_a_node_onto_the_events_stream(server) -> None:

@@ -122,3 +122,12 @@ def test_gateway_check_cli_prints_file_line_column(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert f"{f}:7:12: devices[0].opcua.insecure: security_policy None" in text
     assert "Traceback" not in text
+
+
+def test_node_ids_checked(tmp_path: Path) -> None:
+    points = ('[{name: a, node: "ns=2;x=Foo", poll: fast}, {name: b, node: "i=2253", poll: fast}, '
+              '{name: c, node: "nsu=urn:x;s=A.B", poll: fast}, {name: d, node: "Press.Temp", poll: fast}]')  # fmt: skip
+    got = issues(device("{endpoint: 'opc.tcp://h', insecure: true}", points), tmp_path)
+    assert len(got) == 2, got
+    assert got[0].startswith("8:30 devices[0].points[0].node: 'ns=2;x=Foo' is not a NodeId")
+    assert "devices[0].points[3].node: 'Press.Temp' is not a NodeId" in got[1]

@@ -13,14 +13,13 @@ import signal
 
 import pytest
 
-from gateway.drivers.opcua.device import OpcuaDevice
 from tests.opcua_support import (
     Collector,
     Proxy,
     ServerProcess,
     consecutive,
     device_config,
-    point_ids,
+    running,
     wait_for,
 )
 
@@ -51,59 +50,46 @@ def check_every_change_once(col: Collector) -> None:
 
 
 def test_tcp_connection_cut_mid_publish_loses_nothing(server) -> None:
-    async def body() -> None:
-        srv = server
-        proxy = await Proxy(srv.opts["port"]).start()
-        col = Collector()
-        cfg = config(proxy.port)
-        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-        await dev.start()
+    async def body() -> tuple[Collector, dict]:
+        proxy = await Proxy(server.opts["port"]).start()
         try:
-            await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
-            for k in range(2):
-                proxy.cut()
-                await wait_for(lambda k=k: proxy.cuts > k, "the proxy to cut a response")
-                await wait_for(lambda k=k: dev.stats()["reconnects"] > k, "reconnect")
-            seen = len(col.values(0))
-            await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after reconnect")
+            async with running(config(proxy.port)) as (col, dev):
+                await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
+                for k in range(2):
+                    proxy.cut()
+                    await wait_for(lambda k=k: proxy.cuts > k, "the proxy to cut a response")
+                    await wait_for(lambda k=k: dev.stats()["reconnects"] > k, "reconnect")
+                seen = len(col.values(0))
+                await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after reconnect")
         finally:
-            await dev.stop()
             await proxy.close()
-        st = dev.stats()
-        check_every_change_once(col)
-        assert st["gaps_total"] == 0
-        assert st["sessions_reused"] >= 2  # the same session, re-activated on a new channel
-        assert st["republished"] >= 1  # the response cut in half came again by Republish
+        return col, dev.stats()
 
-    asyncio.run(body())
+    col, st = asyncio.run(body())
+    check_every_change_once(col)
+    assert st["gaps_total"] == 0
+    assert st["sessions_reused"] >= 2  # the same session, re-activated on a new channel
+    assert st["republished"] >= 1  # the response cut in half came again by Republish
 
 
 def test_server_frozen_past_keepalive_loses_nothing(server) -> None:
-    async def body() -> None:
-        srv = server
-        col = Collector()
-        cfg = config(srv.url)
-        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-        await dev.start()
-        try:
+    async def body() -> tuple[Collector, dict]:
+        async with running(config(server.url)) as (col, dev):
             await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
-            srv.signal(signal.SIGSTOP)
+            server.signal(signal.SIGSTOP)
             # keep-alive 5 x 100 ms, three of them missed: offline within ~2 s + timeout
             await wait_for(lambda: dev.stats()["state"] == "offline", "offline", 10.0)
-            srv.signal(signal.SIGCONT)
+            server.signal(signal.SIGCONT)
             await wait_for(lambda: dev.stats()["state"] == "online", "online again", 15.0)
             seen = len(col.values(0))
             await wait_for(lambda: len(col.values(0)) >= seen + 10, "changes after SIGCONT")
-        finally:
-            await dev.stop()
-        st = dev.stats()
-        check_every_change_once(col)
-        assert st["gaps_total"] == 0 and st["sessions_reused"] >= 1
-        assert "connection lost: no PublishResponse" in next(
-            e.detail for e in col.events if e.kind == "offline"
-        )
+        return col, dev.stats()
 
-    asyncio.run(body())
+    col, st = asyncio.run(body())
+    check_every_change_once(col)
+    assert st["gaps_total"] == 0 and st["sessions_reused"] >= 1
+    offline = next(e.detail for e in col.events if e.kind == "offline")
+    assert "connection lost: no PublishResponse" in offline
 
 
 def test_subscription_gone_while_session_lives_is_recreated(server) -> None:
@@ -113,12 +99,8 @@ def test_subscription_gone_while_session_lives_is_recreated(server) -> None:
 
     from gateway.drivers.opcua.session import call
 
-    async def body() -> OpcuaDevice:
-        col = Collector()
-        cfg = config(server.url)
-        dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-        await dev.start()
-        try:
+    async def body() -> dict:
+        async with running(config(server.url)) as (col, dev):
             await wait_for(lambda: len(col.values(0)) >= 3, "first changes")
             req = ua.DeleteSubscriptionsRequest()
             req.Parameters.SubscriptionIds = [dev.groups[0].subscription_id]
@@ -126,11 +108,9 @@ def test_subscription_gone_while_session_lives_is_recreated(server) -> None:
             await wait_for(lambda: dev.stats()["subscriptions_recreated"] == 1, "re-creation")
             seen = len(col.values(0))
             await wait_for(lambda: len(col.values(0)) >= seen + 3, "changes afterwards")
-        finally:
-            await dev.stop()
-        return dev
+        return dev.stats()
 
-    st = asyncio.run(body()).stats()
+    st = asyncio.run(body())
     assert st["gaps_total"] == 1 and st["reconnects"] == 0 and st["connect_failures"] == 0
 
 
@@ -139,28 +119,17 @@ def test_server_killed_and_restarted_is_a_declared_gap(
 ) -> None:
     caplog.set_level(logging.WARNING, "gateway.drivers.opcua")
 
-    async def body() -> tuple[Collector, OpcuaDevice]:
-        srv = server
-        try:
-            col = Collector()
-            cfg = config(srv.url)
-            dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-            await dev.start()
-            try:
-                await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
-                srv.kill()  # SIGKILL: the server's session, subscriptions and queues are gone
-                await wait_for(lambda: dev.stats()["state"] == "offline", "offline", 10.0)
-                before = len(col.values(0))
-                srv.start(base=100_000)
-                await wait_for(lambda: len(col.values(0)) >= before + 5, "changes after restart")
-            finally:
-                await dev.stop()
-            return col, dev
-        finally:
-            srv.kill()
+    async def body() -> tuple[Collector, dict]:
+        async with running(config(server.url)) as (col, dev):
+            await wait_for(lambda: len(col.values(0)) >= 5, "first changes")
+            server.kill()  # SIGKILL: the server's session, subscriptions and queues are gone
+            await wait_for(lambda: dev.stats()["state"] == "offline", "offline", 10.0)
+            before = len(col.values(0))
+            server.start(base=100_000)
+            await wait_for(lambda: len(col.values(0)) >= before + 5, "changes after restart")
+        return col, dev.stats()
 
-    col, dev = asyncio.run(body())
-    st = dev.stats()
+    col, st = asyncio.run(body())
     assert st["gaps_total"] == 1 and st["subscriptions_recreated"] == 1
     vals = col.values(0)
     assert [b for b in consecutive(vals) if b[1] < 100_000] == []  # before the kill: all of them

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.drivers.opcua.certs import create
-from gateway.drivers.opcua.device import OpcuaDevice
-from tests.opcua_support import Collector, ServerProcess, device_config, point_ids, wait_for
+from tests.opcua_support import ServerProcess, device_config, run_until
 
 USERS = {"operator": "s3cret"}
 
@@ -61,17 +60,6 @@ def server(pki: dict[str, Path]):
         yield srv
 
 
-async def connect(cfg, until, what, timeout=20.0):
-    col = Collector()
-    dev = OpcuaDevice(cfg, point_ids(cfg), col.on_batch, col.on_event)
-    await dev.start()
-    try:
-        await wait_for(lambda: until(col, dev), what, timeout)
-    finally:
-        await dev.stop()
-    return col, dev
-
-
 def secure_config(server, pki, policy, mode, **kw):
     opts = dict(security_policy=policy, security_mode=mode, certificate_dir=str(pki["gw"]),
                 server_certificate=str(pki["cert"]), username="operator",
@@ -84,20 +72,22 @@ def secure_config(server, pki, policy, mode, **kw):
 @pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
 def test_each_policy_and_mode_connects(server, pki, policy: str, mode: str) -> None:
     cfg = secure_config(server, pki, policy, mode)
-    col, dev = asyncio.run(connect(cfg, lambda c, d: len(c.values(0)) >= 2, f"{policy}/{mode}"))
+    col, dev = asyncio.run(run_until(cfg, lambda c, d: len(c.values(0)) >= 2, f"{policy}/{mode}"))
     assert dev.stats()["connect_failures"] == 0
 
 
 def test_trust_dir_instead_of_a_pinned_certificate(server, pki) -> None:
     cfg = secure_config(server, pki, "Basic256Sha256", "SignAndEncrypt",
                         server_certificate=None, trust_dir=str(pki["trust"]))  # fmt: skip
-    asyncio.run(connect(cfg, lambda c, d: len(c.values(0)) >= 1, "a value via trust_dir"))
+    asyncio.run(run_until(cfg, lambda c, d: len(c.values(0)) >= 1, "a value via trust_dir"))
 
 
 def test_wrong_server_certificate_is_refused(server, pki) -> None:
     cfg = secure_config(server, pki, "Basic256Sha256", "SignAndEncrypt",
                         server_certificate=str(pki["other"]))  # fmt: skip
-    col, dev = asyncio.run(connect(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal"))
+    col, dev = asyncio.run(
+        run_until(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal")
+    )
     (off,) = [e for e in col.events if e.kind == "offline"]
     assert "is not the pinned certificate" in off.detail and str(pki["other"]) in off.detail
     assert col.values(0) == []
@@ -105,20 +95,26 @@ def test_wrong_server_certificate_is_refused(server, pki) -> None:
 
 def test_wrong_password_is_refused(server, pki) -> None:
     cfg = secure_config(server, pki, "Basic256Sha256", "Sign", password_file=str(pki["badpw"]))
-    col, dev = asyncio.run(connect(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal"))
+    col, dev = asyncio.run(
+        run_until(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal")
+    )
     (off,) = [e for e in col.events if e.kind == "offline"]
     assert "refused the credentials" in off.detail and "password_file" in off.detail
 
 
 def test_anonymous_refused_where_the_server_wants_a_user(server, pki) -> None:
     cfg = secure_config(server, pki, "Basic256Sha256", "Sign", username=None, password_file=None)
-    col, dev = asyncio.run(connect(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal"))
+    col, dev = asyncio.run(
+        run_until(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal")
+    )
     assert col.values(0) == []
 
 
 def test_missing_application_certificate_names_the_command(server, pki, tmp_path) -> None:
     cfg = secure_config(server, pki, "Basic256Sha256", "Sign", certificate_dir=str(tmp_path))
-    col, dev = asyncio.run(connect(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal"))
+    col, dev = asyncio.run(
+        run_until(cfg, lambda c, d: d.stats()["connect_failures"] >= 1, "refusal")
+    )
     (off,) = [e for e in col.events if e.kind == "offline"]
     assert "gateway keys opcua" in off.detail
 

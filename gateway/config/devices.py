@@ -14,8 +14,8 @@ from gateway.config.assets import unit_issue
 from gateway.config.errors import ConfigIssue
 from gateway.config.input import file_problem
 from gateway.config.model import CanConfig, DeviceConfig, NodeConfig, PointConfig, RtuConfig
+from gateway.config.opcua import OpcuaConfig, node_problem, read_opcua
 from gateway.config.options import Option, Section
-from gateway.config.opcua import OpcuaConfig, read_opcua
 from gateway.config.reader import Parsed, Reader, join, suggest
 from gateway.config.schema import REGISTER_WORDS, TABLES
 
@@ -280,6 +280,9 @@ class DeviceReading:
             if need != "address":
                 msg += f" (points of driver {driver} need it)"
             self.main.error(parsed.node, join(parsed.path, need), msg)
+            parsed.bad.add(need)
+        elif driver == "opcua" and (problem := node_problem(parsed.values[need])):
+            self.main.error(parsed.at(need), join(parsed.path, need), problem)
             parsed.bad.add(need)
 
     def _point(

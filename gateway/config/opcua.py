@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -26,6 +27,21 @@ if TYPE_CHECKING:
 
 POLICIES: Final = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep")
 MODES: Final = ("None", "Sign", "SignAndEncrypt")
+#: A NodeId in its string form: ns=<index>; or nsu=<uri>; then i=, s=, g= or b=.
+_NODE_ID = re.compile(
+    r"^(?:(?:ns=\d+|nsu=[^;]+);)?(?:i=\d+|s=.+|g=[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|b=.+)$",
+    re.S,
+)
+
+
+def node_problem(text: str) -> str | None:
+    """Why ``text`` is not a NodeId string, or None."""
+    if _NODE_ID.match(text):
+        return None
+    return (f"{text!r} is not a NodeId; write ns=<namespace index>;s=<name> (or i=<number>, "
+            "g=<guid>, b=<base64>), e.g. ns=2;s=Press.Temperature")  # fmt: skip
+
+
 #: Where the gateway's own application certificate lives, under ``gateway.data_dir``.
 CERT_SUBDIR: Final = "opcua"
 

@@ -87,6 +87,7 @@ class OpcuaDevice:
         self._task: asyncio.Task[None] | None = None
         self._turned = 0.0
         self._unsupported: set[str] = set()
+        self._texts: dict[str, str] = {}  # point -> last text value sent
         self.polled = self.opc.mode == "poll"
         self.responses = self.rows = self.keepalives = self.republished = self.gaps = 0
         self.duplicates = self.reconnects = self.sessions_reused = self.transferred = 0
@@ -373,15 +374,19 @@ class OpcuaDevice:
         keep = np.ones(len(batch), bool)
         for row, vtype, off, size in other:
             point = self._name_of.get(int(batch.point_ids[row]), "?")
-            if vtype in _TEXT_TYPES and size < 1 << 16 and batch.quality[row] != Quality.BAD:
+            if batch.quality[row] == Quality.BAD:
+                continue  # already NaN: nothing to read from a Bad value
+            if vtype in _TEXT_TYPES and size < 1 << 16:
                 try:
                     value = variant_from_binary(Buffer(data[off : off + size])).Value
                 except Exception:  # the decoder checked the bounds; asyncua may still refuse it
                     value = None
                 if value is not None and not isinstance(value, list):
-                    text = getattr(value, "Text", value)
-                    texts.append((row, point, str(text)))
+                    text = str(getattr(value, "Text", value))
                     keep[row] = False
+                    if self._texts.get(point) != text:  # polled reads repeat unchanged text
+                        self._texts[point] = text
+                        texts.append((row, point, text))
                     continue
             batch.values[row] = math.nan
             batch.quality[row] = Quality.BAD
@@ -391,12 +396,9 @@ class OpcuaDevice:
                 _log.warning("device %s: %s has a value of OPC UA type %d (array or structure); "
                              "a point holds one number: map one node per element",
                              self.name, point, vtype)  # fmt: skip
-        if texts:
-            kept = SampleBatch(batch.point_ids[keep], batch.ts[keep], batch.values[keep],
-                               batch.quality[keep])  # fmt: skip
-            batch.point_ids, batch.ts = kept.point_ids, kept.ts
-            batch.values, batch.quality = kept.values, kept.quality
-            texts = [(row, p, t) for row, p, t in texts]
+        if not keep.all():  # text rows are events, not samples
+            batch.point_ids, batch.ts = batch.point_ids[keep], batch.ts[keep]
+            batch.values, batch.quality = batch.values[keep], batch.quality[keep]
         return texts
 
     def _deliver(
