@@ -9,6 +9,7 @@ from pathlib import Path
 import msgpack
 import zmq
 import zmq.asyncio
+from pg_support import StoreMaker
 from uplink_support import bounded, run, running_receiver, wait_until
 
 from gateway.cloud.store import SQLiteCloudStore
@@ -32,9 +33,11 @@ async def _take(sub: Subscriber, n: int) -> list[Record]:
     return [await bounded(sub.recv(), f"record {i + 1} of {n}") for i in range(n)]
 
 
-def test_snapshot_then_live_without_loss_or_duplicates(tmp_path: Path) -> None:
+def test_snapshot_then_live_without_loss_or_duplicates(
+    tmp_path: Path, make_store: StoreMaker
+) -> None:
     async def scenario() -> None:
-        store = SQLiteCloudStore(tmp_path / "c.db")
+        store = make_store("c.db")
         async with running_receiver(store) as rx:
             assert rx.endpoint and rx.pub_endpoint
             up = Uplink(_insecure(tmp_path, rx.endpoint, "gw"), "gw")
@@ -43,7 +46,7 @@ def test_snapshot_then_live_without_loss_or_duplicates(tmp_path: Path) -> None:
                 for i in range(300):
                     up.submit("s", b"%d" % i)
                 await wait_until(lambda: rx.status().get("gw", {}).get("records") == 300, "300")
-                reader = SQLiteCloudStore(tmp_path / "c.db")
+                reader = make_store("c.db")
                 reader.open()
                 with Subscriber(rx.pub_endpoint, "gw/", store=reader, snapshot=True) as sub:
                     first = await _take(sub, 300)  # the snapshot (nothing live yet)
@@ -62,9 +65,9 @@ def test_snapshot_then_live_without_loss_or_duplicates(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_holes_are_filled_from_the_store_and_drops_announced(tmp_path: Path) -> None:
+def test_holes_are_filled_from_the_store_and_drops_announced(make_store: StoreMaker) -> None:
     async def scenario() -> None:
-        with SQLiteCloudStore(tmp_path / "c.db") as store:
+        with make_store("c.db") as store:
             store.commit("gw", "s", 3, 1, [b"a", b"b", b"c", b"d"])
             store.drop("gw", "s", 3, 5, 7, "quota")
             store.commit("gw", "s", 3, 8, [b"h"])

@@ -1,4 +1,5 @@
-"""``gateway cloud``: a CloudReceiver on an SQLite store with periodic per-gateway status lines."""
+"""``gateway cloud``: a CloudReceiver on an SQLite or PostgreSQL store with periodic per-gateway
+status lines."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 
 import zmq
 
 from gateway.cloud.receiver import CloudReceiver
-from gateway.cloud.store import SQLiteCloudStore
+from gateway.cloud.store import is_postgres, store_for
 from gateway.uplink.keys import AllowList, KeyPair
 
 MAX_STATUS_GATEWAYS = 50  # gateways per status round (connected ones first)
@@ -55,8 +57,10 @@ async def run_cloud(
     *,
     server_key: KeyPair | None = None,
     allow_dir: str | None = None,
+    partition: str = "day",
+    retention: float | None = None,
 ) -> None:
-    """Run a receiver on an SQLite store until ``stop`` (or SIGINT/SIGTERM) — ``gateway cloud``."""
+    """Run a receiver on an SQLite or PostgreSQL store (``db_path``) until ``stop`` (or SIGINT/SIGTERM) — ``gateway cloud``."""
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
@@ -66,9 +70,8 @@ async def run_cloud(
             except (NotImplementedError, RuntimeError):  # not the main thread / platform
                 pass
     allow = AllowList(allow_dir) if allow_dir is not None else None
-    receiver = CloudReceiver(
-        bind, pub_bind or None, SQLiteCloudStore(db_path), server_key=server_key, allow=allow
-    )
+    store = store_for(db_path, partition=partition, retention=retention)
+    receiver = CloudReceiver(bind, pub_bind or None, store, server_key=server_key, allow=allow)
     task = asyncio.create_task(receiver.run(stop))
     try:
         ready = asyncio.ensure_future(receiver.ready.wait())
@@ -78,7 +81,7 @@ async def run_cloud(
             mode = f"CURVE, {len(allow)} allowed keys in {allow_dir}" if allow else "PLAINTEXT"
             print(
                 f"cloud: ROUTER {receiver.endpoint} ({mode})  PUB {receiver.pub_endpoint}  "
-                f"store {db_path}",
+                f"store {store.describe()}",
                 flush=True,
             )
         # status_interval 0 means no status lines: wait for the receiver alone (a zero timeout
@@ -103,7 +106,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--bind", default="tcp://127.0.0.1:7000", help="ROUTER endpoint gateways connect to"
     )
     s.add_argument("--pub", default="tcp://127.0.0.1:7001", help="PUB endpoint for subscribers")
-    s.add_argument("--db", default="var/cloud.db", help="SQLite store file")
+    s.add_argument(
+        "--db",
+        default="var/cloud.db",
+        help="SQLite store file, or a PostgreSQL URL (postgresql://user@host/dbname) that any "
+        "number of receivers share",
+    )
+    s.add_argument(
+        "--partition",
+        choices=("day", "hour"),
+        default="day",
+        help="PostgreSQL: partition size of records/points (fixed when the database is created)",
+    )
+    s.add_argument(
+        "--retention-days",
+        type=float,
+        default=None,
+        help="PostgreSQL: drop whole partitions older than this many days (default: keep all)",
+    )
     s.add_argument(
         "--status-interval", type=float, default=2.0, help="seconds between status lines; 0 = off"
     )
@@ -150,7 +170,23 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             return 2
         allow_dir = args.allow_dir
         os.makedirs(allow_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
+    retention = None
+    if args.retention_days is not None:
+        if not args.retention_days > 0 or not is_postgres(args.db):
+            print(
+                "gateway cloud: --retention-days takes a number of days > 0 and a PostgreSQL "
+                "--db (an SQLite store keeps everything)",
+                file=sys.stderr,
+            )
+            return 2
+        retention = args.retention_days * 86400.0
+    if is_postgres(args.db):
+        why = _postgres_unusable()
+        if why:
+            print(f"gateway cloud: --db {_redacted(args.db)}: {why}", file=sys.stderr)
+            return 2
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
     try:
         run_until_signal(
             lambda stop: run_cloud(
@@ -162,6 +198,8 @@ def cmd_cloud(args: argparse.Namespace) -> int:
                 print_status=args.status_interval > 0,
                 server_key=server_key,
                 allow_dir=allow_dir,
+                partition=args.partition,
+                retention=retention,
             )
         )
     except zmq.ZMQError as exc:  # a mistyped or busy endpoint: which, and what one looks like
@@ -171,4 +209,37 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    except Exception as exc:  # the database: unreachable, refused, or a schema it cannot use
+        if not is_postgres(args.db):
+            raise
+        print(f"gateway cloud: --db {_redacted(args.db)}: {_db_error(exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _postgres_unusable() -> str | None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return (
+            "PostgreSQL needs psycopg: pip install -r packaging/cloud-requirements.txt "
+            "(psycopg and psycopg-binary)"
+        )
+    return None
+
+
+def _redacted(db: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
+
+
+def _db_error(exc: BaseException) -> str:
+    from gateway.cloud.pg_schema import SchemaError
+
+    if isinstance(exc, SchemaError):
+        return str(exc)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return (
+        f"cannot use the database: {text} (is the server up, the URL right, the database "
+        "created, e.g. `createdb gateway_cloud`, and the user allowed to create tables?)"
+    )

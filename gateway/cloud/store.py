@@ -2,8 +2,9 @@
 
 Exactly-once storage rests on one rule: a commit writes the records and the stream's new
 high-water mark (hw) in the same transaction, and only records with seq > hw are written. A
-retransmitted DATA therefore never stores a record twice, whatever the network did. Another
-database (PostgreSQL/TimescaleDB) can sit behind :class:`CloudStore` with the same rule.
+retransmitted DATA therefore never stores a record twice, whatever the network did. PostgreSQL
+sits behind the same interface with the same rule (:mod:`gateway.cloud.store_pg`), for many
+receivers on one database; :func:`store_for` picks the store ``--db`` names.
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ class CloudStore(Protocol):
 
     def close(self) -> None: ...
 
+    def describe(self) -> str:
+        """Where the store is, for logs and status lines (never a password)."""
+        ...
+
     def hw(self, gateway: str, stream: str, epoch: int) -> int:
         """Highest committed seq of (gateway, stream, epoch); 0 when unknown."""
         ...
@@ -237,6 +242,9 @@ class SQLiteCloudStore:
         self._lock = threading.Lock()
         self._file_id: tuple[int, int] | None = None
         self._salvaged: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        return self.path
 
     def open(self) -> None:
         with self._lock:
@@ -542,3 +550,18 @@ def _read_hw(db: sqlite3.Connection, gateway: str, stream: str, epoch: int) -> i
         (gateway, stream, epoch),
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def is_postgres(db: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database rather than an SQLite file."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def store_for(db: str, *, partition: str = "day", retention: float | None = None) -> CloudStore:
+    """The store ``gateway cloud --db`` names: a ``postgresql://`` URL, else an SQLite file
+    (``partition``/``retention`` apply to PostgreSQL only)."""
+    if is_postgres(db):
+        from gateway.cloud.store_pg import PostgresCloudStore  # psycopg only when asked for
+
+        return PostgresCloudStore(db, partition=partition, retention=retention)
+    return SQLiteCloudStore(db)

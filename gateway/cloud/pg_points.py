@@ -1,0 +1,106 @@
+"""Decoded rows for queries: telemetry records into per-sample rows, meta records into names.
+
+Runs inside the store's commit, on the records that commit stores (never on duplicates), so the
+``points`` table holds each sample exactly once, like ``records``. Everything here comes from a
+peer: a record that does not decode is skipped and counted (it is still stored as a record), a
+sample with a time or quality outside what the columns hold is skipped, and the names a gateway
+announces are bounded in length, number per model and number of models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from gateway.core.records import STREAM_META, STREAM_TELEMETRY, decode
+
+MAX_NAME = 200  # characters of a point name, unit or device kept
+MAX_POINTS_PER_MODEL = 65536
+MAX_MODELS_PER_GATEWAY = 64
+_TS_MAX = 4102444800.0  # 2100-01-01: a later (or negative, or NaN) sample time is refused
+_INT32 = 2**31
+
+PointRow = tuple[str, str, int, datetime, float | None, int, datetime]
+NameRow = tuple[str, str, int, str, str, str]
+
+
+@dataclass
+class Decoded:
+    """What one commit's fresh records decode to."""
+
+    points: list[PointRow] = field(default_factory=list)
+    names: list[NameRow] = field(default_factory=list)
+    skipped_records: int = 0
+    skipped_samples: int = 0
+
+
+def _text(v: object) -> str:
+    return (v if isinstance(v, str) else "" if v is None else str(v))[:MAX_NAME]
+
+
+def _value(x: object) -> float | None:
+    if isinstance(x, bool):
+        return float(x)
+    if isinstance(x, int | float):
+        try:
+            return float(x)
+        except OverflowError:  # an int beyond a double
+            return None
+    return None
+
+
+def decode_into(
+    out: Decoded, gateway: str, stream: str, payloads: list[bytes], received: datetime
+) -> None:
+    """Add the rows of ``payloads`` (fresh records of one stream) to ``out``."""
+    if stream == STREAM_TELEMETRY:
+        for p in payloads:
+            try:
+                _telemetry(out, gateway, decode(p), received)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                out.skipped_records += 1
+    elif stream == STREAM_META:
+        for p in payloads:
+            try:
+                _meta(out, gateway, decode(p))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                out.skipped_records += 1
+
+
+def _telemetry(out: Decoded, gateway: str, rec: dict[str, Any], received: datetime) -> None:
+    model = _text(rec["model"])
+    ids, ts, xs, qs = rec["id"], rec["ts"], rec["x"], rec["q"]
+    if not (len(ids) == len(ts) == len(xs) == len(qs)):
+        raise ValueError("columns of different lengths")
+    rows = out.points
+    fromts = datetime.fromtimestamp
+    utc = timezone.utc
+    for pid, t, x, q in zip(ids, ts, xs, qs, strict=True):
+        if (
+            type(pid) is not int
+            or not 0 <= pid < _INT32
+            or type(q) is not int
+            or not -_INT32 <= q < _INT32
+            or not isinstance(t, int | float)
+            or not 0.0 <= t < _TS_MAX  # also refuses NaN
+        ):
+            out.skipped_samples += 1
+            continue
+        v = x if type(x) is float else _value(x)
+        rows.append((gateway, model, pid, fromts(t, utc), v, q, received))
+
+
+def _meta(out: Decoded, gateway: str, rec: dict[str, Any]) -> None:
+    model = _text(rec["model"])
+    points = rec["points"]
+    if not isinstance(points, list):
+        raise TypeError("points is not a list")
+    for i, p in enumerate(points[:MAX_POINTS_PER_MODEL]):
+        pid = p.get("id", i)
+        if type(pid) is not int or not 0 <= pid < _INT32:
+            continue
+        name = _text(p.get("name"))
+        if not name:
+            continue
+        out.names.append((gateway, model, pid, name, _text(p.get("unit")), _text(p.get("device"))))
