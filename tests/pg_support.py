@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -113,7 +114,8 @@ class PgCluster:
             return ""
 
     def dsn(self, db: str = "postgres") -> str:
-        return f"host={self.sock} user=gateway dbname={db}"
+        """A ``postgresql://`` URL (what ``gateway cloud --db`` takes) for database ``db``."""
+        return f"postgresql://gateway@/{db}?host={quote(str(self.sock), safe='')}"
 
     def create_db(self, hint: str = "t") -> str:
         import psycopg

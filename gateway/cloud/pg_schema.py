@@ -180,8 +180,9 @@ def ensure_partitions(conn: psycopg.Connection[Any], t: float, granularity: str)
     first = period_start(t, granularity)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+        tables = [t for t in PARTITIONED if _exists(conn, t)]  # an older schema: fewer
         for start in (first, first + step):
-            for table in PARTITIONED:
+            for table in tables:
                 conn.execute(
                     sql.SQL(
                         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
@@ -194,11 +195,17 @@ def ensure_partitions(conn: psycopg.Connection[Any], t: float, granularity: str)
                 )
 
 
+def _exists(conn: psycopg.Connection[Any], table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
 def partitions(conn: psycopg.Connection[Any]) -> list[tuple[str, datetime, datetime]]:
     """``(name, start, end)`` of every partition of the partitioned tables, oldest first."""
     rows = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent IN ('records'::regclass, 'points'::regclass)"
+        "WHERE i.inhparent IN (SELECT to_regclass(t) FROM unnest(%s::text[]) AS t)",
+        (list(PARTITIONED),),
     ).fetchall()
     out = []
     for (name,) in rows:

@@ -287,6 +287,7 @@ class PostgresCloudStore:
     def _names(self, conn: psycopg.Connection[Any], names: list[pg_points.NameRow]) -> None:
         """Upsert announced point names; a gateway's new models beyond the bound are skipped."""
         allowed: dict[tuple[str, str], bool] = {}
+        models: dict[str, int] = {}  # per gateway: models known, counting this commit's
         keep = []
         for row in names:
             key = (row[0], row[1])
@@ -297,7 +298,10 @@ class PostgresCloudStore:
                     "FROM point_names WHERE gateway = %s",
                     (key[1], key[0]),
                 ).fetchone()
-                ok = allowed[key] = bool(has) or int(known) < pg_points.MAX_MODELS_PER_GATEWAY
+                count = models.setdefault(key[0], int(known))
+                ok = allowed[key] = bool(has) or count < pg_points.MAX_MODELS_PER_GATEWAY
+                if ok and not has:
+                    models[key[0]] = count + 1
                 if not ok:
                     self.skipped_models += 1
                     _log.warning(
