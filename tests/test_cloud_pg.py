@@ -246,6 +246,7 @@ def test_point_rows_are_named_by_the_announced_model(pg_cluster: PgCluster) -> N
         s.commit("g", "telemetry", 1, 1, [_telemetry("m1", [0], [T0 + 9], [99.0])])  # duplicate
         assert s.skipped_records == 1 and s.skipped_samples == 3
         assert s.hw("g", "telemetry", 1) == 3
+        s.commit("g", "telemetry", 1, 4, [_telemetry("m1", [1, 0], [T0 + 3, T0 + 3], [None, None])])
     rows = _sql(dsn, "SELECT gateway, point, unit, extract(epoch FROM ts)::float, value, quality "
                      "FROM point_samples ORDER BY ts, point")  # fmt: skip
     assert rows == [
@@ -253,6 +254,8 @@ def test_point_rows_are_named_by_the_announced_model(pg_cluster: PgCluster) -> N
         ("g", "temp", "Cel", T0 + 1, 21.5, 0),
         ("g", "#5", "", T0 + 2, None, 0),  # an id the model does not name
         ("g", "temp", "Cel", T0 + 2, 22.0, 0),
+        ("g", "pressure", "Cel", T0 + 3, None, 0),  # nil: a bad-quality sample
+        ("g", "temp", "Cel", T0 + 3, None, 0),
     ]
 
 

@@ -59,6 +59,7 @@ async def run_cloud(
     allow_dir: str | None = None,
     partition: str = "day",
     retention: float | None = None,
+    points: bool = True,
 ) -> None:
     """Run a receiver on an SQLite or PostgreSQL store (``db_path``) until ``stop`` (or SIGINT/SIGTERM) — ``gateway cloud``."""
     loop = asyncio.get_running_loop()
@@ -70,7 +71,7 @@ async def run_cloud(
             except (NotImplementedError, RuntimeError):  # not the main thread / platform
                 pass
     allow = AllowList(allow_dir) if allow_dir is not None else None
-    store = store_for(db_path, partition=partition, retention=retention)
+    store = store_for(db_path, partition=partition, retention=retention, points=points)
     receiver = CloudReceiver(bind, pub_bind or None, store, server_key=server_key, allow=allow)
     task = asyncio.create_task(receiver.run(stop))
     try:
@@ -123,6 +124,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         type=float,
         default=None,
         help="PostgreSQL: drop whole partitions older than this many days (default: keep all)",
+    )
+    s.add_argument(
+        "--no-points",
+        dest="points",
+        action="store_false",
+        help="PostgreSQL: store records only, no decoded rows in points/point_samples",
     )
     s.add_argument(
         "--status-interval", type=float, default=2.0, help="seconds between status lines; 0 = off"
@@ -200,6 +207,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
                 allow_dir=allow_dir,
                 partition=args.partition,
                 retention=retention,
+                points=args.points,
             )
         )
     except zmq.ZMQError as exc:  # a mistyped or busy endpoint: which, and what one looks like

@@ -557,11 +557,13 @@ def is_postgres(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
 
 
-def store_for(db: str, *, partition: str = "day", retention: float | None = None) -> CloudStore:
+def store_for(
+    db: str, *, partition: str = "day", retention: float | None = None, points: bool = True
+) -> CloudStore:
     """The store ``gateway cloud --db`` names: a ``postgresql://`` URL, else an SQLite file
-    (``partition``/``retention`` apply to PostgreSQL only)."""
+    (``partition``/``retention``/``points`` apply to PostgreSQL only)."""
     if is_postgres(db):
         from gateway.cloud.store_pg import PostgresCloudStore  # psycopg only when asked for
 
-        return PostgresCloudStore(db, partition=partition, retention=retention)
+        return PostgresCloudStore(db, partition=partition, retention=retention, points=points)
     return SQLiteCloudStore(db)

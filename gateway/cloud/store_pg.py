@@ -43,7 +43,6 @@ from gateway.cloud.store import (
 _log = logging.getLogger(__name__)
 
 _RECORD_TYPES = ["text", "text", "int8", "int8", "bytea", "float8", "timestamptz"]
-_POINT_TYPES = ["text", "text", "int4", "timestamptz", "float8", "int4", "timestamptz"]
 
 
 class PostgresCloudStore:
@@ -257,15 +256,22 @@ class PostgresCloudStore:
                         for i, p in enumerate(fresh)
                     )
                     if self.points and fresh:
-                        pg_points.decode_into(decoded, gateway, stream, fresh, received)
+                        pg_points.decode_into(decoded, gateway, stream, fresh)
                     hws[key] = hw + len(fresh)
                     results.append(hws[key])
                 changed = [k for k, hw in hws.items() if hw > before[k]]
                 if not changed:
                     raise psycopg.Rollback(tx)
-                _copy(conn, "records", _RECORD_TYPES, rows)
-                if decoded.points:
-                    _copy(conn, "points", _POINT_TYPES, decoded.points)
+                _copy_records(conn, rows)
+                if decoded:
+                    conn.execute(
+                        "INSERT INTO points (gateway, model, pid, ts, value, quality, received_at) "
+                        "SELECT g, m, p, to_timestamp(t), v, q, %s FROM unnest(%s::text[], "
+                        "%s::text[], %s::int4[], %s::float8[], %s::float8[], %s::int4[]) "
+                        "AS u(g, m, p, t, v, q)",
+                        (received, decoded.gateway, decoded.model, decoded.pid, decoded.ts,
+                         decoded.value, decoded.quality),
+                    )  # fmt: skip
                 if decoded.names:
                     self._names(conn, decoded.names)
                 self.skipped_records += decoded.skipped_records
@@ -416,15 +422,12 @@ def _lock_streams(
     return {(g, s, int(e)): int(h) for g, s, e, h in rows}
 
 
-def _copy(
-    conn: psycopg.Connection[Any], table: str, types: list[str], rows: list[tuple[Any, ...]]
-) -> None:
-    cols = {
-        "records": "gateway, stream, epoch, seq, payload, received_ts, received_at",
-        "points": "gateway, model, pid, ts, value, quality, received_at",
-    }[table]
+def _copy_records(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
     with conn.cursor() as cur:
-        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as cp:  # type: ignore[arg-type]
-            cp.set_types(types)
+        with cur.copy(
+            "COPY records (gateway, stream, epoch, seq, payload, received_ts, received_at) "
+            "FROM STDIN (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(_RECORD_TYPES)
             for row in rows:
                 cp.write_row(row)
