@@ -320,3 +320,46 @@ def test_a_database_restart_costs_no_ack_and_no_duplicate(pg_cluster: PgCluster)
         assert s.commit("g", "s", 1, 1, [b"a", b"b"]) == 2  # reconnected; a is not stored again
         assert time.monotonic() - t0 < 10
     assert _sql(dsn, "SELECT seq FROM records ORDER BY seq") == [(1,), (2,)]
+
+
+# --- the Grafana dashboard's queries against a real store --------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "examples" / "grafana" / "cloud-points.json"
+
+
+def _grafana(sql: str, start: float, end: float) -> str:
+    """Grafana's macros and variables as its PostgreSQL data source expands them."""
+    sql = re.sub(
+        r"\$__timeFilter\((\w+)\)",
+        lambda m: f"{m.group(1)} BETWEEN to_timestamp({start}) AND to_timestamp({end})",
+        sql,
+    )
+    return sql.replace("$gateway", "g").replace("$point", "'temp','pressure'")
+
+
+def test_the_grafana_dashboard_charts_the_stored_points(pg_cluster: PgCluster) -> None:
+    import json
+
+    board = json.loads(DASHBOARD.read_text())
+    dsn = pg_cluster.create_db("grafana")
+    now = time.time()
+    with PostgresCloudStore(dsn) as s:
+        s.commit("g", "meta", 1, 1, [_model("m1", ["temp", "pressure"])])
+        s.commit("g", "telemetry", 1, 1, [
+            _telemetry("m1", [0, 1], [now - 60 + i, now - 60 + i], [20.0 + i, 3.0])
+            for i in range(30)
+        ])  # fmt: skip
+    variables = {v["name"]: v["query"] for v in board["templating"]["list"]}
+    assert _sql(dsn, variables["gateway"]) == [("g",)]
+    assert _sql(dsn, _grafana(variables["point"], 0, 0)) == [("pressure",), ("temp",)]
+    results = {}
+    for panel in board["panels"]:
+        (target,) = panel["targets"]
+        rows = _sql(dsn, _grafana(target["rawSql"], now - 3600, now + 1))
+        assert rows, f"panel {panel['title']!r} found nothing"
+        results[panel["id"]] = rows
+    series = results[1]
+    assert len(series) == 60 and {r[1] for r in series} == {"temp", "pressure"}
+    latest = {r[0]: r[1] for r in results[2]}
+    assert latest == {"temp": 49.0, "pressure": 3.0}
+    assert sum(int(r[2]) for r in results[3]) == 60  # type: ignore[call-overload]
