@@ -92,10 +92,10 @@ class SimGateway:
                 return
             sock = self._socket()
             try:
-                failed_over = await self._session(sock)
+                failed_over = await self._session(sock, stop)
             finally:
                 sock.close(linger=0)
-            if failed_over:
+            if failed_over and not (stop is not None and stop.is_set()):
                 self._which += 1
                 self.reconnects += 1
 
@@ -106,8 +106,9 @@ class SimGateway:
             return None
         return wire.decode(frames)
 
-    async def _session(self, sock: zmq.asyncio.Socket) -> bool:
-        """One connection; True when the receiver went silent (fail over)."""
+    async def _session(self, sock: zmq.asyncio.Socket, stop: asyncio.Event | None) -> bool:
+        """One connection; True when the receiver went silent (fail over). Checks ``stop``
+        itself: a cancellation can be lost in ``asyncio.wait_for`` before Python 3.12."""
         await sock.send_multipart(
             wire.encode(wire.Hello(self.name, {"meta": 1, STREAM: self.epoch}))
         )
@@ -124,12 +125,17 @@ class SimGateway:
                         wire.Data.build("meta", 1, 1, [meta_record(self.name, self.points)])
                     )
                 )
-                if not isinstance(await self._recv(sock), wire.Ack):
+                reply = await self._recv(sock)
+                while isinstance(reply, wire.Command):  # e.g. "send your point model": it is
+                    reply = await self._recv(sock)
+                if not isinstance(reply, wire.Ack):
                     return True
             self.meta_acked = True
         sent = self.acked  # highest seq sent in this session
         inflight = 0
         while self.acked < self.count:
+            if stop is not None and stop.is_set():
+                return False
             while inflight < self.window and sent < self.count:
                 n = min(self.batch, self.count - sent)
                 if self.rate is not None:  # pace: record k is due at k / rate
