@@ -28,10 +28,11 @@ _NONE = type(None)
 @dataclass
 class Decoded:
     """What one commit's fresh records decode to: sample columns (for one ``unnest`` insert)
-    and announced names."""
+    and announced names. ``k`` is each sample's 1-based index into ``pairs`` (its gateway and
+    model), so the text columns are sent once per pair, not once per sample."""
 
-    gateway: list[str] = field(default_factory=list)
-    model: list[str] = field(default_factory=list)
+    pairs: dict[tuple[str, str], int] = field(default_factory=dict)
+    k: list[int] = field(default_factory=list)
     pid: list[int] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)
     value: list[float | None] = field(default_factory=list)
@@ -45,9 +46,8 @@ class Decoded:
 
     def add(self, gateway: str, model: str, pid: list[int], ts: list[float],
             value: list[float | None], quality: list[int]) -> None:  # fmt: skip
-        n = len(pid)
-        self.gateway.extend([gateway] * n)
-        self.model.extend([model] * n)
+        k = self.pairs.setdefault((gateway, model), len(self.pairs) + 1)
+        self.k.extend([k] * len(pid))
         self.pid.extend(pid)
         self.ts.extend(ts)
         self.value.extend(value)

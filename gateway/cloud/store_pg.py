@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from gateway.cloud import pg_points, pg_schema
+from gateway.cloud import pg_arrays, pg_points, pg_schema
 from gateway.cloud.store import (
     CommitItem,
     SequenceGap,
@@ -114,6 +114,7 @@ class PostgresCloudStore:
             application_name="gateway cloud",
         )
         try:
+            pg_arrays.register(conn)
             conn.execute(self._session)  # type: ignore[arg-type]  # built from numbers
         except BaseException:
             conn.close()
@@ -264,14 +265,23 @@ class PostgresCloudStore:
                     raise psycopg.Rollback(tx)
                 _copy_records(conn, rows)
                 if decoded:
+                    pairs = list(decoded.pairs)
                     conn.execute(
                         "INSERT INTO points (gateway, model, pid, ts, value, quality, received_at) "
-                        "SELECT g, m, p, to_timestamp(t), v, q, %s FROM unnest(%s::text[], "
-                        "%s::text[], %s::int4[], %s::float8[], %s::float8[], %s::int4[]) "
-                        "AS u(g, m, p, t, v, q)",
-                        (received, decoded.gateway, decoded.model, decoded.pid, decoded.ts,
-                         decoded.value, decoded.quality),
-                    )  # fmt: skip
+                        "SELECT (%s::text[])[u.k], (%s::text[])[u.k], u.p, to_timestamp(u.t), "
+                        "nullif(u.v, 'NaN'::float8), u.q, %s FROM unnest(%b, %b, %b, %b, %b) "
+                        "AS u(k, p, t, v, q)",
+                        (
+                            [g for g, _ in pairs],
+                            [m for _, m in pairs],
+                            received,
+                            pg_arrays.int4_array(decoded.k),
+                            pg_arrays.int4_array(decoded.pid),
+                            pg_arrays.float8_array(decoded.ts),
+                            pg_arrays.float8_array(decoded.value),
+                            pg_arrays.int4_array(decoded.quality),
+                        ),
+                    )
                 if decoded.names:
                     self._names(conn, decoded.names)
                 self.skipped_records += decoded.skipped_records
