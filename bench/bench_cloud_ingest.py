@@ -6,7 +6,8 @@ Subject: records/s and datapoints/s committed (the streams' hw, read from the da
 telemetry record of ``--points`` samples (~``--points`` x 14 bytes of msgpack).
 Ceiling: the same rows written straight into the same schema by one client with nothing else
 running: PostgreSQL ``COPY`` (binary) and raw SQLite inserts (WAL, ``synchronous=FULL``),
-2,000 rows per transaction. Goal: subject >= 0.5x ceiling.
+2,000 rows per transaction, measured before and after the subject's runs, the better one taken.
+Goal: subject >= 0.5x ceiling.
 
 The load generator, the receivers and the database share this machine (``nproc`` cores): on a
 small machine the figures are a floor of what separate hosts give.
@@ -201,12 +202,17 @@ def main() -> int:
         sq_ceiling = ceiling_sqlite(str(work / "ceiling.db"), rows)
         sq = subject(work / "sq", str(work / "cloud.db"), 1, args.gateways, seconds,
                      args.points, committed_sqlite(str(work / "cloud.db")))  # fmt: skip
+        sq_ceiling = max(sq_ceiling, ceiling_sqlite(str(work / "ceiling2.db"), rows))
+        print(
+            f"SQLite ceiling (WAL FULL inserts), better of two: {sq_ceiling:.0f} rows/s", flush=True
+        )
         results.append(("SQLite, 1 receiver", sq, sq_ceiling))
         if server_bindir() is None:
             print("PostgreSQL: SKIPPED, no server binaries (apt-get install postgresql)")
         else:
             with private_cluster(fsync=True) as pg:
                 pg_ceiling = ceiling_pg(pg.create_db("ceiling"), rows)
+                print(f"PostgreSQL ceiling (COPY): {pg_ceiling:.0f} rows/s", flush=True)
                 for n in (1, 2, 3):
                     dsn = pg.create_db(f"rx{n}")
                     rate = subject(work / f"pg{n}", dsn, n, args.gateways, seconds, args.points,
@@ -216,6 +222,12 @@ def main() -> int:
                 rate = subject(work / "pgp", dsn, 1, args.gateways, seconds, args.points,
                                committed_pg(dsn))  # fmt: skip
                 results.append(("PostgreSQL, 1 receiver, + decoded point rows", rate, pg_ceiling))
+                # The machine may be shared: measure the ceiling again and take the better one,
+                # so no ratio flatters the subject.
+                again = ceiling_pg(pg.create_db("ceiling2"), rows)
+                print(f"PostgreSQL ceiling (COPY), again: {again:.0f} rows/s", flush=True)
+                best = max(pg_ceiling, again)
+                results = [(n, r, best if c == pg_ceiling else c) for n, r, c in results]
     print(f"{'case':48} {'records/s':>10} {'datapoints/s':>13} {'ceiling rec/s':>14} {'ratio':>6}")
     for name, rate, ceiling in results:
         print(f"{name:48} {rate:10.0f} {rate * args.points:13.0f} {ceiling:14.0f} "

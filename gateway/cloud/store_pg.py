@@ -14,8 +14,9 @@ Schema and partitions: :mod:`gateway.cloud.pg_schema`.
 
 A receiver stopped (SIGSTOP) inside a transaction holds its streams' locks: the server ends
 such a session after ``idle_in_transaction_session_timeout``, and other receivers wait at most
-``lock_timeout`` for a lock (then they do not acknowledge, and the gateway resends). A lost
-connection (a database restart) is reopened on the next call; nothing is acknowledged meanwhile.
+``lock_timeout`` for a lock (then they do not acknowledge, and the gateway resends); no statement
+runs longer than ``statement_timeout`` (a database that hangs). A lost connection (a database
+restart) is reopened on the next call; nothing is acknowledged meanwhile.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class PostgresCloudStore:
         connect_timeout: float = 5.0,
         lock_timeout: float = 5.0,
         idle_timeout: float = 10.0,
+        statement_timeout: float = 30.0,
     ) -> None:
         self.dsn = dsn
         self._clock = clock
@@ -74,7 +76,8 @@ class PostgresCloudStore:
         self._connect_timeout = connect_timeout
         self._session = (
             f"SET lock_timeout = '{int(lock_timeout * 1000)}ms'; "
-            f"SET idle_in_transaction_session_timeout = '{int(idle_timeout * 1000)}ms'"
+            f"SET idle_in_transaction_session_timeout = '{int(idle_timeout * 1000)}ms'; "
+            f"SET statement_timeout = '{int(statement_timeout * 1000)}ms'"
         )
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
