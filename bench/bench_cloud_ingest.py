@@ -28,6 +28,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -64,8 +66,11 @@ def _rows(n_gw: int, per_gw: int, points: int) -> list[tuple[str, int, bytes]]:
 # --- ceilings -----------------------------------------------------------------------------------
 
 
-def ceiling_pg(dsn: str, rows: list[tuple[str, int, bytes]]) -> float:
-    """Rows/s by binary COPY into the store's own (partitioned) records table."""
+def ceiling_pg(
+    dsn: str, rows: list[tuple[str, int, bytes]], cluster: object | None = None
+) -> tuple[float, float]:
+    """Rows/s by binary COPY into the store's own (partitioned) records table, and the
+    database's CPU seconds per row meanwhile."""
     import psycopg
 
     from gateway.cloud.store_pg import PostgresCloudStore
@@ -75,6 +80,7 @@ def ceiling_pg(dsn: str, rows: list[tuple[str, int, bytes]]) -> float:
     now = time.time()
     at = datetime.fromtimestamp(now, timezone.utc)
     with psycopg.connect(dsn) as conn:
+        c0 = cpu_seconds(server_pids(cluster))
         t0 = time.perf_counter()
         for i in range(0, len(rows), TX_ROWS):
             with conn.transaction(), conn.cursor() as cur:
@@ -85,7 +91,8 @@ def ceiling_pg(dsn: str, rows: list[tuple[str, int, bytes]]) -> float:
                     cp.set_types(["text", "text", "int8", "int8", "bytea", "float8", "timestamptz"])
                     for gw, seq, payload in rows[i : i + TX_ROWS]:
                         cp.write_row((gw, STREAM, 1, seq, payload, now, at))
-        return len(rows) / (time.perf_counter() - t0)
+        rate = len(rows) / (time.perf_counter() - t0)
+        return rate, (cpu_seconds(server_pids(cluster)) - c0) / len(rows)
 
 
 def ceiling_sqlite(path: str, rows: list[tuple[str, int, bytes]]) -> float:
@@ -140,11 +147,48 @@ def committed_sqlite(path: str) -> Callable[[], int]:
     return count
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def server_pids(cluster: object | None) -> list[int]:
+    """The PostgreSQL cluster's processes (postmaster and backends), or none."""
+    if cluster is None:
+        return []
+    pid = int((cluster.data / "postmaster.pid").read_text().split()[0])  # type: ignore[attr-defined]
+    proc = psutil.Process(pid)
+    return [pid, *(c.pid for c in proc.children())]
+
+
+class Cpu:
+    """CPU seconds per process group over one measured window."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def begin(self) -> None:
+        self.start = {k: cpu_seconds(f()) for k, f in self.groups.items()}
+
+    def end(self) -> None:
+        self.used = {k: cpu_seconds(f()) - self.start[k] for k, f in self.groups.items()}
+
+
 def subject(
     work: Path, db: str, receivers: int, gateways: int, seconds: float, points: int,
-    count: Callable[[], int], extra: tuple[str, ...] = (),
-) -> float:  # fmt: skip
-    """Records/s committed with ``receivers`` processes on ``db`` and ``gateways`` senders."""
+    count: Callable[[], int], extra: tuple[str, ...] = (), cluster: object | None = None,
+) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """Records/s committed with ``receivers`` processes on ``db`` and ``gateways`` senders, and
+    the CPU seconds per record of the receivers, the database and the load generator."""
     names = [f"gw{i:03d}" for i in range(gateways)]
     keys_dir, allow_dir, curves = fleet_keys(work, names)
     made = [receiver_process(work, i, db, keys_dir, allow_dir, 600) for i in range(receivers)]
@@ -157,9 +201,15 @@ def subject(
             _ready(p)
         fleet = [
             SimGateway(n, [endpoints[i % receivers]], curves[n], count=10**9, points=points,
-                       batch=100, window=8, ack_timeout=30.0)
+                       batch=100, window=8, ack_timeout=30.0, same_payload=True)
             for i, n in enumerate(names)
         ]  # fmt: skip
+
+        cpu = Cpu({
+            "receiver": lambda: [p.pid for p in procs],
+            "database": lambda: server_pids(cluster),
+            "load generator": lambda: [os.getpid()],
+        })  # fmt: skip
 
         async def main() -> float:
             stop = asyncio.Event()
@@ -167,17 +217,23 @@ def subject(
             await asyncio.sleep(2.0)  # warm-up: connections, first partitions, caches
             loop = asyncio.get_running_loop()
             c0 = await loop.run_in_executor(None, count)
+            cpu.begin()
             t0 = time.perf_counter()
             await asyncio.sleep(seconds)
+            cpu.end()
             c1 = await loop.run_in_executor(None, count)
             dt = time.perf_counter() - t0
+            nonlocal committed
+            committed = c1 - c0
             stop.set()
             for r in runs:
                 r.cancel()
             await asyncio.gather(*runs, return_exceptions=True)
             return (c1 - c0) / dt
 
-        return asyncio.run(main())
+        committed = 0
+        rate = asyncio.run(main())
+        return rate, {k: v / max(1, committed) for k, v in cpu.used.items()}
     finally:
         for p in procs:
             p.stop()
@@ -195,43 +251,50 @@ def main() -> int:
 
     print(f"cloud ingest: {args.gateways} CurveZMQ gateways, {args.points} datapoints/record, "
           f"{seconds:.0f} s per case, {os.cpu_count()} cores shared by all")  # fmt: skip
-    results: list[tuple[str, float, float]] = []
+    results: list[tuple[str, float, float, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows = _rows(args.gateways, 2000 if args.quick else 5000, args.points)
         sq_ceiling = ceiling_sqlite(str(work / "ceiling.db"), rows)
-        sq = subject(work / "sq", str(work / "cloud.db"), 1, args.gateways, seconds,
-                     args.points, committed_sqlite(str(work / "cloud.db")))  # fmt: skip
+        sq, sq_cpu = subject(work / "sq", str(work / "cloud.db"), 1, args.gateways, seconds,
+                             args.points, committed_sqlite(str(work / "cloud.db")))  # fmt: skip
         sq_ceiling = max(sq_ceiling, ceiling_sqlite(str(work / "ceiling2.db"), rows))
         print(
             f"SQLite ceiling (WAL FULL inserts), better of two: {sq_ceiling:.0f} rows/s", flush=True
         )
-        results.append(("SQLite, 1 receiver", sq, sq_ceiling))
+        results.append(("SQLite, 1 receiver", sq, sq_ceiling, sq_cpu))
+        pg_cpu_row = 0.0
         if server_bindir() is None:
             print("PostgreSQL: SKIPPED, no server binaries (apt-get install postgresql)")
         else:
             with private_cluster(fsync=True) as pg:
-                pg_ceiling = ceiling_pg(pg.create_db("ceiling"), rows)
+                pg_ceiling, pg_cpu_row = ceiling_pg(pg.create_db("ceiling"), rows, pg)
                 print(f"PostgreSQL ceiling (COPY): {pg_ceiling:.0f} rows/s", flush=True)
-                for n in (1, 2, 3):
+                cases = [(n, ("--no-points",), "records only") for n in (1, 2, 3)]
+                cases.append((1, (), "+ decoded point rows"))
+                for n, extra, what in cases:
                     dsn = pg.create_db(f"rx{n}")
-                    rate = subject(work / f"pg{n}", dsn, n, args.gateways, seconds, args.points,
-                                   committed_pg(dsn), ("--no-points",))  # fmt: skip
-                    results.append((f"PostgreSQL, {n} receiver(s), records only", rate, pg_ceiling))
-                dsn = pg.create_db("rxpoints")
-                rate = subject(work / "pgp", dsn, 1, args.gateways, seconds, args.points,
-                               committed_pg(dsn))  # fmt: skip
-                results.append(("PostgreSQL, 1 receiver, + decoded point rows", rate, pg_ceiling))
+                    rate, cpu = subject(work / f"pg{n}{len(extra)}", dsn, n, args.gateways,
+                                        seconds, args.points, committed_pg(dsn), extra, pg)  # fmt: skip
+                    results.append((f"PostgreSQL, {n} receiver(s), {what}", rate, pg_ceiling, cpu))
                 # The machine may be shared: measure the ceiling again and take the better one,
                 # so no ratio flatters the subject.
-                again = ceiling_pg(pg.create_db("ceiling2"), rows)
+                again, cpu_again = ceiling_pg(pg.create_db("ceiling2"), rows, pg)
                 print(f"PostgreSQL ceiling (COPY), again: {again:.0f} rows/s", flush=True)
                 best = max(pg_ceiling, again)
-                results = [(n, r, best if c == pg_ceiling else c) for n, r, c in results]
+                pg_cpu_row = min(pg_cpu_row, cpu_again)
+                results = [(n, r, best if c == pg_ceiling else c, u) for n, r, c, u in results]
     print(f"{'case':48} {'records/s':>10} {'datapoints/s':>13} {'ceiling rec/s':>14} {'ratio':>6}")
-    for name, rate, ceiling in results:
+    for name, rate, ceiling, _ in results:
         print(f"{name:48} {rate:10.0f} {rate * args.points:13.0f} {ceiling:14.0f} "
               f"{rate / ceiling:5.2f}x")  # fmt: skip
+    print("CPU per 1,000 records committed (ms; load-independent: sizing in docs/cloud-fleet.md)")
+    print(f"{'case':48} {'receiver':>9} {'database':>9} {'load gen':>9}")
+    for name, _, _, cpu in results:
+        print(f"{name:48} {cpu['receiver'] * 1e6:9.0f} {cpu.get('database', 0) * 1e6:9.0f} "
+              f"{cpu['load generator'] * 1e6:9.0f}")  # fmt: skip
+    if pg_cpu_row:
+        print(f"{'PostgreSQL ceiling: COPY of the same rows':48} {'':>9} {pg_cpu_row * 1e6:9.0f}")
     print("goal: >= 0.50x of the database's own ceiling")
     return 0
 

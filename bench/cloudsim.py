@@ -64,6 +64,7 @@ class SimGateway:
     ack_timeout: float = 2.0
     rate: float | None = None  # records/s; None: as fast as ACKs allow
     epoch: int = 1
+    same_payload: bool = False  # the bench: one record's bytes for every seq (less load-gen CPU)
     t0: float = field(default_factory=time.time)
     acked: int = 0
     meta_acked: bool = False
@@ -145,13 +146,16 @@ class SimGateway:
                         break
                     if delay > 0:
                         await asyncio.sleep(delay)
-                recs = [
-                    telemetry_record(s, self.points, self.t0) for s in range(sent + 1, sent + n + 1)
-                ]
+                if self.same_payload:
+                    rec, crc = self._fixed()
+                    recs, crcs = (rec,) * n, (crc,) * n
+                else:
+                    recs = tuple(telemetry_record(s, self.points, self.t0)
+                                 for s in range(sent + 1, sent + n + 1))  # fmt: skip
+                    crcs = tuple(map(zlib.crc32, recs))
                 await sock.send_multipart(
-                    wire.encode(wire.Data(STREAM, self.epoch, sent + 1, tuple(recs),
-                                          tuple(map(zlib.crc32, recs))))
-                )  # fmt: skip
+                    wire.encode(wire.Data(STREAM, self.epoch, sent + 1, recs, crcs))
+                )
                 sent += n
                 inflight += 1
             msg = await self._recv(sock)
@@ -170,6 +174,10 @@ class SimGateway:
             elif isinstance(msg, wire.Error):
                 return True
         return False
+
+    def _fixed(self) -> tuple[bytes, int]:
+        rec = telemetry_record(1, self.points, self.t0)
+        return rec, zlib.crc32(rec)
 
     async def _drain(self, sock: zmq.asyncio.Socket) -> bool:
         try:

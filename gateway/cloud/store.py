@@ -224,7 +224,22 @@ class CloudStore(Protocol):
         ...
 
 
-class SQLiteCloudStore:
+class CommitOne:
+    """:meth:`CloudStore.commit` as a one-item :meth:`CloudStore.commit_many` (every store)."""
+
+    def commit_many(self, items: Sequence[CommitItem]) -> list[int | SequenceGap]:
+        raise NotImplementedError
+
+    def commit(
+        self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
+    ) -> int:
+        (result,) = self.commit_many([(gateway, stream, epoch, first_seq, payloads)])
+        if isinstance(result, SequenceGap):
+            raise result
+        return result
+
+
+class SQLiteCloudStore(CommitOne):
     """:class:`CloudStore` in one SQLite file (WAL, ``synchronous=FULL``).
 
     The file's device and inode are taken at open and compared with the path's before every
@@ -390,14 +405,6 @@ class SQLiteCloudStore:
         with self._lock:
             rows = self._db().execute(sql + " ORDER BY id", args).fetchall()
         return [StoredAlarm(g, k, d, float(t)) for g, k, d, t in rows]
-
-    def commit(
-        self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
-    ) -> int:
-        (result,) = self.commit_many([(gateway, stream, epoch, first_seq, payloads)])
-        if isinstance(result, SequenceGap):
-            raise result
-        return result
 
     def commit_many(self, items: Sequence[CommitItem]) -> list[int | SequenceGap]:
         now = self._clock()

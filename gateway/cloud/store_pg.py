@@ -34,6 +34,7 @@ import psycopg
 from gateway.cloud import pg_arrays, pg_points, pg_schema
 from gateway.cloud.store import (
     CommitItem,
+    CommitOne,
     SequenceGap,
     StoredAlarm,
     StoredGap,
@@ -46,7 +47,7 @@ _log = logging.getLogger(__name__)
 _RECORD_TYPES = ["text", "text", "int8", "int8", "bytea", "float8", "timestamptz"]
 
 
-class PostgresCloudStore:
+class PostgresCloudStore(CommitOne):
     """:class:`~gateway.cloud.store.CloudStore` in a PostgreSQL database (``dsn``: a
     ``postgresql://`` URL or a libpq key=value string).
 
@@ -228,14 +229,6 @@ class PostgresCloudStore:
                 () if gateway is None else (gateway,),
             ).fetchall()
         return [StoredAlarm(g, k, d, float(t)) for g, k, d, t in rows]
-
-    def commit(
-        self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
-    ) -> int:
-        (result,) = self.commit_many([(gateway, stream, epoch, first_seq, payloads)])
-        if isinstance(result, SequenceGap):
-            raise result
-        return result
 
     def commit_many(self, items: Sequence[CommitItem]) -> list[int | SequenceGap]:
         now = self._clock()
