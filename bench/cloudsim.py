@@ -70,7 +70,7 @@ class SimGateway:
     meta_acked: bool = False
     reconnects: int = 0
     nacks: int = 0
-    stalls: list[float] = field(default_factory=list)  # s without an ACK across a failover
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (since, s) without an ACK
     _which: int = 0
     _last_ack: float = 0.0
     _started: float = 0.0
@@ -194,7 +194,7 @@ class SimGateway:
         if hw > self.acked:
             gap = now - self._last_ack
             if gap > self.ack_timeout:
-                self.stalls.append(gap)
+                self.stalls.append((self._last_ack, gap))
             self.acked = hw
             self._last_ack = now
 

@@ -65,8 +65,8 @@ class PostgresCloudStore(CommitOne):
         retention: float | None = None,
         points: bool = True,
         connect_timeout: float = 5.0,
-        lock_timeout: float = 5.0,
-        idle_timeout: float = 10.0,
+        lock_timeout: float = 2.0,
+        idle_timeout: float = 4.0,
         statement_timeout: float = 30.0,
     ) -> None:
         self.dsn = dsn
