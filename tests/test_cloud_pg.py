@@ -363,3 +363,65 @@ def test_the_grafana_dashboard_charts_the_stored_points(pg_cluster: PgCluster) -
     latest = {r[0]: r[1] for r in results[2]}
     assert latest == {"temp": 49.0, "pressure": 3.0}
     assert sum(int(r[2]) for r in results[3]) == 60  # type: ignore[call-overload]
+
+
+def test_subscribe_names_points_from_the_postgres_store(pg_cluster: PgCluster) -> None:
+    """``gateway subscribe --db postgresql://...``: a subscriber that joins after the gateway
+    announced its model still names the points, from the database."""
+    import json
+
+    dsn = pg_cluster.create_db("subscribe")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        pub = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    cloud = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "cloud", "--insecure", "--bind", "tcp://127.0.0.1:0",
+         "--pub", pub, "--status-interval", "600", "--db", dsn],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    sub = None
+    try:
+        assert cloud.stdout is not None
+        assert select.select([cloud.stdout], [], [], 30)[0], "gateway cloud did not start"
+        m = re.search(r"ROUTER (tcp://\S+)", cloud.stdout.readline())
+        assert m
+
+        async def scenario() -> None:
+            nonlocal sub
+            peer = RawPeer(m.group(1))
+            try:
+
+                async def call(msg: wire.Message) -> wire.Message:  # the receiver's requests
+                    reply = await peer.call(msg)  # (resend_meta) are not answers: skip them
+                    while isinstance(reply, wire.Command):
+                        reply = wire.decode(await peer.sock.recv_multipart())
+                    return reply
+
+                await call(wire.Hello("g", {"meta": 1, "telemetry": 1}))
+                ack = await call(wire.Data.build("meta", 1, 1, [_model("m1", ["temp"])]))
+                assert isinstance(ack, wire.Ack), ack
+                sub = subprocess.Popen(
+                    [sys.executable, "-m", "gateway", "subscribe", "--connect", pub, "--db", dsn],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                assert sub.stdout is not None
+                deadline = time.monotonic() + 30
+                seq = 0
+                while not select.select([sub.stdout], [], [], 0)[0]:  # PUB/SUB joins late
+                    assert time.monotonic() < deadline, "the subscriber printed nothing in 30 s"
+                    seq += 1
+                    rec = _telemetry("m1", [0], [T0 + seq], [20.0 + seq])
+                    await call(wire.Data.build("telemetry", 1, seq, [rec]))
+                    await asyncio.sleep(0.2)
+                line = json.loads(sub.stdout.readline())
+                assert line["gateway"] == "g" and line["stream"] == "telemetry"
+                assert line["record"]["samples"][0]["point"] == "temp", line
+            finally:
+                peer.close()
+
+        run(scenario(), timeout=60)
+    finally:
+        for p in (sub, cloud):
+            if p is not None:
+                p.terminate()
+                p.communicate(timeout=20)

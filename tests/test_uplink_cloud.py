@@ -12,7 +12,6 @@ import zmq.asyncio
 from pg_support import StoreMaker
 from uplink_support import bounded, run, running_receiver, wait_until
 
-from gateway.cloud.store import SQLiteCloudStore
 from gateway.cloud.subscriber import Gap, Record, Subscriber
 from gateway.config import UplinkConfig
 from gateway.uplink import keys, wire
@@ -117,7 +116,7 @@ def test_holes_are_filled_from_the_store_and_drops_announced(make_store: StoreMa
     run(scenario())
 
 
-def test_fifty_secure_gateways_at_once(tmp_path: Path) -> None:
+def test_fifty_secure_gateways_at_once(tmp_path: Path, make_store: StoreMaker) -> None:
     n_gw, per_stream = 50, 200
     cloud = keys.create(tmp_path / "cloud", "cloud")
     names = [f"gw{i:02d}" for i in range(n_gw)]
@@ -126,7 +125,7 @@ def test_fifty_secure_gateways_at_once(tmp_path: Path) -> None:
         keys.allow(tmp_path / "gw" / f"{name}.key", tmp_path / "allowed")
 
     async def scenario() -> None:
-        store = SQLiteCloudStore(tmp_path / "c.db")
+        store = make_store("c.db")
         allow = keys.AllowList(tmp_path / "allowed")
         async with running_receiver(store, pub_bind=None, server_key=cloud, allow=allow) as rx:
             assert rx.endpoint and len(allow) == n_gw
@@ -165,7 +164,7 @@ def test_fifty_secure_gateways_at_once(tmp_path: Path) -> None:
                 assert rx.counters()["auth_accepted"] >= n_gw
             finally:
                 await asyncio.gather(*(bounded(u.stop(), "stop") for u in ups))
-        with SQLiteCloudStore(tmp_path / "c.db") as s:
+        with make_store("c.db") as s:
             for name in names[:: n_gw // 5]:
                 recs = s.records(name, "telemetry", limit=10_000)
                 assert [r.payload for r in recs] == [

@@ -41,6 +41,7 @@ from gateway.cloud.store import (
     StoredRecord,
     StreamStatus,
 )
+from gateway.core.records import STREAM_META
 
 _log = logging.getLogger(__name__)
 
@@ -437,3 +438,22 @@ def _copy_records(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) ->
             cp.set_types(_RECORD_TYPES)
             for row in rows:
                 cp.write_row(row)
+
+
+def meta_lookup(dsn: str) -> Callable[[str], list[bytes]]:
+    """A gateway's latest point-model records from the database, read-only (``gateway subscribe
+    --db postgresql://...``); the same shape as :func:`gateway.uplink.recordjson.store_lookup`."""
+
+    def lookup(gateway: str) -> list[bytes]:
+        try:
+            with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT payload FROM records WHERE gateway = %s AND stream = %s "
+                    "ORDER BY received_ts DESC, seq DESC LIMIT 100",
+                    (gateway, STREAM_META),
+                ).fetchall()
+        except psycopg.Error as exc:  # said once per model by the caller, as for a file
+            raise OSError(" ".join(str(exc).split())) from None
+        return [bytes(p) for (p,) in rows]
+
+    return lookup

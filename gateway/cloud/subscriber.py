@@ -23,9 +23,9 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from gateway.cloud.store import CloudStore
+from gateway.cloud.store import CloudStore, is_postgres
 from gateway.uplink import wire
-from gateway.uplink.recordjson import PointNames, dumps, shown, store_lookup
+from gateway.uplink.recordjson import ModelLookup, PointNames, dumps, shown, store_lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +270,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument(
         "--db",
         default="var/cloud.db",
-        help="the receiver's store (read-only): point names of gateways started before this",
+        help="the receiver's store, an SQLite file or a postgresql:// URL (read-only): point "
+        "names of gateways started before this",
     )
     s.set_defaults(fn=cmd_subscribe)
 
@@ -278,7 +279,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from gateway.cli import run_until_signal
 
-    names = PointNames(store_lookup(args.db), hint=f" on the PUB socket nor in --db {args.db}")
+    if is_postgres(args.db):
+        from gateway.cloud.store_pg import meta_lookup
+
+        lookup: ModelLookup = meta_lookup(args.db)
+    else:
+        lookup = store_lookup(args.db)
+    names = PointNames(lookup, hint=f" on the PUB socket nor in --db {args.db}")
     try:
         run_until_signal(lambda stop: run_subscribe(args.connect, args.topic, stop, names))
     except zmq.ZMQError as exc:  # a mistyped endpoint: say which and what one looks like
