@@ -271,6 +271,22 @@ def test_point_names_are_bounded(pg_cluster: PgCluster, monkeypatch: pytest.Monk
     ]
 
 
+def test_names_the_database_cannot_hold_never_cost_the_records(
+    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NUL in a peer's point name: stripped; and should the database refuse decoded rows
+    anyway, the records are stored and acknowledged all the same (a poison record must not
+    block the group commit of every gateway)."""
+    dsn = pg_cluster.create_db("nul")
+    with PostgresCloudStore(dsn) as s:
+        assert s.commit("g", "meta", 1, 1, [_model("m1", ["te\x00mp"])]) == 1
+        monkeypatch.setattr(pg_points, "_text", lambda v: str(v))  # no check: the DB refuses
+        assert s.commit("h", "meta", 1, 1, [_model("m1", ["te\x00mp"])]) == 1
+        assert s.refused_decoded == 1
+    assert _sql(dsn, "SELECT gateway, name FROM point_names") == [("g", "temp")]
+    assert _sql(dsn, "SELECT gateway FROM records ORDER BY 1") == [("g",), ("h",)]
+
+
 # --- gateway cloud --db postgresql:// as a process ---------------------------------------------
 
 

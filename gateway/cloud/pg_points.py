@@ -55,7 +55,8 @@ class Decoded:
 
 
 def _text(v: object) -> str:
-    return (v if isinstance(v, str) else "" if v is None else str(v))[:MAX_NAME]
+    """A name for a text column: bounded, and without NUL (PostgreSQL text cannot hold it)."""
+    return (v if isinstance(v, str) else "" if v is None else str(v))[:MAX_NAME].replace("\0", "")
 
 
 def _value(x: object) -> float | None:

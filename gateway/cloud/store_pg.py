@@ -88,6 +88,7 @@ class PostgresCloudStore(CommitOne):
         self.skipped_records = 0  # stored, but not decodable into points
         self.skipped_samples = 0
         self.skipped_models = 0
+        self.refused_decoded = 0  # commits whose decoded rows the database refused
         self.dropped_partitions: list[str] = []
 
     # --- connection ----------------------------------------------------------------------------
@@ -261,6 +262,31 @@ class PostgresCloudStore(CommitOne):
                 if not changed:
                     raise psycopg.Rollback(tx)
                 _copy_records(conn, rows)
+                if decoded or decoded.names:
+                    self._decoded(conn, decoded, received)
+                self.skipped_records += decoded.skipped_records
+                self.skipped_samples += decoded.skipped_samples
+                conn.execute(
+                    "UPDATE streams AS t SET hw = v.hw, updated_ts = %s FROM "
+                    "unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS v(g, s, e, hw) "
+                    "WHERE t.gateway = v.g AND t.stream = v.s AND t.epoch = v.e",
+                    (
+                        now,
+                        [k[0] for k in changed],
+                        [k[1] for k in changed],
+                        [k[2] for k in changed],
+                        [hws[k] for k in changed],
+                    ),
+                )
+        return results
+
+    def _decoded(
+        self, conn: psycopg.Connection[Any], decoded: pg_points.Decoded, received: datetime
+    ) -> None:
+        """The decoded rows, in a savepoint: rows the database refuses (a value no check in
+        :mod:`~gateway.cloud.pg_points` foresaw) cost those rows, never the records or ACKs."""
+        try:
+            with conn.transaction():
                 if decoded:
                     pairs = list(decoded.pairs)
                     conn.execute(
@@ -281,21 +307,9 @@ class PostgresCloudStore(CommitOne):
                     )
                 if decoded.names:
                     self._names(conn, decoded.names)
-                self.skipped_records += decoded.skipped_records
-                self.skipped_samples += decoded.skipped_samples
-                conn.execute(
-                    "UPDATE streams AS t SET hw = v.hw, updated_ts = %s FROM "
-                    "unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS v(g, s, e, hw) "
-                    "WHERE t.gateway = v.g AND t.stream = v.s AND t.epoch = v.e",
-                    (
-                        now,
-                        [k[0] for k in changed],
-                        [k[1] for k in changed],
-                        [k[2] for k in changed],
-                        [hws[k] for k in changed],
-                    ),
-                )
-        return results
+        except psycopg.DataError as exc:
+            self.refused_decoded += 1
+            _log.warning("cloud store: decoded rows of one commit refused (%s); records kept", exc)
 
     def _names(self, conn: psycopg.Connection[Any], names: list[pg_points.NameRow]) -> None:
         """Upsert announced point names; a gateway's new models beyond the bound are skipped."""
