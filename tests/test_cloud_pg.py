@@ -441,3 +441,27 @@ def test_subscribe_names_points_from_the_postgres_store(pg_cluster: PgCluster) -
             if p is not None:
                 p.terminate()
                 p.communicate(timeout=20)
+
+
+def test_export_reads_a_postgres_store(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """``gateway export --db postgresql://...``: the same recording as from an SQLite store."""
+    dsn = pg_cluster.create_db("export")
+    with PostgresCloudStore(dsn) as s:
+        s.commit("g", "meta", 1, 1, [_model("m1", ["temp", "pressure"])])
+        s.commit("g", "telemetry", 1, 1, [_telemetry("m1", [0, 1], [T0 + i, T0 + i], [float(i), 2.0])
+                                          for i in range(5)])  # fmt: skip
+    out = tmp_path / "rec.csv"
+    res = subprocess.run(
+        [sys.executable, "-m", "gateway", "export", "--db", dsn, "--points", "temp", "-o", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "ts,point,value,quality" and len(lines) == 6
+    assert [line.split(",")[1:3] for line in lines[1:]] == [["temp", f"{i}.0"] for i in range(5)]
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway", "export", "--db", dsn.replace("/export_", "/nosuch_")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "cannot read the database" in bad.stderr
+    assert "Traceback" not in bad.stderr

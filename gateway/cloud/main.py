@@ -7,14 +7,13 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
 import sys
 
 import zmq
 
 from gateway.cloud.receiver import CloudReceiver
-from gateway.cloud.store import is_postgres, store_for
+from gateway.cloud.store import is_postgres, redacted, store_for
 from gateway.uplink.keys import AllowList, KeyPair
 
 MAX_STATUS_GATEWAYS = 50  # gateways per status round (connected ones first)
@@ -190,7 +189,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     if is_postgres(args.db):
         why = _postgres_unusable()
         if why:
-            print(f"gateway cloud: --db {_redacted(args.db)}: {why}", file=sys.stderr)
+            print(f"gateway cloud: --db {redacted(args.db)}: {why}", file=sys.stderr)
             return 2
     else:
         os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
@@ -220,7 +219,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     except Exception as exc:  # the database: unreachable, refused, or a schema it cannot use
         if not is_postgres(args.db):
             raise
-        print(f"gateway cloud: --db {_redacted(args.db)}: {_db_error(exc)}", file=sys.stderr)
+        print(f"gateway cloud: --db {redacted(args.db)}: {_db_error(exc)}", file=sys.stderr)
         return 2
     return 0
 
@@ -234,11 +233,6 @@ def _postgres_unusable() -> str | None:
             "(psycopg and psycopg-binary)"
         )
     return None
-
-
-def _redacted(db: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
 
 
 def _db_error(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -562,6 +563,11 @@ def _read_hw(db: sqlite3.Connection, gateway: str, stream: str, epoch: int) -> i
 def is_postgres(db: str) -> bool:
     """Whether ``--db`` names a PostgreSQL database rather than an SQLite file."""
     return db.startswith(("postgresql://", "postgres://"))
+
+
+def redacted(db: str) -> str:
+    """``--db`` for a message: a URL's password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
 
 
 def store_for(
