@@ -84,9 +84,12 @@ fuzz: $(STAMP) build
 	GATEWAY_FUZZ_EXAMPLES=20000 $(VPY) -m pytest -q -m slow -o addopts= tests/test_rules_fuzz.py
 
 # Uplink fault runs: 60 s chaos (>= 24 SIGKILL/SIGSTOP faults at 1500 rec/s) and a 10-minute
-# outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together.
+# outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together. Then the cloud
+# side's: 3 receivers on one PostgreSQL, 50 CurveZMQ gateways, a receiver SIGKILLed, PostgreSQL
+# crashed, a receiver SIGSTOPped past its timeouts (about 1 minute).
 chaos: $(STAMP) build
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -s -m slow -o addopts= tests/test_uplink_chaos.py
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -s -m slow -o addopts= tests/test_cloud_pg_chaos.py
 
 clean:
 	rm -rf build dist *.egg-info .venv-mpy gateway/_native/*.so gateway/_native/*.c native/*.c
