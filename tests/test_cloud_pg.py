@@ -417,7 +417,7 @@ def test_subscribe_names_points_from_the_postgres_store(pg_cluster: PgCluster) -
                 ack = await call(wire.Data.build("meta", 1, 1, [_model("m1", ["temp"])]))
                 assert isinstance(ack, wire.Ack), ack
                 sub = subprocess.Popen(
-                    [sys.executable, "-m", "gateway", "subscribe", "--connect", pub, "--db", dsn],
+                    [sys.executable, "-m", "gateway", "subscribe", "--records", "--connect", pub, "--db", dsn],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
                 assert sub.stdout is not None
