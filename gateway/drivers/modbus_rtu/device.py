@@ -197,6 +197,11 @@ class ModbusRtuDevice:
                 due += missed * period
             await asyncio.sleep(due - now)
 
+    async def read_once(self, block: ReadBlock) -> tuple[int, bytes]:
+        """Read ``block`` once now for the API's commissioning view (see the TCP device)."""
+        function, body, _ts = await self._request(self._frames[id(block)])
+        return function, body
+
     async def _poll_block(self, block: ReadBlock) -> None:
         try:
             function, body, ts = await self._request(self._frames[id(block)])
