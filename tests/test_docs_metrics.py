@@ -168,7 +168,7 @@ def _documented(doc: Path, exported: set[str]) -> dict[str, tuple[int, set[str] 
         for m in _SPAN.finditer(line):
             name, labels = m.group(1), m.group(2)
             claimed = (
-                name.startswith(PREFIX)
+                name.startswith((PREFIX, "process_"))
                 or labels is not None
                 or (about and (name.endswith(("_total", "_s")) or PREFIX + name in exported))
             )
