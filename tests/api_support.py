@@ -22,6 +22,7 @@ from uplink_support import bounded, running_receiver, wait_until
 
 from gateway.api.auth import UserFile
 from gateway.config import load_config
+from gateway.core import records
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
 from gateway.uplink.receiver import CloudReceiver
@@ -88,6 +89,11 @@ class Gw:
     async def get(self, path: str, **kw: Any) -> Answer:
         return await http(self.port, "GET", path, **kw)
 
+    def upstream(self, kind: str) -> list[dict[str, Any]]:
+        """Events of ``kind`` the cloud receiver has stored from this gateway."""
+        recs = self.rx.store.records(self.rt.config.id, "events")  # type: ignore[attr-defined]
+        return [e for e in (records.decode(r.payload) for r in recs) if e["kind"] == kind]
+
     async def post(self, path: str, body: Any = None, user: str | None = "op", **kw: Any) -> Answer:
         headers = dict(kw.pop("headers", {}))
         if user is not None:
@@ -106,7 +112,9 @@ def add_users(data_dir: str | Path) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def api_gateway(tmp_path: Path, **gateway: Any) -> AsyncIterator[Gw]:
+async def api_gateway(
+    tmp_path: Path, extra_rules: list[dict[str, Any]] | None = None, **gateway: Any
+) -> AsyncIterator[Gw]:
     """The demo config against the simulated demo factory, a receiver, users op and viewer."""
     store = SQLiteCloudStore(str(tmp_path / "cloud.db"))
     specs = [dataclasses.replace(s, port=0) for s in demo_factory()]
@@ -115,6 +123,7 @@ async def api_gateway(tmp_path: Path, **gateway: Any) -> AsyncIterator[Gw]:
             cfg = demo_workdir(tmp_path, rx.endpoint)
             doc = yaml.safe_load(cfg.read_text())
             doc["gateway"].update({"metrics_listen": "127.0.0.1:0", **gateway})
+            doc["rules"] = [*doc["rules"], *(extra_rules or [])]
             for dev in doc["devices"]:
                 dev["port"] = factory.ports[dev["name"]]
             cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
