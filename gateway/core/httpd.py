@@ -134,7 +134,12 @@ class StatusServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._open >= self.limits.connections:
             self.refused["busy"] += 1
-            await self._send(writer, self._error(503, "too many connections; retry later"))
+            try:
+                await self._send(writer, self._error(503, "too many connections; retry later"))
+            except (TimeoutError, ConnectionError, ssl.SSLError):
+                pass
+            finally:
+                writer.close()
             return
         self._open += 1
         task = asyncio.current_task()
