@@ -142,7 +142,12 @@ def test_reads_from_another_address_need_a_user(tmp_path: Path) -> None:
         assert (await http(gw.port, "GET", "/api/points", host=addr,
                            headers=bearer(gw.tokens["viewer"]))).status == 200  # fmt: skip
         assert (await gw.get("/api/points")).status == 200  # loopback
-        assert (await http(gw.port, "GET", "/metrics", host=addr)).status == 200
+        assert (await http(gw.port, "GET", "/metrics", host=addr)).status == 401
+        assert (await http(gw.port, "GET", "/status", host=addr)).status == 401
+        assert (await http(gw.port, "GET", "/status", host=addr,
+                           headers=bearer(gw.tokens["viewer"]))).status == 200  # fmt: skip
+        assert (await http(gw.port, "GET", "/health", host=addr)).status in (200, 503)
+        assert (await gw.get("/metrics")).status == 200
 
     run(tmp_path, body, metrics_listen="0.0.0.0:0")
 

@@ -131,6 +131,15 @@ class Api:
         m.observe("api_request_duration_seconds", time.perf_counter() - t0)
         return resp
 
+    async def read_guard(self, req: Request) -> Response | None:
+        """For ``/metrics`` and ``/status``: None when ``req`` may read, else the refusal."""
+        try:
+            await self._authorize(req, _READ_ROUTE)
+        except ApiError as exc:
+            return Response.json(exc.status, {"error": str(exc), "status": exc.status},
+                                 exc.headers)  # fmt: skip
+        return None
+
     def _match(self, req: Request) -> tuple[Route | None, dict[str, str], list[str]]:
         allowed = []
         for r in self.routes:
@@ -181,6 +190,13 @@ class Api:
         _log.warning("api: refused %s %s from %s (user %s): %s", req.method, req.path[:200],
                      req.peer, who, reason)  # fmt: skip
         self.rt.metrics.inc("api_refusals_total", labels=(("reason", reason),))
+
+
+async def _no_handler(call: Call) -> Response:
+    raise ApiError(500, "not a route")
+
+
+_READ_ROUTE = Route("GET", re.compile(r"/(metrics|status)"), "/metrics", _no_handler, False)
 
 
 def _same_origin(origin: str, req: Request) -> bool:

@@ -230,6 +230,13 @@ class StatusServer:
         if req.path in ROUTES:
             if req.method != "GET":
                 return Response(405, b"GET only\n", "text/plain", [("Allow", "GET")])
+            # /metrics and /status are reads like the API's (loopback or a user); /health stays
+            # open for load balancers and orchestrators: it says ok/degraded, not the plant.
+            guard = getattr(self._api, "read_guard", None)
+            if guard is not None and req.path != "/health":
+                refused = await guard(req)
+                if refused is not None:
+                    return refused
             if req.path == "/metrics":
                 return Response(200, self._metrics().encode(), "text/plain; version=0.0.4")
             if req.path == "/status":
