@@ -90,6 +90,13 @@ def test_login_session_basic_logout_and_browser_guards(tmp_path: Path) -> None:
     async def body(gw: Gw) -> None:
         wrong = await gw.post("/api/login", {"user": "op", "password": "nope"}, user=None)
         assert wrong.status == 401
+        for _ in range(4):  # five wrong passwords in a minute lock the name for a while
+            await gw.post("/api/login", {"user": "viewer", "password": "nope"}, user=None)
+        locked = await gw.post("/api/login", {"user": "viewer", "password": "nope"}, user=None)
+        assert locked.status == 401
+        right = await gw.post("/api/login", {"user": "viewer", "password": PASSWORD}, user=None)
+        assert right.status == 429 and int(right.headers["retry-after"]) > 0
+        assert (await gw.get("/api/whoami", headers=basic("viewer", PASSWORD))).status == 401
         login = await gw.post("/api/login", {"user": "op", "password": PASSWORD}, user=None)
         assert login.status == 200 and login.json()["role"] == "operator"
         assert "set-cookie" not in login.headers  # never a cookie: nothing for CSRF to ride on
@@ -160,7 +167,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())

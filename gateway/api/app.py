@@ -153,7 +153,7 @@ class Api:
 
     async def _authorize(self, req: Request, route: Route) -> User | None:
         header = req.headers.get("authorization", "")
-        if not header and req.method == "GET" and "access_token" in req.query:
+        if not header and req.path == "/api/events" and "access_token" in req.query:
             header = f"Bearer {req.query['access_token']}"  # EventSource cannot send headers
         user: User | None = None
         if header:

@@ -295,6 +295,11 @@ async def login(call: Call) -> Response:
     ):
         raise ApiError(400, 'body must be {"user": "...", "password": "..."}')
     api = call.api
+    wait = api.auth.locked(user)
+    if wait:
+        api.refuse(call.req, _LOGIN, "locked", None)
+        raise ApiError(429, f"too many wrong passwords for {user[:64]!r}; try again later",
+                       [("Retry-After", str(max(1, round(wait))))])  # fmt: skip
     if not await api.auth.check(user, password):
         api.refuse(call.req, _LOGIN, "bad_credentials", None)
         raise ApiError(401, "wrong user or password")
