@@ -121,6 +121,14 @@ def test_login_session_basic_logout_and_browser_guards(tmp_path: Path) -> None:
         assert (await gw.post("/api/logout", user=None, headers=bearer(token))).status == 200
         after = await gw.post("/api/rules/reload", user=None, headers=bearer(token))
         assert after.status == 401
+        rebound = await gw.get("/api/points", headers={"Host": "evil.example:9108"})
+        assert rebound.status == 403 and "Host" in rebound.json()["error"]
+        assert (await gw.get("/metrics", headers={"Host": "evil.example"})).status == 403
+        assert (await gw.get("/api/points", headers={"Host": f"localhost:{port}"})).status == 200
+        assert (await gw.get("/api/points", headers={"Host": "[::1]:1"})).status == 200
+        named = await gw.get("/api/points", headers={"Host": "evil.example",
+                                                       **bearer(gw.tokens["viewer"])})  # fmt: skip
+        assert named.status == 200  # a user's token is not something a rebinding page has
         sse = await http(port, "GET", f"/api/events?access_token={token}&interval_ms=200x")
         assert sse.status == 401  # a logged-out token, even in the query
 

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -183,6 +184,12 @@ class Api:
             self.refuse(req, route, "unauthenticated", None)
             raise ApiError(401, "reading from another host needs a token (see docs/api.md)",
                            [("WWW-Authenticate", "Bearer")])  # fmt: skip
+        if user is None and not _plain_host(req.headers.get("host", "")):
+            # DNS rebinding: a web page on evil.example whose name resolves to 127.0.0.1 would
+            # read the plant through the visitor's browser; its requests carry its own name.
+            self.refuse(req, route, "foreign_host", None)
+            raise ApiError(403, "anonymous reads need Host: an IP address, localhost or this "
+                           "host's name; use a token otherwise")  # fmt: skip
         return user
 
     def refuse(self, req: Request, route: Route, reason: str, user: User | None) -> None:
@@ -197,6 +204,22 @@ async def _no_handler(call: Call) -> Response:
 
 
 _READ_ROUTE = Route("GET", re.compile(r"/(metrics|status)"), "/metrics", _no_handler, False)
+
+
+def _plain_host(host: str) -> bool:
+    """An IP literal, ``localhost`` or this machine's own name (with or without a port)."""
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    name = name.lower().rstrip(".")
+    if name in ("localhost", socket.gethostname().lower()):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _same_origin(origin: str, req: Request) -> bool:
