@@ -277,3 +277,23 @@ def test_users_file_holds_hashes_only_and_is_private(tmp_path: Path) -> None:
     assert tokens["op"] not in text and PASSWORD not in text
     assert base64.b64encode(PASSWORD.encode()).decode() not in text
     assert stat.S_IMODE(os.stat(tmp_path / "users.json").st_mode) == 0o600
+
+
+def test_tls_files_that_cannot_be_loaded_stop_the_start_with_the_reason(tmp_path: Path) -> None:
+    from test_supervisor import CONFIG
+
+    from gateway.config import load_config_text
+    from gateway.core.runtime import Runtime, RuntimeStartError
+
+    base = CONFIG.format(data=tmp_path, port=9)
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    cases = {
+        "tls_cert: {d}/bad.pem, tls_key: {d}/bad.pem": "cannot be loaded",
+        "tls_cert: {d}/bad.pem": "go together",
+    }
+    for extra, message in cases.items():
+        text = base.replace(
+            "stall_periods: 2}", "stall_periods: 2, " + extra.format(d=tmp_path) + "}"
+        )
+        with pytest.raises(RuntimeStartError, match=message):
+            Runtime(load_config_text(text))

@@ -207,7 +207,10 @@ _READ_ROUTE = Route("GET", re.compile(r"/(metrics|status)"), "/metrics", _no_han
 
 
 def _plain_host(host: str) -> bool:
-    """An IP literal, ``localhost`` or this machine's own name (with or without a port)."""
+    """An IP literal, ``localhost`` or this machine's own name (with or without a port), or
+    none (HTTP/1.0 tools; browsers always send one)."""
+    if not host:
+        return True
     if host.startswith("["):
         name = host[1:].partition("]")[0]
     else:
