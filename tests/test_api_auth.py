@@ -163,6 +163,11 @@ def test_reads_from_another_address_need_a_user(tmp_path: Path) -> None:
                            headers=bearer(gw.tokens["viewer"]))).status == 200  # fmt: skip
         assert (await http(gw.port, "GET", "/health", host=addr)).status in (200, 503)
         assert (await gw.get("/metrics")).status == 200
+        login = await http(gw.port, "POST", "/api/login", {"user": "viewer", "password": PASSWORD},
+                           host=addr)  # fmt: skip
+        assert login.status == 200  # a tablet on the network logs in, then reads with it
+        session = bearer(login.json()["token"])
+        assert (await http(gw.port, "GET", "/api/alarms", host=addr, headers=session)).status == 200
 
     run(tmp_path, body, metrics_listen="0.0.0.0:0")
 

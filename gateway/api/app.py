@@ -94,6 +94,7 @@ class Route:
     name: str  # the OpenAPI path, also the metrics label (bounded)
     handler: Handler
     operator: bool  # changes state: needs an operator
+    public: bool = False  # no login needed from anywhere (login itself, the page's assets)
 
 
 def is_loopback(addr: str) -> bool:
@@ -153,6 +154,8 @@ class Api:
         return None, {}, allowed
 
     async def _authorize(self, req: Request, route: Route) -> User | None:
+        if route.public:
+            return None
         header = req.headers.get("authorization", "")
         if not header and req.path == "/api/events" and "access_token" in req.query:
             header = f"Bearer {req.query['access_token']}"  # EventSource cannot send headers
