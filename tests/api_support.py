@@ -21,12 +21,12 @@ from gateway_support import demo_workdir
 from uplink_support import bounded, running_receiver, wait_until
 
 from gateway.api.auth import UserFile
+from gateway.cloud.receiver import CloudReceiver
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import load_config
 from gateway.core import records
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
-from gateway.uplink.receiver import CloudReceiver
-from gateway.uplink.store import SQLiteCloudStore
 
 PASSWORD = "correct horse battery"
 
