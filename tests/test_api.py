@@ -59,7 +59,7 @@ def test_reads_show_devices_points_rules_models_uplink_as_strict_json(tmp_path: 
 
         pt = await until(gw, "/api/points/press1.temp?samples=5",
                          lambda d: len(d["samples"]) == 5, "5 samples in press1.temp's ring")  # fmt: skip
-        assert pt["unit"] == "degC" and pt["quality"] == "good" and not pt["writable"]
+        assert pt["unit"] == "Cel" and pt["quality"] == "good" and not pt["writable"]
         ring = gw.rt.points.rings[gw.rt.points.id_of("press1.temp")]
         assert pt["samples"][-1][0] <= float(ring.last(1)[0][0])
         assert [s[0] for s in pt["samples"]] == sorted(s[0] for s in pt["samples"])
