@@ -12,7 +12,7 @@ DEMO_PKGS := setuptools wheel Cython pymodbus asyncua
 DEMO_PINS = $(shell grep -E '^($(subst $(SPACE),|,$(DEMO_PKGS)))(==.*)?$$' requirements-dev.txt)
 SPACE := $(subst ,, )
 
-.PHONY: demo test test-native test-pure hil build lint bench soak slow fuzz chaos clean venv \
+.PHONY: demo test test-native test-pure hil build lint bench soak slow fuzz fuzz-api chaos clean venv \
 	opcua-node micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
 
 $(VPY):
@@ -91,10 +91,18 @@ fuzz: $(STAMP) build
 	GATEWAY_FUZZ_EXAMPLES=10000 $(VPY) -m pytest -q -o addopts= -p no:cacheprovider tests/test_receiver_fuzz.py
 	GATEWAY_FUZZ_EXAMPLES=20000 $(VPY) -m pytest -q -m slow -o addopts= tests/test_rules_fuzz.py
 
+# The REST API fuzzed from its OpenAPI document (schemathesis), 200 examples per operation,
+# without credentials and as an operator; `make test` runs 3. About 11 minutes here.
+fuzz-api: $(STAMP) build
+	GATEWAY_API_FUZZ_EXAMPLES=200 $(VPY) -m pytest -q -o addopts= -o timeout=1800 tests/test_api_fuzz.py
+
 # Uplink fault runs: 60 s chaos (>= 24 SIGKILL/SIGSTOP faults at 1500 rec/s) and a 10-minute
-# outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together.
+# outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together. Then the cloud
+# side's: 3 receivers on one PostgreSQL, 50 CurveZMQ gateways, a receiver SIGKILLed, PostgreSQL
+# crashed, a receiver SIGSTOPped past its timeouts (about 1 minute).
 chaos: $(STAMP) build
 	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -s -m slow -o addopts= tests/test_uplink_chaos.py
+	GATEWAY_REQUIRE_NATIVE=1 $(VPY) -m pytest -q -s -m slow -o addopts= tests/test_cloud_pg_chaos.py
 
 clean:
 	rm -rf build dist *.egg-info .venv-mpy gateway/_native/*.so gateway/_native/*.c native/*.c

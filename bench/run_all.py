@@ -17,6 +17,7 @@ BENCHES = [
     "bench_rtu_serial.py",
     "bench_queue.py",
     "bench_uplink.py",
+    "bench_cloud_ingest.py",
     "bench_ingest.py",
     "bench_rules.py",
     "bench_infer.py",

@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_resolve_parser(sub)
     add_discover_parser(sub)
 
+    from gateway.api.users import add_parser as add_users_parser
+
+    add_users_parser(sub)
+
     s = sub.add_parser("demo", help="simulated factory + gateway + cloud + subscriber, live view")
     from gateway.demo.ports import DEFAULT_BASE_PORT, PORT_COUNT, parse_base_port
 

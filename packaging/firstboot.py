@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import grp
+import json
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 
 SETTINGS = "gateway-settings.yaml"
-KEYS = {"hostname", "gateway_id", "cloud", "config", "metrics_listen"}
+KEYS = {"hostname", "gateway_id", "cloud", "config", "metrics_listen", "users_file"}
 CLOUD_KEYS = {"endpoint", "insecure", "server_key", "gateway_keys"}
 QUEUE_DIR = "/var/lib/gateway/queue"
 
@@ -192,10 +193,15 @@ def apply(boot: Path, root: Path, check_cmd: list[str]) -> bool:
                     "the resulting gateway config is invalid:\n"
                     + (res.stdout + res.stderr).replace(str(staged), "gateway.yaml").strip()
                 )
+            users = _users_file(settings, boot, root)
             for _, rel in copied:
                 _install(stage / rel, etc / rel, gid, 0o640)
+            if users is not None:
+                _install(users, root / QUEUE_DIR.lstrip("/") / "users.json", gid, 0o640)
             _install(staged, etc / "gateway.yaml", gid, 0o640)
         _remove_secrets(boot, cloud)
+        if settings.get("users_file"):
+            (boot / settings["users_file"]).unlink(missing_ok=True)
         if settings.get("hostname"):
             set_hostname(root, settings["hostname"])
     except SettingsError as exc:
@@ -204,6 +210,33 @@ def apply(boot: Path, root: Path, check_cmd: list[str]) -> bool:
     error_path.unlink(missing_ok=True)
     os.replace(settings_path, boot / "gateway-settings.applied.yaml")
     return True
+
+
+def _users_file(settings: dict[str, Any], boot: Path, root: Path) -> Path | None:
+    """The API users file (``gateway users add`` on a PC) named by ``users_file``; a status
+    listener on the network without one would not start, so that is refused here, where the
+    person holding the card reads why."""
+    listen = str(settings.get("metrics_listen") or "")
+    host = listen.rpartition(":")[0].strip("[]")
+    local = not listen or host in ("localhost", "::1") or host.startswith("127.")
+    name = settings.get("users_file")
+    if not name:
+        if not local and not (root / QUEUE_DIR.lstrip("/") / "users.json").is_file():
+            raise SettingsError(
+                f"{SETTINGS}: metrics_listen {listen} is on the network, so the REST API needs "
+                "users: make a users.json with `gateway users add CONFIG NAME --role operator` "
+                "(its data_dir/users.json) on a PC and name it in users_file (docs/api.md)"
+            )
+        return None
+    src = boot / str(name)
+    try:
+        doc = json.loads(src.read_text())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{SETTINGS}: users_file: {src} is not readable JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("version") != 1 or not doc.get("users"):
+        raise SettingsError(f"{SETTINGS}: users_file: {src} holds no users (make it with "
+                            "`gateway users add`)")  # fmt: skip
+    return src
 
 
 def _remove_secrets(boot: Path, cloud: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Cloud side: SQLiteCloudStore exactly-once commits and the receiver's protocol answers."""
+"""Cloud side: exactly-once commits (SQLite and PostgreSQL) and the receiver's protocol answers."""
 
 from __future__ import annotations
 
@@ -12,23 +12,25 @@ import msgpack
 import pytest
 import zmq
 import zmq.asyncio
+from pg_support import StoreMaker
 from uplink_support import RawPeer, bounded, run, running_receiver, wait_until
 
 from gateway.cloud.main import run_cloud
-from gateway.cloud.store import SequenceGap, SQLiteCloudStore
+from gateway.cloud.store import CloudStore, SequenceGap, SQLiteCloudStore
 from gateway.cloud.subscriber import run_subscribe
 from gateway.uplink import wire
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = SQLiteCloudStore(tmp_path / "cloud.db", clock=lambda: 42.0)
+def store(make_store: StoreMaker):  # type: ignore[no-untyped-def]
+    """SQLite and PostgreSQL alike (the store-sensitive tests run against both)."""
+    s = make_store(clock=lambda: 42.0)
     s.open()
     yield s
     s.close()
 
 
-def test_commit_stores_once_and_returns_hw(store: SQLiteCloudStore) -> None:
+def test_commit_stores_once_and_returns_hw(store: CloudStore) -> None:
     assert store.hw("g", "s", 7) == 0
     assert store.commit("g", "s", 7, 1, [b"a", b"b"]) == 2
     assert store.commit("g", "s", 7, 1, [b"a", b"b", b"c"]) == 3  # overlap: only c is new
@@ -43,7 +45,7 @@ def test_commit_stores_once_and_returns_hw(store: SQLiteCloudStore) -> None:
     assert [r.seq for r in store.records("g", "s", 7, after_seq=2)] == [3]
 
 
-def test_commit_refuses_gaps(store: SQLiteCloudStore) -> None:
+def test_commit_refuses_gaps(store: CloudStore) -> None:
     store.commit("g", "s", 7, 1, [b"a"])
     with pytest.raises(SequenceGap) as err:
         store.commit("g", "s", 7, 3, [b"c"])
@@ -51,7 +53,7 @@ def test_commit_refuses_gaps(store: SQLiteCloudStore) -> None:
     assert store.hw("g", "s", 7) == 1 and len(store.records("g", "s", 7)) == 1
 
 
-def test_epochs_and_gateways_are_separate_histories(store: SQLiteCloudStore) -> None:
+def test_epochs_and_gateways_are_separate_histories(store: CloudStore) -> None:
     store.commit("g", "s", 7, 1, [b"old"])
     store.commit("g", "s", 8, 1, [b"new1", b"new2"])
     store.commit("h", "s", 7, 1, [b"other"])

@@ -14,10 +14,12 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from pg_support import StoreMaker
 from uplink_support import bounded, run, wait_until
 
+from gateway.cloud.catchup import open_reader
 from gateway.cloud.receiver import CloudReceiver
-from gateway.cloud.store import SQLiteCloudStore
+from gateway.cloud.store import CloudStore, SQLiteCloudStore
 from gateway.cloud.subscriber import Record, Subscriber
 from gateway.config import UplinkConfig
 from gateway.uplink.client import Uplink
@@ -28,11 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Rx:
     """A receiver on the shared store that a test can stop in the middle."""
 
-    def __init__(self, db: Path, pub: bool = True) -> None:
+    def __init__(self, store: CloudStore, pub: bool = True) -> None:
         self.stop = asyncio.Event()
-        self.rx = CloudReceiver(
-            "tcp://127.0.0.1:0", "tcp://127.0.0.1:0" if pub else None, SQLiteCloudStore(db)
-        )
+        self.rx = CloudReceiver("tcp://127.0.0.1:0", "tcp://127.0.0.1:0" if pub else None, store)
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> Rx:
@@ -57,12 +57,16 @@ class Rx:
 
 
 @contextlib.asynccontextmanager
-async def fleet(tmp_path: Path, pubs: tuple[bool, bool] = (True, True)) -> AsyncIterator[
-    tuple[Rx, Rx, Uplink]
-]:  # fmt: skip
-    """Two receivers on one store, and a gateway's uplink listing both (rx1 first)."""
-    db = tmp_path / "cloud.db"
-    rx1, rx2 = await Rx(db, pubs[0]).start(), await Rx(db, pubs[1]).start()
+async def fleet(
+    tmp_path: Path, pubs: tuple[bool, bool] = (True, True), stores: StoreMaker | None = None
+) -> AsyncIterator[tuple[Rx, Rx, Uplink]]:
+    """Two receivers on one store (an SQLite file, or ``stores``'s), and a gateway's uplink
+    listing both (rx1 first)."""
+
+    def store() -> CloudStore:
+        return SQLiteCloudStore(tmp_path / "cloud.db") if stores is None else stores()
+
+    rx1, rx2 = await Rx(store(), pubs[0]).start(), await Rx(store(), pubs[1]).start()
     up = Uplink(
         UplinkConfig(
             endpoints=(rx1.endpoint, rx2.endpoint),
@@ -97,11 +101,12 @@ def _series(n: int) -> list[bytes]:
     return [b"%d" % i for i in range(n)]
 
 
-def test_late_joiner_and_failover_each_record_once_in_order(tmp_path: Path) -> None:
+def test_late_joiner_and_failover_each_record_once_in_order(
+    tmp_path: Path, make_store: StoreMaker
+) -> None:
     async def main() -> None:
-        async with fleet(tmp_path) as (rx1, rx2, up):
-            reader = SQLiteCloudStore(tmp_path / "cloud.db")
-            reader.open()
+        async with fleet(tmp_path, stores=make_store) as (rx1, rx2, up):
+            reader = open_reader(make_store.location())
             try:
                 for i in range(200):
                     up.submit("s", b"%d" % i)
@@ -130,14 +135,15 @@ def test_late_joiner_and_failover_each_record_once_in_order(tmp_path: Path) -> N
     run(main(), timeout=60)
 
 
-def test_cut_off_mid_stream_catches_up_the_tail_from_the_store(tmp_path: Path) -> None:
+def test_cut_off_mid_stream_catches_up_the_tail_from_the_store(
+    tmp_path: Path, make_store: StoreMaker
+) -> None:
     """The subscriber reaches rx1's PUB only; mid-stream the gateway moves to rx2, whose records
     never reach it live and no later record reveals the hole: it catches up from the store."""
 
     async def main() -> None:
-        async with fleet(tmp_path) as (rx1, rx2, up):
-            reader = SQLiteCloudStore(tmp_path / "cloud.db")
-            reader.open()
+        async with fleet(tmp_path, stores=make_store) as (rx1, rx2, up):
+            reader = open_reader(make_store.location())
             try:
                 with Subscriber(rx1.pub, "gw/", store=reader, resync=0.3) as sub:
                     n_warm = 0

@@ -102,6 +102,7 @@ _AFTER_EVENTS = {"alarms_total", "writes_total", "rule_writes_total", "uplink_dr
 def _parse(text: str) -> dict[str, list[dict[str, str]]]:
     """Prometheus text -> family -> label sets, one per sample."""
     out: dict[str, list[dict[str, str]]] = {}
+    histograms = set(re.findall(r"^# TYPE (\S+) histogram$", text, re.M))
     for line in text.splitlines():
         if line.startswith("#") or not line:
             continue
@@ -109,7 +110,12 @@ def _parse(text: str) -> dict[str, list[dict[str, str]]]:
         assert m, f"not a Prometheus sample line: {line!r}"
         labels = {k: "" for k in _LABEL.findall(m.group(2) or "")}
         labels.update(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        out.setdefault(m.group(1), []).append(labels)
+        name = m.group(1)
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        if family in histograms:  # a histogram's series are its family's (without `le`)
+            name = family
+            labels.pop("le", None)
+        out.setdefault(name, []).append(labels)
     return out
 
 
@@ -173,7 +179,7 @@ def _documented(doc: Path, exported: set[str]) -> dict[str, tuple[int, set[str] 
         for m in _SPAN.finditer(line):
             name, labels = m.group(1), m.group(2)
             claimed = (
-                name.startswith(PREFIX)
+                name.startswith((PREFIX, "process_"))
                 or labels is not None
                 or (about and (name.endswith(("_total", "_s")) or PREFIX + name in exported))
             )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.api.auth import UserFile
 from hil_tests.rig import standalone_demo_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,8 +70,10 @@ def test_full_config_and_key_files_are_installed_and_secrets_leave_the_boot_part
     (boot / "keys/gateway/gateway.key_secret").write_text("secret\n")
     (boot / "keys/gateway/gateway.key").write_text("public\n")
     (boot / "site.yaml").write_text(yaml.safe_dump(standalone_demo_config()))
+    UserFile(boot).add("alice", "operator", None, token=True)
     (boot / "gateway-settings.yaml").write_text(
         "gateway_id: site-7\nconfig: site.yaml\nmetrics_listen: 0.0.0.0:9108\n"
+        "users_file: users.json\n"
         "cloud:\n  endpoint: [tcp://a.example:7000, tcp://b.example:7000]\n"
         "  insecure: false\n  server_key: keys/cloud.key\n  gateway_keys: keys/gateway\n"
     )
@@ -173,3 +176,23 @@ def test_a_config_naming_files_outside_its_folder_is_refused(tree: tuple[Path, P
     with pytest.raises(firstboot.SettingsError, match="keep the files it uses in its folder"):
         firstboot.apply(boot, root, CHECK)
     assert not (root / "etc/gateway/gateway.yaml").exists()
+
+
+def test_a_network_listener_without_api_users_is_refused_with_the_fix(
+    tree: tuple[Path, Path],
+) -> None:
+    boot, root = tree
+    (boot / "gateway-settings.yaml").write_text(
+        "gateway_id: site-8\nmetrics_listen: 0.0.0.0:9108\n"
+        "cloud: {endpoint: 'tcp://cloud.example.com:7000', insecure: true}\n"
+    )
+    with pytest.raises(firstboot.SettingsError, match="users_file"):
+        firstboot.apply(boot, root, CHECK)
+    assert "gateway users add" in (boot / "gateway-settings.error.txt").read_text()
+    assert not (root / "etc/gateway/gateway.yaml").exists()
+    UserFile(boot).add("alice", "read", None, token=True)
+    settings = (boot / "gateway-settings.yaml").read_text() + "users_file: users.json\n"
+    (boot / "gateway-settings.yaml").write_text(settings)
+    assert firstboot.apply(boot, root, CHECK)
+    assert "alice" in (root / "var/lib/gateway/queue/users.json").read_text()
+    assert not (boot / "users.json").exists()

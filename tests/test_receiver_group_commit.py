@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pg_support import StoreMaker
 from uplink_support import RawPeer, bounded, run, running_receiver
 
 from gateway.cloud.store import CommitItem, SequenceGap, SQLiteCloudStore
@@ -93,8 +94,8 @@ def test_many_data_messages_share_a_commit_and_acks_follow_it_in_order(tmp_path:
     run(scenario(), timeout=60)
 
 
-def test_commit_many_is_one_transaction_with_per_item_results(tmp_path: Path) -> None:
-    with SQLiteCloudStore(str(tmp_path / "c.db")) as store:
+def test_commit_many_is_one_transaction_with_per_item_results(make_store: StoreMaker) -> None:
+    with make_store("c.db") as store:
         store.commit("g", "s", 1, 1, [b"a"])
         results = store.commit_many(
             [

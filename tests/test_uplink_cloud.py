@@ -9,9 +9,9 @@ from pathlib import Path
 import msgpack
 import zmq
 import zmq.asyncio
+from pg_support import StoreMaker
 from uplink_support import bounded, run, running_receiver, wait_until
 
-from gateway.cloud.store import SQLiteCloudStore
 from gateway.cloud.subscriber import Gap, Record, Subscriber
 from gateway.config import UplinkConfig
 from gateway.uplink import keys, wire
@@ -32,9 +32,11 @@ async def _take(sub: Subscriber, n: int) -> list[Record]:
     return [await bounded(sub.recv(), f"record {i + 1} of {n}") for i in range(n)]
 
 
-def test_snapshot_then_live_without_loss_or_duplicates(tmp_path: Path) -> None:
+def test_snapshot_then_live_without_loss_or_duplicates(
+    tmp_path: Path, make_store: StoreMaker
+) -> None:
     async def scenario() -> None:
-        store = SQLiteCloudStore(tmp_path / "c.db")
+        store = make_store("c.db")
         async with running_receiver(store) as rx:
             assert rx.endpoint and rx.pub_endpoint
             up = Uplink(_insecure(tmp_path, rx.endpoint, "gw"), "gw")
@@ -43,7 +45,7 @@ def test_snapshot_then_live_without_loss_or_duplicates(tmp_path: Path) -> None:
                 for i in range(300):
                     up.submit("s", b"%d" % i)
                 await wait_until(lambda: rx.status().get("gw", {}).get("records") == 300, "300")
-                reader = SQLiteCloudStore(tmp_path / "c.db")
+                reader = make_store("c.db")
                 reader.open()
                 with Subscriber(rx.pub_endpoint, "gw/", store=reader, snapshot=True) as sub:
                     first = await _take(sub, 300)  # the snapshot (nothing live yet)
@@ -62,9 +64,9 @@ def test_snapshot_then_live_without_loss_or_duplicates(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_holes_are_filled_from_the_store_and_drops_announced(tmp_path: Path) -> None:
+def test_holes_are_filled_from_the_store_and_drops_announced(make_store: StoreMaker) -> None:
     async def scenario() -> None:
-        with SQLiteCloudStore(tmp_path / "c.db") as store:
+        with make_store("c.db") as store:
             store.commit("gw", "s", 3, 1, [b"a", b"b", b"c", b"d"])
             store.drop("gw", "s", 3, 5, 7, "quota")
             store.commit("gw", "s", 3, 8, [b"h"])
@@ -114,7 +116,7 @@ def test_holes_are_filled_from_the_store_and_drops_announced(tmp_path: Path) -> 
     run(scenario())
 
 
-def test_fifty_secure_gateways_at_once(tmp_path: Path) -> None:
+def test_fifty_secure_gateways_at_once(tmp_path: Path, make_store: StoreMaker) -> None:
     n_gw, per_stream = 50, 200
     cloud = keys.create(tmp_path / "cloud", "cloud")
     names = [f"gw{i:02d}" for i in range(n_gw)]
@@ -123,7 +125,7 @@ def test_fifty_secure_gateways_at_once(tmp_path: Path) -> None:
         keys.allow(tmp_path / "gw" / f"{name}.key", tmp_path / "allowed")
 
     async def scenario() -> None:
-        store = SQLiteCloudStore(tmp_path / "c.db")
+        store = make_store("c.db")
         allow = keys.AllowList(tmp_path / "allowed")
         async with running_receiver(store, pub_bind=None, server_key=cloud, allow=allow) as rx:
             assert rx.endpoint and len(allow) == n_gw
@@ -162,7 +164,7 @@ def test_fifty_secure_gateways_at_once(tmp_path: Path) -> None:
                 assert rx.counters()["auth_accepted"] >= n_gw
             finally:
                 await asyncio.gather(*(bounded(u.stop(), "stop") for u in ups))
-        with SQLiteCloudStore(tmp_path / "c.db") as s:
+        with make_store("c.db") as s:
             for name in names[:: n_gw // 5]:
                 recs = s.records(name, "telemetry", limit=10_000)
                 assert [r.payload for r in recs] == [

@@ -1,4 +1,4 @@
-"""End to end over real ZeroMQ and real SQLite: Uplink -> CloudReceiver -> Subscriber."""
+"""End to end over real ZeroMQ and a real store (SQLite; PostgreSQL where parametrised): Uplink -> CloudReceiver -> Subscriber."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.asyncio
+from pg_support import StoreMaker
 from uplink_support import bounded, run, running_receiver, wait_until
 
 from gateway.cloud.store import SQLiteCloudStore
@@ -44,8 +45,10 @@ async def running_uplink(config: UplinkConfig) -> AsyncIterator[Uplink]:
         await bounded(up.stop(), "uplink stop")
 
 
-def _stored(tmp_path: Path, stream: str) -> list[tuple[int, int, bytes]]:
-    with SQLiteCloudStore(tmp_path / "cloud.db") as s:
+def _stored(where: Path | StoreMaker, stream: str) -> list[tuple[int, int, bytes]]:
+    """(epoch, seq, payload) of ``stream`` in the SQLite store in ``where`` or the maker's."""
+    store = SQLiteCloudStore(where / "cloud.db") if isinstance(where, Path) else where("cloud.db")
+    with store as s:
         return [(r.epoch, r.seq, r.payload) for r in s.records(GW, stream, limit=1_000_000)]
 
 
@@ -63,9 +66,9 @@ def test_secure_without_keys_is_refused(tmp_path: Path) -> None:
         Uplink(replace(_config(tmp_path, "tcp://127.0.0.1:1"), insecure=False), GW)
 
 
-def test_delivers_everything_in_order_exactly_once(tmp_path: Path) -> None:
+def test_delivers_everything_in_order_exactly_once(tmp_path: Path, make_store: StoreMaker) -> None:
     async def scenario() -> None:
-        store = SQLiteCloudStore(tmp_path / "cloud.db")
+        store = make_store("cloud.db")
         async with running_receiver(store) as rx:
             assert rx.endpoint and rx.pub_endpoint
             gaps: list[Gap] = []
@@ -101,16 +104,18 @@ def test_delivers_everything_in_order_exactly_once(tmp_path: Path) -> None:
             assert [r.seq for r in got["samples"]] == list(range(1, n + 1))
             assert [r.payload for r in got["events"]] == [f"e{i}".encode() for i in range(0, n, 10)]
             assert gaps == [] and sub.gaps == 0
-        stored = _stored(tmp_path, "samples")
+        stored = _stored(make_store, "samples")
         assert [p for _, _, p in stored] == [f"s{i}".encode() for i in range(n)]
         assert len({(e, s) for e, s, _ in stored}) == n
 
     run(scenario())
 
 
-def test_receiver_restart_loses_nothing_and_stores_no_duplicates(tmp_path: Path) -> None:
+def test_receiver_restart_loses_nothing_and_stores_no_duplicates(
+    tmp_path: Path, make_store: StoreMaker
+) -> None:
     async def scenario() -> None:
-        store = SQLiteCloudStore(tmp_path / "cloud.db")
+        store = make_store("cloud.db")
         async with running_receiver(store, pub_bind=None) as rx:
             endpoint = rx.endpoint
             assert endpoint
@@ -125,12 +130,12 @@ def test_receiver_restart_loses_nothing_and_stores_no_duplicates(tmp_path: Path)
             for i in range(600, 1200):
                 up.submit("s", b"%d" % i)
             await bounded(up.flush(), "flush while the cloud is down")
-            async with running_receiver(SQLiteCloudStore(tmp_path / "cloud.db"), bind=endpoint):
+            async with running_receiver(make_store("cloud.db"), bind=endpoint):
                 await wait_until(_acked(up, "s", 1200), "all acked after restart", timeout=10)
         finally:
             await bounded(up.stop(), "uplink stop")
         assert up.stats()["reconnects"] >= 1  # type: ignore[operator]
-        stored = _stored(tmp_path, "s")
+        stored = _stored(make_store, "s")
         assert [p for _, _, p in stored] == [b"%d" % i for i in range(1200)]
         assert [s for _, s, _ in stored] == list(range(1, 1201))
 

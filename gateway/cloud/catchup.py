@@ -12,7 +12,15 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from gateway.cloud.store import SQLiteCloudStore, StoredGap, StoredRecord, StreamStatus
+from gateway.cloud.store import (
+    SQLiteCloudStore,
+    StoredGap,
+    StoredRecord,
+    StreamStatus,
+    is_postgres,
+    redacted,
+    store_for,
+)
 
 
 class StoreReader(Protocol):
@@ -45,9 +53,17 @@ class ReaderError(ValueError):
 
 
 def open_reader(db: str) -> StoreReader:
-    """An open reader of the store ``db`` (an SQLite file; the receiver keeps writing it)."""
+    """An open reader of the store ``db``: the receivers' SQLite file (they keep writing it) or
+    their PostgreSQL database (``postgresql://...``)."""
+    if is_postgres(db):
+        pg = store_for(db)
+        try:
+            pg.open()
+        except Exception as exc:
+            raise ReaderError(f"--db {redacted(db)}: {exc}") from None
+        return pg
     if "://" in db:
-        raise ReaderError(f"--db {db}: only an SQLite store file can be read for catch-up here")
+        raise ReaderError(f"--db {db}: an SQLite store file or a postgresql:// URL")
     if not os.path.exists(db):
         raise ReaderError(f"--db {db}: no cloud store there (the receivers' --db)")
     store = SQLiteCloudStore(db)

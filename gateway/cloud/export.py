@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from gateway.cloud.store import is_postgres, redacted
 from gateway.core.records import STREAM_META, STREAM_TELEMETRY, decode
 from gateway.model.versions import QUALITY, ModelVersions
 from gateway.rules.recording import FORMATS, DataError, Row, format_of, parse_ts, write_recording
@@ -33,8 +34,14 @@ class ExportError(Exception):
     """A store or a selection that cannot be exported; ``str()`` is what to print."""
 
 
-def open_store(path: str | Path) -> sqlite3.Connection:
-    """The cloud store at ``path``, read-only; ExportError when it is not one."""
+Store = Any  # an sqlite3.Connection, or a psycopg Connection for a postgresql:// store
+
+
+def open_store(path: str | Path) -> Store:
+    """The cloud store at ``path`` (a file or a ``postgresql://`` URL), read-only; ExportError
+    when it is not one."""
+    if is_postgres(str(path)):
+        return _open_pg(str(path))
     p = Path(path)
     if not p.is_file():
         kind = "not found" if not p.exists() else "not a regular file"
@@ -52,13 +59,51 @@ def open_store(path: str | Path) -> sqlite3.Connection:
     return db
 
 
-def gateways(db: sqlite3.Connection) -> list[str]:
+def _open_pg(url: str) -> Store:
+    try:
+        import psycopg
+    except ImportError:
+        raise ExportError(
+            "a postgresql:// store needs psycopg (packaging/cloud-requirements.txt)"
+        ) from None
+    try:
+        db = psycopg.connect(url, connect_timeout=5, autocommit=True)
+        db.execute("SET default_transaction_read_only = on")
+        row = db.execute("SELECT to_regclass('records') IS NOT NULL").fetchone()
+    except psycopg.Error as exc:
+        raise ExportError(
+            f"{redacted(url)}: cannot read the database: {' '.join(str(exc).split())}"
+        ) from None
+    if not (row and row[0]):
+        db.close()
+        raise ExportError(f"{redacted(url)}: not a cloud store (no records table)")
+    return db
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
+def gateways(db: Store) -> list[str]:
     return [r[0] for r in db.execute("SELECT DISTINCT gateway FROM streams ORDER BY gateway")]
 
 
-def stream_payloads(db: sqlite3.Connection, gateway: str, stream: str) -> Iterator[bytes]:
+def stream_payloads(db: Store, gateway: str, stream: str) -> Iterator[bytes]:
     """Payloads of one stream in the order the gateway sent them: epochs (random ids) in the
     order they arrived, records by sequence number within each."""
+    if not isinstance(db, sqlite3.Connection):  # PostgreSQL: streams.since orders the epochs
+        cur = db.execute(
+            "SELECT r.payload FROM records r JOIN streams t USING (gateway, stream, epoch) "
+            "WHERE r.gateway = %s AND r.stream = %s ORDER BY t.since, r.seq",
+            (gateway, stream),
+        )
+        for (payload,) in cur:
+            yield bytes(payload)
+        return
     sql = (
         "SELECT r.payload FROM records r JOIN ("
         "  SELECT epoch, MIN(rowid) AS first FROM records WHERE gateway = ? AND stream = ?"
@@ -102,9 +147,7 @@ def _under(path: str, asset: str) -> bool:
     return any(parts[i : i + len(want)] == want for i in range(len(parts) - len(want) + 1))
 
 
-def samples(
-    db: sqlite3.Connection, gateway: str, sel: Selection, warn: Any = None
-) -> Iterator[Row]:
+def samples(db: Store, gateway: str, sel: Selection, warn: Any = None) -> Iterator[Row]:
     """Named samples of ``gateway`` (``(ts, point, value, quality)``) chosen by ``sel``; each
     telemetry record is read with the model version it was written under."""
     models = ModelVersions()
@@ -189,11 +232,11 @@ def _export(args: argparse.Namespace) -> int:
         if gateway is None:
             if len(known) != 1:
                 names = ", ".join(known) or "none"
-                raise ExportError(f"{args.db} holds {len(known)} gateways ({names}); choose one "
+                raise ExportError(f"{redacted(args.db)} holds {len(known)} gateways ({names}); choose one "
                                   "with --gateway")  # fmt: skip
             gateway = known[0]
         elif gateway not in known:
-            raise ExportError(f"{args.db}: no gateway {gateway!r}; it holds: "
+            raise ExportError(f"{redacted(args.db)}: no gateway {gateway!r}; it holds: "
                               f"{', '.join(known) or 'none'}")  # fmt: skip
 
         def warn(msg: str) -> None:
@@ -204,8 +247,8 @@ def _export(args: argparse.Namespace) -> int:
         rows = samples(db, gateway, sel, warn)
         try:
             n = _write(rows, args.output, fmt)
-        except sqlite3.Error as exc:
-            raise ExportError(f"{args.db}: read failed: {exc}") from None
+        except _errors() as exc:
+            raise ExportError(f"{redacted(args.db)}: read failed: {exc}") from None
     finally:
         db.close()
     if n == 0:
@@ -241,7 +284,11 @@ def add_parser(sub: Any) -> None:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--db", required=True, help="the receiver's store (gateway cloud --db)")
+    s.add_argument(
+        "--db",
+        required=True,
+        help="the receiver's store, a file or a postgresql:// URL (gateway cloud --db)",
+    )
     s.add_argument("--gateway", help="gateway id (default: the only one in the store)")
     s.add_argument("--points", help="comma-separated point names or patterns (press1.*)")
     s.add_argument("--asset", metavar="PATH",

@@ -1,4 +1,5 @@
-"""``gateway cloud``: a CloudReceiver on an SQLite store with periodic per-gateway status lines."""
+"""``gateway cloud``: a CloudReceiver on an SQLite or PostgreSQL store with periodic per-gateway
+status lines."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import zmq
 from gateway.cloud.control import ControlError, ControlServer, default_name
 from gateway.cloud.receiver import CloudReceiver
 from gateway.cloud.service import ReceiverService
-from gateway.cloud.store import SQLiteCloudStore
+from gateway.cloud.store import is_postgres, redacted, store_for
 from gateway.core.httpd import StatusServer
 from gateway.uplink.keys import AllowList, KeyPair
 
@@ -61,12 +62,17 @@ async def run_cloud(
     control_dir: str | None = None,
     name: str | None = None,
     status_listen: str | None = None,
+    partition: str = "day",
+    retention: float | None = None,
+    points: bool = True,
 ) -> None:
-    """Run a receiver on an SQLite store until ``stop`` (or SIGINT/SIGTERM) — ``gateway cloud``.
+    """Run a receiver on an SQLite or PostgreSQL store (``db_path``) until ``stop`` (or
+    SIGINT/SIGTERM) — ``gateway cloud``.
 
     ``control_dir``: where its control socket goes (``gateway command``); ``status_listen``
     (HOST:PORT): ``/metrics``, ``/health``, ``/status``; ``name``: the receiver's name in both
-    (default: from its ROUTER endpoint)."""
+    (default: from its ROUTER endpoint). ``partition``/``retention``/``points``: PostgreSQL's
+    partitions, retention in days and decoded point rows."""
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
@@ -76,9 +82,8 @@ async def run_cloud(
             except (NotImplementedError, RuntimeError):  # not the main thread / platform
                 pass
     allow = AllowList(allow_dir) if allow_dir is not None else None
-    receiver = CloudReceiver(
-        bind, pub_bind or None, SQLiteCloudStore(db_path), server_key=server_key, allow=allow
-    )
+    store = store_for(db_path, partition=partition, retention=retention, points=points)
+    receiver = CloudReceiver(bind, pub_bind or None, store, server_key=server_key, allow=allow)
     task = asyncio.create_task(receiver.run(stop))
     services = Services()
     try:
@@ -91,7 +96,7 @@ async def run_cloud(
             mode = f"CURVE, {len(allow)} allowed keys in {allow_dir}" if allow else "PLAINTEXT"
             print(
                 f"cloud: ROUTER {receiver.endpoint} ({mode})  PUB {receiver.pub_endpoint}  "
-                f"store {db_path}",
+                f"store {store.describe()}",
                 flush=True,
             )
             for line in services.describe():
@@ -176,7 +181,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--bind", default="tcp://127.0.0.1:7000", help="ROUTER endpoint gateways connect to"
     )
     s.add_argument("--pub", default="tcp://127.0.0.1:7001", help="PUB endpoint for subscribers")
-    s.add_argument("--db", default="var/cloud.db", help="SQLite store file")
+    s.add_argument(
+        "--db",
+        default="var/cloud.db",
+        help="SQLite store file, or a PostgreSQL URL (postgresql://user@host/dbname) that any "
+        "number of receivers share",
+    )
+    s.add_argument(
+        "--partition",
+        choices=("day", "hour"),
+        default="day",
+        help="PostgreSQL: partition size of records/points (fixed when the database is created)",
+    )
+    s.add_argument(
+        "--retention-days",
+        type=float,
+        default=None,
+        help="PostgreSQL: drop whole partitions older than this many days (default: keep all)",
+    )
+    s.add_argument(
+        "--no-points",
+        dest="points",
+        action="store_false",
+        help="PostgreSQL: store records only, no decoded rows in points/point_samples",
+    )
     s.add_argument(
         "--status-interval", type=float, default=2.0, help="seconds between status lines; 0 = off"
     )
@@ -238,7 +266,23 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             return 2
         allow_dir = args.allow_dir
         os.makedirs(allow_dir, exist_ok=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
+    retention = None
+    if args.retention_days is not None:
+        if not args.retention_days > 0 or not is_postgres(args.db):
+            print(
+                "gateway cloud: --retention-days takes a number of days > 0 and a PostgreSQL "
+                "--db (an SQLite store keeps everything)",
+                file=sys.stderr,
+            )
+            return 2
+        retention = args.retention_days * 86400.0
+    if is_postgres(args.db):
+        why = _postgres_unusable()
+        if why:
+            print(f"gateway cloud: --db {redacted(args.db)}: {why}", file=sys.stderr)
+            return 2
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
     try:
         run_until_signal(
             lambda stop: run_cloud(
@@ -253,6 +297,9 @@ def cmd_cloud(args: argparse.Namespace) -> int:
                 control_dir=args.control_dir or None,
                 name=args.name,
                 status_listen=args.status_listen,
+                partition=args.partition,
+                retention=retention,
+                points=args.points,
             )
         )
     except ControlError as exc:
@@ -265,4 +312,32 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    except Exception as exc:  # the database: unreachable, refused, or a schema it cannot use
+        if not is_postgres(args.db):
+            raise
+        print(f"gateway cloud: --db {redacted(args.db)}: {_db_error(exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _postgres_unusable() -> str | None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return (
+            "PostgreSQL needs psycopg: pip install -r packaging/cloud-requirements.txt "
+            "(psycopg and psycopg-binary)"
+        )
+    return None
+
+
+def _db_error(exc: BaseException) -> str:
+    from gateway.cloud.pg_schema import SchemaError
+
+    if isinstance(exc, SchemaError):
+        return str(exc)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return (
+        f"cannot use the database: {text} (is the server up, the URL right, the database "
+        "created, e.g. `createdb gateway_cloud`, and the user allowed to create tables?)"
+    )

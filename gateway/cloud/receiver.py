@@ -407,6 +407,12 @@ class CloudReceiver(ReceiverReport):
         now = self._clock()
         state.last_seen = now
         hw = await self._current_hw(gateway, msg.stream, msg.epoch)
+        key = (gateway, msg.stream, msg.epoch)
+        if msg.crc_ok() and msg.first_seq > hw + 1 and self._group.hw(key) is None:
+            # Receivers sharing a store (failover): another one may have moved hw since we
+            # cached it. The store decides what is a gap, never this receiver's memory.
+            hw = await self._store_call(self.store.hw, gateway, msg.stream, msg.epoch)
+            self._hw.put(key, hw)
         if not msg.crc_ok() or msg.first_seq > hw + 1:
             state.nacks += 1
             nack = wire.Nack(msg.stream, msg.epoch, hw + 1)

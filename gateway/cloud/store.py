@@ -2,14 +2,16 @@
 
 Exactly-once storage rests on one rule: a commit writes the records and the stream's new
 high-water mark (hw) in the same transaction, and only records with seq > hw are written. A
-retransmitted DATA therefore never stores a record twice, whatever the network did. Another
-database (PostgreSQL/TimescaleDB) can sit behind :class:`CloudStore` with the same rule.
+retransmitted DATA therefore never stores a record twice, whatever the network did. PostgreSQL
+sits behind the same interface with the same rule (:mod:`gateway.cloud.store_pg`), for many
+receivers on one database; :func:`store_for` picks the store ``--db`` names.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -144,6 +146,10 @@ class CloudStore(Protocol):
 
     def close(self) -> None: ...
 
+    def describe(self) -> str:
+        """Where the store is, for logs and status lines (never a password)."""
+        ...
+
     def hw(self, gateway: str, stream: str, epoch: int) -> int:
         """Highest committed seq of (gateway, stream, epoch); 0 when unknown."""
         ...
@@ -219,7 +225,22 @@ class CloudStore(Protocol):
         ...
 
 
-class SQLiteCloudStore:
+class CommitOne:
+    """:meth:`CloudStore.commit` as a one-item :meth:`CloudStore.commit_many` (every store)."""
+
+    def commit_many(self, items: Sequence[CommitItem]) -> list[int | SequenceGap]:
+        raise NotImplementedError
+
+    def commit(
+        self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
+    ) -> int:
+        (result,) = self.commit_many([(gateway, stream, epoch, first_seq, payloads)])
+        if isinstance(result, SequenceGap):
+            raise result
+        return result
+
+
+class SQLiteCloudStore(CommitOne):
     """:class:`CloudStore` in one SQLite file (WAL, ``synchronous=FULL``).
 
     The file's device and inode are taken at open and compared with the path's before every
@@ -237,6 +258,9 @@ class SQLiteCloudStore:
         self._lock = threading.Lock()
         self._file_id: tuple[int, int] | None = None
         self._salvaged: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        return self.path
 
     def open(self) -> None:
         with self._lock:
@@ -382,14 +406,6 @@ class SQLiteCloudStore:
         with self._lock:
             rows = self._db().execute(sql + " ORDER BY id", args).fetchall()
         return [StoredAlarm(g, k, d, float(t)) for g, k, d, t in rows]
-
-    def commit(
-        self, gateway: str, stream: str, epoch: int, first_seq: int, payloads: Sequence[bytes]
-    ) -> int:
-        (result,) = self.commit_many([(gateway, stream, epoch, first_seq, payloads)])
-        if isinstance(result, SequenceGap):
-            raise result
-        return result
 
     def commit_many(self, items: Sequence[CommitItem]) -> list[int | SequenceGap]:
         now = self._clock()
@@ -542,3 +558,25 @@ def _read_hw(db: sqlite3.Connection, gateway: str, stream: str, epoch: int) -> i
         (gateway, stream, epoch),
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def is_postgres(db: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database rather than an SQLite file."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def redacted(db: str) -> str:
+    """``--db`` for a message: a URL's password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
+
+
+def store_for(
+    db: str, *, partition: str = "day", retention: float | None = None, points: bool = True
+) -> CloudStore:
+    """The store ``gateway cloud --db`` names: a ``postgresql://`` URL, else an SQLite file
+    (``partition``/``retention``/``points`` apply to PostgreSQL only)."""
+    if is_postgres(db):
+        from gateway.cloud.store_pg import PostgresCloudStore  # psycopg only when asked for
+
+        return PostgresCloudStore(db, partition=partition, retention=retention, points=points)
+    return SQLiteCloudStore(db)

@@ -33,8 +33,16 @@ import zmq
 import zmq.asyncio
 
 from gateway.cloud.catchup import ReaderError, StoreReader, open_reader
+from gateway.cloud.store import is_postgres
 from gateway.uplink import wire
-from gateway.uplink.recordjson import PointNames, dumps, sample_lines, shown, store_lookup
+from gateway.uplink.recordjson import (
+    ModelLookup,
+    PointNames,
+    dumps,
+    sample_lines,
+    shown,
+    store_lookup,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,8 +358,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument(
         "--db",
         default="var/cloud.db",
-        help="the receivers' store (read-only): point names of gateways started before this, "
-        "and what --catch-up reads",
+        help="the receivers' store, an SQLite file or a postgresql:// URL (read-only): point "
+        "names of gateways started before this, and what --catch-up reads",
     )
     s.add_argument(
         "--catch-up",
@@ -375,7 +383,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from gateway.cli import run_until_signal
 
-    names = PointNames(store_lookup(args.db), hint=f" on the PUB socket nor in --db {args.db}")
+    if is_postgres(args.db):
+        from gateway.cloud.store_pg import meta_lookup
+
+        lookup: ModelLookup = meta_lookup(args.db)
+    else:
+        lookup = store_lookup(args.db)
+    names = PointNames(lookup, hint=f" on the PUB socket nor in --db {args.db}")
     connect = args.connect or ["tcp://127.0.0.1:7001"]
     store: StoreReader | None = None
     if args.catch_up or args.snapshot:

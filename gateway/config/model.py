@@ -206,6 +206,9 @@ class GatewayConfig:
     ring_capacity: int = 128  # samples per point ring buffer (memory: 16 bytes per sample)
     stall_periods: int = 5  # poll periods without a batch before a device is restarted
     max_model_bytes: int = 32 << 20  # largest model file the cloud may send (update_model)
+    tls_cert: str | None = None  # PEM certificate of the status listener (HTTPS); with tls_key
+    tls_key: str | None = None
+    api_open_read: bool = False  # API reads without login from any address (not only loopback)
     devices: tuple[DeviceConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     uplink: UplinkConfig = field(default_factory=UplinkConfig)

@@ -75,6 +75,12 @@ _GATEWAY = Section(
                "Largest model file the cloud may send with `update_model` (bytes); larger ones "
                "are refused before they are hashed or written.", 32 << 20,
                minimum=1024, maximum=60 << 20),
+        Option("tls_cert", "path", "PEM certificate (chain) of the status listener: with "
+               "`tls_key` it serves HTTPS (docs/api.md).", None, nullable=True),
+        Option("tls_key", "path", "PEM private key of `tls_cert`.", None, nullable=True),
+        Option("api_open_read", "boolean", "Let the API's reads (GET) through without a "
+               "login from every address, not only from loopback; actions always need an "
+               "operator (docs/api.md).", False),
     ),
 )  # fmt: skip
 

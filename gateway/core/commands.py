@@ -94,7 +94,8 @@ def _name_problem(what: str, value: object, pattern: re.Pattern[str], hint: str)
     return None
 
 
-async def _write(rt: Runtime, args: dict[str, Any]) -> tuple[str, str]:
+async def _write(rt: Runtime, args: dict[str, Any], by: str = "cloud") -> tuple[str, str]:
+    """A write by the cloud, or by ``by`` through the local API (the same checks and event)."""
     point, value = args["point"], args["value"]
     problem = _name_problem("point", point, _POINT, "'device.point'")
     if problem:
@@ -118,8 +119,10 @@ async def _write(rt: Runtime, args: dict[str, Any]) -> tuple[str, str]:
     else:
         outcome, detail = "ok", f"{point} = {value}"
     rt.metrics.inc("writes_total", labels=(("outcome", outcome),))
-    rt.event("write", rt.clock(), rule="cloud", point=point, value=value,
-             outcome=outcome, detail=cmdargs.detail(detail), requested_ts=rt.clock())  # fmt: skip
+    who = {} if by == "cloud" else {"user": by}
+    rt.event("write", rt.clock(), rule="cloud" if by == "cloud" else "api", point=point,
+             value=value, outcome=outcome, detail=cmdargs.detail(detail),
+             requested_ts=rt.clock(), **who)  # fmt: skip
     return outcome, detail
 
 

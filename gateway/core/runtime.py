@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.api import ApiConfigError, build_server
 from gateway.config import GatewayConfig
 from gateway.core import commands, health, records, status
 from gateway.core.deadband import DeadbandFilter
@@ -146,12 +147,11 @@ class Runtime(RuleReloads):
         )  # fmt: skip
         self.selfcheck = health.SelfCheck(self)  # storage and driver supervision, /health
         self.supervisor = self.selfcheck.supervisor
-        self._status_server: StatusServer | None = None
-        if config.metrics_listen:
-            self._status_server = StatusServer(
-                config.metrics_listen, self.render_metrics, self.status, self.health
-            )
         status.describe_metrics(self)
+        try:  # the listener and its REST API (gateway.api)
+            self._status_server: StatusServer | None = build_server(self)
+        except ApiConfigError as exc:
+            raise RuntimeStartError(str(exc)) from None
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 import yaml  # noqa: E402
 
+from gateway.api.auth import UserFile  # noqa: E402
 from gateway.core.processes import ManagedProcess  # noqa: E402
 from hil_tests.rig import Rig, standalone_demo_config, wait_for  # noqa: E402
 
@@ -207,11 +208,17 @@ def stage_settings(
         )
     )
     (work / "image-test-can.py").write_text(CAN_SENDER)
+    # On the network (through qemu's port forward), so the API needs a user; /status reads
+    # from the host then carry its token (http_get).
+    (work / "users.json").unlink(missing_ok=True)
+    global STATUS_TOKEN
+    STATUS_TOKEN = UserFile(work).add("image-test", "read", None, token=True)
     settings = {
         "hostname": "gw-qemu",
         "gateway_id": gateway_id,
         "config": "site.yaml",
         "metrics_listen": "0.0.0.0:9108",
+        "users_file": "users.json",
         "cloud": {"endpoint": f"tcp://{GUEST_HOST}:{ports['cloud']}", "insecure": True},
     }
     (work / "site.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -220,6 +227,7 @@ def stage_settings(
         img,
         work / "site.yaml",
         work / "gateway-settings.yaml",
+        work / "users.json",
         work / "image-test-guest.sh",
         work / "image-test-can.py",
         ROOT / "examples" / "truck.dbc",
@@ -228,9 +236,14 @@ def stage_settings(
     )
 
 
+STATUS_TOKEN: str | None = None  # an API token of the guest's gateway (read role)
+
+
 def http_get(port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {STATUS_TOKEN}"} if STATUS_TOKEN else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, b""

@@ -159,6 +159,11 @@ class ModbusRtuDevice(ModbusDevice):
             return got
         raise AssertionError("unreachable")
 
+    async def read_once(self, block: ReadBlock) -> tuple[int, bytes]:
+        """Read ``block`` once now for the API's commissioning view (see the TCP device)."""
+        function, body, _ts = await self._request(self._frames[id(block)])
+        return function, body
+
     async def read_block(self, block: ReadBlock) -> tuple[int, bytes, float] | None:
         try:
             return await self._request(self._frames[id(block)])

@@ -142,6 +142,15 @@ class ModbusTcpDevice(ModbusDevice):
         self._last_rtt = conn.last_rtt
         return answer
 
+    async def read_once(self, block: ReadBlock) -> tuple[int, bytes]:
+        """Read ``block`` once now, ahead of polls, for the API's commissioning view: the
+        answer's function code and PDU body; nothing goes to ``on_batch``."""
+        conn = self._conn
+        if conn is None or not conn.connected:
+            raise ConnectionError(f"device {self.name} is offline")
+        function, body, _ts = await conn.request(block.adu_tail, high_priority=True)
+        return function, body
+
     async def send_write(self, point: str, adu: bytes) -> tuple[int, bytes]:
         conn = self._conn
         if conn is None or not conn.connected:
