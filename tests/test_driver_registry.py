@@ -176,7 +176,7 @@ def test_a_third_party_driver_loads_runs_and_writes(plugin: Path, tmp_path: Path
     assert out["batches"] >= 3 and out["first"] == [1.0, 1.0]
     assert out["events"] == ["online"]
     assert out["wrote"] == [["box.setpoint", 4.5]]
-    assert out["refused"] == ["box.count: not writable", True]
+    assert out["refused"] == ["box.count: not writable (set writable: true)", True]
     stats = out["stats"]
     assert stats["online"] and stats["writes"] == 1 and stats["write_errors"] == 1
 
@@ -254,7 +254,7 @@ def test_builtins_work_without_package_metadata(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(registry, "entry_points", lambda group: [])
     registry.available.cache_clear()
     try:
-        assert set(registry.available()) == {"modbus_tcp", "modbus_rtu", "node", "can"}
+        assert set(registry.available()) == {"modbus_tcp", "modbus_rtu", "node", "can", "opcua"}
         from gateway.drivers.modbus_tcp import ModbusTcpDevice
 
         assert registry.load("modbus_tcp") is ModbusTcpDevice

@@ -323,7 +323,7 @@ def test_root_may_be_one_variable(server: RunningServer) -> None:
     text, _ = asyncio.run(d.run(args))
     points = points_of(text)
     assert list(points) == ["temperature"]
-    assert points["temperature"]["unit"] == "°C" and "EURange [-40, 200]" in text
+    assert points["temperature"]["unit"] == "°C" and "range: [-40, 200]" in text
     assert yaml.safe_load(text)["devices"][0]["name"] == "temperature"
 
 

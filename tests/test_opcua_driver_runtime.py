@@ -9,10 +9,10 @@ from pathlib import Path
 
 from uplink_support import running_receiver
 
+from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import load_config
 from gateway.core import records
 from gateway.core.runtime import Runtime
-from gateway.cloud.store import SQLiteCloudStore
 from tests.opcua_support import ServerProcess, wait_for
 
 CONFIG = """

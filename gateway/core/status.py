@@ -121,7 +121,7 @@ MODEL_COUNTERS = {
     "swaps": "Model files swapped in at run time",
 }
 #: Device stats that are levels, not counts (every other number a driver reports is a count).
-DEVICE_GAUGES = frozenset({"connected", "online", "discovered_nodes", "sessions"})
+DEVICE_GAUGES = frozenset({"connected", "online", "discovered_nodes", "sessions", "bad_nodes"})
 
 
 def device_family(key: str) -> tuple[str, float]:

@@ -75,7 +75,7 @@ class DriverBase:
     kind: ClassVar[str] = "device"
     #: True when every poll group yields a batch each period while online: the supervisor then
     #: takes a silent group for a wedged task (needs ``cycle_bound(group)``).
-    polled: ClassVar[bool] = False
+    polled: bool = False
     #: Option table of the driver's own ``<driver name>:`` section of a device, or None when it
     #: has none. Third-party drivers declare it; the built-ins' tables live in gateway/config.
     config_section: ClassVar[Section | None] = None
@@ -270,7 +270,7 @@ class DriverBase:
         if spec is None:
             raise WriteError(f"{point}: not a point of device {self.name}", refused=True)
         if not spec.writable:
-            raise WriteError(f"{point}: not writable", refused=True)
+            raise WriteError(f"{point}: not writable (set writable: true)", refused=True)
         value = float(value)
         if not math.isfinite(value):
             raise WriteError(f"{point}: value {value} is not finite", refused=True)

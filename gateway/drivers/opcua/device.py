@@ -12,7 +12,7 @@ Read) takes the device offline and reconnects with backoff and jitter. The same 
 re-activated on the new channel when the server still has it; otherwise a new session takes the
 subscriptions over (TransferSubscriptions); otherwise they are created again. Missed
 notifications are asked for with Republish while the server holds them; the rest become an
-explicit gap: a BAD batch for the group's points, ``gaps_total`` and one log line.
+explicit gap: a BAD batch for the group's points, ``gaps`` (metric ``gateway_device_gaps_total``) and one log line.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,9 +28,8 @@ from typing import Any
 import numpy as np
 
 from gateway.config import DeviceConfig
-from gateway.core.guard import cancel_and_wait, ended_task
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
-from gateway.drivers.linkstate import LinkState
+from gateway.drivers.base import DriverBase, Stats
 from gateway.drivers.opcua import session as ses
 from gateway.drivers.opcua.events import events_of
 from gateway.drivers.opcua.subscriptions import (
@@ -51,8 +49,12 @@ _log = logging.getLogger(__name__)
 _TEXT_TYPES = (12, 21)  # String, LocalizedText: delivered as text events
 
 
-class OpcuaDevice:
-    """One OPC UA server session; interface as ModbusTcpDevice."""
+class OpcuaDevice(DriverBase):
+    """One OPC UA server session: the transport (asyncua's channel and session, our publish
+    loop or polled Reads) and the decoder; the rest is :class:`DriverBase`'s."""
+
+    kind = "device"
+    point_key = "node"
 
     def __init__(
         self,
@@ -64,7 +66,7 @@ class OpcuaDevice:
     ) -> None:
         if config.opcua is None:
             raise ValueError(f"{config.name}: driver opcua needs an opcua section")
-        self.config = config
+        super().__init__(config, point_ids, on_batch, on_event, clock)
         self.opc = config.opcua
         for p in config.points:
             parse_node(p.node or "")  # a bad NodeId is a config error, not a runtime one
@@ -74,17 +76,10 @@ class OpcuaDevice:
             g.name: SequenceTracker() for g in self.groups
         }
         self._name_of = {pid: name for name, pid in ids.items()}
-        self._clock = clock
-        all_ids = np.fromiter(ids.values(), np.uint32, len(ids))
-        self._link = LinkState(config.name, all_ids, clock, on_batch, on_event)
-        self.faults = self._link.faults
-        self._on_batch = self._link._on_batch
-        self._on_event = self._link._on_event
         self.decoder = codec.NotificationDecoder([(pid, pid) for pid in ids.values()])
         self._cols = self._columns(4096)
         self.writer = NodeWriter(config)
         self._client: Any = None
-        self._task: asyncio.Task[None] | None = None
         self._turned = 0.0
         self._unsupported: set[str] = set()
         self._texts: dict[str, str] = {}  # point -> last text value sent
@@ -95,23 +90,14 @@ class OpcuaDevice:
         self.unsupported_values = self.bad_responses = self.events = 0
         self.last_error = ""
 
-    @property
-    def name(self) -> str:
-        return self.config.name
-
     # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"opcua:{self.name}")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
+    def tasks(self) -> list[tuple[str, Any]]:
+        return [("session", self._run())]
 
     def task_failure(self) -> str | None:
         """Why the session task ended or stopped turning."""
-        why = ended_task(self._task)
-        if why or self._task is None or self._turned == 0.0:
+        why = super().task_failure()
+        if why or not self._tasks or self._turned == 0.0:
             return why
         late = time.monotonic() - self._turned
         limit = 3.0 * self._keepalive_limit() + self.config.reconnect_max + 10.0
@@ -123,7 +109,6 @@ class OpcuaDevice:
         return 3.0 * max(periods or [1.0]) + self.config.timeout
 
     async def _run(self) -> None:
-        attempt = 0
         if self.opc.security_policy == "None":
             _log.warning("device %s: OPC UA security policy None (insecure: true): values and "
                          "credentials travel unsigned and in clear text", self.name)  # fmt: skip
@@ -141,11 +126,7 @@ class OpcuaDevice:
                     self._client = None  # certificates and files are read again next time
                 except Exception as exc:
                     self._failed(_describe(exc))
-                if self._link.online is not False:
-                    attempt = 0
-                delay = min(self.config.reconnect_max, self.config.reconnect_min * 2**attempt)
-                attempt = min(attempt + 1, 30)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                await asyncio.sleep(self.backoff())  # reset by set_online()
         finally:
             client, self._client = self._client, None
             if client is not None:
@@ -155,7 +136,7 @@ class OpcuaDevice:
     def _failed(self, reason: str) -> None:
         self.connect_failures += 1
         self.last_error = reason
-        self._link.down(reason)
+        self.set_offline(reason)
         if self._client is not None:
             client = self._client
             with contextlib.suppress(Exception):
@@ -169,14 +150,14 @@ class OpcuaDevice:
         if not reused:
             self.writer.forget()  # a new session may be a new server: read DataTypes again
         if self.opc.mode == "poll":
-            self._link.up()
+            self.set_online()
             await self._poll_loop(client)
             return
         if not reused:
             await self._transfer(client)
         while True:
             await self._create_missing(client)
-            self._link.up()
+            self.set_online()
             try:
                 await self._publish_loop(client)
             except _Resubscribe:
@@ -404,8 +385,8 @@ class OpcuaDevice:
     def _deliver(
         self, batch: SampleBatch, texts: list[tuple[int, str, str]], events: list[DeviceEvent]
     ) -> None:
-        if self._link.online is not True:
-            self._link.up()
+        if not self.online:
+            self.set_online()
         if len(batch):
             self.rows += len(batch)
             self._on_batch(batch)
@@ -426,20 +407,15 @@ class OpcuaDevice:
         self._on_batch(SampleBatch.uniform(ids, now, np.full(len(ids), np.nan), Quality.BAD))
 
     # -- writes ----------------------------------------------------------------------------------
-    async def write(self, point: str, value: float) -> None:
-        """Write ``value`` to a writable point (full name) with the node's DataType.
+    async def write_value(self, point: str, value: float) -> None:
+        """Write ``value`` with the node's DataType (the base refused unknown, read-only and
+        non-finite targets). Raises WriteError: ``refused`` for a node that is not writable
+        (AccessLevel) or a value its DataType cannot hold."""
+        await self.writer.write(self._client if self.online else None, point, value)
 
-        Raises WriteError: ``refused`` for an unknown or read-only point, a node that is not
-        writable (AccessLevel), or a value its DataType cannot hold.
-        """
-        client = self._client if self._link.online else None
-        await self.writer.write(client, point, value)
-
-    def stats(self) -> dict[str, float | int | bool | str]:
+    # -- stats -----------------------------------------------------------------------------------
+    def counters(self) -> Stats:
         return {
-            "connected": self._link.online is True,
-            "online": self._link.online is True,
-            "state": self._link.state,
             "publish_responses": self.responses,
             "keepalives": self.keepalives,
             "reads": self.reads,
@@ -449,16 +425,13 @@ class OpcuaDevice:
             "unsupported_values": self.unsupported_values,
             "republished": self.republished,
             "duplicates": self.duplicates,
-            "gaps_total": self.gaps,
+            "gaps": self.gaps,
             "reconnects": self.reconnects,
             "sessions_reused": self.sessions_reused,
             "subscriptions_transferred": self.transferred,
             "subscriptions_recreated": self.recreated,
             "connect_failures": self.connect_failures,
             "bad_nodes": sum(len(g.bad_nodes) for g in self.groups),
-            "writes": self.writer.writes,
-            "write_errors": self.writer.errors,
-            "task_errors": self.faults.count,
         }
 
 
