@@ -55,9 +55,10 @@ def run_story(
     points = build_point_table(config)
     engine = RuleEngine(config.rules, points, periods=point_periods(config))
     machines = {spec.name: spec.model() for spec in demo_factory()} | (machines or {})
-    names = [
+    names = [  # the Modbus machines' points (the OPC UA machine's rules are not in the story)
         (points.id_of(f"{dev.name}.{p.name}"), dev.name, p.name)
         for dev in config.devices
+        if dev.name in machines
         for p in dev.points
     ]
     story = Story()

@@ -227,7 +227,10 @@ def test_scratch_copy_keeps_rules_and_models_and_points_everything_else_inside(
         "press1": ("127.0.0.1", 41000),
         "pump1": ("127.0.0.1", 41001),
         "motor1": ("127.0.0.1", 41002),
+        "mould1": ("127.0.0.1", 502),  # OPC UA: host/port unused, the endpoint says where
     }
+    mould = next(d for d in copy.devices if d.name == "mould1")
+    assert mould.opcua is not None and mould.opcua.endpoint == DemoPorts(41000).opcua_endpoint
 
 
 def test_demo_refuses_a_config_with_real_devices(tmp_path: Path) -> None:

@@ -92,6 +92,6 @@ def test_points_are_named_by_asset_and_the_tree_is_shown() -> None:
         {"name": "press1.parts", "value": 42.0, "unit": "{parts}", "quality": "good"},
     ]
     lines = [t for t, _ in render_lines(snap, SubscriberView(), True, NOW, 120, 40, model=model)]
-    assert "ASSETS   factory/line1: press1 pump1 motor1" in lines
+    assert "ASSETS   factory/line1: press1 pump1 motor1 mould1" in lines
     table = "\n".join(lines)
     assert "press1.temperature" in table and "81.50 Cel" in table and "42 {part" in table

@@ -278,4 +278,5 @@ def test_every_point_of_the_demo_belongs_to_an_asset() -> None:
     attached = {p.point for _, a in walk(demo.assets.roots) for p in a.points}
     assert attached == {f"{d.name}.{p.name}" for d in demo.devices for p in d.points}
     ids = {a.id: a.identifier for _, a in walk(demo.assets.roots)}
-    assert set(ids) == {"factory", "line1", "press1", "pump1", "motor1"} and all(ids.values())
+    assert set(ids) == {"factory", "line1", "press1", "pump1", "motor1", "mould1"}
+    assert all(ids.values())
