@@ -1,9 +1,10 @@
 """Interop with a second OPC UA implementation: node-opcua's server (tests/opcua_node/server.js).
 
 Discovery through the real CLI (typed variables, units, ranges, skipped types), and asyncua's
-plain client reading, writing and subscribing as a smoke check of the server itself. Skipped
-with the reason where Node.js or the modules are missing (``make opcua-node`` installs them);
-under CI=true that is a failure. The driver-against-node-opcua test joins when the driver lands.
+plain client reading, writing and subscribing as a smoke check of the server itself, and our
+driver (its own publish loop into the compiled decoder, polled Reads, a typed write) against a
+server we did not write. Skipped with the reason where Node.js or the modules are missing
+(``make opcua-node`` installs them); under CI=true that is a failure.
 """
 
 from __future__ import annotations
@@ -122,3 +123,45 @@ def test_continuation_points_are_followed(node_server: RunningServer) -> None:
     assert nexts, "no BrowseNext: the server handed out no continuation point"
     points = points_of(text)
     assert len([n for n in points if n.startswith("doubles_value")]) == DOUBLES
+
+
+def _typed_points() -> list[tuple[str, str]]:
+    doubles = [(f"d{i}", f"ns=1;s=Plant.Doubles.Value{i}") for i in range(DOUBLES)]
+    typed = [(name.lower(), f"ns=1;s=Plant.Typed.{name}")
+             for name in ("Counter", "Temperature", "Running", "Label", "Setpoint")]  # fmt: skip
+    return doubles + typed
+
+
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
+def test_our_driver_against_node_opcua(node_server: RunningServer, mode: str) -> None:
+    """Every Double and the typed variables arrive as samples (the counter's changes in order,
+    none twice), the String as text events; a rule-style write lands with the node's type."""
+    from asyncua import Client
+    from opcua_support import device_config, running, wait_for
+
+    cfg = device_config(node_server.endpoint, _typed_points(), poll=PERIOD_MS / 1000,
+                        writable=("setpoint",), mode=mode)  # fmt: skip
+    counter = DOUBLES  # point ids follow the config order
+
+    async def main() -> tuple[dict[str, Any], Any, float]:
+        from opcua_support import Collector  # noqa: F401  (the type of col)
+
+        async with running(cfg) as (col, dev):
+            await wait_for(
+                lambda: all(len(col.values(i)) >= 3 for i in range(DOUBLES + 2)),
+                "three values of every Double, the counter and the temperature",
+            )
+            await wait_for(lambda: any(e.kind == "text" for e in col.events), "a text event")
+            await dev.write("press.setpoint", 17.25)
+            async with Client(node_server.endpoint, timeout=5) as client:
+                written = await client.get_node("ns=1;s=Plant.Typed.Setpoint").read_value()
+            return dev.stats(), col, written
+
+    stats, col, written = asyncio.run(main())
+    assert written == 17.25
+    ticks = col.values(counter)
+    assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks) or mode == "poll", ticks
+    texts = [e.detail for e in col.events if e.kind == "text"]
+    assert texts and all(t.startswith("press.label=batch-") for t in texts), texts
+    assert stats["online"] and stats["gaps"] == 0 and stats["task_errors"] == 0, stats
+    assert stats["writes"] == 1 and stats["write_errors"] == 0
