@@ -69,7 +69,7 @@ def start_profile(pid: int, duration: float, out: str) -> subprocess.Popen[bytes
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     return subprocess.Popen(
         [spy, "record", "-p", str(pid), "-d", str(int(duration)), "-r", "100", "-f", "raw", "--function",
-         "-o", out + ".raw", "--nonblocking"],
+         "-o", out + ".raw", "--nonblocking", "--gil"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

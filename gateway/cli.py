@@ -51,11 +51,12 @@ def load_or_exit(path: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config.deps import missing_dependencies
+    from gateway.core.memory import compacted
     from gateway.core.runtime import Runtime, RuntimeStartError
     from gateway.rules.errors import RuleError
     from gateway.uplink.client import UplinkError
 
-    config = load_or_exit(args.config)
+    config = compacted(lambda: load_or_exit(args.config))
     missing = missing_dependencies(config.devices, config.models)
     for gap in missing:
         print(f"{args.config}: {gap}", file=sys.stderr)
