@@ -226,14 +226,17 @@ class RuleEngine:
         if n == 0:
             return out
         point_ids = batch.point_ids
-        self._grow(int(point_ids.max()))
+        try:
+            read = self._read[point_ids]
+        except IndexError:  # a point registered after the engine was built
+            self._grow(int(point_ids.max()))
+            read = self._read[point_ids]
         ctx = self._ctx
         if ctx.start != ctx.start:
             ctx.start = float(batch.ts[0])
         # Only samples of points a rule reads change what a rule sees: the others (most of a
         # large installation's points) are skipped in one vectorised step; their view is read
         # from the point table when asked for (``values``).
-        read = self._read[point_ids]
         if not read.all():
             keep = np.flatnonzero(read)
             if not keep.shape[0]:
