@@ -3,10 +3,14 @@ cloud receiver. Reports datapoints/s delivered to the cloud, the gateway's CPU %
 RSS over the run; then, in the same run, the same polling load by pymodbus's own async client (the
 reference) and the ratio of CPU spent. ``--scaling`` prints CPU per 1k datapoints/s at 1k, 10k, 50k
 and 100k; ``--repeat N`` runs each load N times and prints medians (the machine is shared);
-``GATEWAY_PUREPYTHON=1`` measures the pure-Python twins of the compiled hot paths.
+``--pure`` runs every load a second time with the gateway on the pure-Python twins of the compiled
+hot paths (``GATEWAY_PUREPYTHON=1``), side by side; ``--issue`` runs the issue's loads (10k, 100k and
+100 x 125 registers @ 50 ms = 250k dp/s); ``--sim-procs`` spreads the simulated devices over more
+processes when one simulator process cannot answer the load.
 
     python bench/bench_e2e.py [--devices 50 --registers 20 --period 0.1 --duration 30] [--quick]
-    python bench/bench_e2e.py --scaling --repeat 3 --duration 20
+    python bench/bench_e2e.py --scaling --repeat 3 --duration 20 --pure
+    python bench/bench_e2e.py --issue --repeat 3 --pure --sim-procs 4
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def start_profile(pid: int, duration: float, out: str) -> subprocess.Popen[bytes
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     return subprocess.Popen(
         [spy, "record", "-p", str(pid), "-d", str(int(duration)), "-r", "100", "-f", "raw", "--function",
-         "-o", out + ".raw", "--nonblocking"],
+         "-o", out + ".raw", "--nonblocking", "--gil"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -137,6 +141,15 @@ class Result:
     ref_cpu: float
     ref_rss: float
     polled: float = 0.0  # fraction of the offered load the gateway actually polled in the window
+    pure: bool = False  # the gateway ran on the pure-Python twins (GATEWAY_PUREPYTHON=1)
+    ref_polled: float = 0.0  # fraction of the offered load the reference polled
+
+    @property
+    def ratio_per_dp(self) -> float:
+        """The ratio per datapoint actually polled: fair when either side missed cadence."""
+        if not (self.ref_cpu and self.polled and self.ref_polled):
+            return float("nan")
+        return (self.cpu / self.polled) / (self.ref_cpu / self.ref_polled)
 
     @property
     def ratio(self) -> float:
@@ -145,7 +158,8 @@ class Result:
 
 def run_once(
     devices: int, registers: int, period: float, duration: float, warmup: float,
-    profile: str | None = None,
+    profile: str | None = None, pure: bool = False, sim_procs: int = 2,
+    ring_capacity: int | None = None,
 ) -> Result:  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     base = free_port_block(devices + 3)  # devices, then cloud, PUB and the status endpoint
@@ -153,11 +167,12 @@ def run_once(
     cloud_ep, pub_ep = f"tcp://127.0.0.1:{cport}", f"tcp://127.0.0.1:{cport + 1}"
     status = f"127.0.0.1:{cport + 2}"
     cfg = work / "gateway.yaml"
-    cfg.write_text(
-        yaml.safe_dump(gateway_config(work, base, devices, registers, period, cloud_ep, status))
-    )
+    config = gateway_config(work, base, devices, registers, period, cloud_ep, status)
+    if ring_capacity is not None:  # 16 bytes per sample and point: 10k points x 128 = 20.5 MB
+        config["gateway"]["ring_capacity"] = ring_capacity
+    cfg.write_text(yaml.safe_dump(config))
     py = [sys.executable, "-m", "gateway.cli", "--log-level", "warning"]
-    sims = sim_processes(work, base, devices, registers)
+    sims = sim_processes(work, base, devices, registers, sim_procs)
     cloud = ManagedProcess(
         "cloud",
         [*py, "cloud", "--insecure", "--bind", cloud_ep, "--pub", pub_ep,
@@ -165,7 +180,10 @@ def run_once(
         work / "cloud.log",
         cwd=str(ROOT),
     )  # fmt: skip
-    gw = ManagedProcess("gateway", [*py, "run", str(cfg)], work / "gateway.log", cwd=str(ROOT))
+    gw = ManagedProcess(
+        "gateway", [*py, "run", str(cfg)], work / "gateway.log", cwd=str(ROOT),
+        env={"GATEWAY_PUREPYTHON": "1" if pure else "0"},
+    )  # fmt: skip
     procs = [*sims, cloud, gw]
     try:
         for p in procs:
@@ -198,14 +216,24 @@ def run_once(
         ref_cpu, ref_rss = measure(psutil.Process(ref.pid), duration)
         assert ref.proc is not None
         ref.proc.wait(duration + 30)
+        ref_values = ref_count(work / "ref.log")
     finally:
         for p in reversed(procs):
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
     return Result(
         devices, registers, period, devices * registers / period, n / expected, cpu, rss,
-        ref_cpu, max(ref_rss), (s1 - s0) / expected,
+        ref_cpu, max(ref_rss), (s1 - s0) / expected, pure,
+        ref_values / (devices * registers / period * (duration + warmup)),
     )  # fmt: skip
+
+
+def ref_count(log: Path) -> int:
+    """The values the reference poller decoded over its whole run (its last line)."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith("values="):
+            return int(line.split("=", 1)[1])
+    return 0
 
 
 def median_result(runs: list[Result]) -> Result:
@@ -215,7 +243,8 @@ def median_result(runs: list[Result]) -> Result:
         mid.devices, mid.registers, mid.period, mid.offered,
         statistics.median(r.delivered for r in runs), statistics.median(r.cpu for r in runs),
         mid.rss, statistics.median(r.ref_cpu for r in runs), mid.ref_rss,
-        statistics.median(r.polled for r in runs),
+        statistics.median(r.polled for r in runs), mid.pure,
+        statistics.median(r.ref_polled for r in runs),
     )  # fmt: skip
 
 
@@ -224,7 +253,8 @@ def report(r: Result, runs: int) -> None:
     growth = rss[-1] - rss[min(5, len(rss) - 1)]
     print(
         f"load: {r.devices} devices x {r.registers} registers every {r.period * 1000:.0f} ms"
-        f" = {r.offered:,.0f} datapoints/s offered ({runs} run(s), medians)"
+        f" = {r.offered:,.0f} datapoints/s offered ({runs} run(s), medians; "
+        f"{'pure Python' if r.pure else 'compiled'} hot paths)"
     )
     print(
         f"gateway: delivered {r.delivered * 100:.1f} % of the window's datapoints to the cloud "
@@ -239,7 +269,10 @@ def report(r: Result, runs: int) -> None:
         f"reference (pymodbus async client, polling + decode only): CPU {r.ref_cpu:.1f} % of one "
         f"core, RSS peak {r.ref_rss:.1f} MB"
     )
-    print(f"ratio: gateway full pipeline CPU / pymodbus polling-only CPU = {r.ratio:.2f}")
+    print(
+        f"ratio: gateway full pipeline CPU / pymodbus polling-only CPU = {r.ratio:.2f}; per "
+        f"datapoint polled {r.ratio_per_dp:.2f} (pymodbus polled {r.ref_polled * 100:.1f} %)"
+    )
     ok = r.delivered >= 0.999 and r.ratio <= 1.0 and max(rss) <= 80 and growth < 1.0
     print(
         "targets (issue 15): 100 % delivered, CPU <= 1.0x pymodbus, RSS <= 80 MB, growth < 1 MB"
@@ -249,6 +282,27 @@ def report(r: Result, runs: int) -> None:
 
 #: The scaling table's loads: (devices, registers, period) for 1k, 10k, 50k and 100k dp/s.
 SCALING = [(10, 10, 0.1), (50, 20, 0.1), (100, 50, 0.1), (100, 100, 0.1)]
+#: The issue's loads: 10k, 100k and 250k dp/s (125 registers: the most one read may return).
+ISSUE = [(50, 20, 0.1), (100, 100, 0.1), (100, 125, 0.05)]
+
+
+def print_table(table: list[Result], title: str) -> None:
+    """The issue's table: one row per load and implementation, CPU per 1k dp/s for scaling."""
+    print(f"\n{title}")
+    print("| offered load | hot paths | delivered | polled | gateway CPU % | CPU % per 1k dp/s "
+          "| RSS median / peak MB | growth MB | pymodbus CPU % (polled) | ratio "
+          "| ratio per dp polled |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in table:
+        growth = r.rss[-1] - r.rss[min(5, len(r.rss) - 1)]
+        print(
+            f"| {r.devices} x {r.registers} @ {r.period * 1000:.0f} ms ({r.offered:,.0f} dp/s) | "
+            f"{'pure' if r.pure else 'compiled'} | {r.delivered * 100:.1f} % | "
+            f"{r.polled * 100:.1f} % | {r.cpu:.1f} | {r.cpu / (r.offered / 1000):.3f} | "
+            f"{statistics.median(r.rss):.1f} / {max(r.rss):.1f} | {growth:+.1f} | "
+            f"{r.ref_cpu:.1f} ({r.ref_polled * 100:.0f} %) | {r.ratio:.2f} | "
+            f"{r.ratio_per_dp:.2f} |"
+        )
 
 
 def main() -> int:
@@ -265,6 +319,22 @@ def main() -> int:
         "--scaling", action="store_true",
         help="the scaling table instead: CPU per 1k datapoints/s at 1k, 10k, 50k and 100k",
     )  # fmt: skip
+    ap.add_argument(
+        "--issue", action="store_true",
+        help="the issue's loads: 10k, 100k and 250k (100 x 125 registers @ 50 ms) dp/s",
+    )  # fmt: skip
+    ap.add_argument(
+        "--pure", action="store_true",
+        help="each load also with GATEWAY_PUREPYTHON=1 (the pure-Python twins), side by side",
+    )  # fmt: skip
+    ap.add_argument(
+        "--sim-procs", type=int, default=2,
+        help="simulator processes the devices are spread over (default 2)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--ring-capacity", type=int, default=None,
+        help="gateway.ring_capacity (default: the config default, 128 samples per point)",
+    )  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="5 devices, 5 s: a smoke run")
     ap.add_argument(
         "--profile", metavar="FILE", help="py-spy the gateway during the run; top functions -> FILE"
@@ -272,28 +342,27 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.devices, args.duration, args.warmup = 5, 5.0, 2.0
-    impl = "pure Python" if os.environ.get("GATEWAY_PUREPYTHON") == "1" else "compiled"
-    loads = SCALING if args.scaling else [(args.devices, args.registers, args.period)]
+    pure_env = os.environ.get("GATEWAY_PUREPYTHON") == "1"
+    impls = [False, True] if args.pure else [pure_env]
+    if args.scaling:
+        loads = SCALING
+    elif args.issue:
+        loads = ISSUE
+    else:
+        loads = [(args.devices, args.registers, args.period)]
     table = []
     for d, m, p in loads:
-        runs = [
-            run_once(d, m, p, args.duration, args.warmup, args.profile) for _ in range(args.repeat)
-        ]
-        r = median_result(runs)
-        report(r, len(runs))
-        table.append(r)
-        sys.stdout.flush()
-    if args.scaling:
-        print(f"\nscaling ({impl} hot paths; medians of {args.repeat} run(s)):")
-        print("| offered dp/s | delivered | gateway CPU % | CPU % per 1k dp/s | RSS peak MB "
-              "| pymodbus CPU % | ratio |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|")
-        for r in table:
-            print(
-                f"| {r.offered:,.0f} | {r.delivered * 100:.1f} % | {r.cpu:.1f} | "
-                f"{r.cpu / (r.offered / 1000):.3f} | {max(r.rss):.1f} | {r.ref_cpu:.1f} | "
-                f"{r.ratio:.2f} |"
-            )
+        for pure in impls:
+            opts = (args.profile, pure, args.sim_procs, args.ring_capacity)
+            runs = [
+                run_once(d, m, p, args.duration, args.warmup, *opts) for _ in range(args.repeat)
+            ]
+            r = median_result(runs)
+            report(r, len(runs))
+            table.append(r)
+            sys.stdout.flush()
+    print_table(table, f"medians of {args.repeat} run(s) per row; ratio = gateway CPU / pymodbus "
+                       "polling-only CPU on the same load, measured in the same run")  # fmt: skip
     return 0
 
 

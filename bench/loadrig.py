@@ -79,10 +79,13 @@ def gateway_config(
     }
 
 
-def sim_processes(work: Path, base: int, devices: int, registers: int) -> list[ManagedProcess]:
-    """Two simulator processes (not started), so the devices are not the bottleneck on 2 cores."""
+def sim_processes(
+    work: Path, base: int, devices: int, registers: int, procs: int = 2
+) -> list[ManagedProcess]:
+    """``procs`` simulator processes (not started), so the devices are not the bottleneck."""
     py = [sys.executable, "-m", "gateway.cli", "--log-level", "warning"]
-    half = (devices + 1) // 2
+    per = -(-devices // max(1, procs))
+    blocks = [(base + k, min(per, devices - k)) for k in range(0, devices, per)]
     return [
         ManagedProcess(
             f"sim{k}",
@@ -101,6 +104,6 @@ def sim_processes(work: Path, base: int, devices: int, registers: int) -> list[M
             work / f"sim{k}.log",
             cwd=str(ROOT),
         )  # fmt: skip
-        for k, (b, n) in enumerate([(base, half), (base + half, devices - half)])
+        for k, (b, n) in enumerate(blocks)
         if n
     ]

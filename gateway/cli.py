@@ -52,12 +52,13 @@ def load_or_exit(path: str, warnings: list[Any] | None = None) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config.deps import missing_dependencies
     from gateway.config.errors import as_warning
+    from gateway.core.memory import compacted
     from gateway.core.runtime import Runtime, RuntimeStartError
     from gateway.rules.errors import RuleError
     from gateway.uplink.client import UplinkError
 
     warnings: list[Any] = []
-    config = load_or_exit(args.config, warnings)
+    config = compacted(lambda: load_or_exit(args.config, warnings))
     for issue in warnings:  # what `gateway check` warns about: valid, probably not meant
         print(as_warning(issue), file=sys.stderr)
     missing = missing_dependencies(config.devices, config.models)

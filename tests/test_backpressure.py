@@ -5,7 +5,8 @@ test holds SQLite's write lock on the queue, so the writer thread waits in ``BEG
 What waits in memory must stay at ``uplink.buffer_bytes``; what cannot be taken is dropped at the
 source, counted per device (``gateway_samples_dropped_total``), logged once per episode and
 announced upstream as a ``backpressure`` gap that reaches a real cloud receiver. Every sample is
-accounted for: delivered to the cloud or counted as dropped.
+accounted for: delivered to the cloud or counted as dropped. A flood of 900k samples (~20 MB as records) offered
+while the queue takes nothing leaves the process's RSS flat.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from uplink_support import run, running_receiver, wait_until
 
 from gateway.cloud.store import SQLiteCloudStore
 from gateway.config import GatewayConfig, UplinkConfig
+from gateway.core.model import SampleBatch
 from gateway.core.records import decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory
@@ -79,6 +83,13 @@ def test_queue_slower_than_the_load_bounded_memory_every_drop_counted_and_announ
                     for _ in range(40):  # 2 s at 12k samples/s: ~10x the buffer offered
                         await asyncio.sleep(0.05)
                         peak = max(peak, int(rt.uplink.stats()["pending_bytes"]))  # type: ignore[call-overload]
+                    # Far beyond the buffer: 900k samples (~20 MB as records) offered, one poll per turn,
+                    # while the queue takes nothing. The process's RSS must stay flat.
+                    before = _rss_mb()
+                    flooded = await _flood(rt, batches=300, repeat=100)
+                    growth = _rss_mb() - before
+                    peak = max(peak, int(rt.uplink.stats()["pending_bytes"]))  # type: ignore[call-overload]
+                    assert growth < 3.0, f"RSS grew {growth:.1f} MB for {flooded} samples offered"
                     offered = rt.metrics.get("samples_total") - held_at
                     dropped = _dropped(rt)
                     # Bounded by the configuration (telemetry stops at BUFFER; events may use
@@ -127,6 +138,31 @@ def test_queue_slower_than_the_load_bounded_memory_every_drop_counted_and_announ
             assert delivered + sum(dropped.values()) == total, (delivered, dropped, total)
 
     run(main(), timeout=60)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+async def _flood(rt: Runtime, batches: int, repeat: int) -> int:
+    """Hand the runtime ``batches`` poll results of one device each (its points ``repeat``
+    times over, as a driver would), one per loop turn; returns the samples offered."""
+    per_device = [
+        np.array([p.id for p in rt.points.infos if p.device == f"bench{i}"], np.uint32)
+        for i in range(DEVICES)
+    ]
+    offered = 0
+    for k in range(batches):
+        ids = np.tile(per_device[k % DEVICES], repeat)
+        values = np.arange(ids.shape[0], dtype=np.float64) + k
+        rt.on_batch(SampleBatch.uniform(ids, time.time(), values))
+        offered += ids.shape[0]
+        await asyncio.sleep(0)
+    return offered
 
 
 def _dropped(rt: Runtime) -> dict[str, float]:

@@ -135,6 +135,15 @@ class RuleEngine:
                 for pid in rule.trigger_ids:
                     self._by_point[pid] += (rule,)
         self._timed = [r for r in self._rules if r.enabled and r.timed]
+        # The points some rule reads: only their samples are walked one by one (see process).
+        self._read = np.zeros(len(names), bool)
+        for rule in self._rules:
+            self._read[list(rule.value_ids)] = True
+        if carry and previous is not None:
+            # Points the old rules did not read have no view yet: seed it from the table.
+            was = np.zeros(len(names), bool)
+            was[: len(previous._read)] = previous._read
+            _reseed(self._ctx, points, np.flatnonzero(self._read & ~was).tolist())
         self.ring_sizes = self._size_rings(periods or {})
 
     # -- building ------------------------------------------------------------------------------
@@ -216,17 +225,32 @@ class RuleEngine:
         n = len(batch)
         if n == 0:
             return out
-        ids = batch.point_ids.tolist()
-        self._grow(int(batch.point_ids.max()))
+        point_ids = batch.point_ids
+        try:
+            read = self._read[point_ids]
+        except IndexError:  # a point registered after the engine was built
+            self._grow(int(point_ids.max()))
+            read = self._read[point_ids]
         ctx = self._ctx
+        if ctx.start != ctx.start:
+            ctx.start = float(batch.ts[0])
+        # Only samples of points a rule reads change what a rule sees: the others (most of a
+        # large installation's points) are skipped in one vectorised step; their view is read
+        # from the point table when asked for (``values``).
+        if not read.all():
+            keep = np.flatnonzero(read)
+            if not keep.shape[0]:
+                return out
+            point_ids = point_ids[keep]
+            ids, ts = point_ids.tolist(), batch.ts[keep].tolist()
+            xs, qs = batch.values[keep].tolist(), batch.quality[keep].tolist()
+        else:
+            ids, ts = point_ids.tolist(), batch.ts.tolist()
+            xs, qs = batch.values.tolist(), batch.quality.tolist()
+        n = len(ids)
         vals, latest, last_good = ctx.values, ctx.latest, ctx.last_good_ts
         by_point = self._by_point
         pending = self._shared.pending_sets
-        ts = batch.ts.tolist()
-        xs = batch.values.tolist()
-        qs = batch.quality.tolist()
-        if ctx.start != ctx.start:
-            ctx.start = ts[0]
         for k in range(n):
             pid = ids[k]
             x = xs[k]
@@ -292,6 +316,7 @@ class RuleEngine:
         if missing > 0:
             self._ctx.grow(max_id + 1)
             self._by_point.extend([()] * missing)
+            self._read = np.concatenate([self._read, np.zeros(missing, bool)])
 
     # -- alarms --------------------------------------------------------------------------------
     def _on_alarm(self, rule: Rule, what: str, ts: float) -> None:
@@ -363,8 +388,25 @@ class RuleEngine:
 
     @property
     def values(self) -> list[Value]:
-        """The engine's view of every point (None: unknown)."""
+        """The engine's view of every point (None: unknown). Points no rule reads are not
+        followed sample by sample; their view is brought up to date from the table here."""
+        self._grow(len(self._points) - 1)
+        _reseed(self._ctx, self._points, np.flatnonzero(~self._read).tolist())
         return self._ctx.values
+
+
+def _reseed(ctx: EvalContext, points: PointTable, pids: list[int]) -> None:
+    """The view of points ``pids`` from the table's last samples (as :func:`_seed`)."""
+    last_value, last_ts, last_q = points.last_value, points.last_ts, points.last_quality
+    for pid in pids:
+        if pid >= last_value.shape[0]:
+            continue
+        v, q = float(last_value[pid]), int(last_q[pid])
+        good = q == _GOOD and v == v
+        ctx.values[pid] = v if good else None
+        if good:
+            ctx.latest[pid] = v
+            ctx.last_good_ts[pid] = float(last_ts[pid])
 
 
 def _seed(points: PointTable) -> EvalContext:
