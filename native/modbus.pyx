@@ -657,3 +657,126 @@ def decode_rtu_stream(stream, RegisterDecoder decoder not None, double[:, :] out
     decoder.last_skipped = skipped
     decoder.last_consumed = pos
     return decoded
+
+
+cdef class ResponseMatcher:
+    """Matches MBAP answers to requests in flight by transaction id and decodes them in place.
+
+    The multi-decoder twin of :func:`decode_stream` for a pipelined connection: slot ``k`` is one
+    request (expected ``functions[k]``, ``byte_counts[k]``, its RegisterDecoder or None), and a
+    register answer is decoded straight into ``out[offsets[k]:]``, so a socket read holding the
+    answers of a whole poll group costs one call. ``functions[k] == 0`` takes any answer raw
+    (writes). :meth:`feed` sets ``status[k]`` to OK (1), EXCEPTION (2) or BAD (3, wrong function
+    or length) and ``spans[k] = (offset of the function code, end of frame)`` in ``stream``.
+    """
+
+    cdef list _decoders
+    cdef int *_fc
+    cdef Py_ssize_t *_bytes
+    cdef Py_ssize_t *_off
+    cdef readonly Py_ssize_t n_slots, n_values, last_consumed, last_stale, last_bad
+
+    def __cinit__(self, *args, **kwargs):
+        self._fc = NULL
+        self._bytes = self._off = NULL
+
+    def __init__(self, functions, byte_counts, decoders, offsets):
+        cdef Py_ssize_t n = len(functions), i, end = 0
+        if not len(byte_counts) == len(decoders) == len(offsets) == n:
+            raise ValueError("functions, byte_counts, decoders and offsets must have the same length")
+        self._fc = <int *>malloc(max(n, 1) * sizeof(int))
+        self._bytes = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
+        self._off = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
+        if self._fc == NULL or self._bytes == NULL or self._off == NULL:
+            raise MemoryError()
+        self._decoders = list(decoders)
+        for i in range(n):
+            _check("function", functions[i], 0, 0x7F)
+            _check("byte count", byte_counts[i], 0, 250)
+            _check("offset", offsets[i], 0, 1 << 30)
+            d = self._decoders[i]
+            if d is not None:
+                if not isinstance(d, RegisterDecoder):
+                    raise TypeError("decoders must be RegisterDecoder or None")
+                if 2 * (<RegisterDecoder>d).min_registers > byte_counts[i]:
+                    raise ValueError(f"slot {i}: byte count {byte_counts[i]} below the decoder's")
+                end = max(end, offsets[i] + (<RegisterDecoder>d).n_points)
+            self._fc[i] = functions[i]
+            self._bytes[i] = byte_counts[i]
+            self._off[i] = offsets[i]
+        self.n_slots = n
+        self.n_values = end
+        self.last_consumed = self.last_stale = self.last_bad = 0
+
+    def __dealloc__(self):
+        free(self._fc)
+        free(self._bytes)
+        free(self._off)
+
+    def feed(self, stream, int unit, int[:] tids, signed char[:] status, Py_ssize_t[:, :] spans,
+             double[:] out) -> int:
+        """Match the complete frames of ``stream``; return how many answered a waiting slot.
+
+        A slot waits while ``status[k] == 0`` and ``tids[k] >= 0``. Frames for no waiting slot
+        (late answers to timed-out requests, duplicates, another unit) count in ``last_stale``;
+        implausible headers, skipped byte by byte, count one per run in ``last_bad``.
+        ``last_consumed`` is where the next call resumes (a trailing partial frame is left).
+        """
+        cdef const unsigned char[::1] data = _byteview(stream)
+        cdef Py_ssize_t n = data.shape[0], pos = 0, length, end, k, slots = self.n_slots
+        cdef Py_ssize_t matched = 0, stale = 0, bad = 0
+        cdef bint resync = False
+        cdef const unsigned char *b
+        cdef int tid, fc
+        cdef RegisterDecoder d
+        if tids.shape[0] < slots or status.shape[0] < slots or spans.shape[0] < slots:
+            raise ValueError(f"tids, status and spans need {slots} rows")
+        if spans.shape[1] < 2:
+            raise ValueError("spans must have 2 columns")
+        if out.shape[0] < self.n_values:
+            raise ValueError(f"out must be 1-D with at least {self.n_values} elements")
+        if n:
+            b = &data[0]
+            while n - pos >= 6:
+                length = (b[pos + 4] << 8) | b[pos + 5]
+                if b[pos + 2] or b[pos + 3] or length < 2 or length > _MBAP_MAX_LENGTH:
+                    if not resync:
+                        bad += 1
+                        resync = True
+                    pos += 1
+                    continue
+                resync = False
+                end = pos + 6 + length
+                if end > n:
+                    break
+                tid = (b[pos] << 8) | b[pos + 1]
+                k = -1
+                if b[pos + 6] == unit:
+                    for k in range(slots):
+                        if tids[k] == tid and status[k] == 0:
+                            break
+                    else:
+                        k = -1
+                if k < 0:
+                    stale += 1
+                    pos = end
+                    continue
+                matched += 1
+                spans[k, 0] = pos + 7
+                spans[k, 1] = end
+                fc = b[pos + 7]
+                if self._fc[k] == 0 or (fc == self._fc[k] and length == 3 + self._bytes[k]
+                                        and b[pos + 8] == self._bytes[k]):
+                    status[k] = 1
+                    d = self._decoders[k]
+                    if d is not None and d.n_points:
+                        d._row(b + pos + 9, <char *>&out[self._off[k]], out.strides[0])
+                elif fc == (self._fc[k] | 0x80):
+                    status[k] = 2
+                else:
+                    status[k] = 3
+                pos = end
+        self.last_consumed = pos
+        self.last_stale = stale
+        self.last_bad = bad
+        return matched

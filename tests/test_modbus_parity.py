@@ -184,6 +184,57 @@ def test_decode_stream_parity(pts: list, data: bytes, rows: int) -> None:
     assert (nd.last_skipped, nd.last_consumed) == (pd.last_skipped, pd.last_consumed)
 
 
+@st.composite
+def answer_frame(draw: st.DrawFn) -> bytes:
+    """An answer a pipelined connection may see: few tids and units, so slots match often."""
+    tid, unit = draw(st.integers(0, 5)), draw(st.sampled_from([1, 1, 2]))
+    fc = draw(st.sampled_from([3, 4, 0x83, 1, 6]))
+    if fc == 0x83:
+        body = bytes([draw(st.integers(1, 11))])
+    else:
+        regs = draw(st.binary(max_size=24))
+        body = bytes([draw(st.sampled_from([len(regs), len(regs) + 1]))]) + regs
+    return struct.pack(">HHHBB", tid, 0, len(body) + 2, unit, fc) + body
+
+
+slot = st.tuples(
+    st.sampled_from([0, 3, 4, 1]),  # function
+    st.integers(0, 12).map(lambda n: 2 * n),  # byte count
+    points,  # decoder points (empty: no decoder)
+    st.integers(-1, 5),  # tid in flight (-1: none)
+)
+
+
+@SETTINGS
+@given(st.lists(slot, min_size=1, max_size=4), stream_of(answer_frame()))
+def test_response_matcher_parity(slots: list, data: bytes) -> None:
+    """The pipelined path's multi-decoder: same status, spans, values and counters."""
+    funcs, counts, decs, offsets = [], [], [], []
+    end = 0
+    for fc, nbytes, pts, _ in slots:
+        fitting = [p for p in pts if 2 * (p[0] + pure.TYPE_WORDS[p[1]]) <= nbytes]
+        funcs.append(fc)
+        counts.append(nbytes)
+        decs.append(make_decoders(fitting) if fitting and fc else (None, None))
+        offsets.append(end)
+        end += len(fitting)
+    matchers = [
+        m.ResponseMatcher(funcs, counts, [d[i] for d in decs], offsets)
+        for i, m in enumerate((native, pure))
+    ]
+    results = []
+    for m in matchers:
+        tids = np.array([s[3] for s in slots], np.intc)
+        status = np.zeros(len(slots), np.int8)
+        spans = np.full((len(slots), 2), -1, np.intp)
+        out = np.full(max(end, 1), 7.0)
+        got = m.feed(data, 1, tids, status, spans, out)
+        results.append((got, status, spans, out, m.last_consumed, m.last_stale, m.last_bad))
+    (na, sa, pa, oa, *ca), (nb, sb, pb, ob, *cb) = results
+    assert na == nb and ca == cb
+    assert same(sa, sb) and same(pa, pb) and same(oa, ob)
+
+
 @SETTINGS
 @given(st.binary(max_size=40), st.integers(0, 320))
 def test_crc_and_bits_parity(data: bytes, count: int) -> None:

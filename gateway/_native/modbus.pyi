@@ -92,3 +92,26 @@ def decode_rtu_stream(
     out: npt.NDArray[np.float64],
     units: npt.NDArray[np.uint8],
 ) -> int: ...
+
+class ResponseMatcher:
+    n_slots: int
+    n_values: int
+    last_consumed: int
+    last_stale: int
+    last_bad: int
+    def __init__(
+        self,
+        functions: Sequence[int],
+        byte_counts: Sequence[int],
+        decoders: Sequence[RegisterDecoder | None],
+        offsets: Sequence[int],
+    ) -> None: ...
+    def feed(
+        self,
+        stream: _Bytes,
+        unit: int,
+        tids: npt.NDArray[np.intc],
+        status: npt.NDArray[np.int8],
+        spans: npt.NDArray[np.intp],
+        out: npt.NDArray[np.float64],
+    ) -> int: ...

@@ -608,3 +608,114 @@ def decode_rtu_stream(
         blocks = b"".join(data[s : s + need] for s in starts)
         decoder.decode_many(blocks, decoded, out[:decoded])
     return decoded
+
+
+class ResponseMatcher:
+    """Matches MBAP answers to requests in flight by transaction id and decodes them in place.
+
+    The multi-decoder twin of :func:`decode_stream` for a pipelined connection: slot ``k`` is one
+    request (expected ``functions[k]``, ``byte_counts[k]``, its RegisterDecoder or None), and a
+    register answer is decoded straight into ``out[offsets[k]:]``, so a socket read holding the
+    answers of a whole poll group costs one call. ``functions[k] == 0`` takes any answer raw
+    (writes). :meth:`feed` sets ``status[k]`` to OK (1), EXCEPTION (2) or BAD (3, wrong function
+    or length) and ``spans[k] = (offset of the function code, end of frame)`` in ``stream``.
+    """
+
+    def __init__(
+        self,
+        functions: Sequence[int],
+        byte_counts: Sequence[int],
+        decoders: Sequence[RegisterDecoder | None],
+        offsets: Sequence[int],
+    ) -> None:
+        n = len(functions)
+        if not len(byte_counts) == len(decoders) == len(offsets) == n:
+            raise ValueError(
+                "functions, byte_counts, decoders and offsets must have the same length"
+            )
+        end = 0
+        for i in range(n):
+            _check("function", functions[i], 0, 0x7F)
+            _check("byte count", byte_counts[i], 0, 250)
+            _check("offset", offsets[i], 0, 1 << 30)
+            d = decoders[i]
+            if d is not None:
+                if not isinstance(d, RegisterDecoder):
+                    raise TypeError("decoders must be RegisterDecoder or None")
+                if 2 * d.min_registers > byte_counts[i]:
+                    raise ValueError(f"slot {i}: byte count {byte_counts[i]} below the decoder's")
+                end = max(end, offsets[i] + d.n_points)
+        self._fc = list(functions)
+        self._bytes = list(byte_counts)
+        self._decoders = list(decoders)
+        self._off = list(offsets)
+        self.n_slots = n
+        self.n_values = end
+        self.last_consumed = self.last_stale = self.last_bad = 0
+
+    def feed(
+        self,
+        stream: bytes | bytearray | memoryview,
+        unit: int,
+        tids: np.ndarray,
+        status: np.ndarray,
+        spans: np.ndarray,
+        out: np.ndarray,
+    ) -> int:
+        """Match the complete frames of ``stream``; return how many answered a waiting slot.
+
+        A slot waits while ``status[k] == 0`` and ``tids[k] >= 0``. Frames for no waiting slot
+        (late answers to timed-out requests, duplicates, another unit) count in ``last_stale``;
+        implausible headers, skipped byte by byte, count one per run in ``last_bad``.
+        ``last_consumed`` is where the next call resumes (a trailing partial frame is left).
+        """
+        slots = self.n_slots
+        if len(tids) < slots or len(status) < slots or len(spans) < slots:
+            raise ValueError(f"tids, status and spans need {slots} rows")
+        if spans.ndim != 2 or spans.shape[1] < 2:
+            raise ValueError("spans must have 2 columns")
+        if out.ndim != 1 or len(out) < self.n_values:
+            raise ValueError(f"out must be 1-D with at least {self.n_values} elements")
+        data = _as_bytes(stream)
+        n, pos, matched, stale, bad, resync = len(data), 0, 0, 0, 0, False
+        waiting = [int(t) for t in tids[:slots]]
+        while n - pos >= 6:
+            length = (data[pos + 4] << 8) | data[pos + 5]
+            if data[pos + 2] or data[pos + 3] or length < 2 or length > MBAP_MAX_LENGTH:
+                if not resync:
+                    bad += 1
+                    resync = True
+                pos += 1
+                continue
+            resync = False
+            end = pos + 6 + length
+            if end > n:
+                break
+            tid = (data[pos] << 8) | data[pos + 1]
+            k = -1
+            if data[pos + 6] == unit:
+                for j in range(slots):
+                    if waiting[j] == tid and status[j] == 0:
+                        k = j
+                        break
+            if k < 0:
+                stale += 1
+                pos = end
+                continue
+            matched += 1
+            spans[k, 0], spans[k, 1] = pos + 7, end
+            fc, want = data[pos + 7], self._fc[k]
+            nbytes = self._bytes[k]
+            if want == 0 or (fc == want and length == 3 + nbytes and data[pos + 8] == nbytes):
+                status[k] = 1
+                d = self._decoders[k]
+                if d is not None and d.n_points:
+                    off = self._off[k]
+                    d.decode(data[pos + 9 : end], out[off : off + d.n_points])
+            elif fc == want | 0x80:
+                status[k] = 2
+            else:
+                status[k] = 3
+            pos = end
+        self.last_consumed, self.last_stale, self.last_bad = pos, stale, bad
+        return matched
