@@ -160,7 +160,8 @@ async def _measure(a, counts, responses, devs) -> dict[str, float]:  # type: ign
     await asyncio.sleep(a.duration)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     dt = time.perf_counter() - t0
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    cpu = user + system
     dps = (counts[0] - c0) / dt
     for d in devs:
         await d.stop()
@@ -170,6 +171,7 @@ async def _measure(a, counts, responses, devs) -> dict[str, float]:  # type: ign
         "batches": (counts[1] - n0) / dt,
         "cpu_pct": 100.0 * cpu / dt,
         "cpu_ms_per_1k": 1000.0 * cpu / max(1.0, (counts[0] - c0) / 1000.0),
+        "user_share": user / cpu if cpu else 0.0,
     }
 
 
@@ -258,7 +260,8 @@ def main() -> None:
             results[label] = med
             print(f"{label:24s} {med['dps']:>10,.0f} dp/s {med['responses']:>8,.0f} resp/s "
                   f"{med['batches']:>8,.0f} batches/s  CPU {med['cpu_pct']:5.1f} %  "
-                  f"{med['cpu_ms_per_1k']:6.2f} ms CPU per 1k dp", flush=True)  # fmt: skip
+                  f"{med['cpu_ms_per_1k']:6.2f} ms CPU per 1k dp "
+                  f"({100 * med['user_share']:.0f} % user)", flush=True)  # fmt: skip
         ref = results.get("pymodbus")
         if ref:
             for label, r in results.items():

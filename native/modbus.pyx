@@ -666,28 +666,40 @@ cdef class ResponseMatcher:
     request (expected ``functions[k]``, ``byte_counts[k]``, its RegisterDecoder or None), and a
     register answer is decoded straight into ``out[offsets[k]:]``, so a socket read holding the
     answers of a whole poll group costs one call. ``functions[k] == 0`` takes any answer raw
-    (writes). :meth:`feed` sets ``status[k]`` to OK (1), EXCEPTION (2) or BAD (3, wrong function
-    or length) and ``spans[k] = (offset of the function code, end of frame)`` in ``stream``.
+    (writes). The slots' state lives in the matcher (no arrays to pass per call): :meth:`arm`
+    starts a transaction, :meth:`feed` sets each answered slot's status to OK (1), EXCEPTION (2)
+    or BAD (3, wrong function or length) and its span (function code .. end of frame) in the
+    stream it was fed.
     """
 
     cdef list _decoders
     cdef int *_fc
+    cdef int *_tid
+    cdef signed char *_status
     cdef Py_ssize_t *_bytes
     cdef Py_ssize_t *_off
-    cdef readonly Py_ssize_t n_slots, n_values, last_consumed, last_stale, last_bad
+    cdef Py_ssize_t *_span
+    cdef readonly Py_ssize_t n_slots, n_values, waiting, last_consumed, last_stale, last_bad
 
     def __cinit__(self, *args, **kwargs):
-        self._fc = NULL
-        self._bytes = self._off = NULL
+        self._fc = self._tid = NULL
+        self._status = NULL
+        self._bytes = self._off = self._span = NULL
 
     def __init__(self, functions, byte_counts, decoders, offsets):
         cdef Py_ssize_t n = len(functions), i, end = 0
         if not len(byte_counts) == len(decoders) == len(offsets) == n:
             raise ValueError("functions, byte_counts, decoders and offsets must have the same length")
-        self._fc = <int *>malloc(max(n, 1) * sizeof(int))
-        self._bytes = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
-        self._off = <Py_ssize_t *>malloc(max(n, 1) * sizeof(Py_ssize_t))
-        if self._fc == NULL or self._bytes == NULL or self._off == NULL:
+        if n < 1:
+            raise ValueError("a matcher needs at least one slot")
+        self._fc = <int *>malloc(n * sizeof(int))
+        self._tid = <int *>malloc(n * sizeof(int))
+        self._status = <signed char *>malloc(n)
+        self._bytes = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+        self._off = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+        self._span = <Py_ssize_t *>malloc(2 * n * sizeof(Py_ssize_t))
+        if (self._fc == NULL or self._tid == NULL or self._status == NULL or self._bytes == NULL
+                or self._off == NULL or self._span == NULL):
             raise MemoryError()
         self._decoders = list(decoders)
         for i in range(n):
@@ -704,23 +716,59 @@ cdef class ResponseMatcher:
             self._fc[i] = functions[i]
             self._bytes[i] = byte_counts[i]
             self._off[i] = offsets[i]
+            self._tid[i] = -1
+            self._status[i] = 0
+            self._span[2 * i] = self._span[2 * i + 1] = -1
         self.n_slots = n
         self.n_values = end
-        self.last_consumed = self.last_stale = self.last_bad = 0
+        self.waiting = self.last_consumed = self.last_stale = self.last_bad = 0
 
     def __dealloc__(self):
         free(self._fc)
+        free(self._tid)
+        free(self._status)
         free(self._bytes)
         free(self._off)
+        free(self._span)
 
-    def feed(self, stream, int unit, int[:] tids, signed char[:] status, Py_ssize_t[:, :] spans,
-             double[:] out) -> int:
+    def arm(self, int first_tid, Py_ssize_t n=-1) -> int:
+        """Slots ``0..n-1`` (all by default) wait for tids ``first_tid, first_tid + 1, ...``
+        (mod 65536), the others for nothing; return the last tid used."""
+        cdef Py_ssize_t k
+        if n < 0 or n > self.n_slots:
+            n = self.n_slots
+        _check("first_tid", first_tid, 0, 0xFFFF)
+        for k in range(self.n_slots):
+            self._status[k] = 0
+            self._span[2 * k] = self._span[2 * k + 1] = -1
+            self._tid[k] = (first_tid + k) & 0xFFFF if k < n else -1
+        self.waiting = n
+        return (first_tid + n - 1) & 0xFFFF
+
+    def disarm(self) -> None:
+        """No slot waits any more: every answer from now on is stale."""
+        cdef Py_ssize_t k
+        for k in range(self.n_slots):
+            self._tid[k] = -1
+        self.waiting = 0
+
+    def statuses(self) -> list:
+        """Status of every slot: 0 waiting (or never armed), 1 OK, 2 exception, 3 bad."""
+        return [self._status[k] for k in range(self.n_slots)]
+
+    def span(self, Py_ssize_t k) -> tuple:
+        """(offset of the function code, end of frame) of slot ``k``'s answer in its stream."""
+        if not 0 <= k < self.n_slots:
+            raise IndexError(k)
+        return self._span[2 * k], self._span[2 * k + 1]
+
+    def feed(self, stream, int unit, double[:] out) -> int:
         """Match the complete frames of ``stream``; return how many answered a waiting slot.
 
-        A slot waits while ``status[k] == 0`` and ``tids[k] >= 0``. Frames for no waiting slot
-        (late answers to timed-out requests, duplicates, another unit) count in ``last_stale``;
-        implausible headers, skipped byte by byte, count one per run in ``last_bad``.
-        ``last_consumed`` is where the next call resumes (a trailing partial frame is left).
+        Frames for no waiting slot (late answers to timed-out requests, duplicates, another
+        unit) count in ``last_stale``; implausible headers, skipped byte by byte, count one per
+        run in ``last_bad``. ``last_consumed`` is where the next call resumes (a trailing
+        partial frame is left).
         """
         cdef const unsigned char[::1] data = _byteview(stream)
         cdef Py_ssize_t n = data.shape[0], pos = 0, length, end, k, slots = self.n_slots
@@ -729,11 +777,7 @@ cdef class ResponseMatcher:
         cdef const unsigned char *b
         cdef int tid, fc
         cdef RegisterDecoder d
-        if tids.shape[0] < slots or status.shape[0] < slots or spans.shape[0] < slots:
-            raise ValueError(f"tids, status and spans need {slots} rows")
-        if spans.shape[1] < 2:
-            raise ValueError("spans must have 2 columns")
-        if out.shape[0] < self.n_values:
+        if self.n_values and out.shape[0] < self.n_values:
             raise ValueError(f"out must be 1-D with at least {self.n_values} elements")
         if n:
             b = &data[0]
@@ -753,7 +797,7 @@ cdef class ResponseMatcher:
                 k = -1
                 if b[pos + 6] == unit:
                     for k in range(slots):
-                        if tids[k] == tid and status[k] == 0:
+                        if self._tid[k] == tid and self._status[k] == 0:
                             break
                     else:
                         k = -1
@@ -762,20 +806,21 @@ cdef class ResponseMatcher:
                     pos = end
                     continue
                 matched += 1
-                spans[k, 0] = pos + 7
-                spans[k, 1] = end
+                self._span[2 * k] = pos + 7
+                self._span[2 * k + 1] = end
                 fc = b[pos + 7]
                 if self._fc[k] == 0 or (fc == self._fc[k] and length == 3 + self._bytes[k]
                                         and b[pos + 8] == self._bytes[k]):
-                    status[k] = 1
+                    self._status[k] = 1
                     d = self._decoders[k]
                     if d is not None and d.n_points:
                         d._row(b + pos + 9, <char *>&out[self._off[k]], out.strides[0])
                 elif fc == (self._fc[k] | 0x80):
-                    status[k] = 2
+                    self._status[k] = 2
                 else:
-                    status[k] = 3
+                    self._status[k] = 3
                 pos = end
+        self.waiting -= matched
         self.last_consumed = pos
         self.last_stale = stale
         self.last_bad = bad

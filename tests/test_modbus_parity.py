@@ -201,17 +201,21 @@ slot = st.tuples(
     st.sampled_from([0, 3, 4, 1]),  # function
     st.integers(0, 12).map(lambda n: 2 * n),  # byte count
     points,  # decoder points (empty: no decoder)
-    st.integers(-1, 5),  # tid in flight (-1: none)
 )
 
 
 @SETTINGS
-@given(st.lists(slot, min_size=1, max_size=4), stream_of(answer_frame()))
-def test_response_matcher_parity(slots: list, data: bytes) -> None:
+@given(
+    st.lists(slot, min_size=1, max_size=4),
+    stream_of(answer_frame()),
+    st.integers(0, 5),
+    st.integers(0, 2),
+)
+def test_response_matcher_parity(slots: list, data: bytes, first: int, unarmed: int) -> None:
     """The pipelined path's multi-decoder: same status, spans, values and counters."""
     funcs, counts, decs, offsets = [], [], [], []
     end = 0
-    for fc, nbytes, pts, _ in slots:
+    for fc, nbytes, pts in slots:
         fitting = [p for p in pts if 2 * (p[0] + pure.TYPE_WORDS[p[1]]) <= nbytes]
         funcs.append(fc)
         counts.append(nbytes)
@@ -224,15 +228,14 @@ def test_response_matcher_parity(slots: list, data: bytes) -> None:
     ]
     results = []
     for m in matchers:
-        tids = np.array([s[3] for s in slots], np.intc)
-        status = np.zeros(len(slots), np.int8)
-        spans = np.full((len(slots), 2), -1, np.intp)
+        last = m.arm(first, max(0, len(slots) - unarmed))
         out = np.full(max(end, 1), 7.0)
-        got = m.feed(data, 1, tids, status, spans, out)
-        results.append((got, status, spans, out, m.last_consumed, m.last_stale, m.last_bad))
+        got = (last, m.feed(data, 1, out), m.feed(data, 1, out))  # the second: all stale
+        spans = [m.span(k) for k in range(len(slots))]
+        results.append((got, m.statuses(), spans, out, m.waiting, m.last_consumed,
+                        m.last_stale, m.last_bad))  # fmt: skip
     (na, sa, pa, oa, *ca), (nb, sb, pb, ob, *cb) = results
-    assert na == nb and ca == cb
-    assert same(sa, sb) and same(pa, pb) and same(oa, ob)
+    assert na == nb and sa == sb and pa == pb and ca == cb and same(oa, ob)
 
 
 @SETTINGS

@@ -96,6 +96,7 @@ def decode_rtu_stream(
 class ResponseMatcher:
     n_slots: int
     n_values: int
+    waiting: int
     last_consumed: int
     last_stale: int
     last_bad: int
@@ -106,12 +107,8 @@ class ResponseMatcher:
         decoders: Sequence[RegisterDecoder | None],
         offsets: Sequence[int],
     ) -> None: ...
-    def feed(
-        self,
-        stream: _Bytes,
-        unit: int,
-        tids: npt.NDArray[np.intc],
-        status: npt.NDArray[np.int8],
-        spans: npt.NDArray[np.intp],
-        out: npt.NDArray[np.float64],
-    ) -> int: ...
+    def arm(self, first_tid: int, n: int = -1) -> int: ...
+    def disarm(self) -> None: ...
+    def statuses(self) -> list[int]: ...
+    def span(self, k: int) -> tuple[int, int]: ...
+    def feed(self, stream: _Bytes, unit: int, out: npt.NDArray[np.float64]) -> int: ...

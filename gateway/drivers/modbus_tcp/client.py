@@ -41,21 +41,23 @@ class ConnectionClosed(Exception):
 #: (function code, body after the function code, receive timestamp)
 Response = tuple[int, bytes, float]
 
-#: Slot status after a transaction (ResponseMatcher.feed): no answer (timed out), decoded,
+#: Slot status after a transaction (ResponseMatcher.feed): no answer (timed out), good,
 #: exception answer, answer of the wrong function or length.
 WAITING, OK, EXCEPTION, BAD = 0, 1, 2, 3
 
 
-class Transaction:
-    """The outcome of :meth:`ModbusTcpConnection.transact`: per slot status, the raw answers of
-    the slots without a decoder (``function code + body``), the receive time of the last one."""
+class Slots:
+    """A ResponseMatcher (which keeps its slots' tids and status) and the raw answers of its
+    ``raw_slots`` (function code + body), built once at configuration time and reused. Read
+    them after :meth:`ModbusTcpConnection.transact` returns and before the next transaction
+    through the same Slots."""
 
-    __slots__ = ("status", "raw", "ts")
+    __slots__ = ("matcher", "raw_slots", "raw")
 
-    def __init__(self, status: npt.NDArray[np.int8], raw: list[bytes | None], ts: float) -> None:
-        self.status = status
-        self.raw = raw
-        self.ts = ts
+    def __init__(self, matcher: Any, raw_slots: Sequence[int] = ()) -> None:
+        self.matcher = matcher
+        self.raw_slots = tuple(raw_slots)
+        self.raw: list[bytes | None] = [None] * matcher.n_slots
 
 
 class _Protocol(asyncio.Protocol):
@@ -76,9 +78,9 @@ class _Protocol(asyncio.Protocol):
         self._owner._on_lost(exc)
 
 
-def raw_matcher() -> Any:
-    """A one-slot matcher that takes any answer raw (writes; the idle state)."""
-    return modbus.ResponseMatcher([0], [0], [None], [0])
+def raw_slots() -> Slots:
+    """One slot that takes any answer raw (writes; between transactions, where no tid waits)."""
+    return Slots(modbus.ResponseMatcher([0], [0], [None], [0]), (0,))
 
 
 _NO_VALUES = np.empty(0, np.float64)
@@ -104,17 +106,10 @@ class ModbusTcpConnection:
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()  # a partial frame carried over to the next read
         self._tid = 0
-        self._idle = raw_matcher()
-        self._idle_tids = np.full(1, -1, np.intc)
-        # The transaction in flight: its matcher and arrays (the idle ones between transactions).
-        self._matcher: Any = self._idle
-        self._tids = self._idle_tids
-        self._status = np.zeros(1, np.int8)
-        self._spans = np.zeros((1, 2), np.intp)
+        self._idle = raw_slots()  # its tid stays -1: every answer between transactions is stale
+        self._single = raw_slots()  # request()
+        self._slots = self._idle  # those of the transaction in flight
         self._out = _NO_VALUES
-        self._raw_slots: Sequence[int] = ()
-        self._raw: list[bytes | None] = []
-        self._waiting = 0
         self._done: asyncio.Future[float] | None = None
         self._busy = False
         self._high: deque[asyncio.Future[None]] = deque()
@@ -159,24 +154,24 @@ class ModbusTcpConnection:
         TransactionTimeout : no answer within ``timeout``.
         ConnectionClosed : the connection is or became closed.
         """
-        t = await self.transact((tail,), self._idle, (0,), _NO_VALUES, high_priority)
-        raw = t.raw[0]
+        slots = self._single
+        ts = await self.transact((tail,), slots, _NO_VALUES, high_priority)
+        raw = slots.raw[0]
         if raw is None:
             raise TransactionTimeout("no answer")
-        return raw[0], raw[1:], t.ts
+        return raw[0], raw[1:], ts
 
     async def transact(
         self,
         tails: Sequence[bytes],
-        matcher: Any,
-        raw_slots: Sequence[int],
+        slots: Slots,
         out: npt.NDArray[np.float64],
         high_priority: bool = False,
-    ) -> Transaction:
-        """Send ``tails`` (request ADUs without transaction id) in one write, pipelined, and wait
-        until every one is answered or ``timeout`` passed. ``matcher`` has one slot per tail and
-        decodes register answers into ``out``; ``raw_slots`` are the slots whose answers are
-        returned as bytes. Unanswered slots stay WAITING and count as timeouts.
+    ) -> float:
+        """Send ``tails`` (request ADUs without transaction id, one per slot) in one write,
+        pipelined, and wait until every one is answered or ``timeout`` passed; return the
+        receive time. Register answers are decoded into ``out``; ``slots.matcher.statuses()`` and
+        ``slots.raw`` tell the rest. Unanswered slots stay WAITING and count as timeouts.
 
         Raises
         ------
@@ -196,7 +191,7 @@ class ModbusTcpConnection:
         else:
             self._busy = True
         try:
-            return await self._transact(tails, matcher, raw_slots, out)
+            return await self._transact(tails, slots, out)
         finally:
             self._release()
 
@@ -216,52 +211,40 @@ class ModbusTcpConnection:
         self._busy = False
 
     async def _transact(
-        self,
-        tails: Sequence[bytes],
-        matcher: Any,
-        raw_slots: Sequence[int],
-        out: npt.NDArray[np.float64],
-    ) -> Transaction:
+        self, tails: Sequence[bytes], slots: Slots, out: npt.NDArray[np.float64]
+    ) -> float:
         transport = self._transport
         if transport is None or self.closed.done():
             raise ConnectionClosed("not connected")
         n = len(tails)
-        tids = np.empty(n, np.intc)
-        tid = self._tid
-        parts = []
-        for k, tail in enumerate(tails):
-            tid = (tid + 1) & 0xFFFF
-            tids[k] = tid
-            parts.append(tid.to_bytes(2, "big") + tail)
-        self._tid = tid
-        status = np.zeros(n, np.int8)
-        raw: list[bytes | None] = [None] * n
+        m = slots.matcher
+        first = (self._tid + 1) & 0xFFFF
+        self._tid = m.arm(first, n)
+        for k in slots.raw_slots:
+            slots.raw[k] = None
+        if n == 1:
+            frame = first.to_bytes(2, "big") + tails[0]
+        else:
+            frame = b"".join(
+                ((first + k) & 0xFFFF).to_bytes(2, "big") + tail for k, tail in enumerate(tails)
+            )
         done: asyncio.Future[float] = self._loop.create_future()
-        self._matcher, self._tids, self._status, self._out = matcher, tids, status, out
-        self._spans = np.empty((n, 2), np.intp)
-        self._raw_slots, self._raw, self._waiting, self._done = raw_slots, raw, n, done
+        self._slots, self._out, self._done = slots, out, done
         timer = self._loop.call_later(self.timeout, _expire, done)
         self.requests += n
         sent = time.perf_counter()
-        transport.write(parts[0] if n == 1 else b"".join(parts))
+        transport.write(frame)
         try:
             ts = await done
         except TransactionTimeout:
             ts = self._clock()
-            self.timeouts += self._waiting
+            self.timeouts += m.waiting
         finally:
             timer.cancel()
-            self._matcher, self._tids, self._out, self._done = (
-                self._idle,
-                self._idle_tids,
-                _NO_VALUES,
-                None,
-            )
-            self._status = np.zeros(1, np.int8)
-            self._spans = np.zeros((1, 2), np.intp)
-        if self._waiting < n:
+            self._slots, self._out, self._done = self._idle, _NO_VALUES, None
+        if m.waiting < n:
             self.last_rtt = time.perf_counter() - sent
-        return Transaction(status, raw, ts)
+        return ts
 
     def _on_data(self, data: bytes) -> None:
         buf = self._buf
@@ -270,19 +253,21 @@ class ModbusTcpConnection:
             stream: bytes | bytearray = buf
         else:
             stream = data
-        m = self._matcher
-        got = m.feed(stream, self.unit_id, self._tids, self._status, self._spans, self._out)
+        slots = self._slots
+        m = slots.matcher
+        got = m.feed(stream, self.unit_id, self._out)
         self.stale += m.last_stale
         self.malformed += m.last_bad
         if got:
             self.responses += got
-            status, spans, raw = self._status, self._spans, self._raw
-            for k in self._raw_slots:
-                if status[k] and raw[k] is None:
-                    raw[k] = bytes(stream[spans[k, 0] : spans[k, 1]])
-            self._waiting -= got
+            raw = slots.raw
+            for k in slots.raw_slots:
+                if raw[k] is None:
+                    start, end = m.span(k)
+                    if start >= 0:
+                        raw[k] = bytes(stream[start:end])
             done = self._done
-            if self._waiting <= 0 and done is not None and not done.done():
+            if m.waiting <= 0 and done is not None and not done.done():
                 done.set_result(self._clock())
         used = m.last_consumed
         if stream is buf:

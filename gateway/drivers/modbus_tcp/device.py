@@ -30,11 +30,13 @@ from gateway.config import DeviceConfig
 from gateway.core.model import DeviceEvent, SampleBatch
 from gateway.drivers.base import Stats, WriteError
 from gateway.drivers.modbus_tcp.client import (
+    BAD,
     EXCEPTION,
     OK,
     WAITING,
     ConnectionClosed,
     ModbusTcpConnection,
+    Slots,
     TransactionTimeout,
 )
 from gateway.drivers.modbus_tcp.plan import PollGroup, ReadBlock, build_plan
@@ -53,8 +55,7 @@ class Window:
 
     blocks: tuple[ReadBlock, ...]
     tails: tuple[bytes, ...]
-    matcher: Any  # modbus.ResponseMatcher
-    raw_slots: tuple[int, ...]  # bit blocks: answers come back raw, unpacked here
+    slots: Slots  # the ResponseMatcher and its arrays; bit blocks come back raw
     offsets: tuple[int, ...]  # where each block's values start in the window's value array
     point_ids: npt.NDArray[np.uint32]  # every block's ids, in slot order
     n_values: int
@@ -78,8 +79,8 @@ def windows(group: PollGroup, max_in_flight: int) -> list[Window]:
         )
         ids = np.concatenate([b.point_ids for b in part]).astype(np.uint32, copy=False)
         raw = tuple(k for k, b in enumerate(part) if b.decoder is None)
-        out.append(Window(part, tuple(b.adu_tail for b in part), matcher, raw, tuple(offsets),
-                          ids, end))  # fmt: skip
+        out.append(Window(part, tuple(b.adu_tail for b in part), Slots(matcher, raw),
+                          tuple(offsets), ids, end))  # fmt: skip
     return out
 
 
@@ -205,29 +206,29 @@ class ModbusTcpDevice(ModbusDevice):
         if conn is None:
             raise ConnectionClosed("not connected")
         values = np.empty(w.n_values, np.float64)
-        t = await conn.transact(w.tails, w.matcher, w.raw_slots, values)
-        status = t.status
+        slots = w.slots
+        ts = await conn.transact(w.tails, slots, values)
         self._last_rtt = conn.last_rtt
-        answered = int(np.count_nonzero(status))
-        if answered:
+        status = slots.matcher.statuses()
+        if OK in status or EXCEPTION in status or BAD in status:
             self.set_online()  # a device that answers is alive, even when the answer is bad
-        for k in w.raw_slots:
-            raw = t.raw[k]
-            if status[k] == OK and raw is not None:
-                b = w.blocks[k]
-                if len(raw) == b.byte_count + 2:
-                    values[w.offsets[k] : w.offsets[k] + len(b.point_ids)] = decode_block(
-                        b, raw[1:]
-                    )
-        if answered == len(status) and bool((status == OK).all()):
-            self.emit_values(w.point_ids, t.ts, values)
+        for k in slots.raw_slots:
+            raw = slots.raw[k]
+            b = w.blocks[k]
+            if status[k] == OK and raw is not None and len(raw) == b.byte_count + 2:
+                off = w.offsets[k]
+                values[off : off + len(b.point_ids)] = decode_block(b, raw[1:])
+            elif status[k] == OK:
+                status[k] = BAD  # a bit answer of the wrong length
+        if status.count(OK) == len(status):
+            self.emit_values(w.point_ids, ts, values)
             return
         timed_out = False
         for k, b in enumerate(w.blocks):
             s = status[k]
             if s == OK:
                 off = w.offsets[k]
-                self.emit_values(b.point_ids, t.ts, values[off : off + len(b.point_ids)])
+                self.emit_values(b.point_ids, ts, values[off : off + len(b.point_ids)])
             elif s == WAITING:
                 self.emit_bad(b.point_ids)
                 timed_out = True
@@ -236,7 +237,7 @@ class ModbusTcpDevice(ModbusDevice):
                     self.exceptions += 1
                 else:
                     self.bad_responses += 1
-                self.emit_bad(b.point_ids, t.ts)
+                self.emit_bad(b.point_ids, ts)
         if timed_out:
             self.failed("timeout")
 
