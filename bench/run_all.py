@@ -8,6 +8,7 @@ from pathlib import Path
 
 BENCHES = [
     "bench_modbus_decode.py",
+    "bench_modbus_driver.py",
     "bench_rtu_decode.py",
     "bench_can_decode.py",
     "bench_opcua_decode.py",

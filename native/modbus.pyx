@@ -657,3 +657,171 @@ def decode_rtu_stream(stream, RegisterDecoder decoder not None, double[:, :] out
     decoder.last_skipped = skipped
     decoder.last_consumed = pos
     return decoded
+
+
+cdef class ResponseMatcher:
+    """Matches MBAP answers to requests in flight by transaction id and decodes them in place.
+
+    The multi-decoder twin of :func:`decode_stream` for a pipelined connection: slot ``k`` is one
+    request (expected ``functions[k]``, ``byte_counts[k]``, its RegisterDecoder or None), and a
+    register answer is decoded straight into ``out[offsets[k]:]``, so a socket read holding the
+    answers of a whole poll group costs one call. ``functions[k] == 0`` takes any answer raw
+    (writes). The slots' state lives in the matcher (no arrays to pass per call): :meth:`arm`
+    starts a transaction, :meth:`feed` sets each answered slot's status to OK (1), EXCEPTION (2)
+    or BAD (3, wrong function or length) and its span (function code .. end of frame) in the
+    stream it was fed.
+    """
+
+    cdef list _decoders
+    cdef int *_fc
+    cdef int *_tid
+    cdef signed char *_status
+    cdef Py_ssize_t *_bytes
+    cdef Py_ssize_t *_off
+    cdef Py_ssize_t *_span
+    cdef readonly Py_ssize_t n_slots, n_values, waiting, last_consumed, last_stale, last_bad
+
+    def __cinit__(self, *args, **kwargs):
+        self._fc = self._tid = NULL
+        self._status = NULL
+        self._bytes = self._off = self._span = NULL
+
+    def __init__(self, functions, byte_counts, decoders, offsets):
+        cdef Py_ssize_t n = len(functions), i, end = 0
+        if not len(byte_counts) == len(decoders) == len(offsets) == n:
+            raise ValueError("functions, byte_counts, decoders and offsets must have the same length")
+        if n < 1:
+            raise ValueError("a matcher needs at least one slot")
+        self._fc = <int *>malloc(n * sizeof(int))
+        self._tid = <int *>malloc(n * sizeof(int))
+        self._status = <signed char *>malloc(n)
+        self._bytes = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+        self._off = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+        self._span = <Py_ssize_t *>malloc(2 * n * sizeof(Py_ssize_t))
+        if (self._fc == NULL or self._tid == NULL or self._status == NULL or self._bytes == NULL
+                or self._off == NULL or self._span == NULL):
+            raise MemoryError()
+        self._decoders = list(decoders)
+        for i in range(n):
+            _check("function", functions[i], 0, 0x7F)
+            _check("byte count", byte_counts[i], 0, 250)
+            _check("offset", offsets[i], 0, 1 << 30)
+            d = self._decoders[i]
+            if d is not None:
+                if not isinstance(d, RegisterDecoder):
+                    raise TypeError("decoders must be RegisterDecoder or None")
+                if 2 * (<RegisterDecoder>d).min_registers > byte_counts[i]:
+                    raise ValueError(f"slot {i}: byte count {byte_counts[i]} below the decoder's")
+                end = max(end, offsets[i] + (<RegisterDecoder>d).n_points)
+            self._fc[i] = functions[i]
+            self._bytes[i] = byte_counts[i]
+            self._off[i] = offsets[i]
+            self._tid[i] = -1
+            self._status[i] = 0
+            self._span[2 * i] = self._span[2 * i + 1] = -1
+        self.n_slots = n
+        self.n_values = end
+        self.waiting = self.last_consumed = self.last_stale = self.last_bad = 0
+
+    def __dealloc__(self):
+        free(self._fc)
+        free(self._tid)
+        free(self._status)
+        free(self._bytes)
+        free(self._off)
+        free(self._span)
+
+    def arm(self, int first_tid, Py_ssize_t n=-1) -> int:
+        """Slots ``0..n-1`` (all by default) wait for tids ``first_tid, first_tid + 1, ...``
+        (mod 65536), the others for nothing; return the last tid used."""
+        cdef Py_ssize_t k
+        if n < 0 or n > self.n_slots:
+            n = self.n_slots
+        _check("first_tid", first_tid, 0, 0xFFFF)
+        for k in range(self.n_slots):
+            self._status[k] = 0
+            self._span[2 * k] = self._span[2 * k + 1] = -1
+            self._tid[k] = (first_tid + k) & 0xFFFF if k < n else -1
+        self.waiting = n
+        return (first_tid + n - 1) & 0xFFFF
+
+    def disarm(self) -> None:
+        """No slot waits any more: every answer from now on is stale."""
+        cdef Py_ssize_t k
+        for k in range(self.n_slots):
+            self._tid[k] = -1
+        self.waiting = 0
+
+    def statuses(self) -> list:
+        """Status of every slot: 0 waiting (or never armed), 1 OK, 2 exception, 3 bad."""
+        return [self._status[k] for k in range(self.n_slots)]
+
+    def span(self, Py_ssize_t k) -> tuple:
+        """(offset of the function code, end of frame) of slot ``k``'s answer in its stream."""
+        if not 0 <= k < self.n_slots:
+            raise IndexError(k)
+        return self._span[2 * k], self._span[2 * k + 1]
+
+    def feed(self, stream, int unit, double[:] out) -> int:
+        """Match the complete frames of ``stream``; return how many answered a waiting slot.
+
+        Frames for no waiting slot (late answers to timed-out requests, duplicates, another
+        unit) count in ``last_stale``; implausible headers, skipped byte by byte, count one per
+        run in ``last_bad``. ``last_consumed`` is where the next call resumes (a trailing
+        partial frame is left).
+        """
+        cdef const unsigned char[::1] data = _byteview(stream)
+        cdef Py_ssize_t n = data.shape[0], pos = 0, length, end, k, slots = self.n_slots
+        cdef Py_ssize_t matched = 0, stale = 0, bad = 0
+        cdef bint resync = False
+        cdef const unsigned char *b
+        cdef int tid, fc
+        cdef RegisterDecoder d
+        if self.n_values and out.shape[0] < self.n_values:
+            raise ValueError(f"out must be 1-D with at least {self.n_values} elements")
+        if n:
+            b = &data[0]
+            while n - pos >= 6:
+                length = (b[pos + 4] << 8) | b[pos + 5]
+                if b[pos + 2] or b[pos + 3] or length < 2 or length > _MBAP_MAX_LENGTH:
+                    if not resync:
+                        bad += 1
+                        resync = True
+                    pos += 1
+                    continue
+                resync = False
+                end = pos + 6 + length
+                if end > n:
+                    break
+                tid = (b[pos] << 8) | b[pos + 1]
+                k = -1
+                if b[pos + 6] == unit:
+                    for k in range(slots):
+                        if self._tid[k] == tid and self._status[k] == 0:
+                            break
+                    else:
+                        k = -1
+                if k < 0:
+                    stale += 1
+                    pos = end
+                    continue
+                matched += 1
+                self._span[2 * k] = pos + 7
+                self._span[2 * k + 1] = end
+                fc = b[pos + 7]
+                if self._fc[k] == 0 or (fc == self._fc[k] and length == 3 + self._bytes[k]
+                                        and b[pos + 8] == self._bytes[k]):
+                    self._status[k] = 1
+                    d = self._decoders[k]
+                    if d is not None and d.n_points:
+                        d._row(b + pos + 9, <char *>&out[self._off[k]], out.strides[0])
+                elif fc == (self._fc[k] | 0x80):
+                    self._status[k] = 2
+                else:
+                    self._status[k] = 3
+                pos = end
+        self.waiting -= matched
+        self.last_consumed = pos
+        self.last_stale = stale
+        self.last_bad = bad
+        return matched

@@ -184,6 +184,60 @@ def test_decode_stream_parity(pts: list, data: bytes, rows: int) -> None:
     assert (nd.last_skipped, nd.last_consumed) == (pd.last_skipped, pd.last_consumed)
 
 
+@st.composite
+def answer_frame(draw: st.DrawFn) -> bytes:
+    """An answer a pipelined connection may see: few tids and units, so slots match often."""
+    tid, unit = draw(st.integers(0, 5)), draw(st.sampled_from([1, 1, 2]))
+    fc = draw(st.sampled_from([3, 4, 0x83, 1, 6]))
+    if fc == 0x83:
+        body = bytes([draw(st.integers(1, 11))])
+    else:
+        regs = draw(st.binary(max_size=24))
+        body = bytes([draw(st.sampled_from([len(regs), len(regs) + 1]))]) + regs
+    return struct.pack(">HHHBB", tid, 0, len(body) + 2, unit, fc) + body
+
+
+slot = st.tuples(
+    st.sampled_from([0, 3, 4, 1]),  # function
+    st.integers(0, 12).map(lambda n: 2 * n),  # byte count
+    points,  # decoder points (empty: no decoder)
+)
+
+
+@SETTINGS
+@given(
+    st.lists(slot, min_size=1, max_size=4),
+    stream_of(answer_frame()),
+    st.integers(0, 5),
+    st.integers(0, 2),
+)
+def test_response_matcher_parity(slots: list, data: bytes, first: int, unarmed: int) -> None:
+    """The pipelined path's multi-decoder: same status, spans, values and counters."""
+    funcs, counts, decs, offsets = [], [], [], []
+    end = 0
+    for fc, nbytes, pts in slots:
+        fitting = [p for p in pts if 2 * (p[0] + pure.TYPE_WORDS[p[1]]) <= nbytes]
+        funcs.append(fc)
+        counts.append(nbytes)
+        decs.append(make_decoders(fitting) if fitting and fc else (None, None))
+        offsets.append(end)
+        end += len(fitting)
+    matchers = [
+        m.ResponseMatcher(funcs, counts, [d[i] for d in decs], offsets)
+        for i, m in enumerate((native, pure))
+    ]
+    results = []
+    for m in matchers:
+        last = m.arm(first, max(0, len(slots) - unarmed))
+        out = np.full(max(end, 1), 7.0)
+        got = (last, m.feed(data, 1, out), m.feed(data, 1, out))  # the second: all stale
+        spans = [m.span(k) for k in range(len(slots))]
+        results.append((got, m.statuses(), spans, out, m.waiting, m.last_consumed,
+                        m.last_stale, m.last_bad))  # fmt: skip
+    (na, sa, pa, oa, *ca), (nb, sb, pb, ob, *cb) = results
+    assert na == nb and sa == sb and pa == pb and ca == cb and same(oa, ob)
+
+
 @SETTINGS
 @given(st.binary(max_size=40), st.integers(0, 320))
 def test_crc_and_bits_parity(data: bytes, count: int) -> None:

@@ -8,6 +8,8 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from rtu_support import PtyLine, SerialSlaves, sim_slave, wait_for
 
+from gateway._pure import modbus as pure_modbus
 from gateway.config import DeviceConfig, PointConfig, RtuConfig
 from gateway.core.model import DeviceEvent, Quality, SampleBatch
 from gateway.drivers.modbus_rtu import (
@@ -274,3 +277,36 @@ async def test_sniffer_decodes_another_masters_traffic(rig: tuple[PtyLine, Seria
     with pytest.raises(WriteError):
         await sniffer.write("d1.a", 1)
     assert sniffer.stats()["crc_errors"] == 0
+
+
+def _rtu(pdu: bytes) -> bytes:
+    crc = pure_modbus.crc16(pdu)
+    return pdu + bytes((crc & 0xFF, crc >> 8))
+
+
+@run_in_loop
+async def test_sniffer_emits_one_batch_per_serial_read(rig: tuple[PtyLine, SerialSlaves]) -> None:
+    """Two exchanges arriving in one read: one batch with both, in the order seen."""
+    pty, _ = rig
+    assert pty.tap is not None
+    sink = Sink()
+    cfg = rtu_device("d9", 9, pty.tap)
+    sniffed = dataclasses.replace(cfg, rtu=RtuConfig(port=pty.tap, baudrate=115200, sniff=True),
+                                  points=cfg.points[:2])  # fmt: skip
+    sniffer = SniffedRtuDevice(sniffed, ids_of(sniffed, 0), sink.batches.append,
+                               sink.events.append)  # fmt: skip
+    await sniffer.start()
+    try:
+        await wait_for(sniffer.line.opened.is_set, 5.0, "sniffer open")
+        request = _rtu(bytes((9, 3, 0, 0, 0, 5)))
+        burst = b"".join(
+            request + _rtu(bytes((9, 3, 10)) + struct.pack(">5H", a, 0, 0, 0, b))
+            for a, b in ((100, 7), (200, 8))
+        )
+        os.write(pty.mt, burst)
+        await wait_for(lambda: sniffer.stats()["sniffed_responses"] >= 2, 5.0, "two exchanges")
+    finally:
+        await sniffer.stop()
+    assert len(sink.batches) == 1
+    b = sink.batches[0]
+    assert b.point_ids.tolist() == [0, 1, 0, 1] and b.values.tolist() == [100, 7, 200, 8]

@@ -12,13 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
+from modbus_support import Recorder
 
 from gateway.config import DeviceConfig, PointConfig
-from gateway.core.model import DeviceEvent, Quality, SampleBatch
+from gateway.core.model import Quality
 from gateway.drivers.modbus_tcp import ModbusTcpDevice, WriteError
 from gateway.drivers.sim import Factory, SimDeviceSpec, SimPoint, device_config
-
-TIMEOUT = 5.0  # bound of every wait; the happy path takes milliseconds
 
 VALUES = {
     "i16": -1234.5,
@@ -74,47 +73,6 @@ class ConstModel:
 
 
 SPEC = SimDeviceSpec("dev", 0, POINTS, ConstModel)
-
-
-class Recorder:
-    """Collects batches and events; waits are bounded and say what they waited for."""
-
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.events: list[DeviceEvent] = []
-        self._changed = asyncio.Event()
-
-    def on_batch(self, b: SampleBatch) -> None:
-        self.batches.append(b)
-        self._changed.set()
-
-    def on_event(self, e: DeviceEvent) -> None:
-        self.events.append(e)
-        self._changed.set()
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
-
-    async def wait(self, cond: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-        async def loop() -> None:
-            while not cond():
-                self._changed.clear()
-                # Woken by every batch/event; the short re-check covers driver counters.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), 0.01)
-
-        try:
-            await asyncio.wait_for(loop(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-    def latest(self, ids: dict[str, int]) -> dict[str, tuple[float, int]]:
-        by_id = {v: k for k, v in ids.items()}
-        out: dict[str, tuple[float, int]] = {}
-        for b in self.batches:
-            for pid, val, q in zip(b.point_ids, b.values, b.quality, strict=True):
-                out[by_id[int(pid)]] = (float(val), int(q))
-        return out
 
 
 @contextlib.asynccontextmanager

@@ -51,17 +51,17 @@ class Clock:
 def wedge(dev: ModbusTcpDevice, times: int = 1) -> asyncio.Event:
     """Make the next ``times`` polls of ``dev`` hang forever; the event is set when one does."""
     hung = asyncio.Event()
-    real = dev.poll_block
+    real = dev.poll_window
     left = [times]
 
-    async def poll_block(block: Any) -> None:
+    async def poll_window(window: Any) -> None:
         if left[0] > 0:
             left[0] -= 1
             hung.set()
             await asyncio.Event().wait()  # cancelled by stop()
-        await real(block)
+        await real(window)
 
-    dev.poll_block = poll_block  # type: ignore[method-assign]
+    dev.poll_window = poll_window  # type: ignore[method-assign]
     return hung
 
 
@@ -249,7 +249,7 @@ def test_runtime_restarts_a_wedged_device_and_reports_it_on_health_and_status(
                 assert status["supervisor"]["dev"]["stalled"]
                 assert "driver_stalled:dev" in status["problems"]
 
-                dev.poll_block = type(dev).poll_block.__get__(dev)  # type: ignore[method-assign]
+                dev.poll_window = type(dev).poll_window.__get__(dev)  # type: ignore[method-assign]
                 await wait_until(lambda: rt.supervisor.stats()["dev"]["stalled"] is None,
                                  "polling again after a restart", 10.0)  # fmt: skip
                 assert (await get(rt, "/health"))[0] == 200

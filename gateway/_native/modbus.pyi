@@ -92,3 +92,23 @@ def decode_rtu_stream(
     out: npt.NDArray[np.float64],
     units: npt.NDArray[np.uint8],
 ) -> int: ...
+
+class ResponseMatcher:
+    n_slots: int
+    n_values: int
+    waiting: int
+    last_consumed: int
+    last_stale: int
+    last_bad: int
+    def __init__(
+        self,
+        functions: Sequence[int],
+        byte_counts: Sequence[int],
+        decoders: Sequence[RegisterDecoder | None],
+        offsets: Sequence[int],
+    ) -> None: ...
+    def arm(self, first_tid: int, n: int = -1) -> int: ...
+    def disarm(self) -> None: ...
+    def statuses(self) -> list[int]: ...
+    def span(self, k: int) -> tuple[int, int]: ...
+    def feed(self, stream: _Bytes, unit: int, out: npt.NDArray[np.float64]) -> int: ...

@@ -608,3 +608,136 @@ def decode_rtu_stream(
         blocks = b"".join(data[s : s + need] for s in starts)
         decoder.decode_many(blocks, decoded, out[:decoded])
     return decoded
+
+
+class ResponseMatcher:
+    """Matches MBAP answers to requests in flight by transaction id and decodes them in place.
+
+    The multi-decoder twin of :func:`decode_stream` for a pipelined connection: slot ``k`` is one
+    request (expected ``functions[k]``, ``byte_counts[k]``, its RegisterDecoder or None), and a
+    register answer is decoded straight into ``out[offsets[k]:]``, so a socket read holding the
+    answers of a whole poll group costs one call. ``functions[k] == 0`` takes any answer raw
+    (writes). The slots' state lives in the matcher (no arrays to pass per call): :meth:`arm`
+    starts a transaction, :meth:`feed` sets each answered slot's status to OK (1), EXCEPTION (2)
+    or BAD (3, wrong function or length) and its span (function code .. end of frame) in the
+    stream it was fed.
+    """
+
+    def __init__(
+        self,
+        functions: Sequence[int],
+        byte_counts: Sequence[int],
+        decoders: Sequence[RegisterDecoder | None],
+        offsets: Sequence[int],
+    ) -> None:
+        n = len(functions)
+        if not len(byte_counts) == len(decoders) == len(offsets) == n:
+            raise ValueError(
+                "functions, byte_counts, decoders and offsets must have the same length"
+            )
+        if n < 1:
+            raise ValueError("a matcher needs at least one slot")
+        end = 0
+        for i in range(n):
+            _check("function", functions[i], 0, 0x7F)
+            _check("byte count", byte_counts[i], 0, 250)
+            _check("offset", offsets[i], 0, 1 << 30)
+            d = decoders[i]
+            if d is not None:
+                if not isinstance(d, RegisterDecoder):
+                    raise TypeError("decoders must be RegisterDecoder or None")
+                if 2 * d.min_registers > byte_counts[i]:
+                    raise ValueError(f"slot {i}: byte count {byte_counts[i]} below the decoder's")
+                end = max(end, offsets[i] + d.n_points)
+        self._fc = list(functions)
+        self._bytes = list(byte_counts)
+        self._decoders = list(decoders)
+        self._off = list(offsets)
+        self._tid = [-1] * n
+        self._status = [0] * n
+        self._span = [(-1, -1)] * n
+        self.n_slots = n
+        self.n_values = end
+        self.waiting = self.last_consumed = self.last_stale = self.last_bad = 0
+
+    def arm(self, first_tid: int, n: int = -1) -> int:
+        """Slots ``0..n-1`` (all by default) wait for tids ``first_tid, first_tid + 1, ...``
+        (mod 65536), the others for nothing; return the last tid used."""
+        if n < 0 or n > self.n_slots:
+            n = self.n_slots
+        _check("first_tid", first_tid, 0, 0xFFFF)
+        self._status = [0] * self.n_slots
+        self._span = [(-1, -1)] * self.n_slots
+        self._tid = [(first_tid + k) & 0xFFFF if k < n else -1 for k in range(self.n_slots)]
+        self.waiting = n
+        return (first_tid + n - 1) & 0xFFFF
+
+    def disarm(self) -> None:
+        """No slot waits any more: every answer from now on is stale."""
+        self._tid = [-1] * self.n_slots
+        self.waiting = 0
+
+    def statuses(self) -> list[int]:
+        """Status of every slot: 0 waiting (or never armed), 1 OK, 2 exception, 3 bad."""
+        return list(self._status)
+
+    def span(self, k: int) -> tuple[int, int]:
+        """(offset of the function code, end of frame) of slot ``k``'s answer in its stream."""
+        if not 0 <= k < self.n_slots:
+            raise IndexError(k)
+        return self._span[k]
+
+    def feed(self, stream: bytes | bytearray | memoryview, unit: int, out: np.ndarray) -> int:
+        """Match the complete frames of ``stream``; return how many answered a waiting slot.
+
+        Frames for no waiting slot (late answers to timed-out requests, duplicates, another
+        unit) count in ``last_stale``; implausible headers, skipped byte by byte, count one per
+        run in ``last_bad``. ``last_consumed`` is where the next call resumes (a trailing
+        partial frame is left).
+        """
+        if self.n_values and (out.ndim != 1 or len(out) < self.n_values):
+            raise ValueError(f"out must be 1-D with at least {self.n_values} elements")
+        data = _as_bytes(stream)
+        n, pos, matched, stale, bad, resync = len(data), 0, 0, 0, 0, False
+        tids, status = self._tid, self._status
+        while n - pos >= 6:
+            length = (data[pos + 4] << 8) | data[pos + 5]
+            if data[pos + 2] or data[pos + 3] or length < 2 or length > MBAP_MAX_LENGTH:
+                if not resync:
+                    bad += 1
+                    resync = True
+                pos += 1
+                continue
+            resync = False
+            end = pos + 6 + length
+            if end > n:
+                break
+            tid = (data[pos] << 8) | data[pos + 1]
+            k = -1
+            if data[pos + 6] == unit:
+                for j in range(self.n_slots):
+                    if tids[j] == tid and status[j] == 0:
+                        k = j
+                        break
+            if k < 0:
+                stale += 1
+                pos = end
+                continue
+            matched += 1
+            self._span[k] = (pos + 7, end)
+            fc, want = data[pos + 7], self._fc[k]
+            nbytes = self._bytes[k]
+            if want == 0 or (fc == want and length == 3 + nbytes and data[pos + 8] == nbytes):
+                status[k] = 1
+                d = self._decoders[k]
+                if d is not None and d.n_points:
+                    off = self._off[k]
+                    d.decode(data[pos + 9 : end], out[off : off + d.n_points])
+            elif fc == want | 0x80:
+                status[k] = 2
+            else:
+                status[k] = 3
+            pos = end
+        self.waiting -= matched
+        self.last_consumed, self.last_stale, self.last_bad = pos, stale, bad
+        return matched

@@ -105,6 +105,7 @@ class DeviceConfig:
     timeout: float = 1.0  # seconds per request
     max_registers: int = 125  # max registers per read request (coalescing limit)
     max_gap: int = 8  # registers of gap allowed inside one coalesced read
+    max_in_flight: int = 1  # Modbus TCP: requests of a poll group pipelined on the connection
     reconnect_min: float = 0.5  # seconds, first reconnect backoff
     reconnect_max: float = 30.0  # seconds, backoff cap
     poll_groups: dict[str, float] = field(

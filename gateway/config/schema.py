@@ -108,6 +108,11 @@ _DEVICE = Section(
         Option("max_gap", "integer",
                "Unused registers allowed between two points read in one request.", 8,
                minimum=0, maximum=125),
+        Option("max_in_flight", "integer",
+               "Modbus TCP: read requests of a poll group sent together (pipelined) before "
+               "the answers. 1 (one at a time) suits every device; more only a device that "
+               "executes pipelined requests (many, and every TCP-to-RTU bridge, do not).", 1,
+               minimum=1, maximum=32),
         _duration("reconnect_min", "First reconnect delay after a connection loss.", 0.5),
         _duration("reconnect_max", "Cap of the doubling reconnect delay; >= reconnect_min.", 30.0),
         Option("poll_groups", "duration_map",

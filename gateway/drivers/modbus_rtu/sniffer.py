@@ -6,6 +6,9 @@ point of that slave inside the requested range, with a :class:`RegisterDecoder` 
 per distinct (function, address, count) the master uses. Write requests (fc 5, 6, 16) update
 the written points as soon as the slave echoes them. Nothing is ever sent.
 
+The exchanges of one serial read come out as one SampleBatch per device (the read's timestamp,
+the points in the order seen), not one per response.
+
 A sniffed device is online from its first decoded response and goes offline when none came
 for three periods of its slowest poll group (the period the other master is expected to poll at).
 """
@@ -42,6 +45,7 @@ class _Dispatch:
         line.sniffer = self
 
     def __call__(self, frames: list[Any], ts: float) -> None:
+        touched: list[SniffedRtuDevice] = []
         for direction, unit, function, body in frames:
             if direction == 0:
                 self.requests[unit] = (function, body)
@@ -51,6 +55,9 @@ class _Dispatch:
             if req is None or device is None or function & 0x7F != req[0]:
                 self.unmatched += 1
                 continue
+            if device.pending is None:
+                device.pending = []
+                touched.append(device)
             place = f"device {device.name}: sniffed exchange"
             try:
                 device.exchange(req[0], req[1], function, body, ts)
@@ -58,6 +65,8 @@ class _Dispatch:
                 device.faults.failed(place, exc)
             else:
                 device.faults.ok(place)
+        for device in touched:
+            device.flush(ts)
 
 
 class SniffedRtuDevice(DriverBase):
@@ -88,6 +97,8 @@ class SniffedRtuDevice(DriverBase):
         self._layouts: dict[tuple[int, int, int], tuple[Any, npt.NDArray[np.uint32], Any]] = {}
         self._last = 0.0
         self.decoded = self.ignored = self.exceptions = 0
+        #: Samples of the serial read being dispatched: (ids, values), emitted by flush().
+        self.pending: list[tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]]] | None = None
 
     def task_failure(self) -> str | None:
         """Why the staleness watchdog or the line's task ended while running (None otherwise)."""
@@ -189,6 +200,26 @@ class SniffedRtuDevice(DriverBase):
         modbus.unpack_bits(data, count, bits)
         self.decoded += 1
         self.emit_values(ids, ts, bits[offsets])
+
+    def emit_values(
+        self, ids: npt.NDArray[np.uint32], ts: float, values: npt.NDArray[np.float64]
+    ) -> None:
+        if self.pending is not None:
+            self.pending.append((ids, values))
+        else:
+            super().emit_values(ids, ts, values)
+
+    def flush(self, ts: float) -> None:
+        """One batch of everything decoded from one serial read (a raising callback is
+        counted by the base class's guard, like any batch)."""
+        pending, self.pending = self.pending, None
+        if not pending:
+            return
+        if len(pending) == 1:
+            super().emit_values(pending[0][0], ts, pending[0][1])
+            return
+        ids = np.concatenate([p[0] for p in pending])
+        super().emit_values(ids, ts, np.concatenate([p[1] for p in pending]))
 
     def connected(self) -> bool:
         return self.line.opened.is_set()
