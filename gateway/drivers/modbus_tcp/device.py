@@ -74,7 +74,7 @@ def windows(group: PollGroup, max_in_flight: int) -> list[Window]:
         matcher = modbus.ResponseMatcher(
             [b.function for b in part],
             [b.byte_count for b in part],
-            [b.decoder for b in part],
+            [b.decoder for b in part],  # type: ignore[misc]  # RegisterDecoder | None
             offsets,
         )
         ids = np.concatenate([b.point_ids for b in part]).astype(np.uint32, copy=False)
