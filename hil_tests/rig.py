@@ -46,11 +46,29 @@ def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0
     )
 
 
+def only_devices(cfg: dict[str, Any], keep: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """``cfg`` with only the devices ``keep`` accepts, and without the assets of the others (a rig
+    runs the devices it lists; the demo's OPC UA machine needs a server the rig may not have)."""
+    gone = {d["name"] for d in cfg["devices"] if not keep(d)}
+    cfg["devices"] = [d for d in cfg["devices"] if d["name"] not in gone]
+
+    def prune(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = [n for n in nodes if n.get("device") not in gone]
+        for n in kept:
+            n["children"] = prune(n.get("children") or [])
+        return kept
+
+    if cfg.get("assets"):
+        cfg["assets"]["tree"] = prune(cfg["assets"]["tree"])
+    return cfg
+
+
 def standalone_demo_config() -> dict[str, Any]:
     """The demo's devices and plain rules as a config that stands on its own anywhere: without the
     model files, rule packs and key paths that examples/demo.yaml names relative to itself (for
     site configs copied onto an image's boot partition)."""
     cfg: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    only_devices(cfg, lambda d: d.get("driver", "modbus_tcp") == "modbus_tcp")
     cfg.pop("models", None)
     cfg.pop("rule_files", None)
     cfg["rules"] = [r for r in cfg["rules"] if "bearing_ae" not in r["when"]]
@@ -192,6 +210,7 @@ class Rig:
 
     def _gateway_config(self) -> dict[str, Any]:
         cfg = yaml.safe_load((ROOT / self.spec["gateway"]["config"]).read_text())
+        only_devices(cfg, lambda d: d["name"] in self.spec["devices"])
         for dev in cfg["devices"]:
             where = self.spec["devices"][dev["name"]]
             dev["host"], dev["port"] = where["host"], where["port"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from uplink_support import bounded, running_receiver
+from uplink_support import bounded, running_receiver, without_opcua
 
 from gateway.cloud.receiver import CloudReceiver
 from gateway.cloud.store import SQLiteCloudStore
@@ -24,12 +24,13 @@ REFERENCE = ROOT / "examples" / "models" / "bearing_ae.ref.json"
 
 
 def demo_workdir(tmp_path: Path, endpoint: str = "tcp://127.0.0.1:9", **gateway: Any) -> Path:
-    """``tmp_path/gw/examples/demo.yaml`` with data_dir ``tmp_path/gw/data``; returns its path."""
+    """``tmp_path/gw/examples/demo.yaml`` (its Modbus devices) with data_dir
+    ``tmp_path/gw/data``; returns its path."""
     work = tmp_path / "gw"
     for folder in ("examples", "rules"):
         shutil.copytree(ROOT / folder, work / folder)
     cfg_path = work / "examples" / "demo.yaml"
-    doc = yaml.safe_load(cfg_path.read_text())
+    doc = without_opcua(yaml.safe_load(cfg_path.read_text()))
     doc["gateway"].update(metrics_listen=None, data_dir=str(work / "data"), **gateway)
     for dev in doc["devices"]:
         dev["port"] = 9  # nothing listens: devices stay offline, writes fail cleanly

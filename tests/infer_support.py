@@ -6,8 +6,9 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from uplink_support import modbus_demo
 
-from gateway.config import GatewayConfig, ModelConfig, load_config
+from gateway.config import GatewayConfig, ModelConfig
 from gateway.drivers.sim import MotorModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +17,7 @@ MODELS = ROOT / "examples" / "models"
 
 
 def demo_config() -> GatewayConfig:
-    return load_config(DEMO)
+    return modbus_demo()
 
 
 def demo_model(name: str, **changes: object) -> ModelConfig:

@@ -32,7 +32,7 @@ def test_every_subcommand_has_help(sub: str) -> None:
 def test_check_accepts_the_demo_config() -> None:
     out = gateway("check", "examples/demo.yaml")
     assert out.returncode == 0, out.stderr
-    assert "OK: 3 devices, 11 points, 8 rules" in out.stdout
+    assert "OK: 4 devices, 20 points, 8 rules" in out.stdout
 
 
 def test_check_names_file_line_and_key(tmp_path: Path) -> None:

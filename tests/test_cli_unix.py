@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from uplink_support import DEMO, bounded, demo_config, run, running_receiver
+from uplink_support import bounded, demo_config, modbus_demo, run, running_receiver
 
 from gateway.cloud.store import SQLiteCloudStore
-from gateway.config import load_config
 from gateway.core import records
 from gateway.core.model import SampleBatch
 from gateway.core.runtime import Runtime, build_point_table
@@ -51,7 +50,7 @@ def strict_json(line: str) -> Any:
 
 
 def demo_names() -> list[str]:
-    return [info.name for info in build_point_table(load_config(DEMO)).infos]
+    return [info.name for info in build_point_table(modbus_demo()).infos]
 
 
 def test_version_and_python_dash_m_gateway() -> None:
@@ -94,7 +93,7 @@ def test_a_mistyped_endpoint_is_one_line_not_a_traceback(tmp_path: Path) -> None
 def big_queue(tmp_path: Path) -> Path:
     """A queue with the demo's point model, 3000 telemetry records (about 2 MB as JSON: far more
     than a pipe holds) and an event carrying bytes and a NaN."""
-    cfg = load_config(DEMO)
+    cfg = modbus_demo()
     infos = build_point_table(cfg).infos
     model, meta = records.point_model(cfg.id, infos)
     ids = np.arange(len(infos), dtype=np.uint32)
@@ -125,7 +124,7 @@ def test_queue_export_is_json_lines_with_point_names(big_queue: Path) -> None:
 
 
 def test_queue_names_points_from_the_config_when_the_queue_lost_its_model(tmp_path: Path) -> None:
-    cfg = demo_config(tmp_path, {d.name: 1 for d in load_config(DEMO).devices}, "tcp://x:1", "q")
+    cfg = demo_config(tmp_path, {d.name: 1 for d in modbus_demo().devices}, "tcp://x:1", "q")
     infos = build_point_table(cfg).infos
     model, _ = birth_record(cfg, infos)
     batch = SampleBatch.uniform(np.array([0, 2], np.uint32), 5.0, np.array([1.0, 2.0]))

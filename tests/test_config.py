@@ -71,9 +71,10 @@ def test_demo_loads_with_expected_values() -> None:
     assert cfg.source == str(DEMO)
     assert cfg.data_dir == str(DEMO.parent.parent / "var" / "demo")
     assert cfg.metrics_listen == "127.0.0.1:9108"
-    assert [d.name for d in cfg.devices] == ["press1", "pump1", "motor1"]
-    assert sum(len(d.points) for d in cfg.devices) == 11
-    press1, pump1, motor1 = cfg.devices
+    assert [d.name for d in cfg.devices] == ["press1", "pump1", "motor1", "mould1"]
+    assert sum(len(d.points) for d in cfg.devices) == 20
+    press1, pump1, motor1, mould1 = cfg.devices
+    assert mould1.driver == "opcua" and mould1.opcua is not None
     assert press1.port == 5020 and press1.timeout == 0.5
     assert press1.poll_groups == {"fast": 0.1, "slow": 1.0}
     assert pump1.poll_groups == {"default": 0.2}
@@ -96,7 +97,7 @@ def test_demo_loads_with_expected_values() -> None:
         WriteAction("press1.run", "0"),
         LogAction("stopping press1 at {press1.temp:.1f} degC"),
     )
-    assert overheat.source == f"{DEMO}:98"
+    assert overheat.source == f"{DEMO}:137"
     assert restart.actions[0] == WriteAction("press1.run", "1") and restart.clear is None
     assert unsteady.for_ == 5.0 and unsteady.severity == "minor"
     zone_d = next(r for r in packs if r.name == "motor1_iso10816_zone_d")
@@ -114,7 +115,7 @@ def test_demo_loads_with_expected_values() -> None:
 def test_check_main_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check_main(str(DEMO)) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == f"{DEMO}: OK: 3 devices, 11 points, 8 rules"
+    assert out[-1] == f"{DEMO}: OK: 4 devices, 20 points, 8 rules"
     assert [line.split(": ")[1] for line in out[:-1]] == ["model bearing_ae", "model motor_state"]
 
     bad = tmp_path / "bad.yaml"

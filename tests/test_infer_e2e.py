@@ -15,10 +15,9 @@ import json
 import time
 from pathlib import Path
 
-from uplink_support import running_receiver, wait_until
+from uplink_support import modbus_demo, running_receiver, wait_until
 
 from gateway.cloud.store import SQLiteCloudStore
-from gateway.config import load_config
 from gateway.core.records import ModelDecoder, decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, MotorModel, demo_factory
@@ -45,7 +44,7 @@ def test_bearing_fault_raises_the_model_alarm_in_the_cloud(tmp_path: Path) -> No
         ]
         store = SQLiteCloudStore(str(tmp_path / "cloud.db"))
         async with Factory(specs, clock) as factory, running_receiver(store) as receiver:
-            base = load_config(DEMO)
+            base = modbus_demo()
             devices = []
             for d in base.devices:
                 d = dataclasses.replace(d, port=factory.ports[d.name])

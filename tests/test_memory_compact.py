@@ -27,6 +27,7 @@ _PROBE = textwrap.dedent(
                 return int(line.split()[1]) / 1024
     from gateway.config import load_config
     from gateway.core.memory import compacted
+    load_config(sys.argv[3])  # a one-point config: what loading imports is not the load's growth
     gc.collect()
     before = rss()
     if sys.argv[2] == "compacted":
@@ -40,8 +41,14 @@ _PROBE = textwrap.dedent(
 
 
 def _growth(path: Path, how: str) -> float:
+    small = path.with_name("small.yaml")
+    small.write_text(
+        yaml.safe_dump(
+            gateway_config(path.parent, 30000, 1, 1, 0.1, "tcp://127.0.0.1:1", "127.0.0.1:1")
+        )
+    )
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(path), how],
+        [sys.executable, "-c", _PROBE, str(path), how, str(small)],
         capture_output=True, text=True, timeout=60, cwd=str(ROOT), check=True,
     )  # fmt: skip
     devices, growth = out.stdout.split()

@@ -71,7 +71,7 @@ def test_opcua_device_in_the_runtime_to_the_cloud(tmp_path: Path) -> None:
                     await asyncio.wait_for(run, 15)
         store.close()
         assert 'device_gaps_total{device="press2"} 0' in text
-        assert 'device_writes{device="press2"} 1' in text
+        assert 'device_writes_total{device="press2"} 1' in text
         assert 'device_online{device="press2"} 1' in text
 
     asyncio.run(asyncio.wait_for(main(), 90))

@@ -25,7 +25,7 @@ NOBODY = 65534
 
 # Imports first (the interpreter lives under /root), then drop to nobody, then open the queue.
 CHILD = """
-import asyncio, os, sys
+import asyncio, concurrent.futures.thread, os, sys
 from gateway.config import UplinkConfig
 from gateway.uplink.client import Uplink, UplinkError
 os.setgroups([]); os.setgid(65534); os.setuid(65534)

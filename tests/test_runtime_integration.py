@@ -12,10 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from uplink_support import running_receiver, wait_until
+from uplink_support import modbus_demo, running_receiver, wait_until
 
 from gateway.cloud.store import SQLiteCloudStore
-from gateway.config import load_config
 from gateway.core.records import ModelDecoder, decode
 from gateway.core.runtime import Runtime
 from gateway.drivers.sim import Factory, demo_factory
@@ -34,7 +33,7 @@ def test_demo_episode_flows_from_devices_through_rules_to_the_cloud(tmp_path: Pa
         specs = [dataclasses.replace(s, port=0) for s in demo_factory()]
         store = SQLiteCloudStore(str(tmp_path / "cloud.db"))
         async with Factory(specs, clock) as factory, running_receiver(store) as receiver:
-            base = load_config(DEMO)
+            base = modbus_demo()
             config = dataclasses.replace(
                 base,
                 metrics_listen="127.0.0.1:0",

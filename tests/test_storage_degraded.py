@@ -28,7 +28,7 @@ from gateway.uplink.queue import peek_state
 
 async def http_get(port: int, path: str) -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     raw = await asyncio.wait_for(reader.read(), 5.0)
     writer.close()
     head, _, body = raw.decode().partition("\r\n\r\n")

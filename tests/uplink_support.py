@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 import zmq
 import zmq.asyncio
 
 from gateway.cloud.receiver import CloudReceiver
 from gateway.cloud.store import CloudStore, SQLiteCloudStore
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, load_config_text
 from gateway.uplink import keys, wire
+from hil_tests.rig import only_devices
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
@@ -131,12 +133,24 @@ class RawPeer:
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 
 
+def without_opcua(doc: dict[str, Any]) -> dict[str, Any]:
+    """The demo config ``doc`` without its OPC UA machine (and that machine's asset), for tests
+    that simulate the Modbus factory only (tests/test_sim_opcua.py and the OPC UA tests cover it)."""
+    return only_devices(doc, lambda d: d.get("driver") != "opcua")
+
+
+def modbus_demo() -> GatewayConfig:
+    """``examples/demo.yaml`` :func:`without_opcua`, its relative paths resolved as in the file."""
+    doc = without_opcua(yaml.safe_load(DEMO.read_text()))
+    return load_config_text(yaml.safe_dump(doc, sort_keys=False), str(DEMO))
+
+
 def demo_config(
     tmp_path: Path, ports: dict[str, int], endpoint: str, queue: str | Path
 ) -> GatewayConfig:
     """``examples/demo.yaml`` against simulated devices on ``ports`` and a plaintext receiver at
-    ``endpoint``, with its data in ``tmp_path`` (no status listener)."""
-    base = load_config(DEMO)
+    ``endpoint``, with its data in ``tmp_path`` (no status listener); the Modbus factory only."""
+    base = modbus_demo()
     return dataclasses.replace(
         base,
         data_dir=str(tmp_path),
