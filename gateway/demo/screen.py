@@ -94,14 +94,17 @@ def render_lines(
     width: int,
     height: int,
     ellipsis: str = "…",
+    page: str = "",
 ) -> list[tuple[str, str]]:
     """The screen as ``(text, sgr)`` lines, at most ``height`` of them, none wider than ``width``.
 
     The rule activity list gets the rows left over, newest last; the point table uses as many
-    columns as the width allows.
+    columns as the width allows. ``page``: the operator page's line (address and login).
     """
     up = int(time.time() - started)
     head = [(f"Edge gateway demo   running {up // 60:02d}:{up % 60:02d}   Ctrl-C stops", BOLD)]
+    if page:
+        head.append((f"PAGE     {page}", BOLD))
     if status is None:
         rows = [*head, ("waiting for the gateway's status endpoint ...", "")]
         return [(fit(t, width, ellipsis), s) for t, s in rows][:height]
