@@ -50,6 +50,7 @@ async def http(port: int, method: str, path: str, body: Any = None,
     data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
     hdrs = {"Host": f"{host}:{port}", **({"Content-Type": "application/json"} if data else {}),
             **(headers or {})}  # fmt: skip
+    hdrs = {k: v for k, v in hdrs.items() if v is not None}
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
     if data:
         head += f"Content-Length: {len(data)}\r\n"

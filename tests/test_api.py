@@ -200,7 +200,7 @@ def test_rules_enable_disable_reload_and_config_validation(tmp_path: Path) -> No
 def test_event_stream_sends_points_alarms_devices_uplink_rules(tmp_path: Path) -> None:
     async def body(gw: Gw) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-        writer.write(b"GET /api/events?interval_ms=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /api/events?interval_ms=200 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         seen: dict[str, list[Any]] = {}
         buf = b""
         loop = asyncio.get_running_loop()

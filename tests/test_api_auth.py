@@ -90,6 +90,13 @@ def test_login_session_basic_logout_and_browser_guards(tmp_path: Path) -> None:
     async def body(gw: Gw) -> None:
         wrong = await gw.post("/api/login", {"user": "op", "password": "nope"}, user=None)
         assert wrong.status == 401
+        for _ in range(4):  # five wrong passwords in a minute lock the name for a while
+            await gw.post("/api/login", {"user": "viewer", "password": "nope"}, user=None)
+        locked = await gw.post("/api/login", {"user": "viewer", "password": "nope"}, user=None)
+        assert locked.status == 401
+        right = await gw.post("/api/login", {"user": "viewer", "password": PASSWORD}, user=None)
+        assert right.status == 429 and int(right.headers["retry-after"]) > 0
+        assert (await gw.get("/api/whoami", headers=basic("viewer", PASSWORD))).status == 401
         login = await gw.post("/api/login", {"user": "op", "password": PASSWORD}, user=None)
         assert login.status == 200 and login.json()["role"] == "operator"
         assert "set-cookie" not in login.headers  # never a cookie: nothing for CSRF to ride on
@@ -114,6 +121,14 @@ def test_login_session_basic_logout_and_browser_guards(tmp_path: Path) -> None:
         assert (await gw.post("/api/logout", user=None, headers=bearer(token))).status == 200
         after = await gw.post("/api/rules/reload", user=None, headers=bearer(token))
         assert after.status == 401
+        rebound = await gw.get("/api/points", headers={"Host": "evil.example:9108"})
+        assert rebound.status == 403 and "Host" in rebound.json()["error"]
+        assert (await gw.get("/metrics", headers={"Host": "evil.example"})).status == 403
+        assert (await gw.get("/api/points", headers={"Host": f"localhost:{port}"})).status == 200
+        assert (await gw.get("/api/points", headers={"Host": "[::1]:1"})).status == 200
+        named = await gw.get("/api/points", headers={"Host": "evil.example",
+                                                       **bearer(gw.tokens["viewer"])})  # fmt: skip
+        assert named.status == 200  # a user's token is not something a rebinding page has
         sse = await http(port, "GET", f"/api/events?access_token={token}&interval_ms=200x")
         assert sse.status == 401  # a logged-out token, even in the query
 
@@ -148,6 +163,11 @@ def test_reads_from_another_address_need_a_user(tmp_path: Path) -> None:
                            headers=bearer(gw.tokens["viewer"]))).status == 200  # fmt: skip
         assert (await http(gw.port, "GET", "/health", host=addr)).status in (200, 503)
         assert (await gw.get("/metrics")).status == 200
+        login = await http(gw.port, "POST", "/api/login", {"user": "viewer", "password": PASSWORD},
+                           host=addr)  # fmt: skip
+        assert login.status == 200  # a tablet on the network logs in, then reads with it
+        session = bearer(login.json()["token"])
+        assert (await http(gw.port, "GET", "/api/alarms", host=addr, headers=session)).status == 200
 
     run(tmp_path, body, metrics_listen="0.0.0.0:0")
 
@@ -160,7 +180,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -262,3 +282,23 @@ def test_users_file_holds_hashes_only_and_is_private(tmp_path: Path) -> None:
     assert tokens["op"] not in text and PASSWORD not in text
     assert base64.b64encode(PASSWORD.encode()).decode() not in text
     assert stat.S_IMODE(os.stat(tmp_path / "users.json").st_mode) == 0o600
+
+
+def test_tls_files_that_cannot_be_loaded_stop_the_start_with_the_reason(tmp_path: Path) -> None:
+    from test_supervisor import CONFIG
+
+    from gateway.config import load_config_text
+    from gateway.core.runtime import Runtime, RuntimeStartError
+
+    base = CONFIG.format(data=tmp_path, port=9)
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    cases = {
+        "tls_cert: {d}/bad.pem, tls_key: {d}/bad.pem": "cannot be loaded",
+        "tls_cert: {d}/bad.pem": "go together",
+    }
+    for extra, message in cases.items():
+        text = base.replace(
+            "stall_periods: 2}", "stall_periods: 2, " + extra.format(d=tmp_path) + "}"
+        )
+        with pytest.raises(RuntimeStartError, match=message):
+            Runtime(load_config_text(text))

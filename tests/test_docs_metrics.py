@@ -97,6 +97,7 @@ _AFTER_EVENTS = {"alarms_total", "writes_total", "rule_writes_total", "uplink_dr
 def _parse(text: str) -> dict[str, list[dict[str, str]]]:
     """Prometheus text -> family -> label sets, one per sample."""
     out: dict[str, list[dict[str, str]]] = {}
+    histograms = set(re.findall(r"^# TYPE (\S+) histogram$", text, re.M))
     for line in text.splitlines():
         if line.startswith("#") or not line:
             continue
@@ -104,7 +105,12 @@ def _parse(text: str) -> dict[str, list[dict[str, str]]]:
         assert m, f"not a Prometheus sample line: {line!r}"
         labels = {k: "" for k in _LABEL.findall(m.group(2) or "")}
         labels.update(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        out.setdefault(m.group(1), []).append(labels)
+        name = m.group(1)
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        if family in histograms:  # a histogram's series are its family's (without `le`)
+            name = family
+            labels.pop("le", None)
+        out.setdefault(name, []).append(labels)
     return out
 
 

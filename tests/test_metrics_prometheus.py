@@ -55,6 +55,10 @@ def test_metrics_follow_prometheus_conventions(tmp_path: Path) -> None:
     count = next(s.value for s in hist.samples if s.name.endswith("_count"))
     assert count >= 2 and buckets[-1].value == count
 
+    model = families["gateway_model_latency_seconds"]
+    assert model.type == "histogram"
+    assert {s.labels.get("model") for s in model.samples} == {"bearing_ae", "motor_state"}
+
     for name in ("process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds",
                  "process_start_time_seconds"):  # fmt: skip
         assert name in families, f"{name} missing"

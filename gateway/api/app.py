@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class Route:
     name: str  # the OpenAPI path, also the metrics label (bounded)
     handler: Handler
     operator: bool  # changes state: needs an operator
+    public: bool = False  # no login needed from anywhere (login itself, the page's assets)
 
 
 def is_loopback(addr: str) -> bool:
@@ -152,8 +154,10 @@ class Api:
         return None, {}, allowed
 
     async def _authorize(self, req: Request, route: Route) -> User | None:
+        if route.public:
+            return None
         header = req.headers.get("authorization", "")
-        if not header and req.method == "GET" and "access_token" in req.query:
+        if not header and req.path == "/api/events" and "access_token" in req.query:
             header = f"Bearer {req.query['access_token']}"  # EventSource cannot send headers
         user: User | None = None
         if header:
@@ -183,6 +187,12 @@ class Api:
             self.refuse(req, route, "unauthenticated", None)
             raise ApiError(401, "reading from another host needs a token (see docs/api.md)",
                            [("WWW-Authenticate", "Bearer")])  # fmt: skip
+        if user is None and not _plain_host(req.headers.get("host", "")):
+            # DNS rebinding: a web page on evil.example whose name resolves to 127.0.0.1 would
+            # read the plant through the visitor's browser; its requests carry its own name.
+            self.refuse(req, route, "foreign_host", None)
+            raise ApiError(403, "anonymous reads need Host: an IP address, localhost or this "
+                           "host's name; use a token otherwise")  # fmt: skip
         return user
 
     def refuse(self, req: Request, route: Route, reason: str, user: User | None) -> None:
@@ -197,6 +207,25 @@ async def _no_handler(call: Call) -> Response:
 
 
 _READ_ROUTE = Route("GET", re.compile(r"/(metrics|status)"), "/metrics", _no_handler, False)
+
+
+def _plain_host(host: str) -> bool:
+    """An IP literal, ``localhost`` or this machine's own name (with or without a port), or
+    none (HTTP/1.0 tools; browsers always send one)."""
+    if not host:
+        return True
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    name = name.lower().rstrip(".")
+    if name in ("localhost", socket.gethostname().lower()):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _same_origin(origin: str, req: Request) -> bool:

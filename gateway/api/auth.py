@@ -32,6 +32,8 @@ USERS_FILE = "users.json"
 PBKDF2_ITERATIONS = 200_000
 SESSION_S = 12 * 3600.0
 MAX_SESSIONS = 64
+MAX_FAILURES = 5  # wrong passwords per user name within FAILURE_WINDOW_S; then locked
+FAILURE_WINDOW_S = 60.0
 NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")  # also valid as the `by` of an alarm ack
 
 
@@ -155,7 +157,21 @@ class Authenticator:
         self.file = UserFile(data_dir)
         self._clock = clock
         self._sessions: dict[str, tuple[str, float]] = {}  # token hash -> (user, expiry)
-        self._basic_ok: dict[str, tuple[str, float]] = {}  # header hash -> (user, expiry)
+        # header hash -> (user, expiry, the stored hash it was checked against)
+        self._basic_ok: dict[str, tuple[str, float, str]] = {}
+        self._failures: dict[str, list[float]] = {}  # user name -> times of wrong passwords
+
+    def locked(self, name: str) -> float:
+        """Seconds until ``name`` may try a password again (0: now): guessing stays slow."""
+        now = self._clock()
+        recent = [t for t in self._failures.get(name, ()) if now - t < FAILURE_WINDOW_S]
+        if recent:
+            self._failures[name] = recent
+        else:
+            self._failures.pop(name, None)
+        if len(recent) < MAX_FAILURES:
+            return 0.0
+        return FAILURE_WINDOW_S - (now - recent[0])
 
     def configured(self) -> bool:
         try:
@@ -186,18 +202,30 @@ class Authenticator:
             except (ValueError, UnicodeDecodeError):
                 return None
             key = token_hash(authorization)
+            stored = str((users.get(name) or {}).get("password"))
             cached = self._basic_ok.get(key)
-            if cached is not None and cached[1] > now and name in users:
+            if cached is not None and cached[1] > now and cached[2] == stored:
                 return User(name, users[name]["role"], "password")
             if await self.check(name, password):
                 if len(self._basic_ok) >= MAX_SESSIONS:
                     self._basic_ok.clear()
-                self._basic_ok[key] = (name, now + 300.0)
+                self._basic_ok[key] = (name, now + 300.0, stored)
                 return User(name, users[name]["role"], "password")
         return None
 
     async def check(self, name: str, password: str) -> bool:
-        """Password check in a worker thread (PBKDF2 takes a while on purpose)."""
+        """Password check in a worker thread (PBKDF2 takes a while on purpose); False without
+        checking while ``name`` is locked after too many wrong passwords."""
+        if self.locked(name):
+            return False
+        ok = await self._check(name, password)
+        if not ok:
+            if len(self._failures) >= 4 * MAX_SESSIONS:  # bounded, whatever names are tried
+                self._failures.clear()
+            self._failures.setdefault(name, []).append(self._clock())
+        return ok
+
+    async def _check(self, name: str, password: str) -> bool:
         u = self.file.users().get(name)
         stored = u.get("password") if u else None
         if not isinstance(stored, str):

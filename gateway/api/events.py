@@ -22,6 +22,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from gateway.api import views
 from gateway.core.httpd import Response
 from gateway.jsonsafe import dumps
@@ -60,8 +62,10 @@ async def _stream(rt: Runtime, interval: float) -> AsyncIterator[bytes]:
         while True:
             chunks = []
             ts = rt.points.last_ts
-            changed = range(len(ts)) if seen_ts is None else \
-                [i for i in range(len(ts)) if ts[i] != seen_ts[i] and ts[i] == ts[i]]  # fmt: skip
+            if seen_ts is None or len(seen_ts) != len(ts):
+                changed: list[int] = list(range(len(ts)))
+            else:  # a new sample time; NaN (never seen) is not a change
+                changed = np.flatnonzero((ts != seen_ts) & ~np.isnan(ts)).tolist()
             seen_ts = ts.copy()
             if changed:
                 pts = [{k: p[k] for k in ("name", "value", "ts", "quality")}

@@ -295,6 +295,11 @@ async def login(call: Call) -> Response:
     ):
         raise ApiError(400, 'body must be {"user": "...", "password": "..."}')
     api = call.api
+    wait = api.auth.locked(user)
+    if wait:
+        api.refuse(call.req, _LOGIN, "locked", None)
+        raise ApiError(429, f"too many wrong passwords for {user[:64]!r}; try again later",
+                       [("Retry-After", str(max(1, round(wait))))])  # fmt: skip
     if not await api.auth.check(user, password):
         api.refuse(call.req, _LOGIN, "bad_credentials", None)
         raise ApiError(401, "wrong user or password")
@@ -310,19 +315,19 @@ async def logout(call: Call) -> Response:
     return _ok({"ok": True})
 
 
-def _r(method: str, path: str, handler: Any, operator: bool = False) -> Route:
+def _r(method: str, path: str, handler: Any, operator: bool = False, public: bool = False) -> Route:
     pattern = re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", re.escape(path).replace(r"\{", "{")
                                 .replace(r"\}", "}")))  # fmt: skip
-    return Route(method, pattern, path, handler, operator)
+    return Route(method, pattern, path, handler, operator, public)
 
 
-_LOGIN = _r("POST", "/api/login", login)
+_LOGIN = _r("POST", "/api/login", login, public=True)
 
 ROUTES = [
     _r("GET", "/api/openapi.json", openapi),
     _r("GET", "/api/whoami", whoami),
     _LOGIN,
-    _r("POST", "/api/logout", logout),
+    _r("POST", "/api/logout", logout, public=True),
     _r("GET", "/api/devices", devices),
     _r("GET", "/api/devices/{name}", device),
     _r("POST", "/api/devices/{name}/poll", poll_once, operator=True),

@@ -13,9 +13,11 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 Labels = tuple[tuple[str, str], ...]
+#: One histogram series: labels, bucket bounds, counts per bucket (+Inf last), sum, count.
+HistogramRow = tuple[Labels, Sequence[float], Sequence[float], float, float]
 
 
 def _fmt_labels(labels: Labels) -> str:
@@ -41,6 +43,7 @@ class Metrics:
         self._help: dict[str, tuple[str, str]] = {}
         self._collectors: list[Callable[[], Iterable[tuple[str, Labels, float]]]] = []
         self._hists: dict[str, tuple[tuple[float, ...], dict[Labels, list[float]]]] = {}
+        self._sources: dict[str, Callable[[], Iterable[HistogramRow]]] = {}
         #: HELP text of families nobody described (every family gets one).
         self.help_for: Callable[[str], str] = lambda name: name.replace("_", " ")
 
@@ -48,6 +51,13 @@ class Metrics:
         """Declare histogram ``name`` (seconds) with upper bounds ``buckets``."""
         self._help[name] = ("histogram", text)
         self._hists[name] = (tuple(sorted(buckets)), {})
+
+    def histogram_source(
+        self, name: str, text: str, fn: Callable[[], Iterable[HistogramRow]]
+    ) -> None:
+        """Histogram ``name`` kept elsewhere (a stage's own counts), read at scrape time."""
+        self._help[name] = ("histogram", text)
+        self._sources[name] = fn
 
     def observe(self, name: str, value: float, labels: Labels = ()) -> None:
         """One observation: a bisect and three additions (cheap enough for a request path)."""
@@ -81,8 +91,8 @@ class Metrics:
             for name, labels, value in fn():
                 rows.setdefault(name, []).append((labels, value))
         lines = []
-        for name in sorted(set(rows) | set(self._hists)):
-            if name in self._hists:
+        for name in sorted(set(rows) | set(self._hists) | set(self._sources)):
+            if name in self._hists or name in self._sources:
                 lines.extend(self._render_histogram(name))
                 continue
             full = self.prefix + name
@@ -100,16 +110,22 @@ class Metrics:
 
     def _render_histogram(self, name: str) -> list[str]:
         full = self.prefix + name
-        bounds, series = self._hists[name]
+        if name in self._hists:
+            bounds_, series = self._hists[name]
+            rows: Iterable[HistogramRow] = [
+                (labels, bounds_, row[:-2], row[-2], row[-1]) for labels, row in series.items()
+            ]
+        else:
+            rows = self._sources[name]()
         lines = [f"# HELP {full} {self._help[name][1]}", f"# TYPE {full} histogram"]
-        for labels, row in series.items():
+        for labels, bounds, counts, total, count in rows:
             cum = 0.0
-            for le, n in zip((*bounds, math.inf), row, strict=False):
+            for le, n in zip((*bounds, math.inf), counts, strict=True):
                 cum += n
                 le_s = "+Inf" if le == math.inf else repr(float(le))
                 lines.append(f"{full}_bucket{_fmt_labels((*labels, ('le', le_s)))} {cum!r}")
-            lines.append(f"{full}_sum{_fmt_labels(labels)} {row[-2]!r}")
-            lines.append(f"{full}_count{_fmt_labels(labels)} {row[-1]!r}")
+            lines.append(f"{full}_sum{_fmt_labels(labels)} {float(total)!r}")
+            lines.append(f"{full}_count{_fmt_labels(labels)} {float(count)!r}")
         return lines
 
 

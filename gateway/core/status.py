@@ -7,8 +7,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from gateway import impl
-from gateway.core.metrics import Labels, build_info_labels
+from gateway.core.metrics import HistogramRow, Labels, build_info_labels
 from gateway.core.model import Quality
+from gateway.infer.runner import LATENCY_BUCKETS
 from gateway.infer.wiring import collect_model_metrics
 
 if TYPE_CHECKING:
@@ -59,10 +60,22 @@ def describe_metrics(rt: Runtime) -> None:
         m.describe(f"model_{key}_total", "counter", f"{text}, by model")
     m.describe("model_running", "gauge", "1 while the model runs, by model")
     m.describe("model_queued", "gauge", "Windows waiting for the model, by model")
+    m.histogram_source("model_latency_seconds", "Inference latency per invoke (features "
+                       "included), by model", lambda: model_latency(rt))  # fmt: skip
     m.describe("model_latency_p50_seconds", "gauge", "Median inference latency, by model")
     m.describe("model_latency_p99_seconds", "gauge", "99th percentile inference latency, by model")
     m.help_for = _default_help
     m.add_collector(lambda: collect(rt))
+
+
+def model_latency(rt: Runtime) -> list[HistogramRow]:
+    if rt.models is None:
+        return []
+    return [
+        ((("model", name),), LATENCY_BUCKETS, list(slot.stats.latency_counts),
+         slot.stats.latency_sum, sum(slot.stats.latency_counts))
+        for name, slot in rt.models.slots.items()
+    ]  # fmt: skip
 
 
 def _default_help(name: str) -> str:

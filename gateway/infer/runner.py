@@ -13,6 +13,7 @@ the uplink and other models see model outputs like any other point.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import logging
 import threading
@@ -33,6 +34,7 @@ from gateway.infer.model import LoadedModel, ModelError
 
 _log = logging.getLogger("gateway.infer")
 LATENCY_KEEP = 1024
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass
@@ -47,6 +49,14 @@ class ModelStats:
     latency: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=LATENCY_KEEP)
     )  # seconds per invoke (features included)
+    #: Since start, for the Prometheus histogram: counts per LATENCY_BUCKETS bound (+Inf last).
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.latency.append(seconds)
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
     def percentiles(self) -> tuple[float, float]:
         if not self.latency:
@@ -313,7 +323,7 @@ class ModelRunner:
                 slot.stats.errors += 1
                 _log.error("model %s failed on %d windows: %s", slot.config.name, len(items), exc)
                 return
-            slot.stats.latency.append(time.perf_counter() - t0)
+            slot.stats.observe(time.perf_counter() - t0)
             slot.stats.invocations += 1
             slot.stats.inferred += len(items)
         self._post(slot, ends, values)
