@@ -103,6 +103,7 @@ def test_page_is_live_and_the_overheat_alarm_is_acked_with_the_button(tmp_path: 
         await expect(ack).to_be_visible()  # raised, and pushed to the page by the stream
         await expect(page.locator("#alarm-rows")).to_contain_text("not acknowledged")
         await screenshot(page, "alarm")
+        await screenshot(page, "alarm-view", full_page=False)  # what a tablet shows first
         await tab_to(page, '#alarm-rows button[data-rule="press1_overheat"]')
         outline = await ack.evaluate("e => getComputedStyle(e).outlineStyle")
         assert outline != "none", "the focused button shows no focus"
@@ -156,15 +157,17 @@ def test_setpoint_write_and_poll_once_from_the_page(tmp_path: Path) -> None:
         await expect(page.locator("#notice")).to_contain_text('takes a number, not "abc"')
         await expect(page.locator("dialog#login")).to_be_hidden()  # refused before any request
 
-        await page.fill("#write-value", "12.5")
+        port = gw.factory.ports["pump1"]
+        assert await holding_register(port, 10) != 175
+        await page.fill("#write-value", "17.5")
         await page.click("#write-form button")
         await login(page, "op", "not the password")
         await expect(page.locator("#login-error")).to_have_text("wrong user or password")
         await page.fill("#login-password", PASSWORD)
         await page.press("#login-password", "Enter")
-        await expect(page.locator("#notice")).to_contain_text("pump1.setpoint = 12.5 written")
-        assert await holding_register(gw.factory.ports["pump1"], 10) == 125  # scale 0.1
-        assert gw.factory.values("pump1")["setpoint"] == 12.5
+        await expect(page.locator("#notice")).to_contain_text("pump1.setpoint = 17.5 written")
+        assert await holding_register(port, 10) == 175  # uint16, scale 0.1
+        assert gw.factory.values("pump1")["setpoint"] == 17.5
 
         await page.select_option("#poll-device", "press1")
         block = next(b for b in (await gw.get("/api/devices/press1")).json()["blocks"]
@@ -188,7 +191,7 @@ def test_setpoint_write_and_poll_once_from_the_page(tmp_path: Path) -> None:
         await page.click("#write-form button")
         await login(page, "viewer", PASSWORD)
         await expect(page.locator("#notice")).to_contain_text("user viewer has role read")
-        assert await holding_register(gw.factory.ports["pump1"], 10) == 125
+        assert await holding_register(port, 10) == 175
         await screenshot(page, "points", "#points")
 
     run(tmp_path, body)

@@ -44,12 +44,15 @@ async def browser_page(url: str, errors: list[str] | None = None) -> AsyncIterat
             await browser.close()
 
 
-async def screenshot(page: Page, name: str, selector: str | None = None) -> Path:
-    """Saved under build/screenshots/ (a test artefact, not committed)."""
+async def screenshot(
+    page: Page, name: str, selector: str | None = None, full_page: bool = True
+) -> Path:
+    """Saved under build/screenshots/ (a test artefact, not committed; docs/img/operator-page.png
+    is ``alarm-view.png``, reduced to 64 colours)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     if selector is None:
-        await page.screenshot(path=str(path), full_page=True)
+        await page.screenshot(path=str(path), full_page=full_page)
     else:
         await page.locator(selector).screenshot(path=str(path))
     return path
