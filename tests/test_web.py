@@ -127,6 +127,11 @@ def test_page_is_live_and_the_overheat_alarm_is_acked_with_the_button(tmp_path: 
                          "the ack event at the cloud receiver", 10)  # fmt: skip
         await expect(page.locator("#event-list")).to_contain_text("acked press1_overheat by op")
 
+        await page.set_viewport_size({"width": 768, "height": 1024})  # a tablet, upright
+        width = await page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 768, f"the page scrolls sideways on a tablet: {width} px wide"
+        await screenshot(page, "tablet-portrait", full_page=False)
+
     run(tmp_path, body)
 
 
@@ -182,6 +187,11 @@ def test_setpoint_write_and_poll_once_from_the_page(tmp_path: Path) -> None:
                         .locator("td").inner_text())  # fmt: skip
         assert abs(decoded - raw * 0.01) < 1e-6, (raw, decoded)  # uint16, scale 0.01
         await screenshot(page, "commissioning", "#commission")
+
+        await page.get_by_role("button", name="Disable press1_restart").click()
+        await expect(page.locator("#notice")).to_contain_text("Rule press1_restart disabled")
+        assert (await gw.get("/api/rules/press1_restart")).json()["state"] == "disabled"
+        await expect(page.get_by_role("button", name="Enable press1_restart")).to_be_visible()
 
         # a read-only user is refused by the API, and the page says why
         await page.click("#logout-btn")

@@ -61,7 +61,7 @@ def test_nothing_else_is_served_and_the_api_still_answers() -> None:
     for path, a in zip(bad, answers, strict=False):
         assert a.status == 404, (path, a.status, a.body)
         assert b"import" not in a.body and b"[project]" not in a.body
-    assert answers[-2].status == 405
+    assert answers[-2].json()["error"] == "api /"  # only a GET is the page's
     assert answers[-1].json()["error"] == "api /api/whoami"  # the API's paths go to the API
 
 

@@ -249,8 +249,8 @@ class StatusServer:
         if self._api is not None:
             from gateway import web  # the operator's page: static files, no plant data
 
-            if web.is_page(req.path):
-                return web.serve(req.method, req.path)
+            if req.method == "GET" and web.is_page(req.path):
+                return web.serve(req.path)
             return await self._api(req)
         return Response(404, b"try /metrics, /status or /health\n", "text/plain")
 

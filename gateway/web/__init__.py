@@ -35,10 +35,8 @@ def is_page(path: str) -> bool:
     return path == "/" or path == "/index.html" or path.startswith("/web/")
 
 
-def serve(method: str, path: str) -> Response:
-    """The file at ``path``; 404 for any other path under ``/web/``, 405 for a method but GET."""
-    if method != "GET":
-        return Response(405, b"GET only\n", "text/plain", [("Allow", "GET")])
+def serve(path: str) -> Response:
+    """The file at ``path`` (a GET); 404 for any other path under ``/web/``."""
     entry = FILES.get("/" if path == "/index.html" else path)
     if entry is None:
         return Response(404, b"no such file; the page is at /\n", "text/plain")
