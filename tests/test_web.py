@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
+import psutil
+import pytest
 import yaml
 from api_support import PASSWORD, Gw, api_gateway
 from playwright.async_api import Page, expect
@@ -30,14 +33,18 @@ async def tick(gw: Gw) -> None:
         await asyncio.sleep(0.05)
 
 
-def run(tmp_path: Path, body: Any) -> None:
+def run(tmp_path: Path, body: Any, host: str = "127.0.0.1") -> None:
+    """``body(gw, page)`` with the page open at ``host`` (the listener's address) and live;
+    from another host than loopback, ``body`` logs in first."""
+
     async def main() -> None:
-        async with api_gateway(tmp_path) as gw:
+        async with api_gateway(tmp_path, metrics_listen=f"{host}:0") as gw:
             ticker = asyncio.create_task(tick(gw))
             errors: list[str] = []
             try:
-                async with browser_page(f"http://127.0.0.1:{gw.port}/", errors) as page:
-                    await expect(page.locator("#link")).to_have_text("live")
+                async with browser_page(f"http://{host}:{gw.port}/", errors) as page:
+                    if host == "127.0.0.1":
+                        await expect(page.locator("#link")).to_have_text("live")
                     await body(gw, page)
             finally:
                 ticker.cancel()
@@ -196,7 +203,6 @@ def test_setpoint_write_and_poll_once_from_the_page(tmp_path: Path) -> None:
         # a read-only user is refused by the API, and the page says why
         await page.click("#logout-btn")
         await expect(page.locator("#login-btn")).to_be_visible()
-        await asyncio.sleep(1.0)  # the API's rate limit: one write per second per point
         await page.fill("#write-value", "20")
         await page.click("#write-form button")
         await login(page, "viewer", PASSWORD)
@@ -205,3 +211,42 @@ def test_setpoint_write_and_poll_once_from_the_page(tmp_path: Path) -> None:
         await screenshot(page, "points", "#points")
 
     run(tmp_path, body)
+
+
+def lan_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (the page seen from the network)."""
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return str(a.address)
+    return None
+
+
+@needs_chromium
+def test_from_another_host_the_page_asks_for_a_login_before_it_shows_the_plant(
+    tmp_path: Path,
+) -> None:
+    """The listener on a LAN address (allowed: users exist); the browser's requests come from
+    that address, not loopback, so every read needs a login and the stream gets the token."""
+    host = lan_address()
+    if host is None:
+        pytest.skip("this machine has no IPv4 address but loopback")
+
+    async def body(gw: Gw, page: Page) -> None:
+        await expect(page.locator("#login-why")).to_have_text(
+            "Reading from another host needs a login."
+        )
+        await expect(page.locator("#point-rows tr")).to_have_count(0)  # nothing shown yet
+        await login(page, "viewer", PASSWORD)
+        await expect(page.locator("#link")).to_have_text("live")  # the stream, with the token
+        await expect(page.locator("#who")).to_have_text("viewer (read)")
+        value = page.locator("#pt-press1\\.temp td.value")
+        await expect(value).not_to_have_text("–")
+        first = await value.inner_text()
+        await expect(value).not_to_have_text(first, timeout=10_000)
+        await page.select_option("#write-point", "pump1.setpoint")
+        await page.fill("#write-value", "3")
+        await page.click("#write-form button")
+        await expect(page.locator("#notice")).to_contain_text("user viewer has role read")
+
+    run(tmp_path, body, host)
