@@ -92,9 +92,9 @@ fuzz: $(STAMP) build
 	GATEWAY_FUZZ_EXAMPLES=20000 $(VPY) -m pytest -q -m slow -o addopts= tests/test_rules_fuzz.py
 
 # The REST API fuzzed from its OpenAPI document (schemathesis), 200 examples per operation,
-# without credentials and as an operator; `make test` runs 3. About 5 minutes.
+# without credentials and as an operator; `make test` runs 3. About 11 minutes here.
 fuzz-api: $(STAMP) build
-	GATEWAY_API_FUZZ_EXAMPLES=200 $(VPY) -m pytest -q -o addopts= tests/test_api_fuzz.py
+	GATEWAY_API_FUZZ_EXAMPLES=200 $(VPY) -m pytest -q -o addopts= -o timeout=1800 tests/test_api_fuzz.py
 
 # Uplink fault runs: 60 s chaos (>= 24 SIGKILL/SIGSTOP faults at 1500 rec/s) and a 10-minute
 # outage at 1000 rec/s on a fast clock (600k records); about 2.5 minutes together.

@@ -13,6 +13,7 @@ from api_support import Gw, api_gateway, http
 from openapi_spec_validator import validate
 from uplink_support import wait_until
 
+from gateway.api import routes as gw_routes
 from gateway.api.routes import ROUTES
 
 ALARM_RULE = {"name": "pressure_seen", "when": "press1.pressure > -1", "severity": "minor",
@@ -26,12 +27,12 @@ def strict(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-def run(tmp_path: Path, body: Any, **kw: Any) -> None:
+def run(tmp_path: Path, body: Any, timeout: float = 90, **kw: Any) -> None:
     async def main() -> None:
         async with api_gateway(tmp_path, **kw) as gw:
             await body(gw)
 
-    asyncio.run(asyncio.wait_for(main(), 90))
+    asyncio.run(asyncio.wait_for(main(), timeout))
 
 
 async def until(gw: Gw, path: str, ok: Any, what: str, timeout: float = 10.0) -> Any:
@@ -67,6 +68,12 @@ def test_reads_show_devices_points_rules_models_uplink_as_strict_json(tmp_path: 
         unseen = (await gw.get("/api/points/motor_state.state")).json()  # a model output: NaN
         assert unseen["value"] is None and unseen["quality"] == "bad"
         assert (await gw.get("/api/points?samples=-1")).status == 400
+        assert (await gw.get("/api/points?samples=4096")).status == 200  # 19 x 4096 < 100,000
+        gw_routes.MAX_LIST_SAMPLES = 1000
+        try:
+            assert (await gw.get("/api/points?samples=100")).status == 400
+        finally:
+            gw_routes.MAX_LIST_SAMPLES = 100_000
 
         rules = {r["name"]: r for r in (await gw.get("/api/rules")).json()}
         assert rules["press1_overheat"]["state"] in ("idle", "holding", "active", "cooldown")

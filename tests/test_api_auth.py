@@ -302,3 +302,15 @@ def test_tls_files_that_cannot_be_loaded_stop_the_start_with_the_reason(tmp_path
         )
         with pytest.raises(RuntimeStartError, match=message):
             Runtime(load_config_text(text))
+
+
+def test_a_broken_users_file_refuses_credentials_with_503_and_stays_closed(tmp_path: Path) -> None:
+    async def body(gw: Gw) -> None:
+        users = Path(gw.rt.config.data_dir) / "users.json"
+        users.write_text("{broken")
+        answer = await gw.post("/api/rules/reload")
+        assert answer.status == 503 and "users file" in answer.json()["error"]
+        assert (await gw.post("/api/rules/reload", user=None)).status == 401
+        assert gw.rt.metrics.get("rule_reloads_total", (("outcome", "applied"),)) == 0
+
+    run(tmp_path, body)

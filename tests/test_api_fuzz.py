@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 EXAMPLES = int(os.environ.get("GATEWAY_API_FUZZ_EXAMPLES", "3"))
+TIMEOUT = 90 + 3 * EXAMPLES  # seconds for one run (make fuzz-api: 200 examples, pytest -o timeout)
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
@@ -33,7 +34,7 @@ async def schemathesis(gw: Gw, tmp_path: Path, *headers: str) -> subprocess.Comp
            "--suppress-health-check", "all", "--report-dir", str(tmp_path / "st"),
            *(x for h in headers for x in ("-H", h))]  # fmt: skip
     return await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True,
-                                   timeout=600, cwd=tmp_path)  # fmt: skip
+                                   timeout=TIMEOUT, cwd=tmp_path)  # fmt: skip
 
 
 def _state(gw: Gw) -> tuple[object, ...]:
@@ -60,7 +61,7 @@ def test_fuzz_without_credentials_no_500_and_no_state_change(tmp_path: Path) -> 
                      if k[0] == "api_requests_total" and dict(k[1])["code"] == "500")  # fmt: skip
         assert errors == 0
 
-    run(tmp_path, body, extra_rules=[ALARM_RULE])
+    run(tmp_path, body, timeout=TIMEOUT, extra_rules=[ALARM_RULE])
 
 
 def test_fuzz_as_operator_no_500(tmp_path: Path) -> None:
@@ -70,4 +71,4 @@ def test_fuzz_as_operator_no_500(tmp_path: Path) -> None:
         assert (await gw.get("/health")).status in (200, 503)  # still answering
         assert gw.rt._status_server is not None and not gw.rt._status_server.faults.total
 
-    run(tmp_path, body, extra_rules=[ALARM_RULE])
+    run(tmp_path, body, timeout=TIMEOUT, extra_rules=[ALARM_RULE])

@@ -76,7 +76,7 @@ SCHEMAS: dict[str, Any] = {
                              "type": {"type": "string"}, "unit": {"type": "string"},
                              "description": {"type": "string"}, "writable": {"type": "boolean"},
                              "value": _NUM, "ts": _NUM,
-                             "quality": {"enum": ["good", "bad", "uncertain", "stale"]},
+                             "quality": {"enum": ["good", "uncertain", "bad"]},
                              "samples": {"type": "array", "description": "[ts, value] pairs, "
                                          "oldest first", "items": {"type": "array"}}}},
     "Device": {"type": "object", "required": ["name", "state", "online"],
@@ -123,7 +123,7 @@ def document() -> dict[str, Any]:
                              "additionalProperties": False,
                              "properties": {"user": {"type": "string"},
                                             "password": {"type": "string"}}},
-                            _OBJ, (400, 401, 415), operator=False),
+                            _OBJ, (400, 401, 415, 429), operator=False),
         "/api/logout": _post("End the session of the bearer token", None, _ref("Ok"), (),
                              operator=False),
         "/api/devices": _get("Devices: state, last error, round trip, counters, read blocks",

@@ -30,6 +30,7 @@ _log = logging.getLogger("gateway.api")
 WRITE_MIN_INTERVAL = 1.0  # s between API writes to one point (rules default to the same)
 POLL_TIMEOUT = 5.0
 MAX_CONFIG_BYTES = 60 * 1024
+MAX_LIST_SAMPLES = 100_000
 
 
 def _int(call: Call, key: str, default: int, lo: int, hi: int) -> int:
@@ -80,8 +81,11 @@ async def points(call: Call) -> Response:
     rt = call.rt
     dev = call.req.query.get("device")
     samples = _int(call, "samples", 0, 0, views.MAX_SAMPLES)
-    return _ok([views.point(rt, i.id, samples) for i in rt.points.infos
-                if dev is None or i.device == dev])  # fmt: skip
+    chosen = [i.id for i in rt.points.infos if dev is None or i.device == dev]
+    if samples * len(chosen) > MAX_LIST_SAMPLES:  # one answer stays a few MB at most
+        raise ApiError(400, f"{len(chosen)} points x {samples} samples is more than "
+                       f"{MAX_LIST_SAMPLES}; filter by device or ask for fewer samples")  # fmt: skip
+    return _ok([views.point(rt, pid, samples) for pid in chosen])
 
 
 def _point_id(call: Call) -> int:
