@@ -13,7 +13,8 @@ DEMO_PINS = $(shell grep -E '^($(subst $(SPACE),|,$(DEMO_PKGS)))(==.*)?$$' requi
 SPACE := $(subst ,, )
 
 .PHONY: demo test test-native test-pure hil build lint bench soak slow fuzz fuzz-api chaos clean venv \
-	opcua-node micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
+	bench-web test-web opcua-node \
+	micropython-check deb image image-test power-cut recipes-test docker lint-images ci-images
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -64,6 +65,13 @@ lint: $(STAMP)
 
 bench: $(STAMP) build
 	$(VPY) bench/run_all.py
+
+# The operator page's cost: the gateway's RSS with the listener off, on, and the page open in
+# Debian's chromium (~3 min). test-web: only the page's tests (Chromium; part of make test).
+bench-web: $(STAMP) build
+	$(VPY) bench/bench_web.py
+test-web: $(STAMP) build
+	$(VPY) -m pytest -q tests/test_web.py tests/test_web_assets.py tests/test_web_demo.py
 
 # The real pipeline for SOAK_MINUTES (default 60) at 10,000 datapoints/s with the cloud receiver
 # stopped for a third of every quarter (5 min every 15 min); passes on RSS growth < 2 MB after

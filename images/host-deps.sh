@@ -3,6 +3,7 @@
 #   images/host-deps.sh lint    systemd-analyze (offline unit checks)
 #   images/host-deps.sh image   + lintian, mmdebstrap, qemu-user (binfmt), cross gcc, mtools, bmap, qemu-system
 #   images/host-deps.sh docker  + buildah, podman
+#   images/host-deps.sh web     + chromium and a font (the operator page's browser tests)
 #   images/host-deps.sh TARGET --print   only print the missing packages (tests; HOST_DEPS_SYSROOT
 #                                        prefixes the files checked)
 # Packages are installed with --no-install-recommends, so every recommended package a step really
@@ -14,11 +15,16 @@ want=""
 need() { command -v "$1" >/dev/null 2>&1 || want="$want $2"; }
 need_file() { [ -e "${HOST_DEPS_SYSROOT:-}$1" ] || want="$want $2"; }
 case "${1:-lint}" in
-    image | docker | lint) ;;
-    *) echo "usage: host-deps.sh lint|image|docker" >&2; exit 2 ;;
+    image | docker | lint | web) ;;
+    *) echo "usage: host-deps.sh lint|image|docker|web" >&2; exit 2 ;;
 esac
 need systemd-analyze systemd
-if [ "${1:-lint}" != lint ]; then
+if [ "${1:-lint}" = web ]; then
+    # Debian's chromium, driven by Playwright (tests/test_web*.py; never a downloaded browser).
+    need_file /usr/bin/chromium chromium
+    need_file /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
+fi
+if [ "${1:-lint}" != lint ] && [ "${1:-lint}" != web ]; then
     need lintian lintian
     need mmdebstrap mmdebstrap
     # mmdebstrap: "install arch-test for foreign architecture support"; the archive's keys for apt.
@@ -48,8 +54,8 @@ if [ "${2:-}" = --print ]; then
     exit 0
 fi
 if [ -n "$want" ] && [ "$(id -u)" != 0 ]; then
-    if [ "${1:-lint}" = lint ]; then
-        echo "host-deps: not root, cannot install$want; lint-images skips what needs them" >&2
+    if [ "${1:-lint}" = lint ] || [ "${1:-lint}" = web ]; then
+        echo "host-deps: not root, cannot install$want; the tests that need them skip" >&2
         exit 0
     fi
     echo "host-deps: not root, cannot install:$want" >&2
@@ -61,7 +67,7 @@ if [ -n "$want" ]; then
     # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $want >/dev/null
 fi
-if [ "${1:-lint}" != lint ]; then
+if [ "${1:-lint}" != lint ] && [ "${1:-lint}" != web ]; then
     # A container or fresh VM may not have binfmt_misc mounted; update-binfmts then fails quietly.
     if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
         mount binfmt_misc -t binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || {

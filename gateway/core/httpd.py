@@ -247,6 +247,10 @@ class StatusServer:
                 ok, info = self._health()
                 return Response.json(200 if ok else 503, info)
         if self._api is not None:
+            from gateway import web  # the operator's page: static files, no plant data
+
+            if req.method == "GET" and web.is_page(req.path):
+                return web.serve(req.path)
             return await self._api(req)
         return Response(404, b"try /metrics, /status or /health\n", "text/plain")
 

@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.processes import ManagedProcess
-from gateway.demo.ports import DemoPorts, busy_message, busy_ports
-from gateway.demo.scratch import DemoSetupError, prepare_workdir, scratch_config
+from gateway.demo.ports import HOST, DemoPorts, busy_message, busy_ports
+from gateway.demo.scratch import (
+    DEMO_USER,
+    DemoSetupError,
+    demo_login,
+    prepare_workdir,
+    scratch_config,
+)
 from gateway.demo.screen import (
     ModelLabels,
     PlainLog,
@@ -152,9 +158,10 @@ def processes(ports: DemoPorts, config: Any, work: Path, copy: Path) -> list[Man
 class Output:
     """The screen when stdout is a terminal (and not ``--plain``), plain lines otherwise."""
 
-    def __init__(self, plain: bool, model: ModelLabels | None = None) -> None:
+    def __init__(self, plain: bool, model: ModelLabels | None = None, page: str = "") -> None:
         self.plain = plain or not sys.stdout.isatty()
         self.model = model
+        self.page = page
         self.log = PlainLog()
         enc = (getattr(sys.stdout, "encoding", None) or "").lower()
         self.ellipsis = "…" if enc.startswith("utf") else "~"
@@ -168,7 +175,15 @@ class Output:
             return
         size = shutil.get_terminal_size()
         lines = render_lines(
-            status, view, coil, started, size.columns, size.lines, self.ellipsis, self.model
+            status,
+            view,
+            coil,
+            started,
+            size.columns,
+            size.lines,
+            self.ellipsis,
+            self.model,
+            self.page,
         )
         sys.stdout.write(frame(lines, color=True))
         sys.stdout.flush()
@@ -209,22 +224,26 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         try:
             copy = scratch_config(Path(args.config), work, ports, source)
             config = load_config(copy)
-        except (DemoSetupError, ConfigError):
+            password = demo_login(config.data_dir)
+        except (DemoSetupError, ConfigError, OSError):
             if owned:
                 shutil.rmtree(work, ignore_errors=True)
             raise
-    except (DemoSetupError, ConfigError) as exc:
+    except (DemoSetupError, ConfigError, OSError) as exc:
         print(f"gateway demo: {exc}", file=sys.stderr)
         return 1
     procs = processes(ports, config, work, copy)
     view = SubscriberView()
-    out = Output(args.plain, ModelLabels.of(config.assets))
+    page = f"http://{HOST}:{ports.metrics}/  login {DEMO_USER} / {password}"
+    out = Output(args.plain, ModelLabels.of(config.assets), page)
     if out.plain:
         print(
             f"gateway demo: ports {ports.describe()}, scratch folder {work}, "
             f"config {args.config} (not modified)",
             flush=True,
         )
+        print(f"gateway demo: operator page {page} (to acknowledge, write and poll once)",
+              flush=True)  # fmt: skip
     sub_task = asyncio.create_task(subscribe(view, ports.pub_endpoint, stop))
     started = time.time()
     code, status = 0, None

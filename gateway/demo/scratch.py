@@ -11,6 +11,7 @@ simulator, so nothing in X and nothing X's devices are can be touched.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -158,3 +159,19 @@ def _absolute_paths(raw: dict[str, Any], base: Path) -> None:
             for key in ("file", "reference"):
                 if key in model:
                     model[key] = absolute(model[key])
+
+
+DEMO_USER = "operator"
+
+
+def demo_login(data_dir: str) -> str:
+    """A fresh operator (``DEMO_USER``) in the demo's ``users.json``; returns its password.
+
+    The page's actions (ack, write, poll once) need an operator; a new random password each
+    run, printed by the demo, since the scratch folder is thrown away anyway.
+    """
+    from gateway.api.auth import UserFile
+
+    password = secrets.token_urlsafe(9)
+    UserFile(data_dir).add(DEMO_USER, "operator", password, token=False)
+    return password

@@ -119,15 +119,19 @@ def render_lines(
     height: int,
     ellipsis: str = "…",
     model: ModelLabels | None = None,
+    page: str = "",
 ) -> list[tuple[str, str]]:
     """The screen as ``(text, sgr)`` lines, at most ``height`` of them, none wider than ``width``.
 
     The rule activity list gets the rows left over, newest last; the point table uses as many
     columns as the width allows, naming points by asset (``press1.temperature``) when the
-    config has an ``assets:`` tree (``model``).
+    config has an ``assets:`` tree (``model``). ``page``: the operator page's line (address and
+    login).
     """
     up = int(time.time() - started)
     head = [(f"Edge gateway demo   running {up // 60:02d}:{up % 60:02d}   Ctrl-C stops", BOLD)]
+    if page:
+        head.append((f"PAGE     {page}", BOLD))
     if status is None:
         rows = [*head, ("waiting for the gateway's status endpoint ...", "")]
         return [(fit(t, width, ellipsis), s) for t, s in rows][:height]
