@@ -3,49 +3,21 @@
 A subscriber connected to every receiver's PUB still loses messages: it joins late, a receiver
 dies with records in its PUB queue, a slow subscriber hits the high-water mark. Every record it
 lost is in the store (PUB carries only committed records), so it reads them back through this
-small interface. :class:`~gateway.cloud.store.SQLiteCloudStore` implements it; any other store
-backend (PostgreSQL) needs these three reads and an entry in :func:`open_reader`.
+small interface (:class:`~gateway.cloud.store.StoreReader`, the read half of every store):
+:func:`open_reader` opens the receivers' SQLite file or their PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
 from gateway.cloud.store import (
     SQLiteCloudStore,
-    StoredGap,
-    StoredRecord,
-    StreamStatus,
+    StoreReader,
     is_postgres,
     redacted,
     store_for,
 )
-
-
-class StoreReader(Protocol):
-    """The store reads a subscriber needs; called from a worker thread, never concurrently."""
-
-    def gateways(self) -> list[StreamStatus]:
-        """Every (gateway, stream, epoch) with its committed high-water mark."""
-        ...
-
-    def records(
-        self,
-        gateway: str,
-        stream: str,
-        epoch: int | None = None,
-        after_seq: int = 0,
-        limit: int = 10000,
-    ) -> list[StoredRecord]:
-        """Committed records of a stream (of one epoch: with seq > ``after_seq``), in seq order."""
-        ...
-
-    def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:
-        """Seqs the gateway dropped on purpose (DROP), ordered by ``first``."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class ReaderError(ValueError):

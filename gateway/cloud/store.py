@@ -138,7 +138,34 @@ class StreamStatus:
     updated_ts: float
 
 
-class CloudStore(Protocol):
+class StoreReader(Protocol):
+    """The reads of a store: what subscribers' catch-up and the cloud tools need. Called from one
+    worker thread, never concurrently."""
+
+    def gateways(self) -> list[StreamStatus]:
+        """Every known (gateway, stream, epoch) with its committed high-water mark."""
+        ...
+
+    def records(
+        self,
+        gateway: str,
+        stream: str,
+        epoch: int | None = None,
+        after_seq: int = 0,
+        limit: int = 10000,
+    ) -> list[StoredRecord]:
+        """Stored records with seq > ``after_seq`` in seq order; all epochs in commit order when
+        epoch is None."""
+        ...
+
+    def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:
+        """Seqs the gateway dropped on purpose (DROP) in (gateway, stream, epoch), by ``first``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class CloudStore(StoreReader, Protocol):
     """What the receiver needs from a store. Implementations must be usable from one worker
     thread other than the one that opened them (the receiver commits off its event loop)."""
 
@@ -203,25 +230,6 @@ class CloudStore(Protocol):
 
         Raises :class:`SequenceGap` when ``first > hw + 1``; a gap already below hw is a no-op.
         """
-        ...
-
-    def gaps(self, gateway: str, stream: str, epoch: int) -> list[StoredGap]:
-        """Announced gaps of (gateway, stream, epoch) in seq order."""
-        ...
-
-    def records(
-        self,
-        gateway: str,
-        stream: str,
-        epoch: int | None = None,
-        after_seq: int = 0,
-        limit: int = 10000,
-    ) -> list[StoredRecord]:
-        """Stored records with seq > ``after_seq``; all epochs in commit order when epoch is None."""
-        ...
-
-    def gateways(self) -> list[StreamStatus]:
-        """Every known (gateway, stream, epoch) with its hw."""
         ...
 
 

@@ -71,7 +71,7 @@ class Subscriber:
     ``connect``: one PUB endpoint or several (every receiver's). Without ``store``, the first
     record seen of a (gateway, stream, epoch) sets the baseline: records published before this
     subscriber joined are not reported as a gap. With ``store`` (an open
-    :class:`~gateway.cloud.catchup.StoreReader`, e.g. ``SQLiteCloudStore`` on the receivers'
+    :class:`~gateway.cloud.store.StoreReader`, e.g. ``SQLiteCloudStore`` on the receivers'
     file), holes are filled from it, the store is checked after ``resync`` seconds without a
     message, and ``snapshot=True`` first delivers everything already stored for the topic.
     """
