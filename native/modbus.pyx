@@ -40,6 +40,15 @@ cdef enum:
     # Below this many values, releasing and retaking the GIL costs more than the decode itself.
     _NOGIL_MIN_VALUES = 64
 
+cdef inline Py_ssize_t _mbap_length(const unsigned char *b, Py_ssize_t pos) noexcept nogil:
+    """The length field of an MBAP header at ``b[pos:pos+6]``, or -1 when the header is not
+    plausible (protocol id not 0, length outside 2.._MBAP_MAX_LENGTH): where a resync starts."""
+    cdef Py_ssize_t length = (b[pos + 4] << 8) | b[pos + 5]
+    if b[pos + 2] or b[pos + 3] or length < 2 or length > _MBAP_MAX_LENGTH:
+        return -1
+    return length
+
+
 cdef int[6] _WORDS = [1, 1, 2, 2, 2, 4]
 cdef double _FLT32_MAX = 3.4028234663852886e38
 _INT_LIMITS = {
@@ -578,8 +587,8 @@ def decode_stream(stream, RegisterDecoder decoder not None, double[:, :] out,
         b = &data[0]
         with nogil:
             while decoded < rows and n - pos >= 6:
-                length = (b[pos + 4] << 8) | b[pos + 5]
-                if b[pos + 2] or b[pos + 3] or length < 2 or length > _MBAP_MAX_LENGTH:
+                length = _mbap_length(b, pos)
+                if length < 0:
                     if not resync:
                         skipped += 1
                         resync = True
@@ -782,8 +791,8 @@ cdef class ResponseMatcher:
         if n:
             b = &data[0]
             while n - pos >= 6:
-                length = (b[pos + 4] << 8) | b[pos + 5]
-                if b[pos + 2] or b[pos + 3] or length < 2 or length > _MBAP_MAX_LENGTH:
+                length = _mbap_length(b, pos)
+                if length < 0:
                     if not resync:
                         bad += 1
                         resync = True

@@ -507,6 +507,15 @@ def unpack_bits(body: bytes | bytearray | memoryview, count: int, out: np.ndarra
     out[:count] = np.unpackbits(data, bitorder="little")[:count]
 
 
+def _mbap_length(data: bytes, pos: int) -> int:
+    """The length field of an MBAP header at ``data[pos:pos+6]``, or -1 when the header is not
+    plausible (protocol id not 0, length outside 2..MBAP_MAX_LENGTH): where a resync starts."""
+    length = (data[pos + 4] << 8) | data[pos + 5]
+    if data[pos + 2] or data[pos + 3] or length < 2 or length > MBAP_MAX_LENGTH:
+        return -1
+    return length
+
+
 def decode_stream(
     stream: bytes | bytearray | memoryview,
     decoder: RegisterDecoder,
@@ -531,8 +540,8 @@ def decode_stream(
     pos, n, decoded, skipped, resync = 0, len(data), 0, 0, False
     starts: list[int] = []
     while decoded < rows and n - pos >= 6:
-        length = (data[pos + 4] << 8) | data[pos + 5]
-        if data[pos + 2] or data[pos + 3] or length < 2 or length > MBAP_MAX_LENGTH:
+        length = _mbap_length(data, pos)
+        if length < 0:
             if not resync:
                 skipped += 1
                 resync = True
@@ -701,8 +710,8 @@ class ResponseMatcher:
         n, pos, matched, stale, bad, resync = len(data), 0, 0, 0, 0, False
         tids, status = self._tid, self._status
         while n - pos >= 6:
-            length = (data[pos + 4] << 8) | data[pos + 5]
-            if data[pos + 2] or data[pos + 3] or length < 2 or length > MBAP_MAX_LENGTH:
+            length = _mbap_length(data, pos)
+            if length < 0:
                 if not resync:
                     bad += 1
                     resync = True
